@@ -1,0 +1,155 @@
+// Command kvd is the key-value server: the Telnyx Edge Compute KV API on an
+// embedded engine (Pebble) or on a PostgreSQL-wire database.
+//
+//	kvd [--listen ADDR] [--store DIR|postgres://...]
+//	kvd token create --org NAME [--store DIR|postgres://...]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/edgekv/kv/internal/server"
+	"github.com/edgekv/kv/internal/service"
+	"github.com/edgekv/kv/internal/store/pebble"
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// run is kvd's main; it returns the exit code.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) >= 1 && args[0] == "token" {
+		return runToken(ctx, args[1:], getenv, stdout, stderr)
+	}
+	cfg, logger, err := parseFlags(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "kvd:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	srv, err := server.Open(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "kvd:", err)
+		return 1
+	}
+	select {
+	case <-ctx.Done():
+		logger.Info("kvd stopping: draining requests")
+	case err := <-srv.Done():
+		logger.Error("kvd: server stopped", "err", err)
+	}
+	if err := srv.Close(); err != nil {
+		logger.Error("kvd: stop", "err", err)
+		return 1
+	}
+	logger.Info("kvd stopped")
+	return 0
+}
+
+func envOr(getenv func(string) string, name, def string) string {
+	if v := getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (server.Config, *slog.Logger, error) {
+	cfg := server.DefaultConfig()
+	fs := flag.NewFlagSet("kvd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: kvd [flags]\n       kvd token create --org NAME [--store DIR|URL]\n\nFlags:\n")
+		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\nEnvironment: KV_LISTEN, KV_STORE (flag defaults), TELNYX_API_KEY (accepted as a token of the %q organization).\n", "default")
+	}
+	fs.StringVar(&cfg.Listen, "listen", envOr(getenv, "KV_LISTEN", cfg.Listen), "address to serve the API on (env KV_LISTEN)")
+	fs.StringVar(&cfg.Store, "store", envOr(getenv, "KV_STORE", cfg.Store), "data directory of the embedded engine, or a postgres:// URL (env KV_STORE)")
+	fs.BoolVar(&cfg.AccessLog, "access-log", cfg.AccessLog, "log one line per request")
+	logLevel := fs.String("log-level", envOr(getenv, "KV_LOG_LEVEL", "info"), "debug, info, warn or error (env KV_LOG_LEVEL)")
+	logFormat := fs.String("log-format", envOr(getenv, "KV_LOG_FORMAT", "text"), "text or json (env KV_LOG_FORMAT)")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a stop waits for requests in flight")
+	if err := fs.Parse(args); err != nil {
+		return cfg, nil, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, nil, fmt.Errorf("unexpected argument %q (see kvd -h)", fs.Arg(0))
+	}
+	logger, err := newLogger(*logLevel, *logFormat, stderr)
+	if err != nil {
+		return cfg, nil, err
+	}
+	cfg.Logger = logger
+	cfg.APIKey = getenv("TELNYX_API_KEY")
+	return cfg, logger, nil
+}
+
+func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// runToken implements "kvd token create".
+func runToken(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	usage := "Usage: kvd token create --org NAME [--store DIR|URL]"
+	if len(args) == 0 || args[0] != "create" {
+		fmt.Fprintln(stderr, usage)
+		return 2
+	}
+	fs := flag.NewFlagSet("kvd token create", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	org := fs.String("org", "", "organization the token belongs to (required)")
+	storeSpec := fs.String("store", envOr(getenv, "KV_STORE", "./data"), "data directory or postgres:// URL (env KV_STORE)")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *org == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, usage)
+		return 2
+	}
+	st, err := server.OpenStore(ctx, *storeSpec, slog.New(slog.NewTextHandler(stderr, nil)))
+	if errors.Is(err, pebble.ErrLocked) {
+		fmt.Fprintf(stderr, "kvd: %s is in use by a running kvd; stop it, create the token, and start it again\n", *storeSpec)
+		return 1
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "kvd:", err)
+		return 1
+	}
+	tok, err := service.NewToken(ctx, st, *org)
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "kvd:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, tok)
+	return 0
+}

@@ -1,0 +1,308 @@
+// Package api serves the key-value HTTP API under /v2/storage/kvs, plus
+// /healthz and /readyz. It does its own routing on the escaped request path:
+// a key is everything after /keys/ decoded exactly once, and no path
+// cleaning or redirect ever applies (net/http's ServeMux would clean
+// "a//b" or "a/../b", which are distinct, valid keys).
+package api
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/service"
+)
+
+// Config configures the handler.
+type Config struct {
+	Service *service.Service
+	Logger  *slog.Logger // nil: slog.Default()
+	// AccessLog logs one line per request at Info level.
+	AccessLog bool
+	// Ready reports whether the server should receive traffic (/readyz);
+	// nil means always.
+	Ready func() bool
+}
+
+// Handler is the API's http.Handler.
+type Handler struct {
+	svc       *service.Service
+	log       *slog.Logger
+	accessLog bool
+	ready     func() bool
+	reqSeq    atomic.Uint64
+	reqPrefix string
+}
+
+// New returns the API handler.
+func New(cfg Config) *Handler {
+	h := &Handler{svc: cfg.Service, log: cfg.Logger, accessLog: cfg.AccessLog, ready: cfg.Ready}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	if h.ready == nil {
+		h.ready = func() bool { return true }
+	}
+	var b [4]byte
+	rand.Read(b[:])
+	h.reqPrefix = hex.EncodeToString(b[:]) + "-"
+	return h
+}
+
+// basePath is the root of every API route.
+const basePath = "/v2/storage/kvs"
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	rec.id = r.Header.Get("X-Request-Id")
+	if !validRequestID(rec.id) {
+		rec.id = h.newRequestID()
+	}
+	w.Header()["X-Request-Id"] = []string{rec.id}
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			h.log.LogAttrs(r.Context(), slog.LevelError, "panic serving request",
+				slog.String("request_id", rec.id), slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
+			if !rec.wrote {
+				writeError(rec, rec.id, h.log, kv.Errorf(kv.EInternal, "An internal error occurred; the request id is %s", rec.id))
+			}
+		}
+		if h.accessLog {
+			h.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+				slog.String("request_id", rec.id),
+				slog.String("method", r.Method),
+				slog.String("path", r.URL.EscapedPath()),
+				slog.Int("status", rec.status),
+				slog.Int64("bytes", rec.bytes),
+				slog.String("org", rec.org),
+				slog.Duration("duration", time.Since(start)))
+		}
+	}()
+	h.route(rec, r)
+}
+
+func (h *Handler) newRequestID() string {
+	n := h.reqSeq.Add(1)
+	var b [16]byte
+	return h.reqPrefix + string(appendHex(b[:0], n))
+}
+
+func appendHex(dst []byte, n uint64) []byte {
+	const digits = "0123456789abcdef"
+	var tmp [16]byte
+	i := len(tmp)
+	for {
+		i--
+		tmp[i] = digits[n&15]
+		n >>= 4
+		if n == 0 {
+			break
+		}
+	}
+	return append(dst, tmp[i:]...)
+}
+
+// validRequestID accepts a client's X-Request-Id if it is short and plain.
+func validRequestID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// recorder remembers what was written, for the access log and for panics.
+type recorder struct {
+	http.ResponseWriter
+	id     string
+	org    string
+	status int
+	bytes  int64
+	wrote  bool
+}
+
+func (r *recorder) WriteHeader(status int) {
+	if !r.wrote {
+		r.status = status
+		r.wrote = true
+	}
+	r.ResponseWriter.WriteHeader(status)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// route is a parsed API path.
+type route struct {
+	kind routeKind
+	id   string // namespace id, as sent
+	key  string // decoded key
+}
+
+type routeKind int
+
+const (
+	routeNone       routeKind = iota
+	routeNamespaces           // /v2/storage/kvs
+	routeNamespace            // /v2/storage/kvs/{id}
+	routeKeys                 // /v2/storage/kvs/{id}/keys
+	routeKey                  // /v2/storage/kvs/{id}/keys/{key}
+)
+
+// parseRoute splits an escaped path into a route. The key is the escaped
+// remainder after "/keys/", unescaped once; ok is false for a path that is
+// no route or that cannot be unescaped.
+func parseRoute(escaped string) (rt route, ok bool) {
+	rest, found := strings.CutPrefix(escaped, basePath)
+	if !found {
+		return rt, false
+	}
+	if rest == "" || rest == "/" {
+		return route{kind: routeNamespaces}, true
+	}
+	if rest[0] != '/' {
+		return rt, false
+	}
+	rest = rest[1:]
+	idEsc, tail, _ := strings.Cut(rest, "/")
+	rt.id = unescape(idEsc)
+	switch {
+	case !strings.Contains(rest, "/"):
+		rt.kind = routeNamespace
+	case tail == "keys":
+		rt.kind = routeKeys
+	case strings.HasPrefix(tail, "keys/"):
+		rt.kind, rt.key = routeKey, unescape(tail[len("keys/"):])
+	default:
+		return rt, false
+	}
+	return rt, true
+}
+
+func (h *Handler) route(w *recorder, r *http.Request) {
+	path := r.URL.EscapedPath()
+	switch path {
+	case "/healthz":
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		return
+	case "/readyz":
+		if h.ready() {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		} else {
+			writeErrorStatus(w, http.StatusServiceUnavailable, kv.Errorf(kv.EUnavailable, "not ready"))
+		}
+		return
+	}
+	rt, ok := parseRoute(path)
+	if !ok && !strings.HasPrefix(path, basePath+"/") {
+		writeError(w, w.id, h.log, kv.Errorf(kv.ENotFound, "no route %s %s; the API lives under %s", r.Method, truncate(path, 128), basePath))
+		return
+	}
+	org, err := h.svc.Authenticate(r.Context(), bearerToken(r))
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="kvd"`)
+		writeError(w, w.id, h.log, err)
+		return
+	}
+	w.org = org
+	if !ok {
+		writeError(w, w.id, h.log, kv.Errorf(kv.ENotFound, "no route %s %s", r.Method, truncate(path, 128)))
+		return
+	}
+	switch rt.kind {
+	case routeNamespaces:
+		switch r.Method {
+		case http.MethodPost:
+			h.createNamespace(w, r, org)
+		case http.MethodGet, http.MethodHead:
+			h.listNamespaces(w, r, org)
+		default:
+			methodNotAllowed(w, "GET, POST")
+		}
+	case routeNamespace:
+		switch r.Method {
+		case http.MethodGet, http.MethodHead:
+			h.getNamespace(w, r, org, rt.id)
+		case http.MethodDelete:
+			h.deleteNamespace(w, r, org, rt.id)
+		default:
+			methodNotAllowed(w, "GET, DELETE")
+		}
+	case routeKeys:
+		switch r.Method {
+		case http.MethodGet, http.MethodHead:
+			h.listKeys(w, r, org, rt.id)
+		default:
+			methodNotAllowed(w, "GET")
+		}
+	case routeKey:
+		switch r.Method {
+		case http.MethodGet, http.MethodHead:
+			h.getKey(w, r, org, rt)
+		case http.MethodPut:
+			h.putKey(w, r, org, rt)
+		case http.MethodDelete:
+			h.deleteKey(w, r, org, rt)
+		default:
+			methodNotAllowed(w, "GET, PUT, DELETE")
+		}
+	}
+}
+
+func methodNotAllowed(w *recorder, allow string) {
+	w.Header().Set("Allow", allow)
+	writeErrorStatus(w, http.StatusMethodNotAllowed, &kv.Error{Code: kv.EInvalid, Title: "Method not allowed", Detail: "method not allowed; allowed: " + allow})
+}
+
+// bearerToken returns the token of an "Authorization: Bearer" header.
+func bearerToken(r *http.Request) string {
+	a := r.Header.Get("Authorization")
+	if len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+		return strings.TrimSpace(a[7:])
+	}
+	return ""
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// unescape decodes a path segment once. A malformed escape is left as it
+// is, so validation then refuses the '%' with a clear message.
+func unescape(s string) string {
+	if strings.IndexByte(s, '%') < 0 {
+		return s
+	}
+	u, err := url.PathUnescape(s)
+	if err != nil {
+		return s
+	}
+	return u
+}

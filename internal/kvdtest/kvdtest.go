@@ -1,0 +1,107 @@
+// Package kvdtest runs a real kvd for tests: the real HTTP server on a
+// loopback port over a real engine (Pebble in a temp dir by default).
+package kvdtest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/lifecycle"
+	"github.com/edgekv/kv/internal/server"
+	"github.com/edgekv/kv/internal/service"
+)
+
+// Server is a kvd running for a test.
+type Server struct {
+	// URL is the base URL, e.g. http://127.0.0.1:41234 (without /v2).
+	URL string
+	// Token is a bearer token of the default organization.
+	Token string
+	// Dir is the data directory or database URL the server runs on.
+	Dir string
+
+	*server.Server
+	cfg server.Config
+}
+
+// Option adjusts the configuration of a Server before it starts.
+type Option func(*server.Config)
+
+// WithStore runs the server on the given data directory or database URL.
+func WithStore(spec string) Option { return func(c *server.Config) { c.Store = spec } }
+
+// WithClock gives the server a clock.
+func WithClock(now func() time.Time) Option { return func(c *server.Config) { c.Now = now } }
+
+// WithLogger sends the server's log to l.
+func WithLogger(l *slog.Logger) Option { return func(c *server.Config) { c.Logger = l } }
+
+// Config returns the configuration a Server starts with: Pebble in a temp
+// dir, a free loopback port, a fixed API key for the default organization,
+// quiet logs and a fast lifecycle worker.
+func Config(t testing.TB) server.Config {
+	cfg := server.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Store = t.TempDir()
+	cfg.APIKey = "test-token-" + kv.NewID()
+	cfg.AccessLog = false
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.ShutdownTimeout = 10 * time.Second
+	cfg.Lifecycle = lifecycle.Config{Poll: 20 * time.Millisecond, Sweep: time.Hour}
+	return cfg
+}
+
+// Start starts a kvd and stops it when the test ends.
+func Start(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	cfg := Config(t)
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return StartConfig(t, cfg)
+}
+
+// StartConfig starts a kvd with cfg and stops it when the test ends.
+func StartConfig(t testing.TB, cfg server.Config) *Server {
+	t.Helper()
+	srv, err := server.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("kvdtest: start kvd: %v", err)
+	}
+	s := &Server{URL: srv.URL(), Token: cfg.APIKey, Dir: cfg.Store, Server: srv, cfg: cfg}
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { srv.Close() }) })
+	return s
+}
+
+// Restart stops the server gracefully and starts it again on the same
+// store and port, as a restarted process would.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	if err := s.Server.Close(); err != nil {
+		t.Fatalf("kvdtest: stop kvd: %v", err)
+	}
+	cfg := s.cfg
+	cfg.Listen = s.Addr()
+	srv, err := server.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("kvdtest: restart kvd: %v", err)
+	}
+	s.Server = srv
+	t.Cleanup(func() { srv.Close() })
+}
+
+// NewToken returns a new token of organization org.
+func (s *Server) NewToken(t testing.TB, org string) string {
+	t.Helper()
+	tok, err := service.NewToken(context.Background(), s.Store, org)
+	if err != nil {
+		t.Fatalf("kvdtest: new token: %v", err)
+	}
+	return tok
+}

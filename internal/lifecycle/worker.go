@@ -1,0 +1,168 @@
+// Package lifecycle runs kvd's background work: it provisions namespaces
+// (pending -> provision_ok), removes deleted ones with all their keys, and
+// sweeps expired keys. The work is recorded in the store, so a job left
+// unfinished by a crash resumes after a restart, and leases make each job
+// run once even when many kvd share one database.
+package lifecycle
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/store"
+)
+
+// Config configures a Worker. Zero durations take the defaults.
+type Config struct {
+	Store  store.Store
+	Now    func() time.Time // nil: time.Now
+	Logger *slog.Logger     // nil: slog.Default()
+	// Holder names this worker in leases; "" picks a random one.
+	Holder string
+	// Lease is how long a claimed job is this worker's before another may
+	// take it over (default 30s). Jobs finish far sooner.
+	Lease time.Duration
+	// Poll is how often the worker looks for jobs it was not woken for,
+	// such as ones left by another process (default 1s).
+	Poll time.Duration
+	// Sweep is how often expired keys are reclaimed (default 10s).
+	Sweep time.Duration
+	// SweepBatch bounds the keys reclaimed per store call (default 1000).
+	SweepBatch int
+}
+
+// Worker runs the lifecycle jobs. Run it once; Wake is safe to call from
+// any goroutine, before or during Run.
+type Worker struct {
+	cfg  Config
+	wake chan struct{}
+}
+
+// New returns a Worker with defaults applied.
+func New(cfg Config) *Worker {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Holder == "" {
+		var b [8]byte
+		rand.Read(b[:])
+		cfg.Holder = "kvd-" + hex.EncodeToString(b[:])
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 30 * time.Second
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = time.Second
+	}
+	if cfg.Sweep <= 0 {
+		cfg.Sweep = 10 * time.Second
+	}
+	if cfg.SweepBatch <= 0 {
+		cfg.SweepBatch = 1000
+	}
+	return &Worker{cfg: cfg, wake: make(chan struct{}, 1)}
+}
+
+// Wake asks the worker to look for jobs now.
+func (w *Worker) Wake() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run does the work until ctx is done, then returns once the job in hand
+// (if any) has finished.
+func (w *Worker) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); w.runJobs(ctx) }()
+	go func() { defer wg.Done(); w.runSweeps(ctx) }()
+	wg.Wait()
+}
+
+func (w *Worker) runJobs(ctx context.Context) {
+	t := time.NewTicker(w.cfg.Poll)
+	defer t.Stop()
+	for {
+		w.RunJobs(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.wake:
+		case <-t.C:
+		}
+	}
+}
+
+func (w *Worker) runSweeps(ctx context.Context) {
+	t := time.NewTicker(w.cfg.Sweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			w.SweepOnce(ctx)
+		}
+	}
+}
+
+// RunJobs claims and finishes jobs until none is left or ctx is done. It
+// reports how many jobs it finished.
+func (w *Worker) RunJobs(ctx context.Context) int {
+	done := 0
+	for ctx.Err() == nil {
+		// The job runs to completion even if ctx ends meanwhile: a finished
+		// job is better than a lease to wait out.
+		jobCtx := context.WithoutCancel(ctx)
+		ns, ok, err := w.cfg.Store.ClaimLifecycleJob(jobCtx, w.cfg.Holder, w.cfg.Now(), w.cfg.Lease)
+		if err != nil {
+			w.cfg.Logger.Error("lifecycle: claim job", "err", err)
+			return done
+		}
+		if !ok {
+			return done
+		}
+		switch ns.Status {
+		case kv.StatusPending:
+			err = w.cfg.Store.CompleteProvision(jobCtx, ns.ID, w.cfg.Holder, kv.StatusProvisionOK, w.cfg.Now().UTC().Truncate(time.Millisecond))
+		case kv.StatusDeleting:
+			err = w.cfg.Store.PurgeNamespace(jobCtx, ns.ID, w.cfg.Holder)
+		}
+		if err != nil {
+			// The lease runs out and the job is tried again.
+			w.cfg.Logger.Error("lifecycle: job failed", "namespace", ns.ID, "status", ns.Status, "err", err)
+			return done
+		}
+		w.cfg.Logger.Debug("lifecycle: job done", "namespace", ns.ID, "status", ns.Status)
+		done++
+	}
+	return done
+}
+
+// SweepOnce reclaims every key expired by now, in batches, and reports how
+// many it removed.
+func (w *Worker) SweepOnce(ctx context.Context) int {
+	total := 0
+	for ctx.Err() == nil {
+		n, err := w.cfg.Store.SweepExpired(ctx, w.cfg.Now(), w.cfg.SweepBatch)
+		total += n
+		if err != nil {
+			w.cfg.Logger.Error("lifecycle: sweep expired keys", "err", err)
+			break
+		}
+		if n < w.cfg.SweepBatch {
+			break
+		}
+	}
+	return total
+}

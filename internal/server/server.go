@@ -1,0 +1,210 @@
+// Package server wires kvd together: it opens the storage engine named by
+// the configuration, starts the lifecycle worker and serves the API, and
+// stops them in order. cmd/kvd and the tests both run kvd through it.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/api"
+	"github.com/edgekv/kv/internal/lifecycle"
+	"github.com/edgekv/kv/internal/service"
+	"github.com/edgekv/kv/internal/store"
+	"github.com/edgekv/kv/internal/store/pebble"
+)
+
+// Config is kvd's configuration. DefaultConfig gives the defaults.
+type Config struct {
+	// Listen is the API's address (host:port).
+	Listen string
+	// Store is a data directory for the embedded engine, or a postgres://
+	// URL for the PostgreSQL engine.
+	Store string
+	// APIKey, when set, is accepted as a token of the default organization
+	// (kvd takes it from TELNYX_API_KEY).
+	APIKey string
+
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
+	// ShutdownTimeout bounds how long Close waits for requests in flight.
+	ShutdownTimeout time.Duration
+
+	// Lifecycle is the background worker's configuration; its Store, Now
+	// and Logger are filled in by Open.
+	Lifecycle lifecycle.Config
+
+	AccessLog bool
+	Logger    *slog.Logger     // nil: slog.Default()
+	Now       func() time.Time // nil: time.Now
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Listen:            "127.0.0.1:8080",
+		Store:             "./data",
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ShutdownTimeout:   30 * time.Second,
+		AccessLog:         true,
+	}
+}
+
+// Server is a running kvd.
+type Server struct {
+	cfg     Config
+	Store   store.Store
+	Service *service.Service
+	Worker  *lifecycle.Worker
+
+	http     *http.Server
+	ln       net.Listener
+	stopping atomic.Bool
+	cancel   context.CancelFunc
+	bg       sync.WaitGroup
+	serveErr chan error
+	closed   bool
+}
+
+// OpenStore opens the engine named by spec: a postgres:// or postgresql://
+// URL, or else a directory for the embedded engine.
+func OpenStore(ctx context.Context, spec string, log *slog.Logger) (store.Store, error) {
+	if isPostgresURL(spec) {
+		return openPostgres(ctx, spec)
+	}
+	if spec == "" {
+		return nil, errors.New("no store given; pass --store DIR or --store postgres://...")
+	}
+	return pebble.Open(spec, pebble.Options{Logger: log})
+}
+
+func isPostgresURL(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
+}
+
+// Open opens the store, binds the listener and starts serving; it returns
+// once requests are being accepted.
+func Open(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	st, err := OpenStore(ctx, cfg.Store, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	s, err := Start(cfg, st)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Start serves an already open store; Close closes it.
+func Start(cfg Config, st store.Store) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	lc := cfg.Lifecycle
+	lc.Store, lc.Now, lc.Logger = st, cfg.Now, cfg.Logger
+	worker := lifecycle.New(lc)
+	statics := map[string]string{}
+	if cfg.APIKey != "" {
+		statics[cfg.APIKey] = kv.DefaultOrg
+	}
+	svc := service.New(service.Config{Store: st, Now: cfg.Now, Wake: worker.Wake, StaticTokens: statics})
+	s := &Server{cfg: cfg, Store: st, Service: svc, Worker: worker, ln: ln, serveErr: make(chan error, 1)}
+	handler := api.New(api.Config{
+		Service:   svc,
+		Logger:    cfg.Logger,
+		AccessLog: cfg.AccessLog,
+		Ready:     func() bool { return !s.stopping.Load() },
+	})
+	s.http = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.bg.Add(1)
+	go func() { defer s.bg.Done(); worker.Run(ctx) }()
+	go func() { s.serveErr <- s.http.Serve(ln) }()
+	cfg.Logger.Info("kvd serving", "addr", ln.Addr().String(), "store", redactStore(cfg.Store))
+	return s, nil
+}
+
+// redactStore hides a password in a database URL.
+func redactStore(spec string) string {
+	if !isPostgresURL(spec) {
+		return spec
+	}
+	if i := strings.Index(spec, "://"); i >= 0 {
+		if at := strings.LastIndex(spec, "@"); at > i {
+			userinfo := spec[i+3 : at]
+			if c := strings.Index(userinfo, ":"); c >= 0 {
+				return spec[:i+3] + userinfo[:c] + ":***" + spec[at:]
+			}
+		}
+	}
+	return spec
+}
+
+// Addr is the address the API listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// URL is the API's base URL (without /v2).
+func (s *Server) URL() string { return "http://" + s.Addr() }
+
+// Done is closed with the serving error when the server stops by itself.
+func (s *Server) Done() <-chan error { return s.serveErr }
+
+// Close stops the server gracefully: it stops accepting connections, waits
+// (up to ShutdownTimeout) for requests in flight, stops the lifecycle
+// worker after its current job, and closes the store.
+func (s *Server) Close() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.stopping.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := s.http.Shutdown(ctx)
+	if err != nil {
+		s.http.Close()
+	}
+	s.cancel()
+	s.bg.Wait()
+	return errors.Join(err, s.Store.Close())
+}

@@ -1,0 +1,293 @@
+// Package service is the key-value service between the HTTP API and the
+// storage engine: it authenticates tokens, validates every input before
+// storage sees it, applies the clock, and pages listings with cursors.
+package service
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"time"
+
+	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/store"
+)
+
+// Config configures a Service.
+type Config struct {
+	Store store.Store
+	// Now is the clock; nil means time.Now. Tests inject their own.
+	Now func() time.Time
+	// Wake is called after a namespace is created or marked deleting, so the
+	// lifecycle worker starts on it at once; nil does nothing.
+	Wake func()
+	// StaticTokens are tokens accepted besides the store's, by organization
+	// (kvd maps TELNYX_API_KEY to the default organization). Only their
+	// digests are kept.
+	StaticTokens map[string]string
+}
+
+// Service implements the key-value API on a Store. It is safe for
+// concurrent use.
+type Service struct {
+	store   store.Store
+	now     func() time.Time
+	wake    func()
+	statics []staticToken
+}
+
+type staticToken struct {
+	digest store.TokenDigest
+	org    string
+}
+
+// New returns a Service.
+func New(cfg Config) *Service {
+	s := &Service{store: cfg.Store, now: cfg.Now, wake: cfg.Wake}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.wake == nil {
+		s.wake = func() {}
+	}
+	for tok, org := range cfg.StaticTokens {
+		s.statics = append(s.statics, staticToken{store.DigestToken(tok), org})
+	}
+	return s
+}
+
+// Now returns the service's clock reading, in UTC.
+func (s *Service) Now() time.Time { return s.now().UTC() }
+
+// Authenticate returns the organization of a bearer token, or an
+// EUnauthorized error. Only digests are compared: static tokens in constant
+// time, stored ones by digest lookup.
+func (s *Service) Authenticate(ctx context.Context, token string) (string, error) {
+	if token == "" {
+		return "", kv.Errorf(kv.EUnauthorized, "missing API key; send the header Authorization: Bearer <API key>")
+	}
+	d := store.DigestToken(token)
+	org := ""
+	for _, st := range s.statics {
+		if subtle.ConstantTimeCompare(d[:], st.digest[:]) == 1 {
+			org = st.org
+		}
+	}
+	if org != "" {
+		return org, nil
+	}
+	org, err := s.store.OrgForToken(ctx, d)
+	if errors.Is(err, kv.ErrNotFound) {
+		return "", kv.Errorf(kv.EUnauthorized, "invalid API key")
+	}
+	return org, err
+}
+
+// NewToken returns a new random token (256 bits) for org, stored as its
+// digest only.
+func NewToken(ctx context.Context, st store.Store, org string) (string, error) {
+	if org == "" {
+		return "", kv.Errorf(kv.EInvalid, "organization name is empty")
+	}
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	tok := "KVD" + base64.RawURLEncoding.EncodeToString(b[:])
+	if err := st.PutToken(ctx, store.DigestToken(tok), org); err != nil {
+		return "", err
+	}
+	return tok, nil
+}
+
+// CreateNamespace creates a pending namespace called name for org.
+func (s *Service) CreateNamespace(ctx context.Context, org, name string) (kv.Namespace, error) {
+	if err := kv.ValidateNamespaceName(name); err != nil {
+		return kv.Namespace{}, err
+	}
+	now := s.now().UTC().Truncate(time.Millisecond)
+	ns := kv.Namespace{ID: kv.NewID(), Org: org, Name: name, Status: kv.StatusPending, CreatedAt: now, UpdatedAt: now}
+	if err := s.store.CreateNamespace(ctx, ns); err != nil {
+		return kv.Namespace{}, err
+	}
+	s.wake()
+	return ns, nil
+}
+
+// NamespacePage is one page of a namespace listing.
+type NamespacePage struct {
+	Namespaces   []kv.Namespace
+	PageNumber   int
+	PageSize     int
+	TotalPages   int
+	TotalResults int
+}
+
+// ListNamespaces returns page number (from 1) of org's namespaces, size per
+// page; sizes over kv.MaxPageSize are clamped.
+func (s *Service) ListNamespaces(ctx context.Context, org string, number, size int) (NamespacePage, error) {
+	if number < 1 {
+		return NamespacePage{}, kv.Errorf(kv.EInvalid, "page[number] must be an integer of at least 1").WithParam("page[number]")
+	}
+	if size < 1 {
+		return NamespacePage{}, kv.Errorf(kv.EInvalid, "page[size] must be an integer from 1 to %d", kv.MaxPageSize).WithParam("page[size]")
+	}
+	size = min(size, kv.MaxPageSize)
+	offset := (number - 1) * size
+	if number > (1<<31)/size { // an offset no organization can reach
+		offset = 1 << 31
+	}
+	list, total, err := s.store.ListNamespaces(ctx, org, offset, size)
+	if err != nil {
+		return NamespacePage{}, err
+	}
+	return NamespacePage{Namespaces: list, PageNumber: number, PageSize: size, TotalPages: (total + size - 1) / size, TotalResults: total}, nil
+}
+
+// GetNamespace returns org's namespace id.
+func (s *Service) GetNamespace(ctx context.Context, org, id string) (kv.Namespace, error) {
+	id, err := kv.CanonicalID(id)
+	if err != nil {
+		return kv.Namespace{}, err
+	}
+	return s.store.GetNamespace(ctx, org, id)
+}
+
+// DeleteNamespace marks org's namespace id deleting; the lifecycle worker
+// then removes it and all its keys.
+func (s *Service) DeleteNamespace(ctx context.Context, org, id string) (kv.Namespace, error) {
+	id, err := kv.CanonicalID(id)
+	if err != nil {
+		return kv.Namespace{}, err
+	}
+	ns, err := s.store.MarkDeleting(ctx, org, id, s.now().UTC().Truncate(time.Millisecond))
+	if err != nil {
+		return kv.Namespace{}, err
+	}
+	s.wake()
+	return ns, nil
+}
+
+func checkKey(id, key string) (string, error) {
+	id, err := kv.CanonicalID(id)
+	if err != nil {
+		return "", err
+	}
+	return id, kv.ValidateKey(key)
+}
+
+// GetKey returns the value of key; the caller must Close it.
+func (s *Service) GetKey(ctx context.Context, org, id, key string) (*store.Value, error) {
+	id, err := checkKey(id, key)
+	if err != nil {
+		return nil, err
+	}
+	return s.store.GetKey(ctx, org, id, key, s.now())
+}
+
+// Put is a write of one value.
+type Put struct {
+	Data        []byte
+	ContentType string        // "" means kv.DefaultContentType
+	TTL         time.Duration // 0: the key never expires
+}
+
+// ValidateTTL checks a ttl_secs value: a whole number of seconds from 1 to
+// kv.MaxTTLSeconds.
+func ValidateTTL(secs int64) (time.Duration, error) {
+	if secs < 1 || secs > kv.MaxTTLSeconds {
+		return 0, kv.Errorf(kv.EUnprocessable, "ttl_secs must be a whole number of seconds from 1 to %d", kv.MaxTTLSeconds).WithParam("ttl_secs")
+	}
+	return time.Duration(secs) * time.Second, nil
+}
+
+// PutKey stores p under key and reports whether the key was created.
+func (s *Service) PutKey(ctx context.Context, org, id, key string, p Put) (bool, error) {
+	id, err := checkKey(id, key)
+	if err != nil {
+		return false, err
+	}
+	if len(p.Data) > kv.MaxValueSize {
+		return false, kv.Errorf(kv.ETooLarge, "value is %d bytes; the limit is %d bytes (1 MiB)", len(p.Data), kv.MaxValueSize)
+	}
+	ct := p.ContentType
+	if ct == "" {
+		ct = kv.DefaultContentType
+	}
+	if err := ValidateContentType(ct); err != nil {
+		return false, err
+	}
+	if p.TTL < 0 || p.TTL > kv.MaxTTLSeconds*time.Second {
+		return false, kv.Errorf(kv.EUnprocessable, "ttl must be from 1 to %d seconds", kv.MaxTTLSeconds)
+	}
+	now := s.now()
+	v := store.PutValue{Data: p.Data, ContentType: ct}
+	if p.TTL > 0 {
+		v.ExpiresAt = now.Add(p.TTL)
+	}
+	return s.store.PutKey(ctx, org, id, key, v, now)
+}
+
+// ValidateContentType accepts what a header can carry: up to
+// kv.MaxContentTypeLen printable ASCII bytes.
+func ValidateContentType(ct string) error {
+	if len(ct) > kv.MaxContentTypeLen {
+		return kv.Errorf(kv.EInvalid, "Content-Type is %d bytes long; the limit is %d", len(ct), kv.MaxContentTypeLen)
+	}
+	for i := 0; i < len(ct); i++ {
+		if ct[i] < 0x20 || ct[i] > 0x7e {
+			return kv.Errorf(kv.EInvalid, "Content-Type must be printable ASCII")
+		}
+	}
+	return nil
+}
+
+// DeleteKey removes key; a missing key is not an error.
+func (s *Service) DeleteKey(ctx context.Context, org, id, key string) error {
+	id, err := checkKey(id, key)
+	if err != nil {
+		return err
+	}
+	return s.store.DeleteKey(ctx, org, id, key, s.now())
+}
+
+// KeyPage is one page of a key listing. Cursor is set when More is.
+type KeyPage struct {
+	Keys   []kv.KeyInfo
+	More   bool
+	Cursor string
+}
+
+// ListKeys returns up to limit keys of namespace id starting with prefix,
+// after the position in cursor ("" for the first page). Limits over
+// kv.MaxListLimit are clamped.
+func (s *Service) ListKeys(ctx context.Context, org, id, prefix, cursor string, limit int) (KeyPage, error) {
+	id, err := kv.CanonicalID(id)
+	if err != nil {
+		return KeyPage{}, err
+	}
+	if limit < 1 {
+		return KeyPage{}, kv.Errorf(kv.EInvalid, "limit must be an integer from 1 to %d", kv.MaxListLimit).WithParam("limit")
+	}
+	limit = min(limit, kv.MaxListLimit)
+	after := ""
+	if cursor != "" {
+		if after, err = DecodeCursor(id, prefix, cursor); err != nil {
+			return KeyPage{}, err
+		}
+	}
+	if len(prefix) > kv.MaxKeyLen*4 {
+		return KeyPage{}, kv.Errorf(kv.EInvalid, "prefix is longer than any key can be (%d characters)", kv.MaxKeyLen).WithParam("prefix")
+	}
+	keys, more, err := s.store.ListKeys(ctx, org, id, prefix, after, limit, s.now())
+	if err != nil {
+		return KeyPage{}, err
+	}
+	p := KeyPage{Keys: keys, More: more}
+	if more && len(keys) > 0 {
+		p.Cursor = EncodeCursor(id, prefix, keys[len(keys)-1].Key)
+	}
+	return p, nil
+}

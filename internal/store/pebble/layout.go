@@ -1,0 +1,168 @@
+package pebble
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"math"
+	"time"
+
+	"github.com/edgekv/kv"
+)
+
+// The layout of the engine's key space. Every record starts with a one-byte
+// table tag; namespaces are named by their fixed-width 16-byte id, so one
+// namespace's range can never overlap another's, whatever the keys:
+//
+//	0x01 nsid(16)                         -> namespace record (JSON)
+//	0x02 digest(32)                       -> organization of a token
+//	0x03 nsid(16) key                     -> value record
+//	0x04 nsid(16) expiry(8, BE) key       -> empty: the namespace's expiry index
+//
+// Organizations are not part of any key: a namespace record names its owner,
+// and every key operation checks it before touching the namespace's range.
+const (
+	tagNamespace byte = 0x01
+	tagToken     byte = 0x02
+	tagKey       byte = 0x03
+	tagExpiry    byte = 0x04
+)
+
+func namespaceKey(id [16]byte) []byte {
+	return append([]byte{tagNamespace}, id[:]...)
+}
+
+func tokenKey(d [32]byte) []byte {
+	return append([]byte{tagToken}, d[:]...)
+}
+
+// appendValueKey appends the record key of key in namespace id to dst.
+func appendValueKey(dst []byte, id [16]byte, key string) []byte {
+	dst = append(dst, tagKey)
+	dst = append(dst, id[:]...)
+	return append(dst, key...)
+}
+
+func appendExpiryKey(dst []byte, id [16]byte, expiry uint64, key string) []byte {
+	dst = append(dst, tagExpiry)
+	dst = append(dst, id[:]...)
+	dst = binary.BigEndian.AppendUint64(dst, expiry)
+	return append(dst, key...)
+}
+
+// namespaceRange returns the bounds of every record of table tag that belongs
+// to namespace id.
+func namespaceRange(tag byte, id [16]byte) (lo, hi []byte) {
+	lo = append([]byte{tag}, id[:]...)
+	return lo, prefixEnd(lo)
+}
+
+// prefixEnd returns the smallest key greater than every key with prefix p,
+// or nil when there is none.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// Expiry times are stored as Unix nanoseconds in a uint64; 0 means the key
+// never expires. A time past the year 2262 (beyond int64 nanoseconds) is
+// stored as the last representable instant.
+func encodeExpiry(t time.Time) uint64 {
+	if t.IsZero() {
+		return 0
+	}
+	if t.After(maxTime) {
+		return math.MaxInt64
+	}
+	n := t.UnixNano()
+	if n < 1 {
+		return 1
+	}
+	return uint64(n)
+}
+
+var maxTime = time.Unix(0, math.MaxInt64)
+
+func decodeExpiry(e uint64) time.Time {
+	if e == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(e)).UTC()
+}
+
+// expired reports whether an encoded expiry is at or before now.
+func expired(e uint64, now time.Time) bool {
+	return e != 0 && e <= encodeExpiry(now)
+}
+
+// A value record: version(1) updated(8) expiry(8) ctlen(1) contenttype data.
+const (
+	valueVersion    = 1
+	valueHeaderSize = 1 + 8 + 8 + 1
+)
+
+func encodeValue(dst []byte, updated time.Time, expiry uint64, contentType string, data []byte) []byte {
+	dst = append(dst, valueVersion)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(updated.UnixNano()))
+	dst = binary.BigEndian.AppendUint64(dst, expiry)
+	dst = append(dst, byte(len(contentType)))
+	dst = append(dst, contentType...)
+	return append(dst, data...)
+}
+
+// valueRecord is a decoded value record; data aliases the encoded bytes.
+type valueRecord struct {
+	updated     int64
+	expiry      uint64
+	contentType []byte
+	data        []byte
+}
+
+var errCorrupt = errors.New("pebble: corrupt value record")
+
+func decodeValue(b []byte) (valueRecord, error) {
+	if len(b) < valueHeaderSize || b[0] != valueVersion {
+		return valueRecord{}, errCorrupt
+	}
+	ctLen := int(b[17])
+	if len(b) < valueHeaderSize+ctLen {
+		return valueRecord{}, errCorrupt
+	}
+	return valueRecord{
+		updated:     int64(binary.BigEndian.Uint64(b[1:9])),
+		expiry:      binary.BigEndian.Uint64(b[9:17]),
+		contentType: b[valueHeaderSize : valueHeaderSize+ctLen],
+		data:        b[valueHeaderSize+ctLen:],
+	}, nil
+}
+
+// namespaceRecord is the stored form of a namespace.
+type namespaceRecord struct {
+	Org       string    `json:"org"`
+	Name      string    `json:"name"`
+	Status    kv.Status `json:"status"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+func encodeNamespace(ns kv.Namespace) []byte {
+	b, err := json.Marshal(namespaceRecord{ns.Org, ns.Name, ns.Status, ns.CreatedAt, ns.UpdatedAt})
+	if err != nil {
+		panic(err) // plain strings and times always marshal
+	}
+	return b
+}
+
+func decodeNamespace(id [16]byte, b []byte) (kv.Namespace, error) {
+	var r namespaceRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return kv.Namespace{}, errors.New("pebble: corrupt namespace record")
+	}
+	return kv.Namespace{ID: kv.FormatID(id), Org: r.Org, Name: r.Name, Status: r.Status, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}, nil
+}

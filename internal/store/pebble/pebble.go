@@ -1,0 +1,773 @@
+// Package pebble is kvd's embedded storage engine, built on CockroachDB's
+// Pebble. It is the default engine: one process owns a data directory, and
+// keeps the namespace and token tables in memory, so a key operation costs
+// no metadata read.
+//
+// Durability: every change is committed with Sync, and Pebble's commit
+// pipeline shares one WAL fsync among all the batches that arrive while the
+// previous sync runs (group commit), so concurrent writers do not pay one
+// fsync each.
+package pebble
+
+import (
+	"bytes"
+	"encoding/binary"
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/store"
+)
+
+var _ store.Store = (*DB)(nil)
+
+// Options configure the engine. The zero value is valid.
+type Options struct {
+	// FS is the file system; nil means the operating system's. Tests use
+	// Pebble's crash-simulating memory file system here.
+	FS vfs.FS
+	// CacheSize is the block cache size in bytes; 0 means 64 MiB.
+	CacheSize int64
+	// Logger receives Pebble's own messages; nil discards informational ones
+	// and logs errors with slog's default logger.
+	Logger *slog.Logger
+}
+
+// ErrLocked is returned by Open when another process holds the directory.
+var ErrLocked = errors.New("pebble: the data directory is in use by another process (is kvd running on it?)")
+
+// DB is the embedded engine.
+type DB struct {
+	db    *pebble.DB
+	cache interface{ Unref() }
+
+	seed    maphash.Seed
+	stripes [stripeCount]sync.RWMutex // per-key locks, see keyLock
+
+	// ops is held shared by every method while it runs and exclusively by
+	// Close, so the engine never closes under a running operation.
+	ops    sync.RWMutex
+	closed bool // guarded by ops
+
+	mu     sync.RWMutex // guards the maps below and every nsEntry's lease
+	byID   map[[16]byte]*nsEntry
+	byName map[orgName]*nsEntry
+	byOrg  map[string][]*nsEntry // ordered by CreatedAt, then ID
+	tokens map[store.TokenDigest]string
+}
+
+// stripeCount is the number of per-key locks. Writers of one key hold its
+// stripe across read, commit and sync, which makes "created" exact and keeps
+// readers of that key from seeing a write before it is durable.
+const stripeCount = 4096
+
+type orgName struct{ org, name string }
+
+// nsEntry is the in-memory copy of a namespace record.
+type nsEntry struct {
+	id [16]byte
+
+	// mu is held shared by every key operation for its whole duration and
+	// exclusively by a status change, so that once a namespace leaves
+	// provision_ok no key operation is running on it or will start.
+	mu sync.RWMutex
+	ns kv.Namespace // guarded by mu
+
+	leaseHolder string    // guarded by DB.mu
+	leaseUntil  time.Time // guarded by DB.mu
+}
+
+// Open opens (or creates) the engine in dir.
+func Open(dir string, o Options) (*DB, error) {
+	cacheSize := o.CacheSize
+	if cacheSize == 0 {
+		cacheSize = 64 << 20
+	}
+	cache := pebble.NewCache(cacheSize)
+	defer cache.Unref()
+	popts := &pebble.Options{
+		FS:                 o.FS,
+		Cache:              cache,
+		Logger:             pebbleLogger{o.Logger},
+		FormatMajorVersion: pebble.FormatNewest,
+	}
+	pdb, err := pebble.Open(dir, popts)
+	if err != nil {
+		if strings.Contains(err.Error(), "lock") {
+			return nil, fmt.Errorf("%w: %v", ErrLocked, err)
+		}
+		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)
+	}
+	d := &DB{
+		db:     pdb,
+		seed:   maphash.MakeSeed(),
+		byID:   map[[16]byte]*nsEntry{},
+		byName: map[orgName]*nsEntry{},
+		byOrg:  map[string][]*nsEntry{},
+		tokens: map[store.TokenDigest]string{},
+	}
+	if err := d.load(); err != nil {
+		pdb.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// load reads the namespace and token tables into memory.
+func (d *DB) load() error {
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: []byte{tagNamespace}, UpperBound: []byte{tagToken + 1}})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		switch {
+		case k[0] == tagNamespace && len(k) == 17:
+			var id [16]byte
+			copy(id[:], k[1:])
+			ns, err := decodeNamespace(id, it.Value())
+			if err != nil {
+				return err
+			}
+			d.insertLocked(&nsEntry{id: id, ns: ns})
+		case k[0] == tagToken && len(k) == 33:
+			var dg store.TokenDigest
+			copy(dg[:], k[1:])
+			d.tokens[dg] = string(it.Value())
+		default:
+			return fmt.Errorf("pebble: unexpected record %x", k)
+		}
+	}
+	return it.Error()
+}
+
+func (d *DB) insertLocked(e *nsEntry) {
+	d.byID[e.id] = e
+	d.byName[orgName{e.ns.Org, e.ns.Name}] = e
+	list := d.byOrg[e.ns.Org]
+	i, _ := slices.BinarySearchFunc(list, e, compareEntries)
+	d.byOrg[e.ns.Org] = slices.Insert(list, i, e)
+}
+
+func (d *DB) removeLocked(e *nsEntry) {
+	delete(d.byID, e.id)
+	delete(d.byName, orgName{e.ns.Org, e.ns.Name})
+	list := d.byOrg[e.ns.Org]
+	if i, ok := slices.BinarySearchFunc(list, e, compareEntries); ok {
+		list = slices.Delete(list, i, i+1)
+	}
+	if len(list) == 0 {
+		delete(d.byOrg, e.ns.Org)
+	} else {
+		d.byOrg[e.ns.Org] = list
+	}
+}
+
+// compareEntries orders by creation time, then id; CreatedAt and ID never
+// change, so reading them needs no lock.
+func compareEntries(a, b *nsEntry) int {
+	if c := a.ns.CreatedAt.Compare(b.ns.CreatedAt); c != 0 {
+		return c
+	}
+	return bytes.Compare(a.id[:], b.id[:])
+}
+
+var errClosed = errors.New("pebble: closed")
+
+// Close closes the engine. It waits for running operations to finish.
+func (d *DB) Close() error {
+	d.ops.Lock()
+	defer d.ops.Unlock()
+	if d.closed {
+		return errClosed
+	}
+	d.closed = true
+	return d.db.Close()
+}
+
+// begin marks the start of an operation; it is false once the engine is
+// closed. A true begin must be paired with end.
+func (d *DB) begin() bool {
+	d.ops.RLock()
+	if d.closed {
+		d.ops.RUnlock()
+		return false
+	}
+	return true
+}
+
+func (d *DB) end() { d.ops.RUnlock() }
+
+// PutToken implements store.Store.
+func (d *DB) PutToken(ctx context.Context, dg store.TokenDigest, org string) error {
+	if !d.begin() {
+		return errClosed
+	}
+	defer d.end()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.db.Set(tokenKey(dg), []byte(org), pebble.Sync); err != nil {
+		return fmt.Errorf("pebble: put token: %w", err)
+	}
+	d.tokens[dg] = org
+	return nil
+}
+
+// OrgForToken implements store.Store from memory.
+func (d *DB) OrgForToken(ctx context.Context, dg store.TokenDigest) (string, error) {
+	if !d.begin() {
+		return "", errClosed
+	}
+	defer d.end()
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	org, ok := d.tokens[dg]
+	if !ok {
+		return "", kv.Errorf(kv.ENotFound, "unknown token")
+	}
+	return org, nil
+}
+
+// CreateNamespace implements store.Store.
+func (d *DB) CreateNamespace(ctx context.Context, ns kv.Namespace) error {
+	id, err := kv.ParseID(ns.ID)
+	if err != nil {
+		return err
+	}
+	if !d.begin() {
+		return errClosed
+	}
+	defer d.end()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.byName[orgName{ns.Org, ns.Name}]; ok {
+		return kv.Errorf(kv.EConflict, "namespace name %q is already in use", ns.Name).WithPointer("/name")
+	}
+	if _, ok := d.byID[id]; ok {
+		return kv.Errorf(kv.EConflict, "namespace id %s is already in use", ns.ID)
+	}
+	if err := d.db.Set(namespaceKey(id), encodeNamespace(ns), pebble.Sync); err != nil {
+		return fmt.Errorf("pebble: create namespace: %w", err)
+	}
+	d.insertLocked(&nsEntry{id: id, ns: ns})
+	return nil
+}
+
+// entry returns the namespace entry for org's namespace id, or
+// kv.NamespaceNotFound().
+func (d *DB) entry(org, id string) (*nsEntry, error) {
+	idb, err := kv.ParseID(id)
+	if err != nil {
+		return nil, kv.NamespaceNotFound()
+	}
+	d.mu.RLock()
+	e, ok := d.byID[idb]
+	d.mu.RUnlock()
+	// Org and ID never change, so reading them needs no lock.
+	if !ok || e.ns.Org != org {
+		return nil, kv.NamespaceNotFound()
+	}
+	return e, nil
+}
+
+// GetNamespace implements store.Store.
+func (d *DB) GetNamespace(ctx context.Context, org, id string) (kv.Namespace, error) {
+	if !d.begin() {
+		return kv.Namespace{}, errClosed
+	}
+	defer d.end()
+	e, err := d.entry(org, id)
+	if err != nil {
+		return kv.Namespace{}, err
+	}
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.ns, nil
+}
+
+// ListNamespaces implements store.Store.
+func (d *DB) ListNamespaces(ctx context.Context, org string, offset, limit int) ([]kv.Namespace, int, error) {
+	if !d.begin() {
+		return nil, 0, errClosed
+	}
+	defer d.end()
+	d.mu.RLock()
+	list := d.byOrg[org]
+	total := len(list)
+	var page []*nsEntry
+	if offset < total {
+		page = slices.Clone(list[offset:min(total, offset+limit)])
+	}
+	d.mu.RUnlock()
+	out := make([]kv.Namespace, len(page))
+	for i, e := range page {
+		e.mu.RLock()
+		out[i] = e.ns
+		e.mu.RUnlock()
+	}
+	return out, total, nil
+}
+
+// setStatus persists e with status to; the caller holds e.mu exclusively.
+func (d *DB) setStatusLocked(e *nsEntry, to kv.Status, now time.Time) error {
+	ns := e.ns
+	ns.Status = to
+	ns.UpdatedAt = now
+	if err := d.db.Set(namespaceKey(e.id), encodeNamespace(ns), pebble.Sync); err != nil {
+		return fmt.Errorf("pebble: set namespace status: %w", err)
+	}
+	e.ns = ns
+	return nil
+}
+
+// MarkDeleting implements store.Store.
+func (d *DB) MarkDeleting(ctx context.Context, org, id string, now time.Time) (kv.Namespace, error) {
+	if !d.begin() {
+		return kv.Namespace{}, errClosed
+	}
+	defer d.end()
+	e, err := d.entry(org, id)
+	if err != nil {
+		return kv.Namespace{}, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ns.Status == kv.StatusDeleting {
+		return kv.Namespace{}, kv.Errorf(kv.EConflict, "namespace is already being deleted")
+	}
+	if err := d.setStatusLocked(e, kv.StatusDeleting, now); err != nil {
+		return kv.Namespace{}, err
+	}
+	return e.ns, nil
+}
+
+// ClaimLifecycleJob implements store.Store. Leases live in memory: the
+// directory lock makes this process the engine's only user, and after a
+// restart every job is claimable again.
+func (d *DB) ClaimLifecycleJob(ctx context.Context, holder string, now time.Time, lease time.Duration) (kv.Namespace, bool, error) {
+	if !d.begin() {
+		return kv.Namespace{}, false, errClosed
+	}
+	defer d.end()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, e := range d.byID {
+		if e.leaseHolder != "" && now.Before(e.leaseUntil) {
+			continue
+		}
+		e.mu.RLock()
+		ns := e.ns
+		e.mu.RUnlock()
+		if ns.Status != kv.StatusPending && ns.Status != kv.StatusDeleting {
+			continue
+		}
+		e.leaseHolder, e.leaseUntil = holder, now.Add(lease)
+		return ns, true, nil
+	}
+	return kv.Namespace{}, false, nil
+}
+
+func (d *DB) byIDString(id string) (*nsEntry, error) {
+	idb, err := kv.ParseID(id)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.byID[idb], nil
+}
+
+func (d *DB) releaseLease(e *nsEntry, holder string) {
+	d.mu.Lock()
+	if e.leaseHolder == holder {
+		e.leaseHolder, e.leaseUntil = "", time.Time{}
+	}
+	d.mu.Unlock()
+}
+
+// CompleteProvision implements store.Store.
+func (d *DB) CompleteProvision(ctx context.Context, id, holder string, to kv.Status, now time.Time) error {
+	if !d.begin() {
+		return errClosed
+	}
+	defer d.end()
+	e, err := d.byIDString(id)
+	if err != nil || e == nil {
+		return err
+	}
+	defer d.releaseLease(e, holder)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ns.Status != kv.StatusPending {
+		return nil
+	}
+	return d.setStatusLocked(e, to, now)
+}
+
+// PurgeNamespace implements store.Store: two range deletions (keys and
+// expiry index) and the namespace record, in one synced batch.
+func (d *DB) PurgeNamespace(ctx context.Context, id, holder string) error {
+	if !d.begin() {
+		return errClosed
+	}
+	defer d.end()
+	e, err := d.byIDString(id)
+	if err != nil || e == nil {
+		return err
+	}
+	defer d.releaseLease(e, holder)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ns.Status != kv.StatusDeleting {
+		return nil
+	}
+	b := d.db.NewBatch()
+	defer b.Close()
+	for _, tag := range []byte{tagKey, tagExpiry} {
+		lo, hi := namespaceRange(tag, e.id)
+		if err := b.DeleteRange(lo, hi, nil); err != nil {
+			return err
+		}
+	}
+	if err := b.Delete(namespaceKey(e.id), nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("pebble: purge namespace: %w", err)
+	}
+	d.mu.Lock()
+	d.removeLocked(e)
+	d.mu.Unlock()
+	return nil
+}
+
+// readyEntry returns org's namespace id locked shared for a key operation;
+// the caller must RUnlock it.
+func (d *DB) readyEntry(org, id string) (*nsEntry, error) {
+	e, err := d.entry(org, id)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.RLock()
+	if !e.ns.Ready() {
+		s := e.ns.Status
+		e.mu.RUnlock()
+		return nil, kv.NotReady(s)
+	}
+	return e, nil
+}
+
+func (d *DB) keyLock(id [16]byte, key string) *sync.RWMutex {
+	var h maphash.Hash
+	h.SetSeed(d.seed)
+	h.Write(id[:])
+	h.WriteString(key)
+	return &d.stripes[h.Sum64()%stripeCount]
+}
+
+// GetKey implements store.Store. The value's bytes are Pebble's own, valid
+// until the Value is closed.
+func (d *DB) GetKey(ctx context.Context, org, nsID, key string, now time.Time) (*store.Value, error) {
+	if !d.begin() {
+		return nil, errClosed
+	}
+	defer d.end()
+	e, err := d.readyEntry(org, nsID)
+	if err != nil {
+		return nil, err
+	}
+	defer e.mu.RUnlock()
+	var kb [1 + 16 + kv.MaxKeyLen]byte
+	rk := appendValueKey(kb[:0], e.id, key)
+	l := d.keyLock(e.id, key)
+	l.RLock()
+	raw, closer, err := d.db.Get(rk)
+	l.RUnlock()
+	if err == pebble.ErrNotFound {
+		return nil, kv.KeyNotFound()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pebble: get: %w", err)
+	}
+	rec, err := decodeValue(raw)
+	if err != nil {
+		closer.Close()
+		return nil, err
+	}
+	if expired(rec.expiry, now) {
+		closer.Close()
+		return nil, kv.KeyNotFound()
+	}
+	return store.NewValue(rec.data, string(rec.contentType), time.Unix(0, rec.updated).UTC(), decodeExpiry(rec.expiry), func() { closer.Close() }), nil
+}
+
+// readExpiry returns whether the record at rk exists and its expiry.
+func (d *DB) readExpiry(rk []byte) (exists bool, expiry uint64, err error) {
+	raw, closer, err := d.db.Get(rk)
+	if err == pebble.ErrNotFound {
+		return false, 0, nil
+	}
+	if err != nil {
+		return false, 0, fmt.Errorf("pebble: get: %w", err)
+	}
+	defer closer.Close()
+	rec, err := decodeValue(raw)
+	if err != nil {
+		return false, 0, err
+	}
+	return true, rec.expiry, nil
+}
+
+// PutKey implements store.Store.
+func (d *DB) PutKey(ctx context.Context, org, nsID, key string, v store.PutValue, now time.Time) (bool, error) {
+	if !d.begin() {
+		return false, errClosed
+	}
+	defer d.end()
+	if len(v.ContentType) > kv.MaxContentTypeLen {
+		return false, kv.Errorf(kv.EInvalid, "Content-Type is longer than %d bytes", kv.MaxContentTypeLen)
+	}
+	e, err := d.readyEntry(org, nsID)
+	if err != nil {
+		return false, err
+	}
+	defer e.mu.RUnlock()
+
+	b := d.db.NewBatchWithSize(valueHeaderSize + len(v.ContentType) + len(v.Data) + 2*(1+16+8+len(key)))
+	defer b.Close()
+	rk := appendValueKey(nil, e.id, key)
+	expiry := encodeExpiry(v.ExpiresAt)
+	op := b.SetDeferred(len(rk), valueHeaderSize+len(v.ContentType)+len(v.Data))
+	copy(op.Key, rk)
+	encodeValue(op.Value[:0], now, expiry, v.ContentType, v.Data)
+	if err := op.Finish(); err != nil {
+		return false, err
+	}
+	if expiry != 0 {
+		if err := b.Set(appendExpiryKey(nil, e.id, expiry, key), nil, nil); err != nil {
+			return false, err
+		}
+	}
+
+	l := d.keyLock(e.id, key)
+	l.Lock()
+	defer l.Unlock()
+	exists, oldExpiry, err := d.readExpiry(rk)
+	if err != nil {
+		return false, err
+	}
+	if exists && oldExpiry != 0 && oldExpiry != expiry {
+		if err := b.Delete(appendExpiryKey(nil, e.id, oldExpiry, key), nil); err != nil {
+			return false, err
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return false, fmt.Errorf("pebble: put: %w", err)
+	}
+	return !exists || expired(oldExpiry, now), nil
+}
+
+// DeleteKey implements store.Store.
+func (d *DB) DeleteKey(ctx context.Context, org, nsID, key string, now time.Time) error {
+	if !d.begin() {
+		return errClosed
+	}
+	defer d.end()
+	e, err := d.readyEntry(org, nsID)
+	if err != nil {
+		return err
+	}
+	defer e.mu.RUnlock()
+	rk := appendValueKey(nil, e.id, key)
+	l := d.keyLock(e.id, key)
+	l.Lock()
+	defer l.Unlock()
+	exists, oldExpiry, err := d.readExpiry(rk)
+	if err != nil || !exists {
+		return err
+	}
+	b := d.db.NewBatch()
+	defer b.Close()
+	if err := b.Delete(rk, nil); err != nil {
+		return err
+	}
+	if oldExpiry != 0 {
+		if err := b.Delete(appendExpiryKey(nil, e.id, oldExpiry, key), nil); err != nil {
+			return err
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("pebble: delete: %w", err)
+	}
+	return nil
+}
+
+// ListKeys implements store.Store with one iterator over the namespace's
+// key range.
+func (d *DB) ListKeys(ctx context.Context, org, nsID, prefix, after string, limit int, now time.Time) ([]kv.KeyInfo, bool, error) {
+	if !d.begin() {
+		return nil, false, errClosed
+	}
+	defer d.end()
+	e, err := d.readyEntry(org, nsID)
+	if err != nil {
+		return nil, false, err
+	}
+	defer e.mu.RUnlock()
+	lo := appendValueKey(nil, e.id, prefix)
+	hi := prefixEnd(lo)
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, false, fmt.Errorf("pebble: list: %w", err)
+	}
+	defer it.Close()
+	var valid bool
+	if after != "" && after >= prefix {
+		start := appendValueKey(nil, e.id, after)
+		valid = it.SeekGE(start)
+		if valid && bytes.Equal(it.Key(), start) {
+			valid = it.Next()
+		}
+	} else {
+		valid = it.First()
+	}
+	nowExp := encodeExpiry(now)
+	keys := make([]kv.KeyInfo, 0, min(limit, 64))
+	for ; valid; valid = it.Next() {
+		rec, err := decodeValue(it.Value())
+		if err != nil {
+			return nil, false, err
+		}
+		if rec.expiry != 0 && rec.expiry <= nowExp {
+			continue
+		}
+		if len(keys) == limit {
+			return keys, true, nil
+		}
+		keys = append(keys, kv.KeyInfo{
+			Key:       string(it.Key()[17:]),
+			Size:      int64(len(rec.data)),
+			UpdatedAt: time.Unix(0, rec.updated).UTC(),
+		})
+	}
+	return keys, false, it.Error()
+}
+
+// SweepExpired implements store.Store. It walks each namespace's expiry
+// index up to now and deletes the keys whose current expiry has passed.
+func (d *DB) SweepExpired(ctx context.Context, now time.Time, max int) (int, error) {
+	if !d.begin() {
+		return 0, errClosed
+	}
+	defer d.end()
+	d.mu.RLock()
+	entries := make([]*nsEntry, 0, len(d.byID))
+	for _, e := range d.byID {
+		entries = append(entries, e)
+	}
+	d.mu.RUnlock()
+	removed := 0
+	for _, e := range entries {
+		if removed >= max || ctx.Err() != nil {
+			break
+		}
+		n, err := d.sweepNamespace(e, now, max-removed)
+		removed += n
+		if err != nil {
+			return removed, err
+		}
+	}
+	return removed, nil
+}
+
+type expiryEntry struct {
+	expiry uint64
+	key    string
+}
+
+func (d *DB) sweepNamespace(e *nsEntry, now time.Time, max int) (int, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.ns.Status != kv.StatusProvisionOK {
+		return 0, nil // purging removes whatever a deleting namespace holds
+	}
+	lo, _ := namespaceRange(tagExpiry, e.id)
+	hi := appendExpiryKey(nil, e.id, encodeExpiry(now)+1, "")
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return 0, err
+	}
+	var due []expiryEntry
+	for ok := it.First(); ok && len(due) < max; ok = it.Next() {
+		k := it.Key()
+		due = append(due, expiryEntry{binary.BigEndian.Uint64(k[17:25]), string(k[25:])})
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return 0, err
+	}
+	removed := 0
+	for _, x := range due {
+		ok, err := d.sweepKey(e, x, now)
+		if err != nil {
+			return removed, err
+		}
+		if ok {
+			removed++
+		}
+	}
+	return removed, nil
+}
+
+// sweepKey deletes x's key if its expiry is still x.expiry, and the expiry
+// entry in any case (a stale entry is left by nothing, but costs nothing to
+// drop). Sweeps are not synced: a lost sweep is redone.
+func (d *DB) sweepKey(e *nsEntry, x expiryEntry, now time.Time) (bool, error) {
+	rk := appendValueKey(nil, e.id, x.key)
+	l := d.keyLock(e.id, x.key)
+	l.Lock()
+	defer l.Unlock()
+	exists, cur, err := d.readExpiry(rk)
+	if err != nil {
+		return false, err
+	}
+	b := d.db.NewBatch()
+	defer b.Close()
+	b.Delete(appendExpiryKey(nil, e.id, x.expiry, x.key), nil)
+	hit := exists && cur == x.expiry && expired(cur, now)
+	if hit {
+		b.Delete(rk, nil)
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return false, fmt.Errorf("pebble: sweep: %w", err)
+	}
+	return hit, nil
+}
+
+// pebbleLogger sends Pebble's errors to slog and drops its chatter.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) logger() *slog.Logger {
+	if p.l != nil {
+		return p.l
+	}
+	return slog.Default()
+}
+func (p pebbleLogger) Infof(format string, args ...any) {}
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.logger().Error("pebble: " + fmt.Sprintf(format, args...))
+}
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.logger().Error("pebble: fatal: " + fmt.Sprintf(format, args...))
+	panic(fmt.Sprintf(format, args...))
+}
