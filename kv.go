@@ -132,7 +132,7 @@ var keyByte = func() (t [256]bool) {
 }()
 
 func describeByte(b byte) string {
-	if b >= 0x21 && b < 0x7f {
+	if b >= 0x20 && b < 0x7f {
 		return fmt.Sprintf("'%c'", b)
 	}
 	return fmt.Sprintf("byte 0x%02x", b)

@@ -38,6 +38,7 @@ type Handler struct {
 	accessLog bool
 	ready     func() bool
 	reqSeq    atomic.Uint64
+	inFlight  atomic.Int64
 	reqPrefix string
 }
 
@@ -62,6 +63,8 @@ const basePath = "/v2/storage/kvs"
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	h.inFlight.Add(1)
+	defer h.inFlight.Add(-1)
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 	rec.id = r.Header.Get("X-Request-Id")
 	if !validRequestID(rec.id) {
@@ -92,6 +95,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	h.route(rec, r)
 }
+
+// InFlight is the number of requests being served.
+func (h *Handler) InFlight() int64 { return h.inFlight.Load() }
 
 func (h *Handler) newRequestID() string {
 	n := h.reqSeq.Add(1)

@@ -38,6 +38,13 @@ func WithStore(spec string) Option { return func(c *server.Config) { c.Store = s
 // WithClock gives the server a clock.
 func WithClock(now func() time.Time) Option { return func(c *server.Config) { c.Now = now } }
 
+// WithoutBackground runs no lifecycle worker: namespaces stay pending or
+// deleting until a server with one runs on the same store.
+func WithoutBackground() Option { return func(c *server.Config) { c.NoBackground = true } }
+
+// WithAPIKey sets the static token of the default organization.
+func WithAPIKey(key string) Option { return func(c *server.Config) { c.APIKey = key } }
+
 // WithLogger sends the server's log to l.
 func WithLogger(l *slog.Logger) Option { return func(c *server.Config) { c.Logger = l } }
 

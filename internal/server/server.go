@@ -45,6 +45,10 @@ type Config struct {
 	// Lifecycle is the background worker's configuration; its Store, Now
 	// and Logger are filled in by Open.
 	Lifecycle lifecycle.Config
+	// NoBackground runs no lifecycle worker in this process: namespaces are
+	// provisioned and removed, and expired keys swept, only by other kvd
+	// processes sharing the database.
+	NoBackground bool
 
 	AccessLog bool
 	Logger    *slog.Logger     // nil: slog.Default()
@@ -74,6 +78,7 @@ type Server struct {
 	Worker  *lifecycle.Worker
 
 	http     *http.Server
+	api      *api.Handler
 	ln       net.Listener
 	stopping atomic.Bool
 	cancel   context.CancelFunc
@@ -140,14 +145,14 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 	}
 	svc := service.New(service.Config{Store: st, Now: cfg.Now, Wake: worker.Wake, StaticTokens: statics})
 	s := &Server{cfg: cfg, Store: st, Service: svc, Worker: worker, ln: ln, serveErr: make(chan error, 1)}
-	handler := api.New(api.Config{
+	s.api = api.New(api.Config{
 		Service:   svc,
 		Logger:    cfg.Logger,
 		AccessLog: cfg.AccessLog,
 		Ready:     func() bool { return !s.stopping.Load() },
 	})
 	s.http = &http.Server{
-		Handler:           handler,
+		Handler:           s.api,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.WriteTimeout,
@@ -157,8 +162,10 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.bg.Add(1)
-	go func() { defer s.bg.Done(); worker.Run(ctx) }()
+	if !cfg.NoBackground {
+		s.bg.Add(1)
+		go func() { defer s.bg.Done(); worker.Run(ctx) }()
+	}
 	go func() { s.serveErr <- s.http.Serve(ln) }()
 	cfg.Logger.Info("kvd serving", "addr", ln.Addr().String(), "store", redactStore(cfg.Store))
 	return s, nil
@@ -179,6 +186,9 @@ func redactStore(spec string) string {
 	}
 	return spec
 }
+
+// InFlight is the number of requests being served.
+func (s *Server) InFlight() int64 { return s.api.InFlight() }
 
 // Addr is the address the API listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }

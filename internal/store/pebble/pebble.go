@@ -327,7 +327,9 @@ func (d *DB) setStatusLocked(e *nsEntry, to kv.Status, now time.Time) error {
 	if err := d.db.Set(namespaceKey(e.id), encodeNamespace(ns), pebble.Sync); err != nil {
 		return fmt.Errorf("pebble: set namespace status: %w", err)
 	}
-	e.ns = ns
+	// Only the mutable fields are written: Org, Name and CreatedAt are read
+	// without the lock.
+	e.ns.Status, e.ns.UpdatedAt = ns.Status, ns.UpdatedAt
 	return nil
 }
 
