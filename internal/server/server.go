@@ -168,6 +168,9 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 	}
 	go func() { s.serveErr <- s.http.Serve(ln) }()
 	cfg.Logger.Info("kvd serving", "addr", ln.Addr().String(), "store", redactStore(cfg.Store))
+	if cfg.APIKey == "" {
+		cfg.Logger.Warn("TELNYX_API_KEY is not set: only tokens made with 'kvd token create' are accepted")
+	}
 	return s, nil
 }
 

@@ -18,8 +18,8 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -103,7 +103,7 @@ func Open(dir string, o Options) (*DB, error) {
 	}
 	pdb, err := pebble.Open(dir, popts)
 	if err != nil {
-		if strings.Contains(err.Error(), "lock") {
+		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) {
 			return nil, fmt.Errorf("%w: %v", ErrLocked, err)
 		}
 		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)

@@ -1,0 +1,26 @@
+# kvd: run, test, fuzz, bench.
+GO ?= go
+FUZZTIME ?= 20s
+
+.PHONY: run test vet unit fuzz build
+
+# Run kvd on the embedded engine (data in ./data, API on 127.0.0.1:8080).
+run:
+	$(GO) run ./cmd/kvd
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+# The whole suite, as CI runs it: vet, every test with the race detector,
+# then each fuzz target for $(FUZZTIME).
+test: vet unit fuzz
+
+vet:
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRoute$$' -fuzztime $(FUZZTIME) ./internal/api
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCursor$$' -fuzztime $(FUZZTIME) ./internal/service

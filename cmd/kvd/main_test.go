@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var kvdBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kvd-bin")
+	if err != nil {
+		panic(err)
+	}
+	kvdBin = filepath.Join(dir, "kvd")
+	if out, err := exec.Command("go", "build", "-race", "-o", kvdBin, ".").CombinedOutput(); err != nil {
+		os.Stderr.Write(out)
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startKVD runs the kvd binary and waits until it answers /healthz.
+func startKVD(t *testing.T, env []string, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(kvdBin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd, logs
+}
+
+// syncBuffer collects a child's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func waitHealthy(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kvd on %s never became healthy: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func get(t *testing.T, url, token string) int {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestTokenCreateAndServe(t *testing.T) {
+	dir := t.TempDir()
+	out, err := exec.Command(kvdBin, "token", "create", "--org", "acme", "--store", dir).Output()
+	if err != nil {
+		t.Fatalf("token create: %v", err)
+	}
+	tok := strings.TrimSpace(string(out))
+	if strings.Count(string(out), "\n") != 1 || len(tok) < 43 {
+		t.Fatalf("token create printed %q; want one token of at least 256 bits", out)
+	}
+	addr := freeAddr(t)
+	cmd, logs := startKVD(t, []string{"KV_LISTEN=" + addr, "KV_STORE=" + dir, "TELNYX_API_KEY=env-key"})
+	waitHealthy(t, addr)
+	for _, tc := range []struct {
+		token string
+		want  int
+	}{{tok, 200}, {"env-key", 200}, {"wrong", 401}} {
+		if got := get(t, "http://"+addr+"/v2/storage/kvs", tc.token); got != tc.want {
+			t.Fatalf("token %q: status %d, want %d", tc.token, got, tc.want)
+		}
+	}
+	// The embedded engine's directory is locked while kvd runs.
+	c := exec.Command(kvdBin, "token", "create", "--org", "x", "--store", dir)
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	if err := c.Run(); err == nil || !strings.Contains(stderr.String(), "in use by a running kvd") {
+		t.Fatalf("token create on a running store: err %v, stderr %q", err, stderr.String())
+	}
+	// SIGTERM stops it cleanly.
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("kvd exit after SIGTERM: %v\n%s", err, logs)
+	}
+	if !strings.Contains(logs.String(), "kvd stopped") {
+		t.Fatalf("no clean stop in the log:\n%s", logs)
+	}
+	// No token is kept in plain text, in the data or the log.
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		b, _ := os.ReadFile(p)
+		if bytes.Contains(b, []byte(tok)) || bytes.Contains(b, []byte("env-key")) {
+			t.Errorf("%s holds a token in plain text", p)
+		}
+		return nil
+	})
+	if strings.Contains(logs.String(), tok) || strings.Contains(logs.String(), "env-key") {
+		t.Error("the log holds a token")
+	}
+}
+
+func TestDrainOnSIGTERM(t *testing.T) {
+	addr := freeAddr(t)
+	cmd, logs := startKVD(t, []string{"TELNYX_API_KEY=k"}, "--listen", addr, "--store", t.TempDir())
+	waitHealthy(t, addr)
+	// A request being served when SIGTERM lands (its body still arriving)
+	// completes; the process then exits 0.
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "POST /v2/storage/kvs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: 15\r\n\r\n{\"name\":")
+	time.Sleep(100 * time.Millisecond) // let the handler start reading the body
+	cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(100 * time.Millisecond)
+	io.WriteString(conn, `"late"}`)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("request in flight during SIGTERM got no response: %v\n%s", err, logs)
+	}
+	if resp.StatusCode != 201 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, logs)
+		}
+	case <-ctx.Done():
+		t.Fatal("kvd did not exit after SIGTERM")
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	for _, args := range [][]string{{"--nope"}, {"extra"}, {"--log-level", "loud"}, {"token"}, {"token", "create"}} {
+		var stderr bytes.Buffer
+		code := run(context.Background(), args, func(string) string { return "" }, io.Discard, &stderr)
+		if code != 2 || stderr.Len() == 0 {
+			t.Errorf("kvd %v: exit %d, stderr %q; want 2 and a message", args, code, stderr.String())
+		}
+	}
+}
