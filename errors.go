@@ -22,6 +22,7 @@ const (
 	ETooLarge      ErrorCode = "10031" // 413: value or request over its limit
 	ERateLimited   ErrorCode = "10032" // 429: too many requests
 	EUnavailable   ErrorCode = "10033" // 503: shutting down or storage unavailable
+	EQuota         ErrorCode = "10034" // 403: an organization's configured limit is reached
 )
 
 var codeInfo = map[ErrorCode]struct {
@@ -37,6 +38,7 @@ var codeInfo = map[ErrorCode]struct {
 	ETooLarge:      {http.StatusRequestEntityTooLarge, "Request too large"},
 	ERateLimited:   {http.StatusTooManyRequests, "Too many requests"},
 	EUnavailable:   {http.StatusServiceUnavailable, "Service unavailable"},
+	EQuota:         {http.StatusForbidden, "Quota exceeded"},
 }
 
 // HTTPStatus is the HTTP status that carries the code; unknown codes map to 500.
@@ -123,6 +125,7 @@ var (
 	ErrTooLarge      = &Error{Code: ETooLarge}
 	ErrRateLimited   = &Error{Code: ERateLimited}
 	ErrUnavailable   = &Error{Code: EUnavailable}
+	ErrQuota         = &Error{Code: EQuota}
 )
 
 // ErrorCodeOf returns the code of err: its own if it is (or wraps) an *Error,

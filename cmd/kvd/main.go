@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -67,6 +68,15 @@ func envOr(getenv func(string) string, name, def string) string {
 	return def
 }
 
+// envInt reads an integer variable, or def when unset; a malformed value
+// is reported by parseFlags.
+func envInt(getenv func(string) string, name string, def int) int {
+	if n, err := strconv.Atoi(getenv(name)); err == nil {
+		return n
+	}
+	return def
+}
+
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (server.Config, *slog.Logger, error) {
 	cfg := server.DefaultConfig()
 	fs := flag.NewFlagSet("kvd", flag.ContinueOnError)
@@ -79,12 +89,28 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.StringVar(&cfg.Listen, "listen", envOr(getenv, "KV_LISTEN", cfg.Listen), "address to serve the API on (env KV_LISTEN)")
 	fs.StringVar(&cfg.Store, "store", envOr(getenv, "KV_STORE", cfg.Store), "data directory of the embedded engine, or a postgres:// URL (env KV_STORE)")
 	fs.BoolVar(&cfg.NoBackground, "no-background", false, "run no background jobs here (namespace provisioning and removal, expiry sweeps); other kvd sharing the database must")
+	fs.IntVar(&cfg.RateLimit, "rate-limit", envInt(getenv, "KV_RATE_LIMIT", cfg.RateLimit), "requests per minute per token; 0 for no limit (env KV_RATE_LIMIT)")
+	fs.IntVar(&cfg.RateBurst, "rate-burst", cfg.RateBurst, "requests a token may make at once (default: the rate limit)")
+	fs.IntVar(&cfg.MaxNamespaces, "max-namespaces", cfg.MaxNamespaces, "namespaces per organization; 0 for no limit")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", getenv("KV_TLS_CERT"), "PEM certificate (chain) to serve HTTPS with (env KV_TLS_CERT)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", getenv("KV_TLS_KEY"), "PEM private key of --tls-cert (env KV_TLS_KEY)")
 	fs.BoolVar(&cfg.AccessLog, "access-log", cfg.AccessLog, "log one line per request")
 	logLevel := fs.String("log-level", envOr(getenv, "KV_LOG_LEVEL", "info"), "debug, info, warn or error (env KV_LOG_LEVEL)")
 	logFormat := fs.String("log-format", envOr(getenv, "KV_LOG_FORMAT", "text"), "text or json (env KV_LOG_FORMAT)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a stop waits for requests in flight")
 	if err := fs.Parse(args); err != nil {
 		return cfg, nil, err
+	}
+	if v := getenv("KV_RATE_LIMIT"); v != "" {
+		if _, err := strconv.Atoi(v); err != nil {
+			return cfg, nil, fmt.Errorf("KV_RATE_LIMIT=%q is not a whole number", v)
+		}
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return cfg, nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	if cfg.RateLimit < 0 || cfg.RateBurst < 0 || cfg.MaxNamespaces < 0 {
+		return cfg, nil, errors.New("--rate-limit, --rate-burst and --max-namespaces must not be negative")
 	}
 	if fs.NArg() > 0 {
 		return cfg, nil, fmt.Errorf("unexpected argument %q (see kvd -h)", fs.Arg(0))

@@ -12,11 +12,13 @@ import (
 	"net/http"
 	"net/url"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/ratelimit"
 	"github.com/edgekv/kv/internal/service"
 )
 
@@ -29,6 +31,8 @@ type Config struct {
 	// Ready reports whether the server should receive traffic (/readyz);
 	// nil means always.
 	Ready func() bool
+	// Limiter limits requests per token; nil means no limit.
+	Limiter *ratelimit.Limiter
 }
 
 // Handler is the API's http.Handler.
@@ -37,6 +41,7 @@ type Handler struct {
 	log       *slog.Logger
 	accessLog bool
 	ready     func() bool
+	limiter   *ratelimit.Limiter
 	reqSeq    atomic.Uint64
 	inFlight  atomic.Int64
 	reqPrefix string
@@ -44,7 +49,7 @@ type Handler struct {
 
 // New returns the API handler.
 func New(cfg Config) *Handler {
-	h := &Handler{svc: cfg.Service, log: cfg.Logger, accessLog: cfg.AccessLog, ready: cfg.Ready}
+	h := &Handler{svc: cfg.Service, log: cfg.Logger, accessLog: cfg.AccessLog, ready: cfg.Ready, limiter: cfg.Limiter}
 	if h.log == nil {
 		h.log = slog.Default()
 	}
@@ -228,13 +233,17 @@ func (h *Handler) route(w *recorder, r *http.Request) {
 		writeError(w, w.id, h.log, kv.Errorf(kv.ENotFound, "no route %s %s; the API lives under %s", r.Method, truncate(path, 128), basePath))
 		return
 	}
-	org, err := h.svc.Authenticate(r.Context(), bearerToken(r))
+	token := bearerToken(r)
+	org, err := h.svc.Authenticate(r.Context(), token)
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="kvd"`)
 		writeError(w, w.id, h.log, err)
 		return
 	}
 	w.org = org
+	if h.limiter != nil && !h.allow(w, token) {
+		return
+	}
 	if !ok {
 		writeError(w, w.id, h.log, kv.Errorf(kv.ENotFound, "no route %s %s", r.Method, truncate(path, 128)))
 		return
@@ -278,6 +287,25 @@ func (h *Handler) route(w *recorder, r *http.Request) {
 		}
 	}
 }
+
+// allow applies the rate limit of token, setting the X-RateLimit headers,
+// and answers 429 with Retry-After when the token is over its limit.
+func (h *Handler) allow(w *recorder, token string) bool {
+	d := h.limiter.Allow(token)
+	hd := w.Header()
+	hd.Set("X-RateLimit-Limit", strconv.Itoa(d.Limit))
+	hd.Set("X-RateLimit-Remaining", strconv.Itoa(d.Remaining))
+	hd.Set("X-RateLimit-Reset", strconv.Itoa(ceilSeconds(d.Reset)))
+	if d.Allowed {
+		return true
+	}
+	retry := ceilSeconds(d.RetryAfter)
+	hd.Set("Retry-After", strconv.Itoa(retry))
+	writeError(w, w.id, h.log, kv.Errorf(kv.ERateLimited, "rate limit of %d requests per minute exceeded; retry in %d s", d.Limit, retry))
+	return false
+}
+
+func ceilSeconds(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }
 
 func methodNotAllowed(w *recorder, allow string) {
 	w.Header().Set("Allow", allow)

@@ -42,6 +42,9 @@ func WithClock(now func() time.Time) Option { return func(c *server.Config) { c.
 // deleting until a server with one runs on the same store.
 func WithoutBackground() Option { return func(c *server.Config) { c.NoBackground = true } }
 
+// WithConfig lets a test change any setting.
+func WithConfig(f func(*server.Config)) Option { return Option(f) }
+
 // WithAPIKey sets the static token of the default organization.
 func WithAPIKey(key string) Option { return func(c *server.Config) { c.APIKey = key } }
 

@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/api"
 	"github.com/edgekv/kv/internal/lifecycle"
+	"github.com/edgekv/kv/internal/ratelimit"
 	"github.com/edgekv/kv/internal/service"
 	"github.com/edgekv/kv/internal/store"
 	"github.com/edgekv/kv/internal/store/pebble"
@@ -50,6 +52,17 @@ type Config struct {
 	// processes sharing the database.
 	NoBackground bool
 
+	// RateLimit is the number of requests a token may make per minute (0:
+	// unlimited), RateBurst how many at once (0: RateLimit).
+	RateLimit int
+	RateBurst int
+	// MaxNamespaces limits each organization's namespaces (0: no limit).
+	MaxNamespaces int
+
+	// TLSCert and TLSKey, when both set, serve HTTPS with that certificate.
+	TLSCert string
+	TLSKey  string
+
 	AccessLog bool
 	Logger    *slog.Logger     // nil: slog.Default()
 	Now       func() time.Time // nil: time.Now
@@ -80,6 +93,7 @@ type Server struct {
 	http     *http.Server
 	api      *api.Handler
 	ln       net.Listener
+	tls      bool
 	stopping atomic.Bool
 	cancel   context.CancelFunc
 	bg       sync.WaitGroup
@@ -132,9 +146,20 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	var tlsConfig *tls.Config
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("TLS certificate: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
 	}
 	lc := cfg.Lifecycle
 	lc.Store, lc.Now, lc.Logger = st, cfg.Now, cfg.Logger
@@ -143,13 +168,14 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 	if cfg.APIKey != "" {
 		statics[cfg.APIKey] = kv.DefaultOrg
 	}
-	svc := service.New(service.Config{Store: st, Now: cfg.Now, Wake: worker.Wake, StaticTokens: statics})
-	s := &Server{cfg: cfg, Store: st, Service: svc, Worker: worker, ln: ln, serveErr: make(chan error, 1)}
+	svc := service.New(service.Config{Store: st, Now: cfg.Now, Wake: worker.Wake, StaticTokens: statics, MaxNamespaces: cfg.MaxNamespaces})
+	s := &Server{cfg: cfg, Store: st, Service: svc, Worker: worker, ln: ln, tls: tlsConfig != nil, serveErr: make(chan error, 1)}
 	s.api = api.New(api.Config{
 		Service:   svc,
 		Logger:    cfg.Logger,
 		AccessLog: cfg.AccessLog,
 		Ready:     func() bool { return !s.stopping.Load() },
+		Limiter:   ratelimit.New(ratelimit.Config{Limit: cfg.RateLimit, Burst: cfg.RateBurst, Window: time.Minute, Now: cfg.Now}),
 	})
 	s.http = &http.Server{
 		Handler:           s.api,
@@ -197,7 +223,12 @@ func (s *Server) InFlight() int64 { return s.api.InFlight() }
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // URL is the API's base URL (without /v2).
-func (s *Server) URL() string { return "http://" + s.Addr() }
+func (s *Server) URL() string {
+	if s.tls {
+		return "https://" + s.Addr()
+	}
+	return "http://" + s.Addr()
+}
 
 // Done is closed with the serving error when the server stops by itself.
 func (s *Server) Done() <-chan error { return s.serveErr }

@@ -27,6 +27,9 @@ type Config struct {
 	// (kvd maps TELNYX_API_KEY to the default organization). Only their
 	// digests are kept.
 	StaticTokens map[string]string
+	// MaxNamespaces is how many namespaces an organization may have (in any
+	// status); 0 means no limit.
+	MaxNamespaces int
 }
 
 // Service implements the key-value API on a Store. It is safe for
@@ -36,6 +39,7 @@ type Service struct {
 	now     func() time.Time
 	wake    func()
 	statics []staticToken
+	maxNS   int
 }
 
 type staticToken struct {
@@ -45,7 +49,7 @@ type staticToken struct {
 
 // New returns a Service.
 func New(cfg Config) *Service {
-	s := &Service{store: cfg.Store, now: cfg.Now, wake: cfg.Wake}
+	s := &Service{store: cfg.Store, now: cfg.Now, wake: cfg.Wake, maxNS: cfg.MaxNamespaces}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -106,6 +110,17 @@ func NewToken(ctx context.Context, st store.Store, org string) (string, error) {
 func (s *Service) CreateNamespace(ctx context.Context, org, name string) (kv.Namespace, error) {
 	if err := kv.ValidateNamespaceName(name); err != nil {
 		return kv.Namespace{}, err
+	}
+	if s.maxNS > 0 {
+		// Checked before the creation, not with it: concurrent creations
+		// may overshoot the limit by as many as run at once.
+		_, total, err := s.store.ListNamespaces(ctx, org, 0, 1)
+		if err != nil {
+			return kv.Namespace{}, err
+		}
+		if total >= s.maxNS {
+			return kv.Namespace{}, kv.Errorf(kv.EQuota, "this organization has %d namespaces, its limit; delete one to create another", total)
+		}
 	}
 	now := s.now().UTC().Truncate(time.Millisecond)
 	ns := kv.Namespace{ID: kv.NewID(), Org: org, Name: name, Status: kv.StatusPending, CreatedAt: now, UpdatedAt: now}
