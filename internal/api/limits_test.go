@@ -39,7 +39,9 @@ func call(t *testing.T, c *http.Client, method, url, token, body string) (*http.
 
 func errCode(t *testing.T, body string) string {
 	t.Helper()
-	var env struct{ Errors []struct{ Code, Detail string } }
+	var env struct {
+		Errors []struct{ Code, Detail string }
+	}
 	if json.Unmarshal([]byte(body), &env) != nil || len(env.Errors) != 1 {
 		t.Fatalf("not an error envelope: %s", body)
 	}
