@@ -94,6 +94,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.IntVar(&cfg.MaxNamespaces, "max-namespaces", cfg.MaxNamespaces, "namespaces per organization; 0 for no limit")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", getenv("KV_TLS_CERT"), "PEM certificate (chain) to serve HTTPS with (env KV_TLS_CERT)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", getenv("KV_TLS_KEY"), "PEM private key of --tls-cert (env KV_TLS_KEY)")
+	fs.IntVar(&cfg.Postgres.MaxConns, "pg-max-conns", 0, "PostgreSQL: most connections this process opens (default 4 per CPU, at least 8)")
+	fs.DurationVar(&cfg.Postgres.StatementTimeout, "pg-statement-timeout", 0, "PostgreSQL: server-side statement_timeout (default 30s)")
+	fs.DurationVar(&cfg.Lifecycle.Lease, "job-lease", 0, "how long a background job is one process's before another may take it over (default 30s)")
 	fs.BoolVar(&cfg.AccessLog, "access-log", cfg.AccessLog, "log one line per request")
 	logLevel := fs.String("log-level", envOr(getenv, "KV_LOG_LEVEL", "info"), "debug, info, warn or error (env KV_LOG_LEVEL)")
 	logFormat := fs.String("log-format", envOr(getenv, "KV_LOG_FORMAT", "text"), "text or json (env KV_LOG_FORMAT)")
@@ -160,7 +163,9 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 		fmt.Fprintln(stderr, usage)
 		return 2
 	}
-	st, err := server.OpenStore(ctx, *storeSpec, slog.New(slog.NewTextHandler(stderr, nil)))
+	cfg := server.DefaultConfig()
+	cfg.Store, cfg.Logger = *storeSpec, slog.New(slog.NewTextHandler(stderr, nil))
+	st, err := server.OpenStore(ctx, cfg)
 	if errors.Is(err, pebble.ErrLocked) {
 		fmt.Fprintf(stderr, "kvd: %s is in use by a running kvd; stop it, create the token, and start it again\n", *storeSpec)
 		return 1

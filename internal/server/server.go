@@ -23,6 +23,7 @@ import (
 	"github.com/edgekv/kv/internal/service"
 	"github.com/edgekv/kv/internal/store"
 	"github.com/edgekv/kv/internal/store/pebble"
+	"github.com/edgekv/kv/internal/store/postgres"
 )
 
 // Config is kvd's configuration. DefaultConfig gives the defaults.
@@ -32,6 +33,9 @@ type Config struct {
 	// Store is a data directory for the embedded engine, or a postgres://
 	// URL for the PostgreSQL engine.
 	Store string
+	// Postgres tunes the PostgreSQL engine (pool size, statement timeout).
+	Postgres postgres.Config
+
 	// APIKey, when set, is accepted as a token of the default organization
 	// (kvd takes it from TELNYX_API_KEY).
 	APIKey string
@@ -101,16 +105,16 @@ type Server struct {
 	closed   bool
 }
 
-// OpenStore opens the engine named by spec: a postgres:// or postgresql://
-// URL, or else a directory for the embedded engine.
-func OpenStore(ctx context.Context, spec string, log *slog.Logger) (store.Store, error) {
-	if isPostgresURL(spec) {
-		return openPostgres(ctx, spec)
+// OpenStore opens the engine named by cfg.Store: a postgres:// or
+// postgresql:// URL, or else a directory for the embedded engine.
+func OpenStore(ctx context.Context, cfg Config) (store.Store, error) {
+	if isPostgresURL(cfg.Store) {
+		return postgres.Open(ctx, cfg.Store, cfg.Postgres)
 	}
-	if spec == "" {
+	if cfg.Store == "" {
 		return nil, errors.New("no store given; pass --store DIR or --store postgres://...")
 	}
-	return pebble.Open(spec, pebble.Options{Logger: log})
+	return pebble.Open(cfg.Store, pebble.Options{Logger: cfg.Logger})
 }
 
 func isPostgresURL(s string) bool {
@@ -126,7 +130,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	st, err := OpenStore(ctx, cfg.Store, cfg.Logger)
+	st, err := OpenStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}

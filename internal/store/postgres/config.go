@@ -1,0 +1,78 @@
+package postgres
+
+import (
+	"errors"
+	"runtime"
+	"time"
+)
+
+// Config tunes the engine. The zero value of each field means its default;
+// DefaultConfig shows them.
+type Config struct {
+	// MaxConns is the most connections this process opens to the database.
+	// Every store call holds one connection for its duration, so MaxConns
+	// bounds the calls in flight; further calls wait for a free connection
+	// (or their context's deadline). Size it against the server's
+	// max_connections divided by the number of kvd processes, leaving room
+	// for other clients. Default: 4 per CPU, at least 8.
+	MaxConns int
+
+	// StatementTimeout is set as the session's statement_timeout: the
+	// server aborts any statement that runs longer, whatever the caller's
+	// context says. It bounds the damage of a stuck lock or a runaway scan.
+	// Default: 30s. Negative: no server-side limit (statement_timeout 0).
+	StatementTimeout time.Duration
+
+	// ConnectTimeout bounds establishing one connection, Open's included.
+	// Default: 10s.
+	ConnectTimeout time.Duration
+
+	// ApplicationName is shown in pg_stat_activity. Default: "kvd".
+	ApplicationName string
+}
+
+// DefaultConfig returns the configuration Open uses for zero fields.
+func DefaultConfig() Config {
+	n := 4 * runtime.GOMAXPROCS(0)
+	if n < 8 {
+		n = 8
+	}
+	return Config{
+		MaxConns:         n,
+		StatementTimeout: 30 * time.Second,
+		ConnectTimeout:   10 * time.Second,
+		ApplicationName:  "kvd",
+	}
+}
+
+// EnsureDefaults returns c with every zero field set to its default.
+func (c Config) EnsureDefaults() Config {
+	d := DefaultConfig()
+	if c.MaxConns == 0 {
+		c.MaxConns = d.MaxConns
+	}
+	if c.StatementTimeout == 0 {
+		c.StatementTimeout = d.StatementTimeout
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = d.ConnectTimeout
+	}
+	if c.ApplicationName == "" {
+		c.ApplicationName = d.ApplicationName
+	}
+	return c
+}
+
+// Validate reports a configuration Open cannot use.
+func (c Config) Validate() error {
+	if c.MaxConns < 1 {
+		return errors.New("postgres: MaxConns must be at least 1")
+	}
+	if c.ConnectTimeout < 0 {
+		return errors.New("postgres: ConnectTimeout must not be negative")
+	}
+	if c.StatementTimeout > 0 && c.StatementTimeout < time.Millisecond {
+		return errors.New("postgres: StatementTimeout must be at least 1ms (statement_timeout has millisecond resolution)")
+	}
+	return nil
+}

@@ -1,0 +1,765 @@
+// Package postgres is a store.Store on PostgreSQL, for deployments where
+// several kvd processes share one database.
+//
+// The SQL stays within what CockroachDB and YugabyteDB also accept: no
+// advisory locks, no system columns (xmax, ctid), no extensions, no
+// LISTEN/NOTIFY. Where a statement is shaped by that, a comment says so.
+//
+// Consistency rests on row locks taken in the same statement as the work:
+// every key write locks its namespace row FOR SHARE while it checks the
+// namespace's owner and status, and every change of a namespace's status
+// updates that row, which waits for the writers holding it and makes later
+// writers see the new status. So once MarkDeleting has returned no key write
+// can succeed, in this process or any other.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/store"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// DB is a store.Store on a PostgreSQL database. It is safe for concurrent
+// use, and any number of DBs, in any number of processes, may share one
+// database.
+type DB struct {
+	pool   *pgxpool.Pool
+	closed atomic.Bool
+
+	// purgeBatch is the most keys PurgeNamespace deletes per statement.
+	purgeBatch int
+}
+
+var _ store.Store = (*DB)(nil)
+
+// defaultPurgeBatch keeps each statement of a purge to a bounded
+// transaction; see PurgeNamespace.
+const defaultPurgeBatch = 10000
+
+// Open connects to the database at url (a postgres:// URL or a libpq
+// key=value string, as pgx.ParseConfig accepts), applies any schema
+// migrations it lacks, and returns the engine. Several processes may Open
+// the same empty database at once.
+func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
+	cfg = cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	pc.MaxConns = int32(cfg.MaxConns)
+	cc := pc.ConnConfig
+	cc.ConnectTimeout = cfg.ConnectTimeout
+	if cc.RuntimeParams == nil {
+		cc.RuntimeParams = map[string]string{}
+	}
+	timeout := int64(0)
+	if cfg.StatementTimeout > 0 {
+		timeout = cfg.StatementTimeout.Milliseconds()
+	}
+	cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(timeout, 10)
+	cc.RuntimeParams["application_name"] = cfg.ApplicationName
+	// When a caller's context ends mid-statement, ask the server to cancel
+	// the statement and wait for it to stop, rather than dropping the
+	// connection at once: a statement waiting for a lock on a dropped
+	// connection would carry on and could still commit after the caller had
+	// been told it failed. The connection is dropped only if the server does
+	// not answer the cancel request in time.
+	cc.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: 5 * time.Second}
+	}
+
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	db := &DB{pool: pool, purgeBatch: defaultPurgeBatch}
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: connect: %w", err)
+	}
+	err = migrate(ctx, c.Conn())
+	c.Release()
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// errClosed is returned by every method called after Close.
+var errClosed = errors.New("postgres: closed")
+
+// Close waits for calls in flight and closes the engine's connections.
+// Calls after Close return an error.
+func (db *DB) Close() error {
+	if db.closed.Swap(true) {
+		return errClosed
+	}
+	db.pool.Close()
+	return nil
+}
+
+// conn runs fn with a connection of the pool and maps its error. The pool
+// destroys, rather than reuses, a connection left broken or inside a
+// transaction.
+func (db *DB) conn(ctx context.Context, op string, fn func(c *pgx.Conn) error) error {
+	if db.closed.Load() {
+		return errClosed
+	}
+	c, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return wrap(ctx, op, err)
+	}
+	defer c.Release()
+	return wrap(ctx, op, fn(c.Conn()))
+}
+
+// wrap maps an error to the store's vocabulary: *kv.Error values pass
+// through, anything else is an engine failure named after op.
+func wrap(ctx context.Context, op string, err error) error {
+	var ke *kv.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ke):
+		return err
+	case errors.Is(err, errClosed):
+		return errClosed
+	case ctx.Err() != nil && !errors.Is(err, ctx.Err()):
+		return fmt.Errorf("postgres: %s: %w: %w", op, ctx.Err(), err)
+	}
+	return fmt.Errorf("postgres: %s: %w", op, err)
+}
+
+const (
+	statusReady    = string(kv.StatusProvisionOK)
+	statusPending  = string(kv.StatusPending)
+	statusDeleting = string(kv.StatusDeleting)
+)
+
+// nsCheck maps the status a key operation found for its namespace (nil:
+// no such namespace for the organization) to the operation's error.
+func nsCheck(status *string) error {
+	switch {
+	case status == nil:
+		return kv.NamespaceNotFound()
+	case *status != statusReady:
+		return kv.NotReady(kv.Status(*status))
+	}
+	return nil
+}
+
+// checkKeyRow maps the outcome of a key statement that returns one row
+// for the namespace: no row is a missing namespace (or another org's),
+// otherwise the namespace's status decides.
+func checkKeyRow(err error, status *string) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return kv.NamespaceNotFound()
+	}
+	if err != nil {
+		return err
+	}
+	return nsCheck(status)
+}
+
+// Times of keys are stored as Unix nanoseconds; 0 is never used. A time
+// past 2262 (beyond int64 nanoseconds) is stored as the last representable
+// instant, one before 1970 as its first nanosecond.
+func encodeTime(t time.Time) int64 {
+	if t.After(maxTime) {
+		return math.MaxInt64
+	}
+	n := t.UnixNano()
+	if n < 1 {
+		return 1
+	}
+	return n
+}
+
+var maxTime = time.Unix(0, math.MaxInt64)
+
+func decodeTime(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+// encodeExpiry maps a zero time (never expires) to NULL.
+func encodeExpiry(t time.Time) *int64 {
+	if t.IsZero() {
+		return nil
+	}
+	n := encodeTime(t)
+	return &n
+}
+
+// ---- tokens
+
+const (
+	sqlPutToken = `INSERT INTO tokens (digest, org) VALUES ($1, $2)
+ON CONFLICT (digest) DO UPDATE SET org = excluded.org`
+	sqlOrgForToken = `SELECT org FROM tokens WHERE digest = $1`
+)
+
+// PutToken implements store.Store.
+func (db *DB) PutToken(ctx context.Context, d store.TokenDigest, org string) error {
+	return db.conn(ctx, "put token", func(c *pgx.Conn) error {
+		_, err := c.Exec(ctx, sqlPutToken, d[:], org)
+		return err
+	})
+}
+
+// OrgForToken implements store.Store. Nothing is cached: every call asks
+// the database.
+func (db *DB) OrgForToken(ctx context.Context, d store.TokenDigest) (string, error) {
+	var org string
+	err := db.conn(ctx, "org for token", func(c *pgx.Conn) error {
+		err := c.QueryRow(ctx, sqlOrgForToken, d[:]).Scan(&org)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return kv.Errorf(kv.ENotFound, "token not found")
+		}
+		return err
+	})
+	return org, err
+}
+
+// ---- namespaces
+
+const nsColumns = `id, org, name, status, created_at, updated_at`
+
+const (
+	sqlCreateNamespace = `INSERT INTO namespaces (id, org, name, status, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6)`
+	sqlGetNamespace = `SELECT ` + nsColumns + ` FROM namespaces WHERE id = $1 AND org = $2`
+
+	// One statement, so the total and the page come from one snapshot.
+	sqlListNamespaces = `SELECT t.total, n.id, n.org, n.name, n.status, n.created_at, n.updated_at
+FROM (SELECT count(*) AS total FROM namespaces WHERE org = $1) t
+LEFT JOIN LATERAL (
+	SELECT ` + nsColumns + ` FROM namespaces
+	WHERE org = $1
+	ORDER BY created_at, id
+	OFFSET $2 LIMIT $3
+) n ON true
+ORDER BY n.created_at, n.id`
+
+	// MarkDeleting also drops any lease: a provisioning worker's lease would
+	// otherwise hold off the purge until it expired, and its CompleteProvision
+	// changes nothing once the namespace is deleting.
+	sqlMarkDeleting = `UPDATE namespaces
+SET status = 'deleting', updated_at = $3, lease_holder = NULL, lease_until = NULL
+WHERE id = $1 AND org = $2 AND status <> 'deleting'
+RETURNING ` + nsColumns
+
+	// The inner SELECT picks the oldest unleased job, skipping rows another
+	// claimer has locked; the outer conditions are evaluated again on the
+	// row as it is once locked. CockroachDB accepts FOR UPDATE SKIP LOCKED
+	// (since 22.2), as does YugabyteDB.
+	sqlClaimLifecycleJob = `UPDATE namespaces
+SET lease_holder = $1, lease_until = $3
+WHERE id = (
+	SELECT id FROM namespaces
+	WHERE status IN ('pending', 'deleting') AND (lease_until IS NULL OR lease_until <= $2)
+	ORDER BY updated_at
+	LIMIT 1
+	FOR UPDATE SKIP LOCKED
+) AND status IN ('pending', 'deleting') AND (lease_until IS NULL OR lease_until <= $2)
+RETURNING ` + nsColumns
+
+	sqlCompleteProvision = `UPDATE namespaces
+SET status = $2, updated_at = $3, lease_holder = NULL, lease_until = NULL
+WHERE id = $1 AND status = 'pending'`
+
+	sqlNamespaceStatus = `SELECT status FROM namespaces WHERE id = $1`
+
+	// sqlPurgeKeys deletes up to $2 keys of a namespace that is deleting.
+	sqlPurgeKeys = `DELETE FROM keys
+WHERE ns_id = $1 AND key IN (SELECT key FROM keys WHERE ns_id = $1 ORDER BY key LIMIT $2)
+AND EXISTS (SELECT 1 FROM namespaces WHERE id = $1 AND status = 'deleting')`
+
+	// sqlPurgeNamespace deletes a deleting namespace and whatever keys it
+	// still has, in one statement. Writable CTEs on different tables are
+	// accepted by CockroachDB and YugabyteDB.
+	sqlPurgeNamespace = `WITH ns AS (
+	DELETE FROM namespaces WHERE id = $1 AND status = 'deleting' RETURNING id
+), k AS (
+	DELETE FROM keys WHERE ns_id = (SELECT id FROM ns) RETURNING 1
+)
+SELECT count(*) FROM ns`
+)
+
+type rowScanner interface{ Scan(...any) error }
+
+func scanNamespace(r rowScanner) (kv.Namespace, error) {
+	var (
+		id                 [16]byte
+		status             string
+		ns                 kv.Namespace
+		created, updatedAt time.Time
+	)
+	if err := r.Scan(&id, &ns.Org, &ns.Name, &status, &created, &updatedAt); err != nil {
+		return kv.Namespace{}, err
+	}
+	ns.ID = kv.FormatID(id)
+	ns.Status = kv.Status(status)
+	ns.CreatedAt = created.UTC()
+	ns.UpdatedAt = updatedAt.UTC()
+	return ns, nil
+}
+
+// CreateNamespace implements store.Store. A name already used in ns.Org is
+// an error matching kv.ErrConflict.
+func (db *DB) CreateNamespace(ctx context.Context, ns kv.Namespace) error {
+	id, err := kv.ParseID(ns.ID)
+	if err != nil {
+		return err
+	}
+	return db.conn(ctx, "create namespace", func(c *pgx.Conn) error {
+		_, err := c.Exec(ctx, sqlCreateNamespace, id, ns.Org, ns.Name, string(ns.Status), ns.CreatedAt, ns.UpdatedAt)
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "23505" {
+			if pe.ConstraintName == "namespaces_org_name_key" {
+				return kv.Errorf(kv.EConflict, "namespace name %q is already in use", ns.Name).WithPointer("/name")
+			}
+			return kv.Errorf(kv.EConflict, "namespace id %s already exists", ns.ID)
+		}
+		return err
+	})
+}
+
+// GetNamespace implements store.Store.
+func (db *DB) GetNamespace(ctx context.Context, org, id string) (kv.Namespace, error) {
+	nsID, err := kv.ParseID(id)
+	if err != nil {
+		return kv.Namespace{}, kv.NamespaceNotFound()
+	}
+	var ns kv.Namespace
+	err = db.conn(ctx, "get namespace", func(c *pgx.Conn) error {
+		var err error
+		ns, err = scanNamespace(c.QueryRow(ctx, sqlGetNamespace, nsID, org))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return kv.NamespaceNotFound()
+		}
+		return err
+	})
+	return ns, err
+}
+
+// ListNamespaces implements store.Store.
+func (db *DB) ListNamespaces(ctx context.Context, org string, offset, limit int) ([]kv.Namespace, int, error) {
+	if offset < 0 {
+		offset = 0
+	}
+	if limit < 1 {
+		return nil, 0, fmt.Errorf("postgres: ListNamespaces limit %d, want > 0", limit)
+	}
+	var (
+		page  []kv.Namespace
+		total int
+	)
+	err := db.conn(ctx, "list namespaces", func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, sqlListNamespaces, org, offset, limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				id               *[16]byte
+				o, name, status  *string
+				created, updated *time.Time
+			)
+			if err := rows.Scan(&total, &id, &o, &name, &status, &created, &updated); err != nil {
+				return err
+			}
+			if id == nil {
+				continue // the page is empty
+			}
+			page = append(page, kv.Namespace{
+				ID: kv.FormatID(*id), Org: *o, Name: *name, Status: kv.Status(*status),
+				CreatedAt: created.UTC(), UpdatedAt: updated.UTC(),
+			})
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return page, total, nil
+}
+
+// MarkDeleting implements store.Store. The UPDATE waits for key writes in
+// flight on the namespace (they hold its row FOR SHARE), and writes that
+// start later find it deleting.
+func (db *DB) MarkDeleting(ctx context.Context, org, id string, now time.Time) (kv.Namespace, error) {
+	nsID, err := kv.ParseID(id)
+	if err != nil {
+		return kv.Namespace{}, kv.NamespaceNotFound()
+	}
+	var ns kv.Namespace
+	err = db.conn(ctx, "mark deleting", func(c *pgx.Conn) error {
+		// The namespace can change between the UPDATE and the look that
+		// explains why it matched nothing; then try again.
+		for range 5 {
+			var err error
+			ns, err = scanNamespace(c.QueryRow(ctx, sqlMarkDeleting, nsID, org, now))
+			if !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			cur, err := scanNamespace(c.QueryRow(ctx, sqlGetNamespace, nsID, org))
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+				return kv.NamespaceNotFound()
+			case err != nil:
+				return err
+			case cur.Status == kv.StatusDeleting:
+				return kv.Errorf(kv.EConflict, "Namespace is already being deleted")
+			}
+		}
+		return errors.New("namespace changed under every attempt")
+	})
+	return ns, err
+}
+
+// ClaimLifecycleJob implements store.Store. Lease times have microsecond
+// precision.
+func (db *DB) ClaimLifecycleJob(ctx context.Context, holder string, now time.Time, lease time.Duration) (kv.Namespace, bool, error) {
+	var (
+		ns kv.Namespace
+		ok bool
+	)
+	err := db.conn(ctx, "claim lifecycle job", func(c *pgx.Conn) error {
+		var err error
+		ns, err = scanNamespace(c.QueryRow(ctx, sqlClaimLifecycleJob, holder, now, now.Add(lease)))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		ok = err == nil
+		return err
+	})
+	return ns, ok, err
+}
+
+// CompleteProvision implements store.Store. It does not check that holder
+// still holds the lease: completing a provision twice is harmless, and the
+// second completion finds the namespace no longer pending.
+func (db *DB) CompleteProvision(ctx context.Context, id, holder string, to kv.Status, now time.Time) error {
+	if to != kv.StatusProvisionOK && to != kv.StatusProvisionFailed {
+		return fmt.Errorf("postgres: CompleteProvision to status %q, want provision_ok or provision_failed", to)
+	}
+	nsID, err := kv.ParseID(id)
+	if err != nil {
+		return nil // no such namespace
+	}
+	return db.conn(ctx, "complete provision", func(c *pgx.Conn) error {
+		_, err := c.Exec(ctx, sqlCompleteProvision, nsID, string(to), now)
+		return err
+	})
+}
+
+// PurgeNamespace implements store.Store. A namespace that exists but is
+// not deleting is left alone and reported as an error matching
+// kv.ErrConflict. holder is not checked: purging is idempotent.
+//
+// The keys go first, in statements of at most purgeBatch keys, and the last
+// of them with the namespace row in one statement. One statement for any
+// number of keys would be simplest, but on a very large namespace it is one
+// huge transaction: it holds its locks and WAL for as long as it runs,
+// hits statement_timeout, and on CockroachDB exceeds its transaction size
+// limits. Deleting in batches is safe because no key can be added to a
+// namespace once it is deleting.
+func (db *DB) PurgeNamespace(ctx context.Context, id, holder string) error {
+	nsID, err := kv.ParseID(id)
+	if err != nil {
+		return nil // no such namespace
+	}
+	return db.conn(ctx, "purge namespace", func(c *pgx.Conn) error {
+		for {
+			tag, err := c.Exec(ctx, sqlPurgeKeys, nsID, db.purgeBatch)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() < int64(db.purgeBatch) {
+				break
+			}
+		}
+		var n int
+		if err := c.QueryRow(ctx, sqlPurgeNamespace, nsID).Scan(&n); err != nil {
+			return err
+		}
+		if n == 1 {
+			return nil
+		}
+		var status string
+		err := c.QueryRow(ctx, sqlNamespaceStatus, nsID).Scan(&status)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return nil // purged already
+		case err != nil:
+			return err
+		}
+		return kv.Errorf(kv.EConflict, "namespace %s is not being deleted (status: %s)", id, status)
+	})
+}
+
+// ---- keys
+
+const (
+	// One statement: the namespace and the key are read from one snapshot.
+	sqlGetKey = `SELECT n.status, k.value, k.content_type, k.updated_at, k.expires_at
+FROM namespaces n
+LEFT JOIN keys k ON n.status = 'provision_ok' AND k.ns_id = n.id AND k.key = $3
+WHERE n.id = $1 AND n.org = $2`
+
+	// sqlPutKey checks the namespace and writes the key in one statement.
+	// The namespace row is locked FOR SHARE, so MarkDeleting (an UPDATE of
+	// that row) waits for this write, and a write that starts after
+	// MarkDeleting sees the new status. INSERT ... ON CONFLICT decides the
+	// race between concurrent first writes: exactly one inserts, with
+	// version 1; the others update the row it committed, and see version 1
+	// again only if that row had expired by their now ($6). So version 1
+	// means "created", without reading system columns such as xmax, which
+	// CockroachDB and YugabyteDB do not have. (On CockroachDB, whose
+	// default isolation is SERIALIZABLE, the namespace read and
+	// MarkDeleting's write conflict even where FOR SHARE is not a real
+	// shared lock, before 23.2.)
+	sqlPutKey = `WITH ns AS (
+	SELECT id, status FROM namespaces WHERE id = $1 AND org = $2 FOR SHARE
+), w AS (
+	INSERT INTO keys AS k (ns_id, key, value, content_type, updated_at, expires_at, version)
+	SELECT id, $3::bytea, $4::bytea, $5::text, $6::bigint, $7::bigint, 1 FROM ns WHERE status = 'provision_ok'
+	ON CONFLICT (ns_id, key) DO UPDATE SET
+		value = excluded.value,
+		content_type = excluded.content_type,
+		updated_at = excluded.updated_at,
+		expires_at = excluded.expires_at,
+		version = CASE WHEN k.expires_at IS NOT NULL AND k.expires_at <= excluded.updated_at THEN 1 ELSE k.version + 1 END
+	RETURNING k.version
+)
+SELECT ns.status, w.version FROM ns LEFT JOIN w ON true`
+
+	sqlDeleteKey = `WITH ns AS (
+	SELECT id, status FROM namespaces WHERE id = $1 AND org = $2 FOR SHARE
+), d AS (
+	DELETE FROM keys WHERE ns_id = (SELECT id FROM ns WHERE status = 'provision_ok') AND key = $3::bytea
+	RETURNING 1
+)
+SELECT ns.status, (SELECT count(*) FROM d) FROM ns`
+
+	// The LATERAL subquery is a range scan of the primary key in key
+	// order, bounded by [$4, $5) and after $3. The outer ORDER BY sorts at
+	// most limit+1 rows that already come in order; SQL does not promise
+	// that a join keeps it. CockroachDB (20.1+) and YugabyteDB accept
+	// LATERAL.
+	sqlListKeysTemplate = `SELECT n.status, k.key, k.size, k.updated_at
+FROM namespaces n
+LEFT JOIN LATERAL (
+	SELECT key, octet_length(value) AS size, updated_at FROM keys
+	WHERE ns_id = n.id AND n.status = 'provision_ok'
+		AND key > $3::bytea AND key >= $4::bytea %s
+		AND (expires_at IS NULL OR expires_at > $6::bigint)
+	ORDER BY key
+	LIMIT $7
+) k ON true
+WHERE n.id = $1 AND n.org = $2
+ORDER BY k.key`
+
+	// SweepExpired: the outer expiry test is evaluated again on each row as
+	// it is once locked, so a key rewritten without expiry meanwhile stays.
+	sqlSweepExpired = `DELETE FROM keys
+WHERE (ns_id, key) IN (
+	SELECT ns_id, key FROM keys WHERE expires_at <= $1
+	ORDER BY expires_at
+	LIMIT $2
+	FOR UPDATE SKIP LOCKED
+) AND expires_at <= $1`
+)
+
+var (
+	// sqlListKeys bounds the range above by $5; sqlListKeysUnbounded does
+	// not (an empty prefix). Two statements rather than "$5 IS NULL OR
+	// key < $5", which a cached plan cannot use as an index bound.
+	sqlListKeys          = fmt.Sprintf(sqlListKeysTemplate, "AND key < $5::bytea")
+	sqlListKeysUnbounded = fmt.Sprintf(sqlListKeysTemplate, "AND $5::bytea IS NULL")
+)
+
+// GetKey implements store.Store. The value is copied out of the
+// connection's buffers; Close on it is a no-op.
+func (db *DB) GetKey(ctx context.Context, org, nsID, key string, now time.Time) (*store.Value, error) {
+	id, err := kv.ParseID(nsID)
+	if err != nil {
+		return nil, kv.NamespaceNotFound()
+	}
+	var v *store.Value
+	err = db.conn(ctx, "get key", func(c *pgx.Conn) error {
+		var (
+			status      *string
+			data        []byte
+			contentType *string
+			updated     *int64
+			expires     *int64
+		)
+		err := c.QueryRow(ctx, sqlGetKey, id, org, []byte(key)).Scan(&status, &data, &contentType, &updated, &expires)
+		if err := checkKeyRow(err, status); err != nil {
+			return err
+		}
+		if updated == nil || expires != nil && *expires <= encodeTime(now) {
+			return kv.KeyNotFound()
+		}
+		if data == nil {
+			data = []byte{}
+		}
+		var exp time.Time
+		if expires != nil {
+			exp = decodeTime(*expires)
+		}
+		v = store.NewValue(data, *contentType, decodeTime(*updated), exp, nil)
+		return nil
+	})
+	return v, err
+}
+
+// PutKey implements store.Store.
+func (db *DB) PutKey(ctx context.Context, org, nsID, key string, v store.PutValue, now time.Time) (bool, error) {
+	id, err := kv.ParseID(nsID)
+	if err != nil {
+		return false, kv.NamespaceNotFound()
+	}
+	data := v.Data
+	if data == nil {
+		data = []byte{} // NULL would violate NOT NULL
+	}
+	var created bool
+	err = db.conn(ctx, "put key", func(c *pgx.Conn) error {
+		var (
+			status  *string
+			version *int64
+		)
+		err := c.QueryRow(ctx, sqlPutKey, id, org, []byte(key), data, v.ContentType, encodeTime(now), encodeExpiry(v.ExpiresAt)).Scan(&status, &version)
+		if err := checkKeyRow(err, status); err != nil {
+			return err
+		}
+		if version == nil {
+			return errors.New("namespace ready but no row written")
+		}
+		created = *version == 1
+		return nil
+	})
+	return created, err
+}
+
+// DeleteKey implements store.Store.
+func (db *DB) DeleteKey(ctx context.Context, org, nsID, key string, now time.Time) error {
+	id, err := kv.ParseID(nsID)
+	if err != nil {
+		return kv.NamespaceNotFound()
+	}
+	return db.conn(ctx, "delete key", func(c *pgx.Conn) error {
+		var (
+			status *string
+			n      int64
+		)
+		err := c.QueryRow(ctx, sqlDeleteKey, id, org, []byte(key)).Scan(&status, &n)
+		return checkKeyRow(err, status)
+	})
+}
+
+// ListKeys implements store.Store.
+func (db *DB) ListKeys(ctx context.Context, org, nsID, prefix, after string, limit int, now time.Time) ([]kv.KeyInfo, bool, error) {
+	id, err := kv.ParseID(nsID)
+	if err != nil {
+		return nil, false, kv.NamespaceNotFound()
+	}
+	if limit < 1 {
+		return nil, false, fmt.Errorf("postgres: ListKeys limit %d, want > 0", limit)
+	}
+	query, hi := sqlListKeysUnbounded, []byte(nil)
+	if end := prefixEnd([]byte(prefix)); end != nil {
+		query, hi = sqlListKeys, end
+	}
+	var (
+		keys []kv.KeyInfo
+		more bool
+	)
+	err = db.conn(ctx, "list keys", func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, query, id, org, []byte(after), []byte(prefix), hi, encodeTime(now), limit+1)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		found := false
+		for rows.Next() {
+			var (
+				status  string
+				key     []byte
+				size    *int64
+				updated *int64
+			)
+			if err := rows.Scan(&status, &key, &size, &updated); err != nil {
+				return err
+			}
+			found = true
+			if err := nsCheck(&status); err != nil {
+				return err
+			}
+			if updated == nil {
+				continue // no keys
+			}
+			if len(keys) == limit {
+				more = true
+				continue
+			}
+			keys = append(keys, kv.KeyInfo{Key: string(key), Size: *size, UpdatedAt: decodeTime(*updated)})
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if !found {
+			return kv.NamespaceNotFound()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return keys, more, nil
+}
+
+// prefixEnd returns the smallest byte string greater than every string
+// with prefix p, or nil when there is none (p is empty or all 0xff).
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// SweepExpired implements store.Store. Concurrent sweepers skip the rows
+// each other has locked rather than wait for them.
+func (db *DB) SweepExpired(ctx context.Context, now time.Time, max int) (int, error) {
+	if max < 1 {
+		return 0, nil
+	}
+	var n int
+	err := db.conn(ctx, "sweep expired", func(c *pgx.Conn) error {
+		tag, err := c.Exec(ctx, sqlSweepExpired, encodeTime(now), max)
+		n = int(tag.RowsAffected())
+		return err
+	})
+	return n, err
+}
