@@ -63,9 +63,15 @@ var (
 // Main runs the tests of m and then stops the server started for them, if
 // any, and exits with the tests' status. Call it from TestMain.
 func Main(m *testing.M) {
+	os.Exit(Run(m))
+}
+
+// Run is Main for a TestMain with work of its own after the tests: it runs
+// them, stops the server and returns their exit code.
+func Run(m *testing.M) int {
 	code := m.Run()
 	stop()
-	os.Exit(code)
+	return code
 }
 
 // URL returns the URL of a new, empty database that only this test uses,
