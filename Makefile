@@ -1,6 +1,6 @@
 # kvd: run, test, fuzz, bench.
 GO ?= go
-FUZZTIME ?= 20s
+FUZZTIME ?= 15s
 
 .PHONY: run test vet unit fuzz build
 
@@ -24,3 +24,4 @@ unit:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRoute$$' -fuzztime $(FUZZTIME) ./internal/api
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCursor$$' -fuzztime $(FUZZTIME) ./internal/service
+	$(GO) test -run '^$$' -fuzz '^FuzzSetKVBinding$$' -fuzztime $(FUZZTIME) ./internal/functoml

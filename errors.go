@@ -147,9 +147,15 @@ func NamespaceNotFound() *Error {
 }
 
 // KeyNotFound is the error for a key that does not exist or has expired.
-func KeyNotFound() *Error {
-	return &Error{Code: ENotFound, Detail: "Key not found", Parameter: "key"}
-}
+// It is always the same value, which IsKeyNotFound recognizes; callers must
+// not modify it.
+func KeyNotFound() *Error { return keyNotFound }
+
+var keyNotFound = &Error{Code: ENotFound, Detail: "Key not found", Parameter: "key"}
+
+// IsKeyNotFound reports whether err is (or wraps) KeyNotFound(), as opposed
+// to another not-found error such as a missing namespace.
+func IsKeyNotFound(err error) bool { return errors.Is(err, keyNotFound) }
 
 // NotReady is the error for a key operation on a namespace that is not
 // provision_ok.

@@ -29,7 +29,7 @@ type node struct {
 func startNode(t *testing.T, url string, extra ...string) *node {
 	t.Helper()
 	addr := freeAddr(t)
-	args := append([]string{"--listen", addr, "--store", url, "--job-lease", "1s", "--access-log=false"}, extra...)
+	args := append([]string{"--listen", addr, "--store", url, "--job-lease", "1s", "--access-log=false", "--rate-limit=0"}, extra...)
 	cmd, logs := startKVD(t, []string{"TELNYX_API_KEY=cluster-key"}, args...)
 	waitHealthy(t, addr)
 	return &node{cmd: cmd, logs: logs, base: "http://" + addr + "/v2/storage/kvs"}

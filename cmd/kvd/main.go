@@ -97,6 +97,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.IntVar(&cfg.Postgres.MaxConns, "pg-max-conns", 0, "PostgreSQL: most connections this process opens (default 4 per CPU, at least 8)")
 	fs.DurationVar(&cfg.Postgres.StatementTimeout, "pg-statement-timeout", 0, "PostgreSQL: server-side statement_timeout (default 30s)")
 	fs.DurationVar(&cfg.Lifecycle.Lease, "job-lease", 0, "how long a background job is one process's before another may take it over (default 30s)")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", getenv("KV_METRICS_LISTEN"), "serve Prometheus /metrics and /debug/pprof/ on this address; off when empty (env KV_METRICS_LISTEN)")
 	fs.BoolVar(&cfg.AccessLog, "access-log", cfg.AccessLog, "log one line per request")
 	logLevel := fs.String("log-level", envOr(getenv, "KV_LOG_LEVEL", "info"), "debug, info, warn or error (env KV_LOG_LEVEL)")
 	logFormat := fs.String("log-format", envOr(getenv, "KV_LOG_FORMAT", "text"), "text or json (env KV_LOG_FORMAT)")

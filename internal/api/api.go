@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/metrics"
 	"github.com/edgekv/kv/internal/ratelimit"
 	"github.com/edgekv/kv/internal/service"
 )
@@ -33,6 +34,8 @@ type Config struct {
 	Ready func() bool
 	// Limiter limits requests per token; nil means no limit.
 	Limiter *ratelimit.Limiter
+	// Metrics records every request; nil records nothing.
+	Metrics *metrics.HTTP
 }
 
 // Handler is the API's http.Handler.
@@ -42,6 +45,7 @@ type Handler struct {
 	accessLog bool
 	ready     func() bool
 	limiter   *ratelimit.Limiter
+	metrics   *metrics.HTTP
 	reqSeq    atomic.Uint64
 	inFlight  atomic.Int64
 	reqPrefix string
@@ -49,7 +53,7 @@ type Handler struct {
 
 // New returns the API handler.
 func New(cfg Config) *Handler {
-	h := &Handler{svc: cfg.Service, log: cfg.Logger, accessLog: cfg.AccessLog, ready: cfg.Ready, limiter: cfg.Limiter}
+	h := &Handler{svc: cfg.Service, log: cfg.Logger, accessLog: cfg.AccessLog, ready: cfg.Ready, limiter: cfg.Limiter, metrics: cfg.Metrics}
 	if h.log == nil {
 		h.log = slog.Default()
 	}
@@ -87,6 +91,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeError(rec, rec.id, h.log, kv.Errorf(kv.EInternal, "An internal error occurred; the request id is %s", rec.id))
 			}
 		}
+		h.metrics.Observe(rec.route, r.Method, rec.status, time.Since(start))
 		if h.accessLog {
 			h.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 				slog.String("request_id", rec.id),
@@ -144,6 +149,7 @@ type recorder struct {
 	http.ResponseWriter
 	id     string
 	org    string
+	route  string // the route's name, for metrics
 	status int
 	bytes  int64
 	wrote  bool
@@ -177,12 +183,24 @@ type route struct {
 type routeKind int
 
 const (
-	routeNone       routeKind = iota
-	routeNamespaces           // /v2/storage/kvs
-	routeNamespace            // /v2/storage/kvs/{id}
-	routeKeys                 // /v2/storage/kvs/{id}/keys
-	routeKey                  // /v2/storage/kvs/{id}/keys/{key}
+	routeNone           routeKind = iota
+	routeNamespaces               // /v2/storage/kvs
+	routeNamespace                // /v2/storage/kvs/{id}
+	routeKeys                     // /v2/storage/kvs/{id}/keys
+	routeKey                      // /v2/storage/kvs/{id}/keys/{key}
+	routeUsage                    // /v2/storage/kvs/usage
+	routeNamespaceUsage           // /v2/storage/kvs/{id}/usage
 )
+
+var routeNames = [...]string{
+	routeNone:           "other",
+	routeNamespaces:     "namespaces",
+	routeNamespace:      "namespace",
+	routeKeys:           "keys",
+	routeKey:            "key",
+	routeUsage:          "usage",
+	routeNamespaceUsage: "namespace_usage",
+}
 
 // parseRoute splits an escaped path into a route. The key is the escaped
 // remainder after "/keys/", unescaped once; ok is false for a path that is
@@ -202,8 +220,12 @@ func parseRoute(escaped string) (rt route, ok bool) {
 	idEsc, tail, _ := strings.Cut(rest, "/")
 	rt.id = unescape(idEsc)
 	switch {
+	case rest == "usage":
+		rt.kind = routeUsage
 	case !strings.Contains(rest, "/"):
 		rt.kind = routeNamespace
+	case tail == "usage":
+		rt.kind = routeNamespaceUsage
 	case tail == "keys":
 		rt.kind = routeKeys
 	case strings.HasPrefix(tail, "keys/"):
@@ -216,11 +238,14 @@ func parseRoute(escaped string) (rt route, ok bool) {
 
 func (h *Handler) route(w *recorder, r *http.Request) {
 	path := r.URL.EscapedPath()
+	w.route = "other"
 	switch path {
 	case "/healthz":
+		w.route = "healthz"
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		return
 	case "/readyz":
+		w.route = "readyz"
 		if h.ready() {
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 		} else {
@@ -229,6 +254,9 @@ func (h *Handler) route(w *recorder, r *http.Request) {
 		return
 	}
 	rt, ok := parseRoute(path)
+	if ok {
+		w.route = routeNames[rt.kind]
+	}
 	if !ok && !strings.HasPrefix(path, basePath+"/") {
 		writeError(w, w.id, h.log, kv.Errorf(kv.ENotFound, "no route %s %s; the API lives under %s", r.Method, truncate(path, 128), basePath))
 		return
@@ -266,6 +294,13 @@ func (h *Handler) route(w *recorder, r *http.Request) {
 			h.deleteNamespace(w, r, org, rt.id)
 		default:
 			methodNotAllowed(w, "GET, DELETE")
+		}
+	case routeUsage, routeNamespaceUsage:
+		switch r.Method {
+		case http.MethodGet, http.MethodHead:
+			h.usage(w, r, org, rt)
+		default:
+			methodNotAllowed(w, "GET")
 		}
 	case routeKeys:
 		switch r.Method {

@@ -26,8 +26,8 @@ func (faultyStore) GetKey(context.Context, string, string, string, time.Time) (*
 	panic("injected fault")
 }
 
-func (faultyStore) DeleteKey(context.Context, string, string, string, time.Time) error {
-	return io.ErrUnexpectedEOF // an engine failure with internals in its text
+func (faultyStore) DeleteKey(context.Context, string, string, string, time.Time) (bool, error) {
+	return false, io.ErrUnexpectedEOF // an engine failure with internals in its text
 }
 
 func TestInternalFaultsAreEnvelopes(t *testing.T) {

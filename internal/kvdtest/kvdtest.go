@@ -60,6 +60,7 @@ func Config(t testing.TB) server.Config {
 	cfg.Store = t.TempDir()
 	cfg.APIKey = "test-token-" + kv.NewID()
 	cfg.AccessLog = false
+	cfg.RateLimit = 0 // tests that want a limit set one
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.ShutdownTimeout = 10 * time.Second
 	cfg.Lifecycle = lifecycle.Config{Poll: 20 * time.Millisecond, Sweep: time.Hour}

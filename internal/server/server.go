@@ -19,6 +19,8 @@ import (
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/api"
 	"github.com/edgekv/kv/internal/lifecycle"
+	"github.com/edgekv/kv/internal/metering"
+	"github.com/edgekv/kv/internal/metrics"
 	"github.com/edgekv/kv/internal/ratelimit"
 	"github.com/edgekv/kv/internal/service"
 	"github.com/edgekv/kv/internal/store"
@@ -67,6 +69,10 @@ type Config struct {
 	TLSCert string
 	TLSKey  string
 
+	// MetricsListen, when set, serves Prometheus metrics (/metrics) and
+	// Go's profiles (/debug/pprof/) on this address, apart from the API.
+	MetricsListen string
+
 	AccessLog bool
 	Logger    *slog.Logger     // nil: slog.Default()
 	Now       func() time.Time // nil: time.Now
@@ -83,6 +89,7 @@ func DefaultConfig() Config {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ShutdownTimeout:   30 * time.Second,
+		RateLimit:         1000, // about what the hosted service allows
 		AccessLog:         true,
 	}
 }
@@ -93,16 +100,19 @@ type Server struct {
 	Store   store.Store
 	Service *service.Service
 	Worker  *lifecycle.Worker
+	meter   *metering.Buffer
 
-	http     *http.Server
-	api      *api.Handler
-	ln       net.Listener
-	tls      bool
-	stopping atomic.Bool
-	cancel   context.CancelFunc
-	bg       sync.WaitGroup
-	serveErr chan error
-	closed   bool
+	http      *http.Server
+	metrics   *http.Server // nil without MetricsListen
+	metricsLn net.Listener
+	api       *api.Handler
+	ln        net.Listener
+	tls       bool
+	stopping  atomic.Bool
+	cancel    context.CancelFunc
+	bg        sync.WaitGroup
+	serveErr  chan error
+	closed    bool
 }
 
 // OpenStore opens the engine named by cfg.Store: a postgres:// or
@@ -172,13 +182,30 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 	if cfg.APIKey != "" {
 		statics[cfg.APIKey] = kv.DefaultOrg
 	}
-	svc := service.New(service.Config{Store: st, Now: cfg.Now, Wake: worker.Wake, StaticTokens: statics, MaxNamespaces: cfg.MaxNamespaces})
-	s := &Server{cfg: cfg, Store: st, Service: svc, Worker: worker, ln: ln, tls: tlsConfig != nil, serveErr: make(chan error, 1)}
+	meter := metering.NewBuffer(st, time.Second, cfg.Logger)
+	meter.Start()
+	svc := service.New(service.Config{Store: st, Now: cfg.Now, Wake: worker.Wake, StaticTokens: statics, MaxNamespaces: cfg.MaxNamespaces, Meter: meter})
+	s := &Server{cfg: cfg, Store: st, Service: svc, Worker: worker, meter: meter, ln: ln, tls: tlsConfig != nil, serveErr: make(chan error, 1)}
+	var httpMetrics *metrics.HTTP
+	if cfg.MetricsListen != "" {
+		reg := metrics.NewRegistry()
+		httpMetrics = metrics.NewHTTP(reg)
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			ln.Close()
+			meter.Stop(context.Background())
+			return nil, fmt.Errorf("metrics: listen on %s: %w", cfg.MetricsListen, err)
+		}
+		s.metricsLn = mln
+		s.metrics = &http.Server{Handler: metrics.Handler(reg), ReadHeaderTimeout: 10 * time.Second}
+		go s.metrics.Serve(mln)
+	}
 	s.api = api.New(api.Config{
 		Service:   svc,
 		Logger:    cfg.Logger,
 		AccessLog: cfg.AccessLog,
 		Ready:     func() bool { return !s.stopping.Load() },
+		Metrics:   httpMetrics,
 		Limiter:   ratelimit.New(ratelimit.Config{Limit: cfg.RateLimit, Burst: cfg.RateBurst, Window: time.Minute, Now: cfg.Now}),
 	})
 	s.http = &http.Server{
@@ -223,6 +250,14 @@ func redactStore(spec string) string {
 // InFlight is the number of requests being served.
 func (s *Server) InFlight() int64 { return s.api.InFlight() }
 
+// MetricsAddr is the metrics listener's address ("" without one).
+func (s *Server) MetricsAddr() string {
+	if s.metricsLn == nil {
+		return ""
+	}
+	return s.metricsLn.Addr().String()
+}
+
 // Addr is the address the API listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
@@ -252,7 +287,10 @@ func (s *Server) Close() error {
 	if err != nil {
 		s.http.Close()
 	}
+	if s.metrics != nil {
+		s.metrics.Close()
+	}
 	s.cancel()
 	s.bg.Wait()
-	return errors.Join(err, s.Store.Close())
+	return errors.Join(err, s.meter.Stop(context.Background()), s.Store.Close())
 }

@@ -48,7 +48,7 @@ func DecodeCursor(ns, prefix, cursor string) (string, error) {
 	if len(cursor) > maxCursorLen {
 		return "", bad
 	}
-	b, err := base64.RawURLEncoding.DecodeString(cursor)
+	b, err := base64.RawURLEncoding.Strict().DecodeString(cursor)
 	if err != nil || len(b) < 1+cursorCheckLen+1 || b[0] != cursorVersion {
 		return "", bad
 	}

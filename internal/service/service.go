@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/metering"
 	"github.com/edgekv/kv/internal/store"
 )
 
@@ -27,6 +28,9 @@ type Config struct {
 	// (kvd maps TELNYX_API_KEY to the default organization). Only their
 	// digests are kept.
 	StaticTokens map[string]string
+	// Meter buffers the counts of reads, lists and deletes of missing keys;
+	// nil counts them straight into the store.
+	Meter *metering.Buffer
 	// MaxNamespaces is how many namespaces an organization may have (in any
 	// status); 0 means no limit.
 	MaxNamespaces int
@@ -40,6 +44,7 @@ type Service struct {
 	wake    func()
 	statics []staticToken
 	maxNS   int
+	meter   *metering.Buffer
 }
 
 type staticToken struct {
@@ -49,7 +54,10 @@ type staticToken struct {
 
 // New returns a Service.
 func New(cfg Config) *Service {
-	s := &Service{store: cfg.Store, now: cfg.Now, wake: cfg.Wake, maxNS: cfg.MaxNamespaces}
+	s := &Service{store: cfg.Store, now: cfg.Now, wake: cfg.Wake, maxNS: cfg.MaxNamespaces, meter: cfg.Meter}
+	if s.meter == nil {
+		s.meter = metering.NewBuffer(cfg.Store, 0, nil)
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -199,7 +207,12 @@ func (s *Service) GetKey(ctx context.Context, org, id, key string) (*store.Value
 	if err != nil {
 		return nil, err
 	}
-	return s.store.GetKey(ctx, org, id, key, s.now())
+	now := s.now()
+	v, err := s.store.GetKey(ctx, org, id, key, now)
+	if err == nil || kv.IsKeyNotFound(err) { // a read that finds nothing is billed too
+		s.meter.Add(org, id, now, store.UsageCounts{Reads: 1})
+	}
+	return v, err
 }
 
 // Put is a write of one value.
@@ -265,7 +278,12 @@ func (s *Service) DeleteKey(ctx context.Context, org, id, key string) error {
 	if err != nil {
 		return err
 	}
-	return s.store.DeleteKey(ctx, org, id, key, s.now())
+	now := s.now()
+	deleted, err := s.store.DeleteKey(ctx, org, id, key, now)
+	if err == nil && !deleted { // the store counts the deletes that change something
+		s.meter.Add(org, id, now, store.UsageCounts{Deletes: 1})
+	}
+	return err
 }
 
 // KeyPage is one page of a key listing. Cursor is set when More is.
@@ -296,10 +314,12 @@ func (s *Service) ListKeys(ctx context.Context, org, id, prefix, cursor string, 
 	if len(prefix) > kv.MaxKeyLen*4 {
 		return KeyPage{}, kv.Errorf(kv.EInvalid, "prefix is longer than any key can be (%d characters)", kv.MaxKeyLen).WithParam("prefix")
 	}
-	keys, more, err := s.store.ListKeys(ctx, org, id, prefix, after, limit, s.now())
+	now := s.now()
+	keys, more, err := s.store.ListKeys(ctx, org, id, prefix, after, limit, now)
 	if err != nil {
 		return KeyPage{}, err
 	}
+	s.meter.Add(org, id, now, store.UsageCounts{Lists: 1})
 	p := KeyPage{Keys: keys, More: more}
 	if more && len(keys) > 0 {
 		p.Cursor = EncodeCursor(id, prefix, keys[len(keys)-1].Key)

@@ -17,6 +17,7 @@ package store
 import (
 	"context"
 	"crypto/sha256"
+	"math/big"
 	"time"
 
 	"github.com/edgekv/kv"
@@ -59,7 +60,8 @@ type Store interface {
 	// its status, and returns it as it now is. It is kv.NamespaceNotFound()
 	// as GetNamespace, and an error matching kv.ErrConflict when the
 	// namespace is already deleting. Once it returns, no key operation on the
-	// namespace succeeds.
+	// namespace succeeds, and its stored bytes stop counting at now, in the
+	// same commit as the status change.
 	MarkDeleting(ctx context.Context, org, id string, now time.Time) (kv.Namespace, error)
 
 	// ClaimLifecycleJob finds a namespace whose status is pending or deleting
@@ -92,12 +94,16 @@ type Store interface {
 	// value, and reports whether the key was created (it did not exist, or
 	// had expired by now) rather than replaced. Of concurrent first writes
 	// of one key exactly one reports created. The namespace is checked as
-	// in GetKey; on any error nothing is written.
+	// in GetKey; on any error nothing is written. In the same commit it
+	// counts one write and the change of stored bytes (see Usage).
 	PutKey(ctx context.Context, org, nsID, key string, v PutValue, now time.Time) (created bool, err error)
 
-	// DeleteKey removes key from namespace nsID of org. Deleting a missing
-	// key succeeds. The namespace is checked as in GetKey.
-	DeleteKey(ctx context.Context, org, nsID, key string, now time.Time) error
+	// DeleteKey removes key from namespace nsID of org and reports whether
+	// there was a key to remove (an expired one counts). Deleting a missing
+	// key succeeds, changes nothing and counts nothing; a removal counts one
+	// delete and the change of stored bytes in the same commit. The
+	// namespace is checked as in GetKey.
+	DeleteKey(ctx context.Context, org, nsID, key string, now time.Time) (deleted bool, err error)
 
 	// ListKeys returns up to limit (> 0) live keys of namespace nsID of org
 	// that start with prefix and sort after `after` in byte order ("" is
@@ -107,11 +113,57 @@ type Store interface {
 
 	// SweepExpired removes up to max keys whose expiry is at or before now
 	// and returns how many it removed. Running it in several processes at
-	// once is safe.
+	// once is safe. A key's bytes stop counting at its expiry, whenever it
+	// is swept.
 	SweepExpired(ctx context.Context, now time.Time, max int) (int, error)
+
+	// AddUsage adds counts kept in memory for a while (reads, lists, deletes
+	// of missing keys) to the usage of their namespaces. It is durable when
+	// it returns.
+	AddUsage(ctx context.Context, counts []UsageDelta) error
+
+	// Usage returns org's usage in the calendar month (UTC) that starts at
+	// month, per namespace: nsID's only, or, when nsID is "", every
+	// namespace that had counts or stored bytes in that month, deleted ones
+	// included, in no particular order. Stored bytes are keys plus values,
+	// integrated from the month's start up to the month's end or now,
+	// whichever is first; a key stops counting at its expiry and a
+	// namespace's keys when it is marked deleting. A month after now has no
+	// usage.
+	Usage(ctx context.Context, org, nsID string, month, now time.Time) ([]NamespaceUsage, error)
 
 	// Close releases the engine. Methods called after Close return errors.
 	Close() error
+}
+
+// UsageCounts counts billable operations.
+type UsageCounts struct {
+	Reads, Writes, Deletes, Lists int64
+}
+
+// Add adds o to c.
+func (c *UsageCounts) Add(o UsageCounts) {
+	c.Reads += o.Reads
+	c.Writes += o.Writes
+	c.Deletes += o.Deletes
+	c.Lists += o.Lists
+}
+
+// UsageDelta is a count to add to one namespace's usage in one month.
+type UsageDelta struct {
+	Org, NamespaceID string
+	Month            time.Time // the first instant of the month, UTC
+	UsageCounts
+}
+
+// NamespaceUsage is one namespace's usage in one month.
+type NamespaceUsage struct {
+	NamespaceID string
+	UsageCounts
+	// ByteNanos is stored bytes integrated over time, in byte-nanoseconds.
+	ByteNanos *big.Int
+	// Bytes is what the namespace stores at the end of the period.
+	Bytes int64
 }
 
 // PutValue is a value to store.

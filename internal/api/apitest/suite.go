@@ -50,6 +50,7 @@ func Run(t *testing.T, start StartFunc) {
 		{"Persistence", testPersistence},
 		{"Routes", testRoutes},
 		{"GracefulShutdown", testGracefulShutdown},
+		{"Usage", testUsage},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -772,5 +773,115 @@ func waitActive(t *testing.T, s *kvdtest.Server) {
 			t.Fatal("request never reached the server")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+func testUsage(t *testing.T, start StartFunc) {
+	clock := NewClock(time.Date(2026, 11, 15, 12, 0, 0, 0, time.UTC))
+	s := start(t, kvdtest.WithClock(clock.Now))
+	c := newClient(t, s, s.Token)
+	id := c.readyNS("metered")
+	other := c.readyNS("quiet")
+	base := "/v2/storage/kvs/" + id + "/keys/"
+	const workers = 8
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var liveBytes int64
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			check := func(r response, want int) {
+				if r.status != want {
+					t.Errorf("status %d, want %d: %s", r.status, want, r.body)
+				}
+			}
+			for i := range 10 { // 10 writes
+				k := fmt.Sprintf("w%d/k%d", w, i)
+				check(c.do("PUT", base+k, []byte("0123456789")), http.StatusCreated)
+			}
+			for i := range 5 { // 5 reads that find a key, 3 that do not
+				check(c.do("GET", base+fmt.Sprintf("w%d/k%d", w, i), nil), http.StatusOK)
+			}
+			for i := range 3 {
+				check(c.do("GET", base+fmt.Sprintf("w%d/none%d", w, i), nil), http.StatusNotFound)
+			}
+			for i := range 2 { // 2 deletes of keys, 2 of nothing
+				check(c.do("DELETE", base+fmt.Sprintf("w%d/k%d", w, i), nil), http.StatusOK)
+				check(c.do("DELETE", base+fmt.Sprintf("w%d/none%d", w, i), nil), http.StatusOK)
+			}
+			check(c.do("GET", "/v2/storage/kvs/"+id+"/keys?prefix="+fmt.Sprintf("w%d/", w), nil), http.StatusOK) // 1 list
+			// Refused before storage: not counted.
+			check(c.do("GET", base+"bad:key", nil), http.StatusBadRequest)
+			check(c.do("PUT", base+"k?ttl_secs=0", []byte("x")), http.StatusUnprocessableEntity)
+			check(c.do("GET", "/v2/storage/kvs/"+id+"/keys?limit=0", nil), http.StatusBadRequest)
+			check(newClient(t, s, "wrong").do("GET", base+"w0/k5", nil), http.StatusUnauthorized)
+			check(c.do("GET", "/v2/storage/kvs/"+kv.NewID()+"/keys/k", nil), http.StatusNotFound)
+			mu.Lock()
+			liveBytes += 8 * int64(len(fmt.Sprintf("w%d/k0", w))+10)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	type figures struct {
+		Reads, Writes, Deletes, Lists int64
+		StoredBytes                   int64  `json:"stored_bytes"`
+		ByteSeconds                   string `json:"storage_byte_seconds"`
+	}
+	var rep struct {
+		Data struct {
+			RecordType string `json:"record_type"`
+			Month      string `json:"month"`
+			figures
+			Namespaces []struct {
+				ID string
+				figures
+			}
+			Bill *struct {
+				Currency string
+				Total    string
+				Lines    []struct{ Resource, Quantity, Free, Billable, Amount string }
+			}
+		}
+	}
+	r := c.do("GET", "/v2/storage/kvs/usage?month=2026-11", nil)
+	wantStatus(t, r, http.StatusOK)
+	if err := json.Unmarshal(r.body, &rep); err != nil {
+		t.Fatal(err)
+	}
+	want := figures{Reads: workers * 8, Writes: workers * 10, Deletes: workers * 4, Lists: workers, StoredBytes: liveBytes, ByteSeconds: "0.000"}
+	if rep.Data.figures != want || rep.Data.RecordType != "storage_kv_usage" || rep.Data.Month != "2026-11" {
+		t.Fatalf("organization usage = %+v, want %+v: %s", rep.Data.figures, want, r.body)
+	}
+	if len(rep.Data.Namespaces) != 1 || rep.Data.Namespaces[0].ID != id || rep.Data.Namespaces[0].figures != want {
+		t.Fatalf("namespaces = %+v (the quiet one has no usage)", rep.Data.Namespaces)
+	}
+	if rep.Data.Bill == nil || rep.Data.Bill.Currency != "USD" || rep.Data.Bill.Total != "0.00" || len(rep.Data.Bill.Lines) != 5 {
+		t.Fatalf("bill = %+v", rep.Data.Bill)
+	}
+	// Stored bytes integrate over time.
+	clock.Advance(10 * time.Second)
+	r = c.do("GET", "/v2/storage/kvs/"+id+"/usage?month=2026-11", nil)
+	wantStatus(t, r, http.StatusOK)
+	rep.Data.Bill = nil
+	if err := json.Unmarshal(r.body, &rep); err != nil {
+		t.Fatal(err)
+	}
+	want.ByteSeconds = fmt.Sprintf("%d.000", liveBytes*10)
+	if rep.Data.figures != want || rep.Data.Bill != nil {
+		t.Fatalf("namespace usage = %+v, want %+v, no bill: %s", rep.Data.figures, want, r.body)
+	}
+	// The current month is the default; other months are empty.
+	wantStatus(t, c.do("GET", "/v2/storage/kvs/usage", nil), http.StatusOK)
+	if r := c.do("GET", "/v2/storage/kvs/usage?month=2026-10", nil); !bytes.Contains(r.body, []byte(`"reads":0`)) {
+		t.Fatalf("October: %s", r.body)
+	}
+	wantError(t, c.do("GET", "/v2/storage/kvs/usage?month=2026-13", nil), http.StatusBadRequest, kv.EInvalid, "YYYY-MM")
+	wantError(t, c.do("GET", "/v2/storage/kvs/"+kv.NewID()+"/usage", nil), http.StatusNotFound, kv.ENotFound, "")
+	wantStatus(t, c.do("GET", "/v2/storage/kvs/"+other+"/usage", nil), http.StatusOK)
+	intruder := newClient(t, s, s.NewToken(t, "intruder"))
+	wantError(t, intruder.do("GET", "/v2/storage/kvs/"+id+"/usage", nil), http.StatusNotFound, kv.ENotFound, "")
+	if r := intruder.do("GET", "/v2/storage/kvs/usage?month=2026-11", nil); !bytes.Contains(r.body, []byte(`"reads":0`)) || bytes.Contains(r.body, []byte(id)) {
+		t.Fatalf("intruder's usage: %s", r.body)
 	}
 }

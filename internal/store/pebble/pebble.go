@@ -17,8 +17,10 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,6 +35,13 @@ var _ store.Store = (*DB)(nil)
 
 // Options configure the engine. The zero value is valid.
 type Options struct {
+	// OnFatal is called when Pebble meets an error it cannot continue after
+	// (a failed WAL write or sync, a failed flush): the engine then refuses
+	// every call, reads included, since its memory may hold writes that are
+	// not on disk. nil logs the error and ends the process with exit code
+	// 70, so that a supervisor restarts it on the synced state: nothing
+	// unacknowledged is served and nothing acknowledged is lost.
+	OnFatal func(msg string)
 	// FS is the file system; nil means the operating system's. Tests use
 	// Pebble's crash-simulating memory file system here.
 	FS vfs.FS
@@ -58,6 +67,8 @@ type DB struct {
 	// Close, so the engine never closes under a running operation.
 	ops    sync.RWMutex
 	closed bool // guarded by ops
+	// failed is set when Pebble reported a fatal error.
+	failed *atomic.Bool
 
 	mu     sync.RWMutex // guards the maps below and every nsEntry's lease
 	byID   map[[16]byte]*nsEntry
@@ -93,12 +104,14 @@ func Open(dir string, o Options) (*DB, error) {
 	if cacheSize == 0 {
 		cacheSize = 64 << 20
 	}
+	failed := new(atomic.Bool) // shared with the logger, which sees fatal errors first
 	cache := pebble.NewCache(cacheSize)
 	defer cache.Unref()
 	popts := &pebble.Options{
 		FS:                 o.FS,
 		Cache:              cache,
-		Logger:             pebbleLogger{o.Logger},
+		Logger:             &pebbleLogger{l: o.Logger, onFatal: o.OnFatal, failed: failed},
+		Merger:             usageMerger,
 		FormatMajorVersion: pebble.FormatNewest,
 	}
 	pdb, err := pebble.Open(dir, popts)
@@ -110,6 +123,7 @@ func Open(dir string, o Options) (*DB, error) {
 	}
 	d := &DB{
 		db:     pdb,
+		failed: failed,
 		seed:   maphash.MakeSeed(),
 		byID:   map[[16]byte]*nsEntry{},
 		byName: map[orgName]*nsEntry{},
@@ -185,8 +199,13 @@ func compareEntries(a, b *nsEntry) int {
 
 var errClosed = errors.New("pebble: closed")
 
-// Close closes the engine. It waits for running operations to finish.
+// Close closes the engine. It waits for running operations to finish. A
+// failed engine is not closed (Pebble cannot close cleanly after a fatal
+// error); the process is expected to end.
 func (d *DB) Close() error {
+	if d.failed.Load() {
+		return errFailed
+	}
 	d.ops.Lock()
 	defer d.ops.Unlock()
 	if d.closed {
@@ -196,23 +215,26 @@ func (d *DB) Close() error {
 	return d.db.Close()
 }
 
-// begin marks the start of an operation; it is false once the engine is
-// closed. A true begin must be paired with end.
-func (d *DB) begin() bool {
+// begin marks the start of an operation; it fails once the engine is
+// closed or has failed. A nil begin must be paired with end.
+func (d *DB) begin() error {
+	if d.failed.Load() {
+		return errFailed
+	}
 	d.ops.RLock()
 	if d.closed {
 		d.ops.RUnlock()
-		return false
+		return errClosed
 	}
-	return true
+	return nil
 }
 
 func (d *DB) end() { d.ops.RUnlock() }
 
 // PutToken implements store.Store.
 func (d *DB) PutToken(ctx context.Context, dg store.TokenDigest, org string) error {
-	if !d.begin() {
-		return errClosed
+	if err := d.begin(); err != nil {
+		return err
 	}
 	defer d.end()
 	d.mu.Lock()
@@ -226,8 +248,8 @@ func (d *DB) PutToken(ctx context.Context, dg store.TokenDigest, org string) err
 
 // OrgForToken implements store.Store from memory.
 func (d *DB) OrgForToken(ctx context.Context, dg store.TokenDigest) (string, error) {
-	if !d.begin() {
-		return "", errClosed
+	if err := d.begin(); err != nil {
+		return "", err
 	}
 	defer d.end()
 	d.mu.RLock()
@@ -245,8 +267,8 @@ func (d *DB) CreateNamespace(ctx context.Context, ns kv.Namespace) error {
 	if err != nil {
 		return err
 	}
-	if !d.begin() {
-		return errClosed
+	if err := d.begin(); err != nil {
+		return err
 	}
 	defer d.end()
 	d.mu.Lock()
@@ -283,8 +305,8 @@ func (d *DB) entry(org, id string) (*nsEntry, error) {
 
 // GetNamespace implements store.Store.
 func (d *DB) GetNamespace(ctx context.Context, org, id string) (kv.Namespace, error) {
-	if !d.begin() {
-		return kv.Namespace{}, errClosed
+	if err := d.begin(); err != nil {
+		return kv.Namespace{}, err
 	}
 	defer d.end()
 	e, err := d.entry(org, id)
@@ -298,8 +320,8 @@ func (d *DB) GetNamespace(ctx context.Context, org, id string) (kv.Namespace, er
 
 // ListNamespaces implements store.Store.
 func (d *DB) ListNamespaces(ctx context.Context, org string, offset, limit int) ([]kv.Namespace, int, error) {
-	if !d.begin() {
-		return nil, 0, errClosed
+	if err := d.begin(); err != nil {
+		return nil, 0, err
 	}
 	defer d.end()
 	d.mu.RLock()
@@ -335,8 +357,8 @@ func (d *DB) setStatusLocked(e *nsEntry, to kv.Status, now time.Time) error {
 
 // MarkDeleting implements store.Store.
 func (d *DB) MarkDeleting(ctx context.Context, org, id string, now time.Time) (kv.Namespace, error) {
-	if !d.begin() {
-		return kv.Namespace{}, errClosed
+	if err := d.begin(); err != nil {
+		return kv.Namespace{}, err
 	}
 	defer d.end()
 	e, err := d.entry(org, id)
@@ -348,9 +370,35 @@ func (d *DB) MarkDeleting(ctx context.Context, org, id string, now time.Time) (k
 	if e.ns.Status == kv.StatusDeleting {
 		return kv.Namespace{}, kv.Errorf(kv.EConflict, "namespace is already being deleted")
 	}
-	if err := d.setStatusLocked(e, kv.StatusDeleting, now); err != nil {
+	// One batch: the status, the end of the namespace's storage at now (its
+	// keys expired by now stop at their expiry), and its expiry index.
+	b := d.db.NewBatch()
+	defer b.Close()
+	live, err := d.liveBytes(e, now)
+	if err != nil {
 		return kv.Namespace{}, err
 	}
+	if err := d.scanExpired(e.id, now, 0, func(x expiryEntry, size int64) {
+		addUsage(b, e.ns.Org, e.id, decodeExpiry(x.expiry), -size, store.UsageCounts{})
+	}); err != nil {
+		return kv.Namespace{}, err
+	}
+	if err := addUsage(b, e.ns.Org, e.id, now, -live, store.UsageCounts{}); err != nil {
+		return kv.Namespace{}, err
+	}
+	lo, hi := namespaceRange(tagExpiry, e.id)
+	if err := b.DeleteRange(lo, hi, nil); err != nil {
+		return kv.Namespace{}, err
+	}
+	ns := e.ns
+	ns.Status, ns.UpdatedAt = kv.StatusDeleting, now
+	if err := b.Set(namespaceKey(e.id), encodeNamespace(ns), nil); err != nil {
+		return kv.Namespace{}, err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return kv.Namespace{}, fmt.Errorf("pebble: mark deleting: %w", err)
+	}
+	e.ns.Status, e.ns.UpdatedAt = ns.Status, ns.UpdatedAt
 	return e.ns, nil
 }
 
@@ -358,8 +406,8 @@ func (d *DB) MarkDeleting(ctx context.Context, org, id string, now time.Time) (k
 // directory lock makes this process the engine's only user, and after a
 // restart every job is claimable again.
 func (d *DB) ClaimLifecycleJob(ctx context.Context, holder string, now time.Time, lease time.Duration) (kv.Namespace, bool, error) {
-	if !d.begin() {
-		return kv.Namespace{}, false, errClosed
+	if err := d.begin(); err != nil {
+		return kv.Namespace{}, false, err
 	}
 	defer d.end()
 	d.mu.Lock()
@@ -400,8 +448,8 @@ func (d *DB) releaseLease(e *nsEntry, holder string) {
 
 // CompleteProvision implements store.Store.
 func (d *DB) CompleteProvision(ctx context.Context, id, holder string, to kv.Status, now time.Time) error {
-	if !d.begin() {
-		return errClosed
+	if err := d.begin(); err != nil {
+		return err
 	}
 	defer d.end()
 	e, err := d.byIDString(id)
@@ -420,8 +468,8 @@ func (d *DB) CompleteProvision(ctx context.Context, id, holder string, to kv.Sta
 // PurgeNamespace implements store.Store: two range deletions (keys and
 // expiry index) and the namespace record, in one synced batch.
 func (d *DB) PurgeNamespace(ctx context.Context, id, holder string) error {
-	if !d.begin() {
-		return errClosed
+	if err := d.begin(); err != nil {
+		return err
 	}
 	defer d.end()
 	e, err := d.byIDString(id)
@@ -481,8 +529,8 @@ func (d *DB) keyLock(id [16]byte, key string) *sync.RWMutex {
 // GetKey implements store.Store. The value's bytes are Pebble's own, valid
 // until the Value is closed.
 func (d *DB) GetKey(ctx context.Context, org, nsID, key string, now time.Time) (*store.Value, error) {
-	if !d.begin() {
-		return nil, errClosed
+	if err := d.begin(); err != nil {
+		return nil, err
 	}
 	defer d.end()
 	e, err := d.readyEntry(org, nsID)
@@ -514,27 +562,57 @@ func (d *DB) GetKey(ctx context.Context, org, nsID, key string, now time.Time) (
 	return store.NewValue(rec.data, string(rec.contentType), time.Unix(0, rec.updated).UTC(), decodeExpiry(rec.expiry), func() { closer.Close() }), nil
 }
 
-// readExpiry returns whether the record at rk exists and its expiry.
-func (d *DB) readExpiry(rk []byte) (exists bool, expiry uint64, err error) {
+// oldValue is what PutKey and DeleteKey need of the value they replace.
+type oldValue struct {
+	exists bool
+	expiry uint64
+	size   int64 // key plus value bytes
+}
+
+// readOld reads the value record at rk of key.
+func (d *DB) readOld(rk []byte, key string) (oldValue, error) {
 	raw, closer, err := d.db.Get(rk)
 	if err == pebble.ErrNotFound {
-		return false, 0, nil
+		return oldValue{}, nil
 	}
 	if err != nil {
-		return false, 0, fmt.Errorf("pebble: get: %w", err)
+		return oldValue{}, fmt.Errorf("pebble: get: %w", err)
 	}
 	defer closer.Close()
 	rec, err := decodeValue(raw)
 	if err != nil {
-		return false, 0, err
+		return oldValue{}, err
 	}
-	return true, rec.expiry, nil
+	return oldValue{exists: true, expiry: rec.expiry, size: keySize(key, len(rec.data))}, nil
+}
+
+// removeOld adds to b what replacing or deleting old at now takes: its
+// expiry entry goes, and its bytes stop counting: at its expiry if that has
+// passed, else now (returned as the live bytes removed).
+func removeOld(b *pebble.Batch, e *nsEntry, key string, old oldValue, now time.Time) (liveRemoved int64, err error) {
+	if !old.exists {
+		return 0, nil
+	}
+	if old.expiry != 0 {
+		if err := b.Delete(appendExpiryKey(nil, e.id, old.expiry, key), nil); err != nil {
+			return 0, err
+		}
+		if expired(old.expiry, now) {
+			return 0, addUsage(b, e.ns.Org, e.id, decodeExpiry(old.expiry), -old.size, store.UsageCounts{})
+		}
+	}
+	return old.size, nil
+}
+
+// appendSize encodes a size for an expiry entry.
+func appendSize(dst []byte, size int64) []byte {
+	return binary.BigEndian.AppendUint64(dst, uint64(size))
 }
 
 // PutKey implements store.Store.
 func (d *DB) PutKey(ctx context.Context, org, nsID, key string, v store.PutValue, now time.Time) (bool, error) {
-	if !d.begin() {
-		return false, errClosed
+	if err := d.begin(); err != nil {
+		return false, err
 	}
 	defer d.end()
 	if len(v.ContentType) > kv.MaxContentTypeLen {
@@ -556,70 +634,75 @@ func (d *DB) PutKey(ctx context.Context, org, nsID, key string, v store.PutValue
 	if err := op.Finish(); err != nil {
 		return false, err
 	}
-	if expiry != 0 {
-		if err := b.Set(appendExpiryKey(nil, e.id, expiry, key), nil, nil); err != nil {
-			return false, err
-		}
-	}
+	size := keySize(key, len(v.Data))
 
 	l := d.keyLock(e.id, key)
 	l.Lock()
 	defer l.Unlock()
-	exists, oldExpiry, err := d.readExpiry(rk)
+	old, err := d.readOld(rk, key)
 	if err != nil {
 		return false, err
 	}
-	if exists && oldExpiry != 0 && oldExpiry != expiry {
-		if err := b.Delete(appendExpiryKey(nil, e.id, oldExpiry, key), nil); err != nil {
+	removed, err := removeOld(b, e, key, old, now)
+	if err != nil {
+		return false, err
+	}
+	if expiry != 0 {
+		if err := b.Set(appendExpiryKey(nil, e.id, expiry, key), appendSize(nil, size), nil); err != nil {
 			return false, err
 		}
+	}
+	if err := addUsage(b, e.ns.Org, e.id, now, size-removed, store.UsageCounts{Writes: 1}); err != nil {
+		return false, err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return false, fmt.Errorf("pebble: put: %w", err)
 	}
-	return !exists || expired(oldExpiry, now), nil
+	return !old.exists || expired(old.expiry, now), nil
 }
 
 // DeleteKey implements store.Store.
-func (d *DB) DeleteKey(ctx context.Context, org, nsID, key string, now time.Time) error {
-	if !d.begin() {
-		return errClosed
+func (d *DB) DeleteKey(ctx context.Context, org, nsID, key string, now time.Time) (bool, error) {
+	if err := d.begin(); err != nil {
+		return false, err
 	}
 	defer d.end()
 	e, err := d.readyEntry(org, nsID)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer e.mu.RUnlock()
 	rk := appendValueKey(nil, e.id, key)
 	l := d.keyLock(e.id, key)
 	l.Lock()
 	defer l.Unlock()
-	exists, oldExpiry, err := d.readExpiry(rk)
-	if err != nil || !exists {
-		return err
+	old, err := d.readOld(rk, key)
+	if err != nil || !old.exists {
+		return false, err
 	}
 	b := d.db.NewBatch()
 	defer b.Close()
 	if err := b.Delete(rk, nil); err != nil {
-		return err
+		return false, err
 	}
-	if oldExpiry != 0 {
-		if err := b.Delete(appendExpiryKey(nil, e.id, oldExpiry, key), nil); err != nil {
-			return err
-		}
+	removed, err := removeOld(b, e, key, old, now)
+	if err != nil {
+		return false, err
+	}
+	if err := addUsage(b, e.ns.Org, e.id, now, -removed, store.UsageCounts{Deletes: 1}); err != nil {
+		return false, err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("pebble: delete: %w", err)
+		return false, fmt.Errorf("pebble: delete: %w", err)
 	}
-	return nil
+	return true, nil
 }
 
 // ListKeys implements store.Store with one iterator over the namespace's
 // key range.
 func (d *DB) ListKeys(ctx context.Context, org, nsID, prefix, after string, limit int, now time.Time) ([]kv.KeyInfo, bool, error) {
-	if !d.begin() {
-		return nil, false, errClosed
+	if err := d.begin(); err != nil {
+		return nil, false, err
 	}
 	defer d.end()
 	e, err := d.readyEntry(org, nsID)
@@ -669,8 +752,8 @@ func (d *DB) ListKeys(ctx context.Context, org, nsID, prefix, after string, limi
 // SweepExpired implements store.Store. It walks each namespace's expiry
 // index up to now and deletes the keys whose current expiry has passed.
 func (d *DB) SweepExpired(ctx context.Context, now time.Time, max int) (int, error) {
-	if !d.begin() {
-		return 0, errClosed
+	if err := d.begin(); err != nil {
+		return 0, err
 	}
 	defer d.end()
 	d.mu.RLock()
@@ -704,18 +787,8 @@ func (d *DB) sweepNamespace(e *nsEntry, now time.Time, max int) (int, error) {
 	if e.ns.Status != kv.StatusProvisionOK {
 		return 0, nil // purging removes whatever a deleting namespace holds
 	}
-	lo, _ := namespaceRange(tagExpiry, e.id)
-	hi := appendExpiryKey(nil, e.id, encodeExpiry(now)+1, "")
-	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return 0, err
-	}
 	var due []expiryEntry
-	for ok := it.First(); ok && len(due) < max; ok = it.Next() {
-		k := it.Key()
-		due = append(due, expiryEntry{binary.BigEndian.Uint64(k[17:25]), string(k[25:])})
-	}
-	if err := errors.Join(it.Error(), it.Close()); err != nil {
+	if err := d.scanExpired(e.id, now, max, func(x expiryEntry, _ int64) { due = append(due, x) }); err != nil {
 		return 0, err
 	}
 	removed := 0
@@ -731,24 +804,29 @@ func (d *DB) sweepNamespace(e *nsEntry, now time.Time, max int) (int, error) {
 	return removed, nil
 }
 
-// sweepKey deletes x's key if its expiry is still x.expiry, and the expiry
-// entry in any case (a stale entry is left by nothing, but costs nothing to
-// drop). Sweeps are not synced: a lost sweep is redone.
+// sweepKey deletes x's key if its expiry is still x.expiry, with its
+// expiry entry and the end of its storage at its expiry, in one batch.
+// Sweeps are not synced: a lost sweep is redone.
 func (d *DB) sweepKey(e *nsEntry, x expiryEntry, now time.Time) (bool, error) {
 	rk := appendValueKey(nil, e.id, x.key)
 	l := d.keyLock(e.id, x.key)
 	l.Lock()
 	defer l.Unlock()
-	exists, cur, err := d.readExpiry(rk)
+	old, err := d.readOld(rk, x.key)
 	if err != nil {
 		return false, err
 	}
 	b := d.db.NewBatch()
 	defer b.Close()
-	b.Delete(appendExpiryKey(nil, e.id, x.expiry, x.key), nil)
-	hit := exists && cur == x.expiry && expired(cur, now)
+	hit := old.exists && old.expiry == x.expiry && expired(old.expiry, now)
 	if hit {
 		b.Delete(rk, nil)
+		if _, err := removeOld(b, e, x.key, old, now); err != nil {
+			return false, err
+		}
+	} else {
+		// An entry no write left behind; drop it.
+		b.Delete(appendExpiryKey(nil, e.id, x.expiry, x.key), nil)
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return false, fmt.Errorf("pebble: sweep: %w", err)
@@ -756,20 +834,38 @@ func (d *DB) sweepKey(e *nsEntry, x expiryEntry, now time.Time) (bool, error) {
 	return hit, nil
 }
 
-// pebbleLogger sends Pebble's errors to slog and drops its chatter.
-type pebbleLogger struct{ l *slog.Logger }
+// pebbleLogger sends Pebble's errors to slog, drops its chatter, and turns
+// its fatal errors into a failed engine.
+type pebbleLogger struct {
+	l       *slog.Logger
+	onFatal func(msg string)
+	failed  *atomic.Bool
+}
 
-func (p pebbleLogger) logger() *slog.Logger {
+func (p *pebbleLogger) logger() *slog.Logger {
 	if p.l != nil {
 		return p.l
 	}
 	return slog.Default()
 }
-func (p pebbleLogger) Infof(format string, args ...any) {}
-func (p pebbleLogger) Errorf(format string, args ...any) {
+
+func (p *pebbleLogger) Infof(format string, args ...any) {}
+
+func (p *pebbleLogger) Errorf(format string, args ...any) {
 	p.logger().Error("pebble: " + fmt.Sprintf(format, args...))
 }
-func (p pebbleLogger) Fatalf(format string, args ...any) {
-	p.logger().Error("pebble: fatal: " + fmt.Sprintf(format, args...))
-	panic(fmt.Sprintf(format, args...))
+
+// Fatalf must not return: Pebble carries on as if it had not been called.
+func (p *pebbleLogger) Fatalf(format string, args ...any) {
+	msg := "pebble: fatal: " + fmt.Sprintf(format, args...)
+	p.failed.Store(true)
+	p.logger().Error(msg + "; the engine stops serving")
+	if p.onFatal == nil {
+		os.Exit(70)
+	}
+	p.onFatal(msg)
+	panic(errFailed)
 }
+
+// errFailed is returned by every call once the engine has failed.
+var errFailed = errors.New("pebble: the engine failed after a storage error and must be restarted")

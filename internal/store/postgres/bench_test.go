@@ -136,7 +136,7 @@ func BenchmarkPutKey(b *testing.B) {
 			status  *string
 			version *int64
 		)
-		return c.QueryRow(ctx, sqlPutKey, e.id, e.ns.Org, []byte(key), v.Data, v.ContentType, encodeTime(e.now), encodeExpiry(v.ExpiresAt)).Scan(&status, &version)
+		return c.QueryRow(ctx, sqlPutKey, putKeyArgs(e.id, e.ns.Org, key, v.Data, v.ContentType, v.ExpiresAt, e.now)...).Scan(&status, &version)
 	}
 	b.Run("store", func(b *testing.B) {
 		e.warmStore(b, func(ctx context.Context) error { return viaStore(ctx, nil, benchKey(0)) })

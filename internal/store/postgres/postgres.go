@@ -11,6 +11,11 @@
 // updates that row, which waits for the writers holding it and makes later
 // writers see the new status. So once MarkDeleting has returned no key write
 // can succeed, in this process or any other.
+//
+// Usage metering (usage.go) rides on the same statements: each key write,
+// delete and sweep adds its counts and its change of stored bytes to the
+// usage table in the statement that makes the change, and MarkDeleting
+// ends a namespace's stored bytes in the transaction of its status change.
 package postgres
 
 import (
@@ -399,9 +404,11 @@ func (db *DB) ListNamespaces(ctx context.Context, org string, offset, limit int)
 	return page, total, nil
 }
 
-// MarkDeleting implements store.Store. The UPDATE waits for key writes in
-// flight on the namespace (they hold its row FOR SHARE), and writes that
-// start later find it deleting.
+// MarkDeleting implements store.Store. The UPDATE waits for key writes
+// and sweeps in flight on the namespace (they hold its row FOR SHARE), and
+// writes that start later find it deleting. In the same transaction, with
+// a snapshot taken after the UPDATE (READ COMMITTED: each statement takes
+// its own), sqlEndStorage ends the namespace's stored bytes at now.
 func (db *DB) MarkDeleting(ctx context.Context, org, id string, now time.Time) (kv.Namespace, error) {
 	nsID, err := kv.ParseID(id)
 	if err != nil {
@@ -412,9 +419,27 @@ func (db *DB) MarkDeleting(ctx context.Context, org, id string, now time.Time) (
 		// The namespace can change between the UPDATE and the look that
 		// explains why it matched nothing; then try again.
 		for range 5 {
-			var err error
-			ns, err = scanNamespace(c.QueryRow(ctx, sqlMarkDeleting, nsID, org, now))
-			if !errors.Is(err, pgx.ErrNoRows) {
+			var updated bool
+			err := retryTransient(ctx, func() error {
+				updated = false
+				return pgx.BeginTxFunc(ctx, c, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
+					var err error
+					ns, err = scanNamespace(tx.QueryRow(ctx, sqlMarkDeleting, nsID, org, now))
+					if errors.Is(err, pgx.ErrNoRows) {
+						return nil
+					}
+					if err != nil {
+						return err
+					}
+					a := atTime(now)
+					if _, err := tx.Exec(ctx, sqlEndStorage, nsID, org, a.ns, a.month, a.offset, pickShard()); err != nil {
+						return err
+					}
+					updated = true
+					return nil
+				})
+			})
+			if err != nil || updated {
 				return err
 			}
 			cur, err := scanNamespace(c.QueryRow(ctx, sqlGetNamespace, nsID, org))
@@ -522,41 +547,6 @@ FROM namespaces n
 LEFT JOIN keys k ON n.status = 'provision_ok' AND k.ns_id = n.id AND k.key = $3
 WHERE n.id = $1 AND n.org = $2`
 
-	// sqlPutKey checks the namespace and writes the key in one statement.
-	// The namespace row is locked FOR SHARE, so MarkDeleting (an UPDATE of
-	// that row) waits for this write, and a write that starts after
-	// MarkDeleting sees the new status. INSERT ... ON CONFLICT decides the
-	// race between concurrent first writes: exactly one inserts, with
-	// version 1; the others update the row it committed, and see version 1
-	// again only if that row had expired by their now ($6). So version 1
-	// means "created", without reading system columns such as xmax, which
-	// CockroachDB and YugabyteDB do not have. (On CockroachDB, whose
-	// default isolation is SERIALIZABLE, the namespace read and
-	// MarkDeleting's write conflict even where FOR SHARE is not a real
-	// shared lock, before 23.2.)
-	sqlPutKey = `WITH ns AS (
-	SELECT id, status FROM namespaces WHERE id = $1 AND org = $2 FOR SHARE
-), w AS (
-	INSERT INTO keys AS k (ns_id, key, value, content_type, updated_at, expires_at, version)
-	SELECT id, $3::bytea, $4::bytea, $5::text, $6::bigint, $7::bigint, 1 FROM ns WHERE status = 'provision_ok'
-	ON CONFLICT (ns_id, key) DO UPDATE SET
-		value = excluded.value,
-		content_type = excluded.content_type,
-		updated_at = excluded.updated_at,
-		expires_at = excluded.expires_at,
-		version = CASE WHEN k.expires_at IS NOT NULL AND k.expires_at <= excluded.updated_at THEN 1 ELSE k.version + 1 END
-	RETURNING k.version
-)
-SELECT ns.status, w.version FROM ns LEFT JOIN w ON true`
-
-	sqlDeleteKey = `WITH ns AS (
-	SELECT id, status FROM namespaces WHERE id = $1 AND org = $2 FOR SHARE
-), d AS (
-	DELETE FROM keys WHERE ns_id = (SELECT id FROM ns WHERE status = 'provision_ok') AND key = $3::bytea
-	RETURNING 1
-)
-SELECT ns.status, (SELECT count(*) FROM d) FROM ns`
-
 	// The LATERAL subquery is a range scan of the primary key in key
 	// order, bounded by [$4, $5) and after $3. The outer ORDER BY sorts at
 	// most limit+1 rows that already come in order; SQL does not promise
@@ -574,17 +564,130 @@ LEFT JOIN LATERAL (
 ) k ON true
 WHERE n.id = $1 AND n.org = $2
 ORDER BY k.key`
-
-	// SweepExpired: the outer expiry test is evaluated again on each row as
-	// it is once locked, so a key rewritten without expiry meanwhile stays.
-	sqlSweepExpired = `DELETE FROM keys
-WHERE (ns_id, key) IN (
-	SELECT ns_id, key FROM keys WHERE expires_at <= $1
-	ORDER BY expires_at
-	LIMIT $2
-	FOR UPDATE SKIP LOCKED
-) AND expires_at <= $1`
 )
+
+// sqlDeleteKey deletes a key of a ready namespace and meters the
+// removal in the same statement: one delete at now ($5, $6), and the
+// key's bytes stop counting at now, or at its expiry if that has
+// passed by now ($4). The namespace row is locked FOR SHARE as in
+// sqlPutKey. $7 is the shard (see usage.go).
+var sqlDeleteKey = `WITH ns AS (
+	SELECT id, status FROM namespaces WHERE id = $1 AND org = $2 FOR SHARE
+), d AS (
+	DELETE FROM keys WHERE ns_id = (SELECT id FROM ns WHERE status = 'provision_ok') AND key = $3::bytea
+	RETURNING expires_at, (octet_length(key) + octet_length(value))::bigint AS size
+), ev AS (
+	SELECT $5::date AS month, $6::bigint AS off, 1 AS deletes,
+		CASE WHEN d.expires_at IS NULL OR d.expires_at > $4::bigint THEN -d.size ELSE 0 END AS delta
+	FROM d
+	UNION ALL
+	SELECT x.month, x.off, 0, -d.size
+	FROM d CROSS JOIN LATERAL ` + sqlAtMonth("d.expires_at") + ` x
+	WHERE d.expires_at <= $4::bigint
+), u AS (
+	INSERT INTO ns_usage AS u (org, ns_id, month, shard, deletes, delta_sum, weighted_sum)
+	SELECT $2, $1, month, $7, sum(deletes), sum(delta), sum(delta::numeric * off)
+	FROM ev GROUP BY month ORDER BY month
+	` + sqlAddAll + `
+)
+SELECT ns.status, (SELECT count(*) FROM d) FROM ns`
+
+// sqlPutKey checks the namespace, writes the key and meters the write in
+// one statement. The namespace row is locked FOR SHARE, so MarkDeleting
+// (an UPDATE of that row) waits for this write, and a write that starts
+// after MarkDeleting sees the new status. INSERT ... ON CONFLICT decides
+// the race between concurrent first writes: exactly one inserts, with
+// version 1; the others update the row it committed, and see version 1
+// again only if that row had expired by their now ($6). So version 1
+// means "created", without reading system columns such as xmax, which
+// CockroachDB and YugabyteDB do not have. (On CockroachDB, whose default
+// isolation is SERIALIZABLE, the namespace read and MarkDeleting's write
+// conflict even where FOR SHARE is not a real shared lock, before 23.2.)
+//
+// Metering needs the size and expiry of the value replaced, which
+// RETURNING cannot give (it returns the new row). old reads them, locking
+// the row FOR UPDATE, so they are those of the latest version and stay so.
+// A row that old could not see (a concurrent first write committed after
+// this statement's snapshot) may still be what the INSERT conflicts with;
+// the DO UPDATE's WHERE then refuses to update it, nothing is written or
+// counted, w returns no row, and PutKey runs the statement again, with a
+// snapshot that sees the row.
+//
+// The write counts at now ($8 month, $9 offset), with the change of live
+// bytes: the new size ($11) less the old one if it was live. An old value
+// that had expired stops counting at its expiry instead, in its month.
+// $10 is the shard (see usage.go).
+var sqlPutKey = `WITH ns AS (
+	SELECT id, status FROM namespaces WHERE id = $1 AND org = $2 FOR SHARE
+), old AS (
+	SELECT expires_at, (octet_length(key) + octet_length(value))::bigint AS size
+	FROM keys WHERE ns_id = (SELECT id FROM ns WHERE status = 'provision_ok') AND key = $3::bytea
+	FOR UPDATE
+), w AS (
+	INSERT INTO keys AS k (ns_id, key, value, content_type, updated_at, expires_at, version)
+	SELECT id, $3::bytea, $4::bytea, $5::text, $6::bigint, $7::bigint, 1 FROM ns WHERE status = 'provision_ok'
+	ON CONFLICT (ns_id, key) DO UPDATE SET
+		value = excluded.value,
+		content_type = excluded.content_type,
+		updated_at = excluded.updated_at,
+		expires_at = excluded.expires_at,
+		version = CASE WHEN k.expires_at IS NOT NULL AND k.expires_at <= excluded.updated_at THEN 1 ELSE k.version + 1 END
+	WHERE EXISTS (SELECT 1 FROM old)
+	RETURNING k.version
+), ev AS (
+	SELECT $8::date AS month, $9::bigint AS off, 1 AS writes,
+		$11::bigint - COALESCE((SELECT size FROM old WHERE expires_at IS NULL OR expires_at > $6::bigint), 0) AS delta
+	UNION ALL
+	SELECT x.month, x.off, 0, -old.size
+	FROM old CROSS JOIN LATERAL ` + sqlAtMonth("old.expires_at") + ` x
+	WHERE old.expires_at <= $6::bigint
+), u AS (
+	INSERT INTO ns_usage AS u (org, ns_id, month, shard, writes, delta_sum, weighted_sum)
+	SELECT $2, $1, month, $10, sum(writes), sum(delta), sum(delta::numeric * off)
+	FROM ev WHERE EXISTS (SELECT 1 FROM w)
+	GROUP BY month ORDER BY month
+	` + sqlAddAll + `
+)
+SELECT ns.status, w.version FROM ns LEFT JOIN w ON true`
+
+// putKeyArgs are the arguments of sqlPutKey.
+func putKeyArgs(id [16]byte, org, key string, data []byte, contentType string, expires time.Time, now time.Time) []any {
+	a := atTime(now)
+	return []any{id, org, []byte(key), data, contentType, a.ns, encodeExpiry(expires), a.month, a.offset, pickShard(), int64(len(key) + len(data))}
+}
+
+// sqlSweepExpired removes up to $2 keys expired by $1 (ns). The inner
+// SELECT's expiry test is evaluated again on each row as it is once
+// locked, and the DELETE's too, so a key rewritten without expiry
+// meanwhile stays. A removed key's bytes stop counting at its expiry
+// (in its month; $3 is the shard), when its namespace is provision_ok:
+// the namespace row is locked FOR SHARE, as key writes do, so a
+// MarkDeleting either waits for this sweep and sees its changes, or has
+// committed first, and then the sweep records nothing (MarkDeleting has
+// ended the namespace's storage, these keys included).
+var sqlSweepExpired = `WITH d AS (
+	DELETE FROM keys
+	WHERE (ns_id, key) IN (
+		SELECT ns_id, key FROM keys WHERE expires_at <= $1
+		ORDER BY expires_at
+		LIMIT $2
+		FOR UPDATE SKIP LOCKED
+	) AND expires_at <= $1
+	RETURNING ns_id, expires_at, (octet_length(key) + octet_length(value))::bigint AS size
+), ns AS (
+	SELECT id, org FROM namespaces
+	WHERE id IN (SELECT ns_id FROM d) AND status = 'provision_ok'
+	FOR SHARE
+), u AS (
+	INSERT INTO ns_usage AS u (org, ns_id, month, shard, delta_sum, weighted_sum)
+	SELECT ns.org, d.ns_id, x.month, $3, -sum(d.size), -sum(d.size::numeric * x.off)
+	FROM d JOIN ns ON ns.id = d.ns_id
+	CROSS JOIN LATERAL ` + sqlAtMonth("d.expires_at") + ` x
+	GROUP BY ns.org, d.ns_id, x.month
+	ORDER BY d.ns_id, x.month
+	` + sqlAddStorage + `
+)
+SELECT count(*) FROM d`
 
 var (
 	// sqlListKeys bounds the range above by $5; sqlListKeysUnbounded does
@@ -642,37 +745,50 @@ func (db *DB) PutKey(ctx context.Context, org, nsID, key string, v store.PutValu
 	}
 	var created bool
 	err = db.conn(ctx, "put key", func(c *pgx.Conn) error {
-		var (
-			status  *string
-			version *int64
-		)
-		err := c.QueryRow(ctx, sqlPutKey, id, org, []byte(key), data, v.ContentType, encodeTime(now), encodeExpiry(v.ExpiresAt)).Scan(&status, &version)
-		if err := checkKeyRow(err, status); err != nil {
-			return err
-		}
-		if version == nil {
-			return errors.New("namespace ready but no row written")
-		}
-		created = *version == 1
-		return nil
+		return retryTransient(ctx, func() error {
+			var (
+				status  *string
+				version *int64
+			)
+			err := c.QueryRow(ctx, sqlPutKey, putKeyArgs(id, org, key, data, v.ContentType, v.ExpiresAt, now)...).Scan(&status, &version)
+			if err := checkKeyRow(err, status); err != nil {
+				return err
+			}
+			if version == nil {
+				// The key was created by a write this statement's
+				// snapshot did not see; see sqlPutKey.
+				return errRetry
+			}
+			created = *version == 1
+			return nil
+		})
 	})
 	return created, err
 }
 
 // DeleteKey implements store.Store.
-func (db *DB) DeleteKey(ctx context.Context, org, nsID, key string, now time.Time) error {
+func (db *DB) DeleteKey(ctx context.Context, org, nsID, key string, now time.Time) (bool, error) {
 	id, err := kv.ParseID(nsID)
 	if err != nil {
-		return kv.NamespaceNotFound()
+		return false, kv.NamespaceNotFound()
 	}
-	return db.conn(ctx, "delete key", func(c *pgx.Conn) error {
-		var (
-			status *string
-			n      int64
-		)
-		err := c.QueryRow(ctx, sqlDeleteKey, id, org, []byte(key)).Scan(&status, &n)
-		return checkKeyRow(err, status)
+	var deleted bool
+	err = db.conn(ctx, "delete key", func(c *pgx.Conn) error {
+		return retryTransient(ctx, func() error {
+			var (
+				status *string
+				n      int64
+			)
+			a := atTime(now)
+			err := c.QueryRow(ctx, sqlDeleteKey, id, org, []byte(key), a.ns, a.month, a.offset, pickShard()).Scan(&status, &n)
+			deleted = n > 0
+			return checkKeyRow(err, status)
+		})
 	})
+	if err != nil {
+		return false, err
+	}
+	return deleted, nil
 }
 
 // ListKeys implements store.Store.
@@ -757,9 +873,9 @@ func (db *DB) SweepExpired(ctx context.Context, now time.Time, max int) (int, er
 	}
 	var n int
 	err := db.conn(ctx, "sweep expired", func(c *pgx.Conn) error {
-		tag, err := c.Exec(ctx, sqlSweepExpired, encodeTime(now), max)
-		n = int(tag.RowsAffected())
-		return err
+		return retryTransient(ctx, func() error {
+			return c.QueryRow(ctx, sqlSweepExpired, encodeTime(now), max, pickShard()).Scan(&n)
+		})
 	})
 	return n, err
 }

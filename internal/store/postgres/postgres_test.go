@@ -167,7 +167,7 @@ func TestTwoHandles(t *testing.T) {
 	wantNotReady(t, "PutKey through b", err)
 	_, err = b.GetKey(ctx, "org", ns.ID, "k", base)
 	wantNotReady(t, "GetKey through b", err)
-	err = b.DeleteKey(ctx, "org", ns.ID, "k", base)
+	_, err = b.DeleteKey(ctx, "org", ns.ID, "k", base)
 	wantNotReady(t, "DeleteKey through b", err)
 	_, _, err = b.ListKeys(ctx, "org", ns.ID, "", "", 10, base)
 	wantNotReady(t, "ListKeys through b", err)

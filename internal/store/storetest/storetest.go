@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/big"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -72,6 +73,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"TenantIsolation", testTenantIsolation},
 		{"NamespaceIsolation", testNamespaceIsolation},
 		{"NotReady", testNotReady},
+		{"UsageCounts", testUsageCounts},
+		{"UsageStorage", testUsageStorage},
 		{"AfterClose", testAfterClose},
 	}
 	// The group makes Run wait for its parallel cases, so a caller may
@@ -658,15 +661,15 @@ func testPutGetDeleteKey(t *testing.T, s store.Store) {
 		t.Fatalf("ListKeys = %+v", list)
 	}
 
-	if err := s.DeleteKey(ctx, "org-a", ns.ID, "user/123", at2); err != nil {
-		t.Fatal(err)
+	if deleted, err := s.DeleteKey(ctx, "org-a", ns.ID, "user/123", at2); err != nil || !deleted {
+		t.Fatalf("DeleteKey = %v, %v; want true, nil", deleted, err)
 	}
 	wantKeyNotFound(t, s, ns, "user/123", at2)
-	if err := s.DeleteKey(ctx, "org-a", ns.ID, "user/123", at2); err != nil {
-		t.Fatalf("DeleteKey(missing) = %v, want nil", err)
+	if deleted, err := s.DeleteKey(ctx, "org-a", ns.ID, "user/123", at2); err != nil || deleted {
+		t.Fatalf("DeleteKey(missing) = %v, %v; want false, nil", deleted, err)
 	}
-	if err := s.DeleteKey(ctx, "org-a", ns.ID, "never-there", at2); err != nil {
-		t.Fatalf("DeleteKey(missing) = %v, want nil", err)
+	if deleted, err := s.DeleteKey(ctx, "org-a", ns.ID, "never-there", at2); err != nil || deleted {
+		t.Fatalf("DeleteKey(missing) = %v, %v; want false, nil", deleted, err)
 	}
 	if !mustPut(t, s, ns, "user/123", putValue("three"), at2) {
 		t.Fatal("PutKey after DeleteKey: created = false")
@@ -689,7 +692,7 @@ func testMissingKeyAndNamespace(t *testing.T, s store.Store) {
 	wantErr(t, "GetKey(missing namespace)", err, kv.NamespaceNotFound())
 	_, err = s.PutKey(ctx, "org-a", missing.ID, "k", putValue("v"), base)
 	wantErr(t, "PutKey(missing namespace)", err, kv.NamespaceNotFound())
-	err = s.DeleteKey(ctx, "org-a", missing.ID, "k", base)
+	_, err = s.DeleteKey(ctx, "org-a", missing.ID, "k", base)
 	wantErr(t, "DeleteKey(missing namespace)", err, kv.NamespaceNotFound())
 	_, _, err = s.ListKeys(ctx, "org-a", missing.ID, "", "", 10, base)
 	wantErr(t, "ListKeys(missing namespace)", err, kv.NamespaceNotFound())
@@ -775,7 +778,7 @@ func testPathLikeKeys(t *testing.T, s store.Store) {
 	if got := keyNames(listAll(t, s, ns, "", 1000, base)); !slices.Equal(got, want) {
 		t.Fatalf("ListKeys =\n%q\nwant\n%q", got, want)
 	}
-	if err := s.DeleteKey(ctx, "org-a", ns.ID, "a/b", base); err != nil {
+	if _, err := s.DeleteKey(ctx, "org-a", ns.ID, "a/b", base); err != nil {
 		t.Fatal(err)
 	}
 	wantKeyNotFound(t, s, ns, "a/b", base)
@@ -944,7 +947,7 @@ func testTTL(t *testing.T, s store.Store) {
 		}
 	}
 	// Deleting an expired key succeeds.
-	if err := s.DeleteKey(ctx, "org-a", ns.ID, "born-expired-0", at); err != nil {
+	if _, err := s.DeleteKey(ctx, "org-a", ns.ID, "born-expired-0", at); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -1074,7 +1077,7 @@ func testTenantIsolation(t *testing.T, s store.Store) {
 	wantErr(t, "PutKey by another org", err, nf)
 	_, err = s.PutKey(ctx, "org-b", a.ID, "new", putValue("b's"), base)
 	wantErr(t, "PutKey(new key) by another org", err, nf)
-	err = s.DeleteKey(ctx, "org-b", a.ID, "k", base)
+	_, err = s.DeleteKey(ctx, "org-b", a.ID, "k", base)
 	wantErr(t, "DeleteKey by another org", err, nf)
 	_, _, err = s.ListKeys(ctx, "org-b", a.ID, "", "", 10, base)
 	wantErr(t, "ListKeys by another org", err, nf)
@@ -1127,7 +1130,7 @@ func testNamespaceIsolation(t *testing.T, s store.Store) {
 	if got := keyNames(listAll(t, s, n2, "k", 1, base)); !slices.Equal(got, []string{"k", "k/2"}) {
 		t.Fatalf("n2 keys with prefix k = %q", got)
 	}
-	if err := s.DeleteKey(ctx, "org-a", n1.ID, "k", base); err != nil {
+	if _, err := s.DeleteKey(ctx, "org-a", n1.ID, "k", base); err != nil {
 		t.Fatal(err)
 	}
 	wantKeyNotFound(t, s, n1, "k", base)
@@ -1160,7 +1163,7 @@ func testNotReady(t *testing.T, s store.Store) {
 		check("GetKey on "+string(tc.status), err)
 		_, err = s.PutKey(ctx, "org-a", tc.ns.ID, "k2", putValue("v"), base)
 		check("PutKey on "+string(tc.status), err)
-		err = s.DeleteKey(ctx, "org-a", tc.ns.ID, "k", base)
+		_, err = s.DeleteKey(ctx, "org-a", tc.ns.ID, "k", base)
 		check("DeleteKey on "+string(tc.status), err)
 		_, _, err = s.ListKeys(ctx, "org-a", tc.ns.ID, "", "", 10, base)
 		check("ListKeys on "+string(tc.status), err)
@@ -1206,8 +1209,12 @@ func testAfterClose(t *testing.T, s store.Store) {
 			}
 			return err
 		},
-		"PutKey":       func() error { _, err := s.PutKey(ctx, "org-a", ns.ID, "k", putValue("v"), base); return err },
-		"DeleteKey":    func() error { return s.DeleteKey(ctx, "org-a", ns.ID, "k", base) },
+		"PutKey":    func() error { _, err := s.PutKey(ctx, "org-a", ns.ID, "k", putValue("v"), base); return err },
+		"DeleteKey": func() error { _, err := s.DeleteKey(ctx, "org-a", ns.ID, "k", base); return err },
+		"AddUsage": func() error {
+			return s.AddUsage(ctx, []store.UsageDelta{{Org: "org-a", NamespaceID: ns.ID, Month: base, UsageCounts: store.UsageCounts{Reads: 1}}})
+		},
+		"Usage":        func() error { _, err := s.Usage(ctx, "org-a", "", base, base); return err },
 		"ListKeys":     func() error { _, _, err := s.ListKeys(ctx, "org-a", ns.ID, "", "", 10, base); return err },
 		"SweepExpired": func() error { _, err := s.SweepExpired(ctx, base, 10); return err },
 	}
@@ -1227,5 +1234,152 @@ func testAfterClose(t *testing.T, s store.Store) {
 				t.Errorf("%s after Close returned no error", name)
 			}
 		}()
+	}
+}
+
+// usageByNS returns org's usage in month as of now, by namespace id.
+func usageByNS(t *testing.T, s store.Store, org, nsID string, month, now time.Time) map[string]store.NamespaceUsage {
+	t.Helper()
+	list, err := s.Usage(context.Background(), org, nsID, month, now)
+	if err != nil {
+		t.Fatalf("Usage: %v", err)
+	}
+	out := map[string]store.NamespaceUsage{}
+	for _, u := range list {
+		if _, dup := out[u.NamespaceID]; dup {
+			t.Fatalf("Usage lists namespace %s twice", u.NamespaceID)
+		}
+		out[u.NamespaceID] = u
+	}
+	return out
+}
+
+func wantUsage(t *testing.T, what string, got store.NamespaceUsage, counts store.UsageCounts, byteSeconds, bytes int64) {
+	t.Helper()
+	want := new(big.Int).Mul(big.NewInt(byteSeconds), big.NewInt(1e9))
+	if got.UsageCounts != counts || got.ByteNanos == nil || got.ByteNanos.Cmp(want) != 0 || got.Bytes != bytes {
+		t.Fatalf("%s: usage = %+v (%v byte-ns), want %+v, %d byte-s, %d bytes", what, got.UsageCounts, got.ByteNanos, counts, byteSeconds, bytes)
+	}
+}
+
+// testUsageCounts: writes and deletes that change something are counted with
+// the change, deletes of missing keys and refused operations are not, and
+// AddUsage adds buffered counts; per namespace and per organization.
+func testUsageCounts(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	a := readyNamespace(t, s, "org-a", "a")
+	b := readyNamespace(t, s, "org-a", "b")
+	other := readyNamespace(t, s, "org-b", "c")
+	month := time.Date(2030, time.March, 1, 0, 0, 0, 0, time.UTC)
+	at := month.Add(time.Hour)
+	for i := range 5 {
+		mustPut(t, s, a, fmt.Sprintf("k%d", i), putValue("v"), at)
+	}
+	mustPut(t, s, a, "k0", putValue("again"), at)
+	mustPut(t, s, b, "x", putValue("v"), at)
+	mustPut(t, s, other, "x", putValue("v"), at)
+	for _, k := range []string{"k1", "k2", "missing"} {
+		if _, err := s.DeleteKey(ctx, "org-a", a.ID, k, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Refused: another organization's namespace, and one not ready.
+	s.PutKey(ctx, "org-b", a.ID, "k", putValue("v"), at)
+	pending := newNamespace(t, s, "org-a", "pending", at)
+	s.PutKey(ctx, "org-a", pending.ID, "k", putValue("v"), at)
+
+	if err := s.AddUsage(ctx, []store.UsageDelta{
+		{Org: "org-a", NamespaceID: a.ID, Month: month, UsageCounts: store.UsageCounts{Reads: 7, Lists: 2, Deletes: 1}},
+		{Org: "org-a", NamespaceID: a.ID, Month: month, UsageCounts: store.UsageCounts{Reads: 3}},
+		{Org: "org-a", NamespaceID: b.ID, Month: month.AddDate(0, 1, 0), UsageCounts: store.UsageCounts{Reads: 100}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	now := month.Add(2 * time.Hour)
+	got := usageByNS(t, s, "org-a", "", month, now)
+	if len(got) != 2 {
+		t.Fatalf("org-a has usage for %d namespaces, want 2: %+v", len(got), got)
+	}
+	if c := got[a.ID].UsageCounts; c != (store.UsageCounts{Reads: 10, Writes: 6, Deletes: 3, Lists: 2}) {
+		t.Fatalf("namespace a counts = %+v", c)
+	}
+	if c := got[b.ID].UsageCounts; c != (store.UsageCounts{Writes: 1}) {
+		t.Fatalf("namespace b counts = %+v (reads of April must not show in March)", c)
+	}
+	if only := usageByNS(t, s, "org-a", b.ID, month, now); len(only) != 1 || only[b.ID].Writes != 1 {
+		t.Fatalf("usage of b alone = %+v", only)
+	}
+	if theirs := usageByNS(t, s, "org-b", "", month, now); len(theirs) != 1 || theirs[other.ID].Writes != 1 {
+		t.Fatalf("org-b usage = %+v", theirs)
+	}
+	april := usageByNS(t, s, "org-a", "", month.AddDate(0, 1, 0), month.AddDate(0, 1, 1))
+	if april[b.ID].Reads != 100 || april[a.ID].Writes != 0 {
+		t.Fatalf("April = %+v", april)
+	}
+	if future := usageByNS(t, s, "org-a", "", month.AddDate(0, 2, 0), now); len(future) != 0 {
+		t.Fatalf("a month after now has usage: %+v", future)
+	}
+}
+
+// testUsageStorage checks stored bytes integrated over time against values
+// worked out by hand: puts, an overwrite that changes size, a delete, TTL
+// expiry before and after the sweep, a month boundary and a namespace
+// deletion.
+func testUsageStorage(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	march := time.Date(2030, time.March, 1, 0, 0, 0, 0, time.UTC)
+	april := march.AddDate(0, 1, 0)
+	sec := func(n int) time.Time { return march.Add(time.Duration(n) * time.Second) }
+	a := readyNamespace(t, s, "org-u", "a")
+	b := readyNamespace(t, s, "org-u", "b")
+	val := func(n int) store.PutValue {
+		return store.PutValue{Data: bytes.Repeat([]byte("v"), n), ContentType: kv.DefaultContentType}
+	}
+	ttl := func(n int, until time.Time) store.PutValue { v := val(n); v.ExpiresAt = until; return v }
+
+	mustPut(t, s, a, "k1", val(8), sec(10))                                   // 10 bytes from 10s
+	mustPut(t, s, a, "k2", ttl(98, sec(50)), sec(20))                         // 100 bytes from 20s to 50s
+	mustPut(t, s, a, "k1", val(18), sec(30))                                  // 20 bytes from 30s
+	if _, err := s.DeleteKey(ctx, "org-u", a.ID, "k1", sec(40)); err != nil { // until 40s
+		t.Fatal(err)
+	}
+	// 10×20 + 20×10 + 100×30 = 3400 byte-seconds; k2 has expired, not swept.
+	wantUsage(t, "before the sweep", usageByNS(t, s, "org-u", a.ID, march, sec(100))[a.ID], store.UsageCounts{Writes: 3, Deletes: 1}, 3400, 0)
+	if n, err := s.SweepExpired(ctx, sec(100), 10); err != nil || n != 1 {
+		t.Fatalf("SweepExpired = %d, %v", n, err)
+	}
+	wantUsage(t, "after the sweep", usageByNS(t, s, "org-u", a.ID, march, sec(100))[a.ID], store.UsageCounts{Writes: 3, Deletes: 1}, 3400, 0)
+
+	// Across the month boundary: k3 (10 bytes) from 10s before April.
+	mustPut(t, s, a, "k3", val(8), april.Add(-10*time.Second))
+	// b: k4 (10 bytes) from 5s before April to 5s after, never swept.
+	mustPut(t, s, b, "k4", ttl(8, april.Add(5*time.Second)), april.Add(-5*time.Second))
+	now := april.Add(30 * time.Second)
+	m := usageByNS(t, s, "org-u", "", march, now)
+	wantUsage(t, "March, a", m[a.ID], store.UsageCounts{Writes: 4, Deletes: 1}, 3500, 10)
+	wantUsage(t, "March, b", m[b.ID], store.UsageCounts{Writes: 1}, 50, 10)
+	ap := usageByNS(t, s, "org-u", "", april, now)
+	wantUsage(t, "April, a", ap[a.ID], store.UsageCounts{}, 300, 10)
+	wantUsage(t, "April, b", ap[b.ID], store.UsageCounts{}, 50, 0)
+
+	// Deleting a namespace stops its storage at once.
+	for _, ns := range []kv.Namespace{a, b} {
+		if _, err := s.MarkDeleting(ctx, "org-u", ns.ID, april.Add(40*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later := april.Add(100 * time.Second)
+	ap = usageByNS(t, s, "org-u", "", april, later)
+	wantUsage(t, "April after deletion, a", ap[a.ID], store.UsageCounts{}, 400, 0)
+	wantUsage(t, "April after deletion, b", ap[b.ID], store.UsageCounts{}, 50, 0)
+	for _, ns := range []kv.Namespace{a, b} {
+		if err := s.PurgeNamespace(ctx, ns.ID, "h"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ap = usageByNS(t, s, "org-u", "", april, later)
+	wantUsage(t, "April after purge, a", ap[a.ID], store.UsageCounts{}, 400, 0)
+	if may := usageByNS(t, s, "org-u", "", april.AddDate(0, 1, 0), april.AddDate(0, 1, 1)); len(may) != 0 {
+		t.Fatalf("May usage of deleted namespaces = %+v", may)
 	}
 }

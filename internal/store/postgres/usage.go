@@ -1,0 +1,328 @@
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/metering"
+	"github.com/edgekv/kv/internal/store"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Usage metering: the model is Pebble's, so that both engines report the
+// same numbers for the same history.
+//
+// Table ns_usage (migrations/0002_usage.sql) holds, per organization,
+// namespace, month (UTC) and shard, the month's operation counts and its
+// storage events: each change of the namespace's stored bytes (key plus
+// value bytes) by delta at time t adds delta to the month's delta_sum and
+// delta × (t − month start, in ns) to its weighted_sum. Every change is
+// added in the same statement, or transaction, as the write that makes it.
+//
+// For a namespace that is provision_ok, the sum of all its delta_sum equals
+// the size of its rows in keys, expired rows not yet swept included. An
+// expired row's bytes stop counting at its expiry: when the row is swept,
+// overwritten or deleted, −size is recorded at its expiry, in its month; as
+// long as it is not, reports subtract it at its expiry themselves.
+//
+// MarkDeleting, in the transaction of the status change, records −size at
+// the expiry of each unswept expired row and −(the rest) at now, so the
+// namespace's sum becomes 0. From then on nothing about its keys is metered
+// again: reports handle unswept expired rows of provision_ok namespaces
+// only, and a sweep that removes a row of a namespace that is no longer
+// provision_ok records nothing. Rows stay untouched until the purge (which
+// meters nothing either), so MarkDeleting writes no row of keys, and cannot
+// deadlock with a sweep holding some.
+//
+// Shards: with one row per namespace and month, every write to a namespace,
+// from every kvd process, would wait on that row's lock until the writer
+// commits; see the migration. Every statement picks one shard for
+// all the rows it adds to, and adds to several rows in the order (ns_id,
+// month), so two statements that meet on a shard lock its rows in one order.
+
+// usageShards is the number of rows each (org, namespace, month) is spread
+// over.
+const usageShards = 16
+
+func pickShard() int16 { return int16(rand.IntN(usageShards)) }
+
+// at is an instant as the usage statements take it: its month (its first
+// day, bound to a DATE), the instant in Unix ns, and its offset in ns from
+// the month's start.
+type at struct {
+	month  time.Time
+	ns     int64
+	offset int64
+}
+
+func atTime(t time.Time) at {
+	m := metering.MonthOf(t)
+	n := encodeTime(t)
+	return at{month: m.Start(), ns: n, offset: n - m.Start().UnixNano()}
+}
+
+// sqlAtMonth is a subquery, for a LATERAL join, of the month (DATE) and the
+// offset from its start (off, ns) of the instant expr (Unix ns, after
+// 1970). Month boundaries are whole seconds, so the month of the second
+// t/1e9 is t's; to_timestamp of a whole second is exact.
+func sqlAtMonth(expr string) string {
+	return fmt.Sprintf(`(
+	SELECT mm.m::date AS month, %[1]s - extract(epoch FROM mm.m)::bigint * 1000000000 AS off
+	FROM (SELECT date_trunc('month', to_timestamp(%[1]s / 1000000000) AT TIME ZONE 'UTC') AS m) mm
+)`, expr)
+}
+
+// sqlAddStorage is the ON CONFLICT clause of inserts into ns_usage that
+// add storage events, and sqlAddAll that of inserts adding counts too.
+const (
+	sqlAddStorage = `ON CONFLICT (org, ns_id, month, shard) DO UPDATE SET
+		delta_sum = u.delta_sum + excluded.delta_sum,
+		weighted_sum = u.weighted_sum + excluded.weighted_sum`
+	sqlAddAll = `ON CONFLICT (org, ns_id, month, shard) DO UPDATE SET
+		reads = u.reads + excluded.reads,
+		writes = u.writes + excluded.writes,
+		deletes = u.deletes + excluded.deletes,
+		lists = u.lists + excluded.lists,
+		delta_sum = u.delta_sum + excluded.delta_sum,
+		weighted_sum = u.weighted_sum + excluded.weighted_sum`
+)
+
+// sqlEndStorage is MarkDeleting's second statement, run after the status
+// change in its transaction: the namespace's stored bytes stop. $1 id, $2
+// org, $3 now (ns), $4 now's month, $5 now's offset, $6 shard. It reads
+// with a snapshot taken after the UPDATE that waited for every key write
+// and sweep holding the namespace row, so it sees all their changes, and
+// no later one meters anything.
+var sqlEndStorage = `WITH exp AS (
+	SELECT k.expires_at, (octet_length(k.key) + octet_length(k.value))::bigint AS size
+	FROM keys k WHERE k.ns_id = $1 AND k.expires_at <= $3::bigint
+), ev AS (
+	SELECT x.month, x.off, -exp.size AS delta
+	FROM exp CROSS JOIN LATERAL ` + sqlAtMonth("exp.expires_at") + ` x
+	UNION ALL
+	SELECT $4::date, $5::bigint,
+		((SELECT COALESCE(sum(size), 0) FROM exp)
+			- (SELECT COALESCE(sum(delta_sum), 0) FROM ns_usage WHERE org = $2 AND ns_id = $1))::bigint
+)
+INSERT INTO ns_usage AS u (org, ns_id, month, shard, delta_sum, weighted_sum)
+SELECT $2, $1, month, $6, sum(delta), sum(delta::numeric * off)
+FROM ev GROUP BY month ORDER BY month
+` + sqlAddStorage
+
+// sqlAddUsage adds buffered counts, one row of the arrays per (org,
+// namespace, month).
+const sqlAddUsage = `INSERT INTO ns_usage AS u (org, ns_id, month, shard, reads, writes, deletes, lists)
+SELECT t.org, t.ns_id, t.month, $8, t.reads, t.writes, t.deletes, t.lists
+FROM unnest($1::text[], $2::uuid[], $3::date[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])
+	AS t(org, ns_id, month, reads, writes, deletes, lists)
+ORDER BY t.ns_id, t.month
+ON CONFLICT (org, ns_id, month, shard) DO UPDATE SET
+	reads = u.reads + excluded.reads,
+	writes = u.writes + excluded.writes,
+	deletes = u.deletes + excluded.deletes,
+	lists = u.lists + excluded.lists`
+
+// sqlUsageTemplate reports the month $2 (a DATE) of org $1 up to $4 (ns),
+// the month starting at $3 (ns); %[1]s and %[2]s restrict it to namespace
+// $5. u sums the usage rows of the month and the months before; x takes
+// the expired, unswept keys of provision_ok namespaces as ends of storage
+// at their expiry: before the month, less carried in; within it, a change
+// in the month. One statement, so both come from one snapshot: a sweep
+// moves a key from the one to the other atomically.
+const sqlUsageTemplate = `WITH u AS (
+	SELECT ns_id,
+		sum(CASE WHEN month < $2 THEN delta_sum ELSE 0 END) AS carried,
+		sum(CASE WHEN month = $2 THEN delta_sum ELSE 0 END) AS delta,
+		sum(CASE WHEN month = $2 THEN weighted_sum ELSE 0 END) AS weighted,
+		sum(CASE WHEN month = $2 THEN reads ELSE 0 END) AS reads,
+		sum(CASE WHEN month = $2 THEN writes ELSE 0 END) AS writes,
+		sum(CASE WHEN month = $2 THEN deletes ELSE 0 END) AS deletes,
+		sum(CASE WHEN month = $2 THEN lists ELSE 0 END) AS lists,
+		bool_or(month = $2) AS in_month
+	FROM ns_usage
+	WHERE org = $1 AND month <= $2 %[1]s
+	GROUP BY ns_id
+), x AS (
+	SELECT k.ns_id,
+		sum(CASE WHEN k.expires_at < $3 THEN z.size ELSE 0 END) AS carried,
+		sum(CASE WHEN k.expires_at >= $3 THEN z.size ELSE 0 END) AS delta,
+		sum(CASE WHEN k.expires_at >= $3 THEN z.size::numeric * (k.expires_at - $3) ELSE 0 END) AS weighted,
+		bool_or(k.expires_at >= $3) AS in_month
+	FROM namespaces n
+	JOIN keys k ON k.ns_id = n.id
+	CROSS JOIN LATERAL (SELECT (octet_length(k.key) + octet_length(k.value))::bigint AS size) z
+	WHERE n.org = $1 AND n.status = 'provision_ok' AND k.expires_at <= $4 %[2]s
+	GROUP BY k.ns_id
+)
+SELECT COALESCE(u.ns_id, x.ns_id),
+	(COALESCE(u.carried, 0) - COALESCE(x.carried, 0))::bigint,
+	(COALESCE(u.delta, 0) - COALESCE(x.delta, 0))::bigint,
+	(COALESCE(u.weighted, 0) - COALESCE(x.weighted, 0))::text,
+	COALESCE(u.reads, 0)::bigint, COALESCE(u.writes, 0)::bigint,
+	COALESCE(u.deletes, 0)::bigint, COALESCE(u.lists, 0)::bigint,
+	COALESCE(u.in_month, false) OR COALESCE(x.in_month, false)
+FROM u FULL JOIN x ON x.ns_id = u.ns_id`
+
+var (
+	sqlUsageOrg = fmt.Sprintf(sqlUsageTemplate, "", "")
+	sqlUsageNS  = fmt.Sprintf(sqlUsageTemplate, "AND ns_id = $5", "AND n.id = $5")
+)
+
+// AddUsage implements store.Store with one statement.
+func (db *DB) AddUsage(ctx context.Context, counts []store.UsageDelta) error {
+	if db.closed.Load() {
+		return errClosed
+	}
+	type rowKey struct {
+		org   string
+		id    [16]byte
+		month time.Time
+	}
+	sums := map[rowKey]store.UsageCounts{}
+	for _, c := range counts {
+		id, err := kv.ParseID(c.NamespaceID)
+		if err != nil {
+			return err
+		}
+		k := rowKey{c.Org, id, metering.MonthOf(c.Month).Start()}
+		s := sums[k]
+		s.Add(c.UsageCounts)
+		sums[k] = s
+	}
+	if len(sums) == 0 {
+		return nil
+	}
+	keys := make([]rowKey, 0, len(sums))
+	for k := range sums {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b rowKey) int {
+		return cmp.Or(cmp.Compare(a.org, b.org), slices.Compare(a.id[:], b.id[:]), a.month.Compare(b.month))
+	})
+	var (
+		orgs                          []string
+		ids                           [][16]byte
+		months                        []time.Time
+		reads, writes, deletes, lists []int64
+	)
+	for _, k := range keys {
+		s := sums[k]
+		orgs, ids, months = append(orgs, k.org), append(ids, k.id), append(months, k.month)
+		reads, writes = append(reads, s.Reads), append(writes, s.Writes)
+		deletes, lists = append(deletes, s.Deletes), append(lists, s.Lists)
+	}
+	return db.conn(ctx, "add usage", func(c *pgx.Conn) error {
+		return retryTransient(ctx, func() error {
+			_, err := c.Exec(ctx, sqlAddUsage, orgs, ids, months, reads, writes, deletes, lists, pickShard())
+			return err
+		})
+	})
+}
+
+// Usage implements store.Store.
+func (db *DB) Usage(ctx context.Context, org, nsID string, month, now time.Time) ([]store.NamespaceUsage, error) {
+	if db.closed.Load() {
+		return nil, errClosed
+	}
+	m := metering.MonthOf(month)
+	end := m.End()
+	if now.Before(end) {
+		end = now
+	}
+	if end.Before(m.Start()) {
+		return nil, nil // a month after now
+	}
+	start, until := m.Start().UnixNano(), end.UnixNano()
+	query, args := sqlUsageOrg, []any{org, m.Start(), start, until}
+	if nsID != "" {
+		id, err := kv.ParseID(nsID)
+		if err != nil {
+			return nil, err
+		}
+		query, args = sqlUsageNS, append(args, id)
+	}
+	var out []store.NamespaceUsage
+	err := db.conn(ctx, "usage", func(c *pgx.Conn) error {
+		out = out[:0]
+		rows, err := c.Query(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				id             [16]byte
+				carried, delta int64
+				weighted       string
+				counts         store.UsageCounts
+				inMonth        bool
+			)
+			if err := rows.Scan(&id, &carried, &delta, &weighted, &counts.Reads, &counts.Writes, &counts.Deletes, &counts.Lists, &inMonth); err != nil {
+				return err
+			}
+			if !inMonth && carried == 0 {
+				continue
+			}
+			w, ok := new(big.Int).SetString(weighted, 10)
+			if !ok {
+				return fmt.Errorf("weighted sum %q is not an integer", weighted)
+			}
+			out = append(out, store.NamespaceUsage{
+				NamespaceID: kv.FormatID(id),
+				UsageCounts: counts,
+				ByteNanos:   metering.StorageIntegral(carried, delta, w, end.Sub(m.Start())),
+				Bytes:       carried + delta,
+			})
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// errRetry asks retryTransient to run its function again at once: a
+// statement found a state it must not act on, which a new snapshot
+// resolves.
+var errRetry = errors.New("retry")
+
+// retryTransient runs fn, again when it fails with an error that running
+// the same work again resolves: a serialization failure or a deadlock
+// (each statement, or transaction, of fn is then rolled back whole), or
+// errRetry.
+func retryTransient(ctx context.Context, fn func() error) error {
+	const attempts = 10
+	var err error
+	for i := range attempts {
+		err = fn()
+		if !transient(err) {
+			return err
+		}
+		if errors.Is(err, errRetry) {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(i+1) * time.Duration(1+rand.IntN(5)) * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("gave up after %d attempts: %w", attempts, err)
+}
+
+func transient(err error) bool {
+	if errors.Is(err, errRetry) {
+		return true
+	}
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
