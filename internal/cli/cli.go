@@ -1,0 +1,308 @@
+// Package cli is the telnyx-edge command line: KV namespaces and keys,
+// func.toml bindings, authentication, and running a function's command with
+// its bindings in the environment. Commands are built with cobra by small
+// newXCommand functions; Run executes one command line in-process, which is
+// how both cmd/telnyx-edge and the tests run it.
+//
+// Exit codes: 0 success, 1 any other failure, 2 usage error (bad flags or
+// arguments, a refused confirmation without a terminal), 3 not found
+// (namespace, key or binding). exec passes on its command's exit code.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/client"
+)
+
+// Exit codes.
+const (
+	ExitOK       = 0
+	ExitError    = 1
+	ExitUsage    = 2
+	ExitNotFound = 3
+)
+
+// Environment variables read by the CLI, besides client.EnvAPIKey and
+// client.EnvBaseURL.
+const (
+	EnvConfigPath        = "TELNYX_CONFIG_PATH"
+	EnvSkipConfirmations = "TELNYX_EDGE_SKIP_CONFIRMATIONS"
+)
+
+// Env is the outside world of one run: streams, environment, working
+// directory and whether stdin is a terminal.
+type Env struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	// Getenv reads an environment variable; nil means os.Getenv.
+	Getenv func(string) string
+	// Environ is the environment exec passes on; nil means os.Environ.
+	Environ func() []string
+	// Dir is the working directory, where func.toml is; "" means ".".
+	Dir string
+	// IsTerminal reports whether stdin is an interactive terminal; nil
+	// means a check of os.Stdin.
+	IsTerminal func() bool
+}
+
+// Main runs the command line args (without the program name) in the
+// process's own environment and returns the exit code.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return Run(ctx, Env{Stdin: stdin, Stdout: stdout, Stderr: stderr}, args)
+}
+
+// Run runs the command line args in env and returns the exit code. Errors
+// are reported as one line on env.Stderr: "Error: <what went wrong>".
+func Run(ctx context.Context, env Env, args []string) int {
+	if env.Getenv == nil {
+		env.Getenv = os.Getenv
+	}
+	if env.Environ == nil {
+		env.Environ = os.Environ
+	}
+	if env.Dir == "" {
+		env.Dir = "."
+	}
+	if env.IsTerminal == nil {
+		env.IsTerminal = stdinIsTerminal
+	}
+	if env.Stdin == nil {
+		env.Stdin = strings.NewReader("")
+	}
+	a := &app{env: env}
+	root := a.newRootCommand()
+	root.SetArgs(args)
+	root.SetIn(env.Stdin)
+	root.SetOut(env.Stdout)
+	root.SetErr(env.Stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	code, msg := a.classify(err)
+	if msg != "" {
+		fmt.Fprintf(env.Stderr, "Error: %s\n", oneLine(msg))
+	}
+	return code
+}
+
+// stdinIsTerminal reports whether os.Stdin is a character device. It does
+// not tell a terminal from /dev/null; reading a confirmation from
+// /dev/null finds no "y" and declines.
+func stdinIsTerminal() bool {
+	fi, err := os.Stdin.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// app is the state of one run.
+type app struct {
+	env    Env
+	output string // "text" or "json"
+	// started is set once cobra has parsed flags and arguments and a
+	// command begins; an error before that is a usage error.
+	started bool
+}
+
+// usageError is a mistake in the command line.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// exitError ends the run with a given code; err, if any, is reported.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+// classify maps an error to its exit code and message.
+func (a *app) classify(err error) (int, string) {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err == nil {
+			return ee.code, ""
+		}
+		return ee.code, message(ee.err)
+	}
+	var ue *usageError
+	if errors.As(err, &ue) || !a.started {
+		return ExitUsage, message(err)
+	}
+	if errors.Is(err, kv.ErrNotFound) {
+		return ExitNotFound, message(err)
+	}
+	return ExitError, message(err)
+}
+
+// message is the text of err for a person: the service's detail for an API
+// error.
+func message(err error) string {
+	var apiErr *client.APIError
+	if errors.As(err, &apiErr) {
+		switch {
+		case apiErr.Detail != "":
+			return apiErr.Detail
+		case apiErr.Title != "":
+			return apiErr.Title
+		}
+		return fmt.Sprintf("the service answered HTTP %d", apiErr.StatusCode)
+	}
+	var kvErr *kv.Error
+	if errors.As(err, &kvErr) && kvErr.Detail != "" {
+		return kvErr.Detail
+	}
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) {
+		return fmt.Sprintf("cannot reach %s: %v", hostOf(urlErr.URL), urlErr.Err)
+	}
+	return strings.TrimPrefix(err.Error(), "client: ")
+}
+
+func hostOf(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return u
+	}
+	return p.Scheme + "://" + p.Host
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
+
+func (a *app) newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "telnyx-edge",
+		Short:         "Manage Telnyx Edge Compute KV namespaces, keys and func.toml bindings",
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Args:          groupArgs,
+		RunE:          groupRun,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if a.output != "text" && a.output != "json" {
+				return usagef("--output must be text or json; got %q", a.output)
+			}
+			a.started = true
+			return nil
+		},
+	}
+	root.PersistentFlags().StringVarP(&a.output, "output", "o", "text", "output format: text (aligned tables) or json")
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &usageError{msg: err.Error()}
+	})
+	root.AddCommand(a.newStorageCommand(), a.newAuthCommand(), a.newEnvCommand(), a.newExecCommand())
+	return root
+}
+
+// groupArgs and groupRun make a command that only groups subcommands show
+// its help when run alone and refuse an unknown subcommand.
+func groupArgs(cmd *cobra.Command, args []string) error { return nil }
+
+func groupRun(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("unknown command %q for %q; run '%s --help'", args[0], cmd.CommandPath(), cmd.CommandPath())
+	}
+	return cmd.Help()
+}
+
+// argsRange validates the number of positional arguments.
+func argsRange(min, max int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < min || len(args) > max {
+			return usagef("%s takes %s; usage: %s", cmd.CommandPath(), countArgs(min, max), cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+func countArgs(min, max int) string {
+	plural := func(n int) string {
+		if n == 1 {
+			return "1 argument"
+		}
+		return fmt.Sprintf("%d arguments", n)
+	}
+	if min == max {
+		return plural(min)
+	}
+	return fmt.Sprintf("%d to %s", min, plural(max))
+}
+
+// client returns an API client configured by the environment and the
+// config file.
+func (a *app) client() (*client.Client, error) {
+	s, err := a.settings()
+	if err != nil {
+		return nil, err
+	}
+	if s.APIKey == "" {
+		return nil, errors.New("no API key: run 'telnyx-edge auth api-key set KEY' or set TELNYX_API_KEY")
+	}
+	return client.New(client.WithBaseURL(s.Endpoint), client.WithAPIKey(s.APIKey)), nil
+}
+
+// json reports whether output is JSON.
+func (a *app) json() bool { return a.output == "json" }
+
+// writeJSON prints v as indented JSON on stdout.
+func (a *app) writeJSON(v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(a.env.Stdout, "%s\n", b)
+	return err
+}
+
+// note prints a confirmation for a person: on stdout in text mode, on
+// stderr in JSON mode (where stdout holds only JSON).
+func (a *app) note(format string, args ...any) {
+	w := a.env.Stdout
+	if a.json() {
+		w = a.env.Stderr
+	}
+	fmt.Fprintf(w, format+"\n", args...)
+}
+
+// hint prints advice on stderr, so it never mixes with data on stdout.
+func (a *app) hint(format string, args ...any) {
+	fmt.Fprintf(a.env.Stderr, format+"\n", args...)
+}
+
+// table returns a writer that aligns tab-separated columns on stdout; the
+// caller flushes it.
+func (a *app) table() *tabwriter.Writer {
+	return tabwriter.NewWriter(a.env.Stdout, 0, 4, 2, ' ', 0)
+}
+
+// path resolves name against the working directory.
+func (a *app) path(name string) string {
+	if filepath.IsAbs(name) {
+		return name
+	}
+	return filepath.Join(a.env.Dir, name)
+}
