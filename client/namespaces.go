@@ -18,22 +18,6 @@ import (
 // namespacesPath is the root of every API route.
 const namespacesPath = "/v2/storage/kvs"
 
-// namespaceJSON is a namespace on the wire.
-type namespaceJSON struct {
-	RecordType string `json:"record_type"`
-	ID         string `json:"id"`
-	Name       string `json:"name"`
-	Status     string `json:"status"`
-	CreatedAt  string `json:"created_at"`
-	UpdatedAt  string `json:"updated_at"`
-}
-
-func (n namespaceJSON) namespace() kv.Namespace {
-	created, _ := time.Parse(time.RFC3339Nano, n.CreatedAt)
-	updated, _ := time.Parse(time.RFC3339Nano, n.UpdatedAt)
-	return kv.Namespace{ID: n.ID, Name: n.Name, Status: kv.Status(n.Status), CreatedAt: created, UpdatedAt: updated}
-}
-
 // NamespacePage is one page of a namespace listing.
 type NamespacePage struct {
 	Namespaces   []kv.Namespace
@@ -77,12 +61,12 @@ func (c *Client) DeleteNamespace(ctx context.Context, id string) (kv.Namespace, 
 
 func (c *Client) namespaceCall(ctx context.Context, r request) (kv.Namespace, error) {
 	var out struct {
-		Data namespaceJSON `json:"data"`
+		Data kv.NamespaceRecord `json:"data"`
 	}
 	if err := c.doJSON(ctx, r, &out); err != nil {
 		return kv.Namespace{}, err
 	}
-	return out.Data.namespace(), nil
+	return out.Data.Namespace(), nil
 }
 
 // ListNamespaces returns one page of the organization's namespaces, oldest
@@ -97,7 +81,7 @@ func (c *Client) ListNamespaces(ctx context.Context, page, size int) (NamespaceP
 		q.Set("page[size]", strconv.Itoa(size))
 	}
 	var out struct {
-		Data []namespaceJSON `json:"data"`
+		Data []kv.NamespaceRecord `json:"data"`
 		Meta struct {
 			PageNumber   int `json:"page_number"`
 			PageSize     int `json:"page_size"`
@@ -116,7 +100,7 @@ func (c *Client) ListNamespaces(ctx context.Context, page, size int) (NamespaceP
 		TotalResults: out.Meta.TotalResults,
 	}
 	for i, n := range out.Data {
-		p.Namespaces[i] = n.namespace()
+		p.Namespaces[i] = n.Namespace()
 	}
 	return p, nil
 }

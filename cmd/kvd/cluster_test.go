@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/edgekv/kv/internal/kvdtest"
 	"github.com/edgekv/kv/internal/pgtest"
 	"github.com/edgekv/kv/internal/store/postgres"
 )
@@ -22,13 +23,13 @@ import (
 // node is one kvd process of a cluster on one PostgreSQL database.
 type node struct {
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *kvdtest.SyncBuffer
 	base string
 }
 
 func startNode(t *testing.T, url string, extra ...string) *node {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := kvdtest.FreeAddr(t)
 	args := append([]string{"--listen", addr, "--store", url, "--job-lease", "1s", "--access-log=false", "--rate-limit=0"}, extra...)
 	cmd, logs := startKVD(t, []string{"TELNYX_API_KEY=cluster-key"}, args...)
 	waitHealthy(t, addr)

@@ -11,11 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/edgekv/kv/internal/kvdtest"
 	"github.com/edgekv/kv/internal/pgtest"
 )
 
@@ -26,9 +26,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	kvdBin = filepath.Join(dir, "kvd")
-	if out, err := exec.Command("go", "build", "-race", "-o", kvdBin, ".").CombinedOutput(); err != nil {
-		os.Stderr.Write(out)
+	if kvdBin, err = kvdtest.BuildKVD(dir, true); err != nil {
 		panic(err)
 	}
 	code := pgtest.Run(m)
@@ -36,45 +34,18 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // startKVD runs the kvd binary and waits until it answers /healthz.
-func startKVD(t *testing.T, env []string, args ...string) (*exec.Cmd, *syncBuffer) {
+func startKVD(t *testing.T, env []string, args ...string) (*exec.Cmd, *kvdtest.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(kvdBin, args...)
 	cmd.Env = append(os.Environ(), env...)
-	logs := &syncBuffer{}
+	logs := &kvdtest.SyncBuffer{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	return cmd, logs
-}
-
-// syncBuffer collects a child's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func waitHealthy(t *testing.T, addr string) {
@@ -117,7 +88,7 @@ func TestTokenCreateAndServe(t *testing.T) {
 	if strings.Count(string(out), "\n") != 1 || len(tok) < 43 {
 		t.Fatalf("token create printed %q; want one token of at least 256 bits", out)
 	}
-	addr := freeAddr(t)
+	addr := kvdtest.FreeAddr(t)
 	cmd, logs := startKVD(t, []string{"KV_LISTEN=" + addr, "KV_STORE=" + dir, "TELNYX_API_KEY=env-key"})
 	waitHealthy(t, addr)
 	for _, tc := range []struct {
@@ -160,7 +131,7 @@ func TestTokenCreateAndServe(t *testing.T) {
 }
 
 func TestDrainOnSIGTERM(t *testing.T) {
-	addr := freeAddr(t)
+	addr := kvdtest.FreeAddr(t)
 	cmd, logs := startKVD(t, []string{"TELNYX_API_KEY=k"}, "--listen", addr, "--store", t.TempDir())
 	waitHealthy(t, addr)
 	// A request being served when SIGTERM lands (its body still arriving)

@@ -45,7 +45,7 @@ func (h *Handler) createNamespace(w *recorder, r *http.Request, org string) {
 		h.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, namespaceEnvelope{Data: toNamespaceJSON(ns)})
+	writeJSON(w, http.StatusCreated, namespaceEnvelope{Data: ns.Record()})
 }
 
 // parseCreateBody extracts the name from {"name": "..."}.
@@ -115,7 +115,7 @@ func (h *Handler) getNamespace(w *recorder, r *http.Request, org, id string) {
 		h.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, namespaceEnvelope{Data: toNamespaceJSON(ns)})
+	writeJSON(w, http.StatusOK, namespaceEnvelope{Data: ns.Record()})
 }
 
 func (h *Handler) deleteNamespace(w *recorder, r *http.Request, org, id string) {
@@ -124,7 +124,7 @@ func (h *Handler) deleteNamespace(w *recorder, r *http.Request, org, id string) 
 		h.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, namespaceEnvelope{Data: toNamespaceJSON(ns)})
+	writeJSON(w, http.StatusOK, namespaceEnvelope{Data: ns.Record()})
 }
 
 func (h *Handler) getKey(w *recorder, r *http.Request, org string, rt route) {

@@ -13,58 +13,15 @@ import (
 // organization (with its bill) or of one namespace, in a calendar month.
 
 type usageEnvelope struct {
-	Data usageJSON `json:"data"`
-}
-
-type usageJSON struct {
-	RecordType  string `json:"record_type"`
-	Month       string `json:"month"`
-	PeriodStart string `json:"period_start"`
-	PeriodEnd   string `json:"period_end"`
-	usageFigures
-	Namespaces []namespaceUsageJSON `json:"namespaces,omitempty"`
-	Bill       *billJSON            `json:"bill,omitempty"`
-}
-
-type usageFigures struct {
-	Reads              int64  `json:"reads"`
-	Writes             int64  `json:"writes"`
-	Deletes            int64  `json:"deletes"`
-	Lists              int64  `json:"lists"`
-	StorageByteSeconds string `json:"storage_byte_seconds"`
-	StorageGBMonths    string `json:"storage_gb_months"`
-	StoredBytes        int64  `json:"stored_bytes"`
-}
-
-type namespaceUsageJSON struct {
-	ID   string `json:"id"`
-	Name string `json:"name,omitempty"`
-	usageFigures
-}
-
-type billJSON struct {
-	Currency string         `json:"currency"`
-	Lines    []billLineJSON `json:"lines"`
-	Total    string         `json:"total"`
-}
-
-type billLineJSON struct {
-	Resource  string `json:"resource"`
-	Unit      string `json:"unit"`
-	Quantity  string `json:"quantity"`
-	Free      string `json:"free"`
-	Billable  string `json:"billable"`
-	UnitPrice string `json:"unit_price"`
-	PerUnits  int64  `json:"per_units"`
-	Amount    string `json:"amount"`
+	Data kv.UsageRecord `json:"data"`
 }
 
 // gbMonthDecimals is how many decimals GB-month figures are shown with.
 const gbMonthDecimals = 12
 
-func figures(u service.NamespaceUsage) usageFigures {
+func figures(u service.NamespaceUsage) kv.UsageFigures {
 	secs := new(big.Rat).SetFrac(u.ByteNanos, big.NewInt(1e9))
-	return usageFigures{
+	return kv.UsageFigures{
 		Reads: u.Reads, Writes: u.Writes, Deletes: u.Deletes, Lists: u.Lists,
 		StorageByteSeconds: secs.FloatString(3),
 		StorageGBMonths:    u.GBMonths.FloatString(gbMonthDecimals),
@@ -79,10 +36,10 @@ func quantity(r *big.Rat, resource string) string {
 	return r.FloatString(0)
 }
 
-func toBill(b metering.Bill) *billJSON {
-	out := &billJSON{Currency: "USD", Total: metering.Dollars(b.Cents)}
+func toBill(b metering.Bill) *kv.BillRecord {
+	out := &kv.BillRecord{Currency: "USD", Total: metering.Dollars(b.Cents)}
 	for _, l := range b.Lines {
-		out.Lines = append(out.Lines, billLineJSON{
+		out.Lines = append(out.Lines, kv.BillLineRecord{
 			Resource:  l.Resource,
 			Unit:      l.Unit,
 			Quantity:  quantity(l.Quantity, l.Resource),
@@ -110,17 +67,17 @@ func (h *Handler) usage(w *recorder, r *http.Request, org string, rt route) {
 		h.fail(w, err)
 		return
 	}
-	out := usageJSON{
+	out := kv.UsageRecord{
 		RecordType:   "storage_kv_usage",
 		Month:        rep.Month.String(),
 		PeriodStart:  rep.Month.Start().Format(kv.NamespaceTimeFormat),
 		PeriodEnd:    rep.PeriodEnd.UTC().Format(kv.NamespaceTimeFormat),
-		usageFigures: figures(rep.Total),
+		UsageFigures: figures(rep.Total),
 	}
 	if nsID == "" {
-		out.Namespaces = make([]namespaceUsageJSON, 0, len(rep.Namespaces))
+		out.Namespaces = make([]kv.NamespaceUsageRecord, 0, len(rep.Namespaces))
 		for _, u := range rep.Namespaces {
-			out.Namespaces = append(out.Namespaces, namespaceUsageJSON{ID: u.ID, Name: u.Name, usageFigures: figures(u)})
+			out.Namespaces = append(out.Namespaces, kv.NamespaceUsageRecord{ID: u.ID, Name: u.Name, UsageFigures: figures(u)})
 		}
 		out.Bill = toBill(rep.Bill)
 	}

@@ -7,33 +7,13 @@ import (
 
 // The JSON shapes of the wire contract.
 
-type namespaceJSON struct {
-	RecordType string `json:"record_type"`
-	ID         string `json:"id"`
-	Name       string `json:"name"`
-	Status     string `json:"status"`
-	CreatedAt  string `json:"created_at"`
-	UpdatedAt  string `json:"updated_at"`
-}
-
-func toNamespaceJSON(ns kv.Namespace) namespaceJSON {
-	return namespaceJSON{
-		RecordType: "storage_kv",
-		ID:         ns.ID,
-		Name:       ns.Name,
-		Status:     string(ns.Status),
-		CreatedAt:  ns.CreatedAt.UTC().Format(kv.NamespaceTimeFormat),
-		UpdatedAt:  ns.UpdatedAt.UTC().Format(kv.NamespaceTimeFormat),
-	}
-}
-
 type namespaceEnvelope struct {
-	Data namespaceJSON `json:"data"`
+	Data kv.NamespaceRecord `json:"data"`
 }
 
 type namespaceListJSON struct {
-	Data []namespaceJSON `json:"data"`
-	Meta pageMetaJSON    `json:"meta"`
+	Data []kv.NamespaceRecord `json:"data"`
+	Meta pageMetaJSON         `json:"meta"`
 }
 
 type pageMetaJSON struct {
@@ -45,11 +25,11 @@ type pageMetaJSON struct {
 
 func toNamespaceList(p service.NamespacePage) namespaceListJSON {
 	out := namespaceListJSON{
-		Data: make([]namespaceJSON, len(p.Namespaces)),
+		Data: make([]kv.NamespaceRecord, len(p.Namespaces)),
 		Meta: pageMetaJSON{PageNumber: p.PageNumber, PageSize: p.PageSize, TotalPages: p.TotalPages, TotalResults: p.TotalResults},
 	}
 	for i, ns := range p.Namespaces {
-		out.Data[i] = toNamespaceJSON(ns)
+		out.Data[i] = ns.Record()
 	}
 	return out
 }

@@ -33,34 +33,16 @@ one KV binding.`,
 	return storage
 }
 
-// namespaceJSON is a namespace as the API writes it.
-type namespaceJSON struct {
-	RecordType string `json:"record_type"`
-	ID         string `json:"id"`
-	Name       string `json:"name"`
-	Status     string `json:"status"`
-	CreatedAt  string `json:"created_at"`
-	UpdatedAt  string `json:"updated_at"`
-}
-
-func toNamespaceJSON(ns kv.Namespace) namespaceJSON {
-	return namespaceJSON{
-		RecordType: "storage_kv", ID: ns.ID, Name: ns.Name, Status: string(ns.Status),
-		CreatedAt: ns.CreatedAt.UTC().Format(kv.NamespaceTimeFormat),
-		UpdatedAt: ns.UpdatedAt.UTC().Format(kv.NamespaceTimeFormat),
-	}
-}
-
 // printNamespaces prints namespaces as a table, or as {"data": ...} (one
 // object, or a list when list is set) in JSON mode.
 func (a *app) printNamespaces(list bool, meta any, nss ...kv.Namespace) error {
 	if a.json() {
 		if !list {
-			return a.writeJSON(map[string]any{"data": toNamespaceJSON(nss[0])})
+			return a.writeJSON(map[string]any{"data": nss[0].Record()})
 		}
-		data := make([]namespaceJSON, len(nss))
+		data := make([]kv.NamespaceRecord, len(nss))
 		for i, ns := range nss {
-			data[i] = toNamespaceJSON(ns)
+			data[i] = ns.Record()
 		}
 		return a.writeJSON(map[string]any{"data": data, "meta": meta})
 	}

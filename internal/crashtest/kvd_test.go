@@ -1,23 +1,21 @@
 package crashtest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/edgekv/kv/internal/kvdtest"
 	"github.com/edgekv/kv/internal/pgtest"
 )
 
@@ -43,14 +41,7 @@ func buildKVD() (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "kvd")
-	tmp := fmt.Sprintf("%s.%d", bin, os.Getpid())
-	cmd := exec.Command("go", "build", "-o", tmp, "github.com/edgekv/kv/cmd/kvd")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("go build ./cmd/kvd: %v\n%s", err, out)
-	}
-	return bin, os.Rename(tmp, bin)
+	return kvdtest.BuildKVD(dir, false)
 }
 
 // envInt reads a positive integer from the environment, or def.
@@ -67,16 +58,6 @@ func envInt(t *testing.T, name string, def int) int {
 	return n
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // apiKey is the token of the default organization every kvd here accepts.
 const apiKey = "crashtest-key"
 
@@ -89,7 +70,7 @@ type kvd struct {
 	args  []string
 
 	cmd    *exec.Cmd
-	logs   *syncBuffer
+	logs   *kvdtest.SyncBuffer
 	exited chan struct{}
 	starts int
 }
@@ -98,7 +79,7 @@ type kvd struct {
 // serves; it is killed when the test ends.
 func startKVD(t *testing.T, store string, args ...string) *kvd {
 	t.Helper()
-	k := &kvd{t: t, store: store, addr: freeAddr(t), args: args}
+	k := &kvd{t: t, store: store, addr: kvdtest.FreeAddr(t), args: args}
 	k.start()
 	t.Cleanup(func() {
 		if k.running() {
@@ -129,7 +110,7 @@ func (k *kvd) start() {
 	args := append([]string{"--listen", k.addr, "--store", k.store, "--access-log=false", "--rate-limit=0", "--log-level", "warn"}, k.args...)
 	cmd := exec.Command(kvdBin, args...)
 	cmd.Env = append(os.Environ(), "TELNYX_API_KEY="+apiKey)
-	k.logs = &syncBuffer{}
+	k.logs = &kvdtest.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = k.logs, k.logs
 	if err := cmd.Start(); err != nil {
 		k.t.Fatalf("start kvd: %v", err)
@@ -179,24 +160,6 @@ func (k *kvd) stop() {
 	if !k.cmd.ProcessState.Success() {
 		k.t.Errorf("kvd exit after SIGTERM: %v\n%s", k.cmd.ProcessState, k.logs)
 	}
-}
-
-// syncBuffer collects a child's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // newHTTPClient is a client with enough idle connections for the test's

@@ -195,3 +195,17 @@ func (v *Value) Close() {
 		v.release = nil
 	}
 }
+
+// PrefixEnd returns the smallest byte string greater than every string with
+// prefix p, or nil when there is none (p is empty or all 0xff): the
+// exclusive upper bound of a prefix scan.
+func PrefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil
+}

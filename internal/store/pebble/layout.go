@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/store"
 )
 
 // The layout of the engine's key space. Every record starts with a one-byte
@@ -54,20 +55,7 @@ func appendExpiryKey(dst []byte, id [16]byte, expiry uint64, key string) []byte 
 // to namespace id.
 func namespaceRange(tag byte, id [16]byte) (lo, hi []byte) {
 	lo = append([]byte{tag}, id[:]...)
-	return lo, prefixEnd(lo)
-}
-
-// prefixEnd returns the smallest key greater than every key with prefix p,
-// or nil when there is none.
-func prefixEnd(p []byte) []byte {
-	end := append([]byte(nil), p...)
-	for i := len(end) - 1; i >= 0; i-- {
-		end[i]++
-		if end[i] != 0 {
-			return end[:i+1]
-		}
-	}
-	return nil
+	return lo, store.PrefixEnd(lo)
 }
 
 // Expiry times are stored as Unix nanoseconds in a uint64; 0 means the key

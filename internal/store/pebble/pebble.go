@@ -711,7 +711,7 @@ func (d *DB) ListKeys(ctx context.Context, org, nsID, prefix, after string, limi
 	}
 	defer e.mu.RUnlock()
 	lo := appendValueKey(nil, e.id, prefix)
-	hi := prefixEnd(lo)
+	hi := store.PrefixEnd(lo)
 	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return nil, false, fmt.Errorf("pebble: list: %w", err)

@@ -286,7 +286,7 @@ func (d *DB) scanExpired(id [16]byte, until time.Time, max int, fn func(x expiry
 // its keys expired by now and not yet swept.
 func (d *DB) liveBytes(e *nsEntry, now time.Time) (int64, error) {
 	lo := appendUsagePrefix(nil, e.ns.Org)
-	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: store.PrefixEnd(lo)})
 	if err != nil {
 		return 0, err
 	}

@@ -801,7 +801,7 @@ func (db *DB) ListKeys(ctx context.Context, org, nsID, prefix, after string, lim
 		return nil, false, fmt.Errorf("postgres: ListKeys limit %d, want > 0", limit)
 	}
 	query, hi := sqlListKeysUnbounded, []byte(nil)
-	if end := prefixEnd([]byte(prefix)); end != nil {
+	if end := store.PrefixEnd([]byte(prefix)); end != nil {
 		query, hi = sqlListKeys, end
 	}
 	var (
@@ -850,19 +850,6 @@ func (db *DB) ListKeys(ctx context.Context, org, nsID, prefix, after string, lim
 		return nil, false, err
 	}
 	return keys, more, nil
-}
-
-// prefixEnd returns the smallest byte string greater than every string
-// with prefix p, or nil when there is none (p is empty or all 0xff).
-func prefixEnd(p []byte) []byte {
-	end := append([]byte(nil), p...)
-	for i := len(end) - 1; i >= 0; i-- {
-		end[i]++
-		if end[i] != 0 {
-			return end[:i+1]
-		}
-	}
-	return nil
 }
 
 // SweepExpired implements store.Store. Concurrent sweepers skip the rows

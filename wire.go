@@ -1,0 +1,89 @@
+package kv
+
+import "time"
+
+// The JSON shapes of the HTTP API, shared by the server, the Go client and
+// the CLI so that the three cannot drift apart.
+
+// NamespaceRecord is a namespace on the wire.
+type NamespaceRecord struct {
+	RecordType string `json:"record_type"` // "storage_kv"
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	Status     string `json:"status"`
+	CreatedAt  string `json:"created_at"` // NamespaceTimeFormat
+	UpdatedAt  string `json:"updated_at"`
+}
+
+// Record returns ns as the API writes it.
+func (ns Namespace) Record() NamespaceRecord {
+	return NamespaceRecord{
+		RecordType: "storage_kv",
+		ID:         ns.ID,
+		Name:       ns.Name,
+		Status:     string(ns.Status),
+		CreatedAt:  ns.CreatedAt.UTC().Format(NamespaceTimeFormat),
+		UpdatedAt:  ns.UpdatedAt.UTC().Format(NamespaceTimeFormat),
+	}
+}
+
+// Namespace returns the namespace r describes; timestamps that do not parse
+// are left zero. The organization is not on the wire.
+func (r NamespaceRecord) Namespace() Namespace {
+	created, _ := time.Parse(time.RFC3339Nano, r.CreatedAt)
+	updated, _ := time.Parse(time.RFC3339Nano, r.UpdatedAt)
+	return Namespace{ID: r.ID, Name: r.Name, Status: Status(r.Status), CreatedAt: created, UpdatedAt: updated}
+}
+
+// UsageRecord is metered usage in one calendar month (UTC), as
+// GET /v2/storage/kvs/usage and /v2/storage/kvs/{id}/usage return it (an
+// extension of the hosted API). Byte-second and GB-month figures are
+// decimal strings, exact to their last digit.
+type UsageRecord struct {
+	RecordType  string `json:"record_type"`  // "storage_kv_usage"
+	Month       string `json:"month"`        // YYYY-MM
+	PeriodStart string `json:"period_start"` // the month's start
+	PeriodEnd   string `json:"period_end"`   // the month's end, or now for the current month
+	UsageFigures
+	// Namespaces and Bill are set for an organization's usage only.
+	Namespaces []NamespaceUsageRecord `json:"namespaces,omitempty"`
+	Bill       *BillRecord            `json:"bill,omitempty"`
+}
+
+// UsageFigures are the metered quantities.
+type UsageFigures struct {
+	Reads              int64  `json:"reads"`
+	Writes             int64  `json:"writes"`
+	Deletes            int64  `json:"deletes"`
+	Lists              int64  `json:"lists"`
+	StorageByteSeconds string `json:"storage_byte_seconds"`
+	StorageGBMonths    string `json:"storage_gb_months"`
+	StoredBytes        int64  `json:"stored_bytes"`
+}
+
+// NamespaceUsageRecord is one namespace's share of an organization's usage.
+type NamespaceUsageRecord struct {
+	ID   string `json:"id"`
+	Name string `json:"name,omitempty"` // empty once the namespace is gone
+	UsageFigures
+}
+
+// BillRecord is a month's bill, line by line; amounts are dollars ("12.34").
+type BillRecord struct {
+	Currency string           `json:"currency"`
+	Lines    []BillLineRecord `json:"lines"`
+	Total    string           `json:"total"`
+}
+
+// BillLineRecord is one resource's charge: Billable = Quantity - Free (at
+// least 0), Amount = Billable × UnitPrice / PerUnits, rounded to the cent.
+type BillLineRecord struct {
+	Resource  string `json:"resource"`
+	Unit      string `json:"unit"`
+	Quantity  string `json:"quantity"`
+	Free      string `json:"free"`
+	Billable  string `json:"billable"`
+	UnitPrice string `json:"unit_price"`
+	PerUnits  int64  `json:"per_units"`
+	Amount    string `json:"amount"`
+}
