@@ -45,7 +45,8 @@ func EncodeCursor(ns, prefix, last string) string {
 // same namespace and prefix, or an EInvalid error.
 func DecodeCursor(ns, prefix, cursor string) (string, error) {
 	bad := kv.Errorf(kv.EInvalid, "cursor is not valid for this listing; pass meta.cursor from the previous page unchanged, with the same prefix").WithParam("cursor")
-	if len(cursor) > maxCursorLen {
+	// Strict decoding still skips CR and LF; a cursor never has them.
+	if len(cursor) > maxCursorLen || strings.ContainsAny(cursor, "\r\n") {
 		return "", bad
 	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(cursor)
