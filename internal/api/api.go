@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -74,12 +75,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	h.inFlight.Add(1)
 	defer h.inFlight.Add(-1)
-	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	rec := recorders.Get().(*recorder)
+	*rec = recorder{ResponseWriter: w, status: http.StatusOK}
 	rec.id = r.Header.Get("X-Request-Id")
 	if !validRequestID(rec.id) {
 		rec.id = h.newRequestID()
 	}
-	w.Header()["X-Request-Id"] = []string{rec.id}
+	rec.idHdr[0] = rec.id
+	w.Header()["X-Request-Id"] = rec.idHdr[:]
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
@@ -102,6 +105,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				slog.String("org", rec.org),
 				slog.Duration("duration", time.Since(start)))
 		}
+		if !rec.wrote {
+			// net/http copies the header map when the status is written;
+			// it must be before rec's arrays go back to the pool.
+			rec.WriteHeader(http.StatusOK)
+		}
+		*rec = recorder{}
+		recorders.Put(rec)
 	}()
 	h.route(rec, r)
 }
@@ -144,15 +154,20 @@ func validRequestID(s string) bool {
 	return true
 }
 
-// recorder remembers what was written, for the access log and for panics.
+// recorders are reused across requests: a request allocates none.
+var recorders = sync.Pool{New: func() any { return new(recorder) }}
+
+// recorder remembers what was written, for the access log and for panics,
+// and holds the backing arrays of the headers every response sets.
 type recorder struct {
 	http.ResponseWriter
-	id     string
-	org    string
-	route  string // the route's name, for metrics
-	status int
-	bytes  int64
-	wrote  bool
+	idHdr, ctHdr, lenHdr [1]string
+	id                   string
+	org                  string
+	route                string // the route's name, for metrics
+	status               int
+	bytes                int64
+	wrote                bool
 }
 
 func (r *recorder) WriteHeader(status int) {

@@ -135,8 +135,8 @@ func (h *Handler) getKey(w *recorder, r *http.Request, org string, rt route) {
 	}
 	defer v.Close()
 	hd := w.Header()
-	hd["Content-Type"] = []string{v.ContentType}
-	hd["Content-Length"] = []string{strconv.Itoa(len(v.Data))}
+	w.ctHdr[0], w.lenHdr[0] = v.ContentType, strconv.Itoa(len(v.Data))
+	hd["Content-Type"], hd["Content-Length"] = w.ctHdr[:], w.lenHdr[:]
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		w.Write(v.Data)

@@ -59,7 +59,8 @@ func (b *Buffer) Add(org, ns string, at time.Time, c store.UsageCounts) {
 	if cur := sh.counts[k]; cur != nil {
 		cur.Add(c)
 	} else {
-		sh.counts[k] = &c
+		n := c // allocated only here, not on every call
+		sh.counts[k] = &n
 	}
 	sh.mu.Unlock()
 }

@@ -17,6 +17,7 @@ package store
 import (
 	"context"
 	"crypto/sha256"
+	"io"
 	"math/big"
 	"time"
 
@@ -180,18 +181,18 @@ type Value struct {
 	UpdatedAt   time.Time
 	ExpiresAt   time.Time // zero: never expires
 
-	release func()
+	release io.Closer
 }
 
-// NewValue returns a Value whose Close calls release (which may be nil).
-func NewValue(data []byte, contentType string, updated, expires time.Time, release func()) *Value {
+// NewValue returns a Value whose Close closes release (which may be nil).
+func NewValue(data []byte, contentType string, updated, expires time.Time, release io.Closer) *Value {
 	return &Value{Data: data, ContentType: contentType, UpdatedAt: updated, ExpiresAt: expires, release: release}
 }
 
 // Close releases the memory behind Data. It is safe to call more than once.
 func (v *Value) Close() {
 	if v.release != nil {
-		v.release()
+		v.release.Close()
 		v.release = nil
 	}
 }

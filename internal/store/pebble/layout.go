@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/edgekv/kv"
@@ -153,4 +154,26 @@ func decodeNamespace(id [16]byte, b []byte) (kv.Namespace, error) {
 		return kv.Namespace{}, errors.New("pebble: corrupt namespace record")
 	}
 	return kv.Namespace{ID: kv.FormatID(id), Org: r.Org, Name: r.Name, Status: r.Status, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}, nil
+}
+
+// keyBufs holds buffers for record keys, so that a read does not allocate
+// one (Pebble's Get keeps no reference to the key).
+var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1+16+kv.MaxKeyLen); return &b }}
+
+// internContentType returns b as a string without allocating for the
+// common types.
+func internContentType(b []byte) string {
+	switch string(b) { // no allocation: the compiler compares in place
+	case kv.DefaultContentType:
+		return kv.DefaultContentType
+	case "application/json":
+		return "application/json"
+	case "text/plain":
+		return "text/plain"
+	case "text/plain; charset=utf-8":
+		return "text/plain; charset=utf-8"
+	case "application/x-www-form-urlencoded":
+		return "application/x-www-form-urlencoded"
+	}
+	return string(b)
 }

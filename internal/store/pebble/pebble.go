@@ -538,12 +538,14 @@ func (d *DB) GetKey(ctx context.Context, org, nsID, key string, now time.Time) (
 		return nil, err
 	}
 	defer e.mu.RUnlock()
-	var kb [1 + 16 + kv.MaxKeyLen]byte
-	rk := appendValueKey(kb[:0], e.id, key)
+	kb := keyBufs.Get().(*[]byte)
+	rk := appendValueKey((*kb)[:0], e.id, key)
 	l := d.keyLock(e.id, key)
 	l.RLock()
 	raw, closer, err := d.db.Get(rk)
 	l.RUnlock()
+	*kb = rk
+	keyBufs.Put(kb)
 	if err == pebble.ErrNotFound {
 		return nil, kv.KeyNotFound()
 	}
@@ -559,7 +561,7 @@ func (d *DB) GetKey(ctx context.Context, org, nsID, key string, now time.Time) (
 		closer.Close()
 		return nil, kv.KeyNotFound()
 	}
-	return store.NewValue(rec.data, string(rec.contentType), time.Unix(0, rec.updated).UTC(), decodeExpiry(rec.expiry), func() { closer.Close() }), nil
+	return store.NewValue(rec.data, internContentType(rec.contentType), time.Unix(0, rec.updated).UTC(), decodeExpiry(rec.expiry), closer), nil
 }
 
 // oldValue is what PutKey and DeleteKey need of the value they replace.
