@@ -34,7 +34,9 @@ func DigestToken(token string) TokenDigest { return sha256.Sum256([]byte(token))
 // Store is the storage engine of kvd.
 type Store interface {
 	// PutToken records that the token with digest d authenticates org. Putting
-	// a digest again replaces its organization.
+	// a digest again replaces its organization (other processes that share
+	// the engine may keep the old one cached: tokens are random and kvd never
+	// puts one twice).
 	PutToken(ctx context.Context, d TokenDigest, org string) error
 
 	// OrgForToken returns the organization of the token with digest d, or an

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,7 @@ import (
 type DB struct {
 	pool   *pgxpool.Pool
 	closed atomic.Bool
+	tokens sync.Map // store.TokenDigest -> organization; see OrgForToken
 
 	// purgeBatch is the most keys PurgeNamespace deletes per statement.
 	purgeBatch int
@@ -219,15 +221,27 @@ ON CONFLICT (digest) DO UPDATE SET org = excluded.org`
 
 // PutToken implements store.Store.
 func (db *DB) PutToken(ctx context.Context, d store.TokenDigest, org string) error {
-	return db.conn(ctx, "put token", func(c *pgx.Conn) error {
+	err := db.conn(ctx, "put token", func(c *pgx.Conn) error {
 		_, err := c.Exec(ctx, sqlPutToken, d[:], org)
 		return err
 	})
+	if err == nil {
+		db.tokens.Store(d, org)
+	}
+	return err
 }
 
-// OrgForToken implements store.Store. Nothing is cached: every call asks
-// the database.
+// OrgForToken implements store.Store.
+//
+// A token's organization never changes once stored (tokens are 256-bit
+// random values, and there is no revocation yet), so each process keeps the
+// digests it has seen: a warm request costs no token query. Unknown digests
+// are always asked of the database, so a token made by another process works
+// at once.
 func (db *DB) OrgForToken(ctx context.Context, d store.TokenDigest) (string, error) {
+	if org, ok := db.tokens.Load(d); ok {
+		return org.(string), nil
+	}
 	var org string
 	err := db.conn(ctx, "org for token", func(c *pgx.Conn) error {
 		err := c.QueryRow(ctx, sqlOrgForToken, d[:]).Scan(&org)
@@ -236,6 +250,9 @@ func (db *DB) OrgForToken(ctx context.Context, d store.TokenDigest) (string, err
 		}
 		return err
 	})
+	if err == nil {
+		db.tokens.Store(d, org)
+	}
 	return org, err
 }
 
