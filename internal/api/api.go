@@ -49,12 +49,15 @@ type Handler struct {
 	metrics   *metrics.HTTP
 	reqSeq    atomic.Uint64
 	inFlight  atomic.Int64
-	reqPrefix string
+	// largeBodies holds a slot per value over smallBody being read.
+	largeBodies chan struct{}
+	reqPrefix   string
 }
 
 // New returns the API handler.
 func New(cfg Config) *Handler {
-	h := &Handler{svc: cfg.Service, log: cfg.Logger, accessLog: cfg.AccessLog, ready: cfg.Ready, limiter: cfg.Limiter, metrics: cfg.Metrics}
+	h := &Handler{svc: cfg.Service, log: cfg.Logger, accessLog: cfg.AccessLog, ready: cfg.Ready, limiter: cfg.Limiter, metrics: cfg.Metrics,
+		largeBodies: make(chan struct{}, maxLargeBodies)}
 	if h.log == nil {
 		h.log = slog.Default()
 	}

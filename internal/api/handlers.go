@@ -176,6 +176,18 @@ func (h *Handler) putKey(w *recorder, r *http.Request, org string, rt route) {
 		h.fail(w, err)
 		return
 	}
+	if r.ContentLength < 0 || r.ContentLength > smallBody {
+		// Large values wait for one of a few slots, so that memory stays
+		// bounded however many arrive at once; the rest of each body waits
+		// in the client's socket.
+		select {
+		case h.largeBodies <- struct{}{}:
+			defer func() { <-h.largeBodies }()
+		case <-r.Context().Done():
+			h.fail(w, kv.Errorf(kv.EUnavailable, "the request ended while waiting to be read"))
+			return
+		}
+	}
 	body, release, err := readValue(w, r)
 	if err != nil {
 		h.fail(w, err)
@@ -217,8 +229,27 @@ func (h *Handler) listKeys(w *recorder, r *http.Request, org, id string) {
 		h.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toKeyList(page))
+	bp := listBufs.Get().(*[]byte)
+	b := appendKeyList((*bp)[:0], page)
+	hd := w.Header()
+	hd.Set("Content-Type", "application/json")
+	hd.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
+	*bp = b
+	listBufs.Put(bp)
 }
+
+// listBufs hold encoded key listings (about 100 KiB for a full page).
+var listBufs = sync.Pool{New: func() any { b := make([]byte, 0, 128<<10); return &b }}
+
+// smallBody is the largest value read without taking one of the
+// maxLargeBodies slots, which bound how many larger values (up to 1 MiB
+// each) are in memory at once.
+const (
+	smallBody      = 64 << 10
+	maxLargeBodies = 16
+)
 
 // Value buffers come from size-classed pools, so a PUT does not allocate its
 // body once warm.

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"strconv"
+
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/service"
 )
@@ -34,27 +36,33 @@ func toNamespaceList(p service.NamespacePage) namespaceListJSON {
 	return out
 }
 
-type keyJSON struct {
-	Key       string `json:"key"`
-	SizeBytes int64  `json:"size_bytes"`
-	UpdatedAt string `json:"updated_at"`
-}
-
-type keyListJSON struct {
-	RecordType string        `json:"record_type"`
-	Data       []keyJSON     `json:"data"`
-	Meta       keyListMetaJS `json:"meta"`
-}
-
-type keyListMetaJS struct {
-	HasMore bool   `json:"has_more"`
-	Cursor  string `json:"cursor,omitempty"`
-}
-
-func toKeyList(p service.KeyPage) keyListJSON {
-	out := keyListJSON{RecordType: "storage_kv_key", Data: make([]keyJSON, len(p.Keys)), Meta: keyListMetaJS{HasMore: p.More, Cursor: p.Cursor}}
+// appendKeyList appends a key listing in the wire's JSON:
+//
+//	{"record_type":"storage_kv_key","data":[{"key":…,"size_bytes":…,"updated_at":…}],"meta":{"has_more":…,"cursor":…}}
+//
+// It is written by hand because a page holds up to 1,000 entries and
+// reflection would dominate its cost. Keys and cursors need no escaping:
+// keys are validated to a-z A-Z 0-9 - _ / = . and cursors are base64url.
+func appendKeyList(b []byte, p service.KeyPage) []byte {
+	b = append(b, `{"record_type":"storage_kv_key","data":[`...)
 	for i, k := range p.Keys {
-		out.Data[i] = keyJSON{Key: k.Key, SizeBytes: k.Size, UpdatedAt: k.UpdatedAt.UTC().Format(kv.KeyTimeFormat)}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"key":"`...)
+		b = append(b, k.Key...)
+		b = append(b, `","size_bytes":`...)
+		b = strconv.AppendInt(b, k.Size, 10)
+		b = append(b, `,"updated_at":"`...)
+		b = k.UpdatedAt.UTC().AppendFormat(b, kv.KeyTimeFormat)
+		b = append(b, `"}`...)
 	}
-	return out
+	b = append(b, `],"meta":{"has_more":`...)
+	b = strconv.AppendBool(b, p.More)
+	if p.Cursor != "" {
+		b = append(b, `,"cursor":"`...)
+		b = append(b, p.Cursor...)
+		b = append(b, '"')
+	}
+	return append(b, "}}"...)
 }
