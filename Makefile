@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 15s
 
-.PHONY: run test vet unit fuzz build
+.PHONY: run test vet unit fuzz build bench
 
 # Run kvd on the embedded engine (data in ./data, API on 127.0.0.1:8080).
 run:
@@ -25,3 +25,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRoute$$' -fuzztime $(FUZZTIME) ./internal/api
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCursor$$' -fuzztime $(FUZZTIME) ./internal/service
 	$(GO) test -run '^$$' -fuzz '^FuzzSetKVBinding$$' -fuzztime $(FUZZTIME) ./internal/functoml
+
+# The benchmark: kvd (embedded engine; PostgreSQL too with
+# BENCHFLAGS=--postgres=URL) against a bare net/http baseline. See kvbench -h.
+BENCHFLAGS ?=
+bench:
+	$(GO) run ./cmd/kvbench $(BENCHFLAGS)

@@ -1,0 +1,197 @@
+// Command kvbench benchmarks kvd against a bare net/http baseline. It starts
+// both as child processes on loopback ports, fills them, drives each
+// workload at each client count, and prints ops/s, latency percentiles,
+// CPU, peak RSS, the kvd/baseline ratio, and kvd's fsyncs per acknowledged
+// write (counted under strace in a separate pass).
+//
+//	kvbench [--duration 10s] [--clients 1,64] [--workloads get-hit,put-new] [--json FILE] ...
+//	kvbench compare A.json B.json
+//	kvbench baseline --listen ADDR
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgekv/kv/internal/bench"
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is kvbench's main; it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if len(args) > 0 {
+		switch args[0] {
+		case "baseline":
+			return runBaseline(ctx, args[1:], stderr)
+		case "compare":
+			return runCompare(args[1:], stdout, stderr)
+		}
+	}
+	cfg, jsonPath, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "kvbench:", err)
+		return 2
+	}
+	rep, err := bench.Run(ctx, cfg)
+	if rep != nil && len(rep.Results) > 0 {
+		rep.Print(stdout)
+		if jsonPath != "" {
+			if werr := rep.WriteJSON(jsonPath); werr != nil {
+				fmt.Fprintln(stderr, "kvbench:", werr)
+				return 1
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "kvbench:", err)
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (bench.Config, string, error) {
+	cfg := bench.DefaultConfig()
+	fs := flag.NewFlagSet("kvbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: kvbench [flags]\n       kvbench compare A.json B.json\n       kvbench baseline --listen ADDR\n\n")
+		fmt.Fprintf(stderr, "Workloads: %s\n\nFlags:\n", strings.Join(bench.Workloads, ", "))
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.KVD, "kvd", "", "kvd binary to run (default: build ./cmd/kvd with the go command)")
+	fs.StringVar(&cfg.Postgres, "postgres", "", "also benchmark kvd on this postgres:// URL (an empty database)")
+	fs.BoolVar(&cfg.NoEmbedded, "no-embedded", false, "leave out kvd on the embedded engine (with --postgres)")
+	fs.IntVar(&cfg.Keys, "keys", cfg.Keys, "keys filled with values before the key workloads")
+	fs.IntVar(&cfg.ListKeys, "list-keys", cfg.ListKeys, "keys in list-1000's namespace")
+	fs.IntVar(&cfg.ValueSize, "value-size", cfg.ValueSize, "bytes of each small value")
+	fs.IntVar(&cfg.BigKeys, "big-keys", cfg.BigKeys, "distinct keys of put-1mib and get-1mib")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured time of each workload at each client count")
+	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured time before each measurement")
+	fs.IntVar(&cfg.FillClients, "fill-clients", cfg.FillClients, "concurrent clients of the fills")
+	fs.DurationVar(&cfg.FsyncDuration, "fsync-duration", cfg.FsyncDuration, "length of each strace pass counting kvd's fsyncs; 0 skips it")
+	fs.StringVar(&cfg.WorkDir, "workdir", "", "keep binaries, stores and server logs here (default: a temporary directory, removed)")
+	clients := fs.String("clients", joinInts(cfg.Clients), "comma-separated numbers of concurrent keep-alive clients")
+	listClients := fs.String("list-clients", joinInts(cfg.ListClients), "further client counts for list-1000")
+	workloads := fs.String("workloads", "", "comma-separated workloads to run (default: all)")
+	jsonPath := fs.String("json", "", "write the results as JSON to this file")
+	if err := fs.Parse(args); err != nil {
+		return cfg, "", err
+	}
+	if fs.NArg() > 0 {
+		return cfg, "", fmt.Errorf("unexpected argument %q (see kvbench -h)", fs.Arg(0))
+	}
+	var err error
+	if cfg.Clients, err = parseInts(*clients); err != nil {
+		return cfg, "", fmt.Errorf("--clients: %w", err)
+	}
+	if cfg.ListClients, err = parseInts(*listClients); err != nil {
+		return cfg, "", fmt.Errorf("--list-clients: %w", err)
+	}
+	if *workloads != "" {
+		cfg.Workloads = strings.Split(*workloads, ",")
+	}
+	if cfg.Log == nil {
+		cfg.Log = stderr
+	}
+	return cfg, *jsonPath, cfg.Validate()
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a number", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
+
+// runBaseline serves the baseline until it is interrupted.
+func runBaseline(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("kvbench baseline", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:8081", "address to serve on")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "kvbench baseline: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintln(stderr, "kvbench baseline:", err)
+		return 1
+	}
+	srv := &http.Server{Handler: bench.NewBaseline(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			fmt.Fprintln(stderr, "kvbench baseline:", err)
+			return 1
+		}
+		return 0
+	case err := <-done:
+		fmt.Fprintln(stderr, "kvbench baseline:", err)
+		return 1
+	}
+}
+
+// runCompare prints two reports side by side.
+func runCompare(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 2 {
+		fmt.Fprintln(stderr, "Usage: kvbench compare A.json B.json")
+		return 2
+	}
+	a, err := bench.ReadJSON(args[0])
+	if err != nil {
+		fmt.Fprintln(stderr, "kvbench:", err)
+		return 1
+	}
+	b, err := bench.ReadJSON(args[1])
+	if err != nil {
+		fmt.Fprintln(stderr, "kvbench:", err)
+		return 1
+	}
+	bench.Compare(stdout, a, b, args[0], args[1])
+	return 0
+}

@@ -1,0 +1,351 @@
+// Package bench is kvbench's engine: it starts kvd and a bare net/http
+// baseline as child processes, drives the same workloads against both over
+// keep-alive HTTP connections, and reports throughput, latency
+// percentiles, CPU, peak RSS and (under strace) fsyncs per acknowledged
+// write.
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The workloads, in the order a run drives them.
+const (
+	GetHit       = "get-hit"
+	GetMiss      = "get-miss"
+	PutOverwrite = "put-overwrite"
+	Mix9010      = "mix-90-10"
+	PutNew       = "put-new"
+	List1000     = "list-1000"
+	Put1MiB      = "put-1mib"
+	Get1MiB      = "get-1mib"
+)
+
+// Workloads lists every workload, in run order.
+var Workloads = []string{GetHit, GetMiss, PutOverwrite, Mix9010, PutNew, List1000, Put1MiB, Get1MiB}
+
+// Target names. A kvd target's ratio is taken against TargetBaseline.
+const (
+	TargetKVD         = "kvd"
+	TargetKVDPostgres = "kvd-postgres"
+	TargetBaseline    = "baseline"
+)
+
+// Config is one benchmark run.
+type Config struct {
+	// KVD is the kvd binary; empty builds ./cmd/kvd of this module into
+	// WorkDir with the go command.
+	KVD string
+	// Baseline is the command that serves the baseline on an address
+	// appended as its last argument, e.g. {"/path/kvbench", "baseline",
+	// "--listen"}. Empty runs this executable with those arguments.
+	Baseline []string
+	// Postgres, when set, adds a kvd target on this postgres:// URL.
+	Postgres string
+	// NoEmbedded leaves out the kvd target on the embedded engine.
+	NoEmbedded bool
+
+	Keys        int           // keys filled with 1 KiB values before the key workloads
+	ListKeys    int           // keys in list-1000's namespace
+	ValueSize   int           // bytes of the small values (1 KiB)
+	BigKeys     int           // distinct keys of put-1mib and get-1mib
+	Duration    time.Duration // measured time of each workload and client count
+	Warmup      time.Duration // unmeasured time before it
+	Clients     []int         // concurrent clients of each workload
+	ListClients []int         // further client counts for list-1000 (4)
+	FillClients int           // concurrent clients of the fills
+	Workloads   []string      // the workloads to run; empty: all
+
+	// FsyncDuration is the length of each strace pass that counts kvd's
+	// fsyncs during put-new; 0 skips it.
+	FsyncDuration time.Duration
+
+	// WorkDir holds the binaries, data directories and server logs; empty
+	// uses a new temporary directory removed at the end.
+	WorkDir string
+	// Log receives progress lines (nil: discarded).
+	Log io.Writer
+}
+
+// DefaultConfig returns the defaults of the command.
+func DefaultConfig() Config {
+	return Config{
+		Keys:          10_000,
+		ListKeys:      1_000_000,
+		ValueSize:     1 << 10,
+		BigKeys:       64,
+		Duration:      10 * time.Second,
+		Warmup:        time.Second,
+		Clients:       []int{1, 64},
+		ListClients:   []int{4},
+		FillClients:   64,
+		FsyncDuration: 5 * time.Second,
+	}
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	switch {
+	case c.Keys < 1:
+		return errors.New("bench: --keys must be at least 1")
+	case c.ListKeys < 1:
+		return errors.New("bench: --list-keys must be at least 1")
+	case c.ValueSize < 0 || c.ValueSize > maxValue:
+		return errors.New("bench: value size must be 0 to 1 MiB")
+	case c.BigKeys < 1:
+		return errors.New("bench: big keys must be at least 1")
+	case c.Duration <= 0:
+		return errors.New("bench: --duration must be positive")
+	case c.Warmup < 0:
+		return errors.New("bench: --warmup must not be negative")
+	case len(c.Clients) == 0:
+		return errors.New("bench: --clients is empty")
+	case c.FillClients < 1:
+		return errors.New("bench: --fill-clients must be at least 1")
+	case c.NoEmbedded && c.Postgres == "":
+		return errors.New("bench: no kvd target (the embedded engine is left out and no --postgres given)")
+	}
+	for _, n := range append(slices.Clone(c.Clients), c.ListClients...) {
+		if n < 1 || n > 4096 {
+			return fmt.Errorf("bench: %d clients: want 1 to 4096", n)
+		}
+	}
+	for _, w := range c.Workloads {
+		if !slices.Contains(Workloads, w) {
+			return fmt.Errorf("bench: unknown workload %q (have %s)", w, strings.Join(Workloads, ", "))
+		}
+	}
+	return nil
+}
+
+func (c *Config) selected(w string) bool {
+	return len(c.Workloads) == 0 || slices.Contains(c.Workloads, w)
+}
+
+// clientsFor returns the client counts workload w runs at.
+func (c *Config) clientsFor(w string) []int {
+	n := slices.Clone(c.Clients)
+	if w == List1000 {
+		n = append(n, c.ListClients...)
+	}
+	slices.Sort(n)
+	return slices.Compact(n)
+}
+
+func (c *Config) logf(format string, args ...any) {
+	if c.Log != nil {
+		fmt.Fprintf(c.Log, format+"\n", args...)
+	}
+}
+
+// Run runs the benchmark and returns its report. A target that fails is
+// reported as an error; a workload whose requests fail is reported with
+// its error count and first error.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	dir := cfg.WorkDir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "kvbench-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	if cfg.KVD == "" {
+		bin := filepath.Join(dir, "kvd")
+		cfg.logf("building kvd: go build -o %s github.com/edgekv/kv/cmd/kvd", bin)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/edgekv/kv/cmd/kvd")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("bench: build kvd (run from the module, or pass --kvd): %v\n%s", err, out)
+		}
+		cfg.KVD = bin
+	}
+	if len(cfg.Baseline) == 0 {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Baseline = []string{self, "baseline", "--listen"}
+	}
+
+	rep := newReport(cfg)
+	var targets []string
+	if !cfg.NoEmbedded {
+		targets = append(targets, TargetKVD)
+	}
+	if cfg.Postgres != "" {
+		targets = append(targets, TargetKVDPostgres)
+	}
+	targets = append(targets, TargetBaseline)
+	for _, name := range targets {
+		if err := runTarget(ctx, &cfg, dir, name, rep); err != nil {
+			return rep, fmt.Errorf("bench: %s: %w", name, err)
+		}
+	}
+	if cfg.FsyncDuration > 0 && !cfg.NoEmbedded {
+		for _, n := range cfg.Clients {
+			f, err := measureFsyncs(ctx, &cfg, dir, n)
+			if err != nil {
+				return rep, fmt.Errorf("bench: fsync pass: %w", err)
+			}
+			rep.Fsyncs = append(rep.Fsyncs, f)
+			if f.Note != "" && f.Writes == 0 {
+				break // strace is missing or cannot trace here: once is enough
+			}
+		}
+	}
+	rep.computeRatios()
+	rep.Finished = time.Now().UTC()
+	return rep, nil
+}
+
+// server is a target being benchmarked.
+type server struct {
+	name   string
+	proc   *proc
+	base   string // http://host:port
+	auth   string // Authorization header value
+	client *http.Client
+}
+
+// startServer starts target name (optionally under a tracer: argv
+// prefix) with its store in dir.
+func startServer(ctx context.Context, cfg *Config, dir, name string, tracer []string, maxClients int) (*server, error) {
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ { // a free port can be taken before the child binds it
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		var argv, env []string
+		var key [16]byte
+		rand.Read(key[:])
+		token := "kvbench-" + hex.EncodeToString(key[:])
+		switch name {
+		case TargetBaseline:
+			argv = append(slices.Clone(cfg.Baseline), addr)
+		default:
+			store := filepath.Join(dir, fmt.Sprintf("%s-store-%d", name, time.Now().UnixNano()))
+			if name == TargetKVDPostgres {
+				store = cfg.Postgres
+			}
+			argv = []string{cfg.KVD, "--listen", addr, "--store", store, "--access-log=false", "--rate-limit=0", "--log-level", "warn"}
+			env = []string{"TELNYX_API_KEY=" + token}
+		}
+		argv = append(slices.Clone(tracer), argv...)
+		p, err := startProc(argv, env, filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano())))
+		if err != nil {
+			return nil, err
+		}
+		if len(tracer) > 0 {
+			if p.pid, err = childPID(p.cmd.Process.Pid, 10*time.Second); err != nil {
+				p.stop(5 * time.Second)
+				return nil, err
+			}
+		}
+		if err := p.waitReady(ctx, "http://"+addr+"/healthz", 60*time.Second); err != nil {
+			p.stop(5 * time.Second)
+			lastErr = err
+			continue
+		}
+		return &server{name: name, proc: p, base: "http://" + addr, auth: "Bearer " + token, client: newClient(maxClients)}, nil
+	}
+	return nil, lastErr
+}
+
+// newClient returns the load generator's client: keep-alive connections
+// to one host, enough idle ones for every client, no compression.
+func newClient(maxConns int) *http.Client {
+	tr := &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        maxConns,
+		MaxIdleConnsPerHost: maxConns,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+	}
+	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
+}
+
+func (s *server) close() error {
+	s.client.CloseIdleConnections()
+	return s.proc.stop(60 * time.Second)
+}
+
+// createNamespace creates a namespace and waits until it is provision_ok.
+func (s *server) createNamespace(ctx context.Context, name string) (string, error) {
+	body := fmt.Sprintf(`{"name": %q}`, name)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.base+"/v2/storage/kvs", strings.NewReader(body))
+	req.Header.Set("Authorization", s.auth)
+	req.Header.Set("Content-Type", "application/json")
+	var ns struct {
+		Data struct {
+			ID     string `json:"id"`
+			Status string `json:"status"`
+		} `json:"data"`
+	}
+	if err := s.doJSON(req, http.StatusCreated, &ns); err != nil {
+		return "", fmt.Errorf("create namespace: %w", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for ns.Data.Status != "provision_ok" {
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("namespace %s still %s after 30s", ns.Data.ID, ns.Data.Status)
+		}
+		time.Sleep(20 * time.Millisecond)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.base+"/v2/storage/kvs/"+ns.Data.ID, nil)
+		req.Header.Set("Authorization", s.auth)
+		if err := s.doJSON(req, http.StatusOK, &ns); err != nil {
+			return "", fmt.Errorf("get namespace: %w", err)
+		}
+	}
+	return ns.Data.ID, nil
+}
+
+func (s *server) doJSON(req *http.Request, want int, v any) error {
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != want {
+		return fmt.Errorf("%s %s: %s: %s", req.Method, req.URL.Path, resp.Status, bytes.TrimSpace(b))
+	}
+	return json.Unmarshal(b, v)
+}
+
+// hostInfo describes the machine, for the report.
+func hostInfo() Host {
+	h := Host{CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		h.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		h.LoadAvg = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	return h
+}

@@ -1,0 +1,424 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// maxOpsPerClient bounds every request loop in count, besides its time.
+const maxOpsPerClient = 50_000_000
+
+// payload is random bytes that values are cut from at random offsets, so
+// that no two values are alike (the engine compresses blocks) and making
+// one costs nothing.
+type payload []byte
+
+func newPayload(size int) payload {
+	p := make([]byte, 2*size+4096)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range p {
+		p[i] = byte(r.Uint32())
+	}
+	return p
+}
+
+func (p payload) value(r *rand.Rand, size int) []byte {
+	off := r.IntN(len(p) - size + 1)
+	return p[off : off+size]
+}
+
+// run is one target's state during a run.
+type run struct {
+	cfg *Config
+	s   *server
+
+	small, big payload
+	mainNS     string // Keys keys "k/%08d" with ValueSize values
+	listNS     string // ListKeys keys, see listKey
+	bigNS      string // BigKeys keys "b/%04d" with 1 MiB values
+	bigFilled  bool
+	newSeq     atomic.Int64 // put-new's next key
+	listWidth  int          // digits of a list key's index
+}
+
+func (r *run) keyURL(ns, key string) string {
+	return r.s.base + "/v2/storage/kvs/" + ns + "/keys/" + key
+}
+
+func mainKey(i int) string { return fmt.Sprintf("k/%08d", i) }
+
+// listKey names list key i: "l/" and i in listWidth digits, so that the
+// keys sharing all but the last three digits are a run of 1000.
+func (r *run) listKey(i int) string {
+	s := strconv.Itoa(i)
+	return "l/" + strings.Repeat("0", r.listWidth-len(s)) + s
+}
+
+// runTarget starts target name, fills it, drives every selected workload
+// at every client count, and stops it.
+func runTarget(ctx context.Context, cfg *Config, dir, name string, rep *Report) (err error) {
+	maxClients := cfg.FillClients
+	for _, w := range Workloads {
+		for _, n := range cfg.clientsFor(w) {
+			maxClients = max(maxClients, n)
+		}
+	}
+	cfg.logf("%s: starting", name)
+	s, err := startServer(ctx, cfg, dir, name, nil, maxClients)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := s.close(); err == nil && cerr != nil {
+			err = fmt.Errorf("stop: %w", cerr)
+		}
+	}()
+	r := &run{cfg: cfg, s: s, small: newPayload(cfg.ValueSize), listWidth: max(len(strconv.Itoa(cfg.ListKeys-1)), 4)}
+	rep.PeakRSSResettable = rep.PeakRSSResettable || resetPeakRSS(s.proc.pid)
+
+	if r.mainNS, err = s.createNamespace(ctx, "bench-main"); err != nil {
+		return err
+	}
+	fr, err := r.fill(ctx, "main", cfg.Keys, cfg.FillClients, func(w *worker, i int) error {
+		return w.put(r.keyURL(r.mainNS, mainKey(i)), r.small.value(w.rng, cfg.ValueSize), 0)
+	})
+	if err != nil {
+		return err
+	}
+	rep.Fills = append(rep.Fills, fr)
+
+	for _, wl := range Workloads {
+		if !cfg.selected(wl) {
+			continue
+		}
+		if err := r.prepare(ctx, wl, rep); err != nil {
+			return fmt.Errorf("%s: prepare: %w", wl, err)
+		}
+		op := r.op(wl)
+		for _, n := range cfg.clientsFor(wl) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			res := r.phase(ctx, wl, n, op)
+			rep.Results = append(rep.Results, res)
+			cfg.logf("%s", res.line())
+		}
+	}
+	if rss, err := procStatus(s.proc.pid, "VmHWM"); err == nil && !rep.PeakRSSResettable {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%s: peak RSS over the whole run %d MiB (VmHWM could not be reset per phase)", name, rss>>20))
+	}
+	return nil
+}
+
+// prepare creates and fills what workload wl reads.
+func (r *run) prepare(ctx context.Context, wl string, rep *Report) error {
+	var err error
+	switch wl {
+	case List1000:
+		if r.listNS != "" {
+			return nil
+		}
+		if r.listNS, err = r.s.createNamespace(ctx, "bench-list"); err != nil {
+			return err
+		}
+		fr, err := r.fill(ctx, "list", r.cfg.ListKeys, r.cfg.FillClients, func(w *worker, i int) error {
+			return w.put(r.keyURL(r.listNS, r.listKey(i)), r.small.value(w.rng, r.cfg.ValueSize), 0)
+		})
+		rep.Fills = append(rep.Fills, fr)
+		return err
+	case Put1MiB, Get1MiB:
+		if r.bigNS == "" {
+			r.big = newPayload(maxValue)
+			if r.bigNS, err = r.s.createNamespace(ctx, "bench-big"); err != nil {
+				return err
+			}
+		}
+		if wl == Get1MiB && !r.bigFilled {
+			fr, err := r.fill(ctx, "big", r.cfg.BigKeys, min(r.cfg.FillClients, 8), func(w *worker, i int) error {
+				return w.put(r.keyURL(r.bigNS, fmt.Sprintf("b/%04d", i)), r.big.value(w.rng, maxValue), 0)
+			})
+			rep.Fills = append(rep.Fills, fr)
+			r.bigFilled = err == nil
+			return err
+		}
+	}
+	return nil
+}
+
+// worker is one client: a goroutine issuing one request at a time.
+type worker struct {
+	c    *http.Client
+	auth string
+	rng  *rand.Rand
+	buf  []byte // response bodies that are read, not discarded
+}
+
+func (r *run) newWorker(id int) *worker {
+	return &worker{c: r.s.client, auth: r.s.auth, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(id)))}
+}
+
+// do sends one request and reads the whole response. It fails unless the
+// status is want (or want2, when non-zero) and, when wantLen >= 0, the
+// body has that length. With into, the body is decoded as JSON into it.
+func (w *worker) do(method, url string, body []byte, want, want2 int, wantLen int64, into any) error {
+	var rd io.Reader = http.NoBody
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", w.auth)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/octet-stream")
+	}
+	resp, err := w.c.Do(req)
+	if err != nil {
+		return err
+	}
+	var n int64
+	if into != nil {
+		bb := bytes.NewBuffer(w.buf[:0])
+		n, err = bb.ReadFrom(resp.Body)
+		w.buf = bb.Bytes()
+		if err == nil && (resp.StatusCode == want || resp.StatusCode == want2) {
+			err = json.Unmarshal(w.buf, into)
+		}
+	} else {
+		n, err = io.Copy(io.Discard, resp.Body)
+	}
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != want && (want2 == 0 || resp.StatusCode != want2) {
+		return fmt.Errorf("%s %s: status %d", method, req.URL.Path, resp.StatusCode)
+	}
+	if wantLen >= 0 && n != wantLen {
+		return fmt.Errorf("%s %s: %d bytes, want %d", method, req.URL.Path, n, wantLen)
+	}
+	return nil
+}
+
+// put writes a value; want is 201 for a key known to be new, 0 for either
+// 200 or 201.
+func (w *worker) put(url string, v []byte, want int) error {
+	if want != 0 {
+		return w.do(http.MethodPut, url, v, want, 0, -1, nil)
+	}
+	return w.do(http.MethodPut, url, v, http.StatusOK, http.StatusCreated, -1, nil)
+}
+
+// opFunc performs one operation of a workload.
+type opFunc func(w *worker, n uint64) error
+
+// listPage is the part of a listing the load generator checks.
+type listPage struct {
+	Data []struct {
+		Key string `json:"key"`
+	} `json:"data"`
+}
+
+// op returns workload wl's operation.
+func (r *run) op(wl string) opFunc {
+	size := r.cfg.ValueSize
+	switch wl {
+	case GetHit:
+		return func(w *worker, _ uint64) error {
+			return w.do(http.MethodGet, r.keyURL(r.mainNS, mainKey(w.rng.IntN(r.cfg.Keys))), nil, http.StatusOK, 0, int64(size), nil)
+		}
+	case GetMiss:
+		return func(w *worker, _ uint64) error {
+			return w.do(http.MethodGet, r.keyURL(r.mainNS, "miss/"+strconv.FormatUint(w.rng.Uint64(), 36)), nil, http.StatusNotFound, 0, -1, nil)
+		}
+	case PutOverwrite:
+		return func(w *worker, _ uint64) error {
+			return w.put(r.keyURL(r.mainNS, mainKey(w.rng.IntN(r.cfg.Keys))), r.small.value(w.rng, size), http.StatusOK)
+		}
+	case Mix9010:
+		return func(w *worker, _ uint64) error {
+			k := r.keyURL(r.mainNS, mainKey(w.rng.IntN(r.cfg.Keys)))
+			if w.rng.IntN(10) == 0 {
+				return w.put(k, r.small.value(w.rng, size), http.StatusOK)
+			}
+			return w.do(http.MethodGet, k, nil, http.StatusOK, 0, int64(size), nil)
+		}
+	case PutNew:
+		return func(w *worker, _ uint64) error {
+			k := "n/" + strconv.FormatInt(r.newSeq.Add(1), 10)
+			return w.put(r.keyURL(r.mainNS, k), r.small.value(w.rng, size), http.StatusCreated)
+		}
+	case List1000:
+		groups := r.cfg.ListKeys / 1000
+		return func(w *worker, n uint64) error {
+			prefix, want := "l/", r.cfg.ListKeys
+			if groups > 0 {
+				prefix, want = r.listKey(w.rng.IntN(groups) * 1000)[:2+r.listWidth-3], 1000
+			}
+			url := r.s.base + "/v2/storage/kvs/" + r.listNS + "/keys?limit=1000&prefix=" + prefix
+			// Decoding a page costs the client as much as serving it: check
+			// one page in 16.
+			if n%16 != 0 {
+				return w.do(http.MethodGet, url, nil, http.StatusOK, 0, -1, nil)
+			}
+			var page listPage
+			if err := w.do(http.MethodGet, url, nil, http.StatusOK, 0, -1, &page); err != nil {
+				return err
+			}
+			if len(page.Data) != want || !strings.HasPrefix(page.Data[0].Key, prefix) {
+				return fmt.Errorf("list prefix %s: %d keys, want %d", prefix, len(page.Data), want)
+			}
+			return nil
+		}
+	case Put1MiB:
+		return func(w *worker, _ uint64) error {
+			k := r.keyURL(r.bigNS, fmt.Sprintf("b/%04d", w.rng.IntN(r.cfg.BigKeys)))
+			return w.put(k, r.big.value(w.rng, maxValue), 0)
+		}
+	case Get1MiB:
+		return func(w *worker, _ uint64) error {
+			k := r.keyURL(r.bigNS, fmt.Sprintf("b/%04d", w.rng.IntN(r.cfg.BigKeys)))
+			return w.do(http.MethodGet, k, nil, http.StatusOK, 0, maxValue, nil)
+		}
+	}
+	panic("bench: no workload " + wl)
+}
+
+// fill writes keys 0..n-1 with clients concurrent writers; it fails at
+// the first failed write.
+func (r *run) fill(ctx context.Context, what string, n, clients int, put func(w *worker, i int) error) (Fill, error) {
+	r.cfg.logf("%s: filling %s namespace: %d keys, %d clients", r.s.name, what, n, clients)
+	start := time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var once sync.Once
+	var firstErr error
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for c := range min(clients, n) {
+		w := r.newWorker(c)
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := put(w, i); err != nil {
+					once.Do(func() { firstErr = fmt.Errorf("fill %s key %d: %w", what, i, err); cancel() })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	el := time.Since(start)
+	f := Fill{Target: r.s.name, Namespace: what, Keys: n, Clients: clients, Seconds: el.Seconds(), KeysPerSec: float64(n) / el.Seconds()}
+	r.cfg.logf("%s: filled %s namespace in %.1fs (%.0f keys/s)", r.s.name, what, f.Seconds, f.KeysPerSec)
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	return f, firstErr
+}
+
+// phase drives workload wl with clients concurrent clients: a warm-up,
+// then Duration measured. Operations that start within the measured window
+// count; their latency runs from sending the request to the end of the
+// response body.
+func (r *run) phase(ctx context.Context, wl string, clients int, op opFunc) Result {
+	cfg := r.cfg
+	pid := r.s.proc.pid
+	resettable := resetPeakRSS(pid)
+	start := time.Now()
+	measureFrom := start.Add(cfg.Warmup)
+	stopAt := measureFrom.Add(cfg.Duration)
+
+	hists := make([]Histogram, clients)
+	var ops, errs atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for c := range clients {
+		w := r.newWorker(c)
+		h := &hists[c]
+		wg.Go(func() {
+			for n := uint64(0); n < maxOpsPerClient && ctx.Err() == nil; n++ {
+				t0 := time.Now()
+				if !t0.Before(stopAt) {
+					return
+				}
+				err := op(w, n)
+				if t0.Before(measureFrom) {
+					continue
+				}
+				if err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				h.Record(time.Since(t0))
+				ops.Add(1)
+			}
+		})
+	}
+	sleepUntil(ctx, measureFrom)
+	c0, s0 := selfCPU(), procCPUOrZero(pid)
+	t0 := time.Now()
+	sleepUntil(ctx, stopAt)
+	c1, s1 := selfCPU(), procCPUOrZero(pid)
+	t1 := time.Now()
+	elapsed := t1.Sub(t0)
+	wg.Wait()
+
+	var h Histogram
+	for i := range hists {
+		h.Merge(&hists[i])
+	}
+	res := Result{
+		Target: r.s.name, Workload: wl, Clients: clients,
+		Seconds: elapsed.Seconds(), Ops: int64(h.Count()), Errors: errs.Load(),
+		P50us: us(h.Quantile(0.50)), P99us: us(h.Quantile(0.99)), P999us: us(h.Quantile(0.999)),
+		MeanUs: us(h.Mean()), MaxUs: us(h.Max()),
+		ClientCPU: (c1 - c0).Seconds() / elapsed.Seconds(),
+		ServerCPU: (s1 - s0).Seconds() / elapsed.Seconds(),
+		from:      t0, to: t1,
+	}
+	res.OpsPerSec = float64(res.Ops) / res.Seconds
+	if v, ok := firstErr.Load().(string); ok {
+		res.FirstError = v
+	}
+	if hwm, err := procStatus(pid, "VmHWM"); err == nil {
+		res.PeakRSS = hwm
+		res.PeakRSSPhase = resettable
+	}
+	return res
+}
+
+func procCPUOrZero(pid int) time.Duration {
+	d, _ := procCPU(pid)
+	return d
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func sleepUntil(ctx context.Context, t time.Time) {
+	d := time.Until(t)
+	if d <= 0 {
+		return
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+	case <-timer.C:
+	}
+}
