@@ -249,3 +249,45 @@ func TestClusterWaitsOutDeadHolder(t *testing.T) {
 		t.Fatalf("%d keys left", n)
 	}
 }
+
+// TestClusterUsageAddsUp meters requests served by two kvd processes on
+// one database: the counts of both add up exactly, whichever is asked.
+func TestClusterUsageAddsUp(t *testing.T) {
+	url := pgtest.URL(t)
+	a, b := startNode(t, url), startNode(t, url)
+	id := createNS(t, a, "metered")
+	b.waitStatus(t, id, "provision_ok")
+	var wg sync.WaitGroup
+	for w, nd := range []*node{a, b, a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 25 {
+				k := fmt.Sprintf("/%s/keys/w%d/k%d", id, w, i)
+				if code, _ := nd.do(t, "PUT", k, "0123456789"); code != 201 {
+					t.Errorf("PUT %s: %d", k, code)
+				}
+				nd.do(t, "GET", k, "")
+				nd.do(t, "GET", k+"-missing", "")
+			}
+			nd.do(t, "DELETE", fmt.Sprintf("/%s/keys/w%d/k0", id, w), "")
+			nd.do(t, "GET", fmt.Sprintf("/%s/keys?prefix=w%d/", id, w), "")
+		}()
+	}
+	wg.Wait()
+	// Reads and lists are stored within a second; ask until they show.
+	want := `"reads":200,"writes":100,"deletes":4,"lists":4`
+	deadline := time.Now().Add(10 * time.Second)
+	for _, nd := range []*node{a, b} {
+		for {
+			code, body := nd.do(t, "GET", "/usage", "")
+			if code == 200 && strings.Contains(body, want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("usage through %s = %d %s; want %s", nd.base, code, body, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}

@@ -257,7 +257,9 @@ func (r *Report) Print(w io.Writer) {
 		for _, f := range r.Fsyncs {
 			if f.Note != "" {
 				fmt.Fprintf(w, "  %s\n", f.Note)
-				continue
+				if f.Writes == 0 {
+					continue
+				}
 			}
 			fmt.Fprintf(w, "  %s %d clients, %.1fs: %d writes, %d fsync + %d fdatasync = %.3f syncs per write\n",
 				f.Workload, f.Clients, f.Seconds, f.Writes, f.Fsync, f.Fdatasync, f.SyncsPerWrite)
