@@ -77,7 +77,7 @@ func checkConcurrent(t *testing.T, servers ...*kvd) {
 	if len(ops) != clients*opsEach {
 		t.Fatalf("recorded %d operations, want %d", len(ops), clients*opsEach)
 	}
-	if linearizability.Check(t, ops, 60*time.Second) {
+	if linearizability.Check(t, ops) {
 		t.Logf("%d kvd process(es), %d clients: %v in %v; linearizable", len(servers), clients, rec.Stats(), time.Since(start).Round(time.Millisecond))
 	}
 }

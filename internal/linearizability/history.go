@@ -137,18 +137,14 @@ func CheckRead(ops []porcupine.Operation, key string, out Output, call, ret int6
 
 // Check runs porcupine over ops and fails t unless the history is
 // linearizable; it reports whether it is. On failure it writes porcupine's
-// visualization to a file under the temp directory and names it. A check
-// that does not finish within timeout fails t too: a history this
-// package's tests produce is small enough to check in seconds.
-func Check(t testing.TB, ops []porcupine.Operation, timeout time.Duration) bool {
+// visualization to a file under the temp directory and names it. The check
+// has no time limit of its own, so that a loaded machine cannot turn a
+// correct history into a failure; the test binary's -timeout bounds it.
+func Check(t testing.TB, ops []porcupine.Operation) bool {
 	t.Helper()
-	res, info := porcupine.CheckOperationsVerbose(Model, ops, timeout)
-	switch res {
-	case porcupine.Ok:
+	res, info := porcupine.CheckOperationsVerbose(Model, ops, 0)
+	if res == porcupine.Ok {
 		return true
-	case porcupine.Unknown:
-		t.Errorf("porcupine: no verdict on %d operations within %v", len(ops), timeout)
-		return false
 	}
 	path := "(not written)"
 	if dir, err := os.MkdirTemp("", "kv-linearizability-"); err == nil {

@@ -265,7 +265,7 @@ func powerLoss(t *testing.T, seed uint64) (acked, nops, large int) {
 		}
 		history = append(history, porcupine.Operation{ClientId: workers, Input: linearizability.Input{Kind: linearizability.Get, Key: key}, Output: out, Call: call, Return: ret})
 	}
-	linearizability.Check(t, history, 30*time.Second)
+	linearizability.Check(t, history)
 
 	// The namespace table and the token.
 	for _, want := range []kv.Namespace{live, pending, doomed} {
@@ -603,7 +603,7 @@ func walFailure(t *testing.T, seed uint64, kinds []errorfs.OpKind) {
 		}
 		history = append(history, porcupine.Operation{ClientId: 9, Input: linearizability.Input{Kind: linearizability.Get, Key: key}, Output: out, Call: call, Return: ret})
 	}
-	linearizability.Check(t, history, 30*time.Second)
+	linearizability.Check(t, history)
 }
 
 // TestWALFailureStopsServing checks what the engine does once a WAL write

@@ -453,8 +453,10 @@ func (d *DB) releaseLease(e *nsEntry, holder string) {
 	d.mu.Unlock()
 }
 
-// CompleteProvision implements store.Store.
-func (d *DB) CompleteProvision(ctx context.Context, id, holder string, to kv.Status, now time.Time) error {
+// finishJob runs fn on namespace id, locked exclusively, if it still has
+// status want, and releases holder's lease on it afterwards. A namespace
+// that is gone, or has moved on, is not an error.
+func (d *DB) finishJob(id, holder string, want kv.Status, fn func(e *nsEntry) error) error {
 	if err := d.begin(); err != nil {
 		return err
 	}
@@ -466,29 +468,24 @@ func (d *DB) CompleteProvision(ctx context.Context, id, holder string, to kv.Sta
 	defer d.releaseLease(e, holder)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.ns.Status != kv.StatusPending {
+	if e.ns.Status != want {
 		return nil
 	}
-	return d.setStatusLocked(e, to, now)
+	return fn(e)
+}
+
+// CompleteProvision implements store.Store.
+func (d *DB) CompleteProvision(ctx context.Context, id, holder string, to kv.Status, now time.Time) error {
+	return d.finishJob(id, holder, kv.StatusPending, func(e *nsEntry) error { return d.setStatusLocked(e, to, now) })
 }
 
 // PurgeNamespace implements store.Store: two range deletions (keys and
 // expiry index) and the namespace record, in one synced batch.
 func (d *DB) PurgeNamespace(ctx context.Context, id, holder string) error {
-	if err := d.begin(); err != nil {
-		return err
-	}
-	defer d.end()
-	e, err := d.byIDString(id)
-	if err != nil || e == nil {
-		return err
-	}
-	defer d.releaseLease(e, holder)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.ns.Status != kv.StatusDeleting {
-		return nil
-	}
+	return d.finishJob(id, holder, kv.StatusDeleting, d.purgeLocked)
+}
+
+func (d *DB) purgeLocked(e *nsEntry) error {
 	b := d.db.NewBatch()
 	defer b.Close()
 	for _, tag := range []byte{tagKey, tagExpiry} {
