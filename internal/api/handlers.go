@@ -248,7 +248,7 @@ var listBufs = sync.Pool{New: func() any { b := make([]byte, 0, 128<<10); return
 // each) are in memory at once.
 const (
 	smallBody      = 64 << 10
-	maxLargeBodies = 8
+	maxLargeBodies = 4
 )
 
 // Value buffers come from size-classed pools, so a PUT does not allocate its
