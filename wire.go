@@ -87,3 +87,23 @@ type BillLineRecord struct {
 	PerUnits  int64  `json:"per_units"`
 	Amount    string `json:"amount"`
 }
+
+// KeyListRecord is a page of a key listing on the wire.
+type KeyListRecord struct {
+	RecordType string      `json:"record_type"` // "storage_kv_key"
+	Data       []KeyRecord `json:"data"`
+	Meta       KeyListMeta `json:"meta"`
+}
+
+// KeyRecord is one key of a listing.
+type KeyRecord struct {
+	Key       string `json:"key"`
+	SizeBytes int64  `json:"size_bytes"`
+	UpdatedAt string `json:"updated_at"` // KeyTimeFormat
+}
+
+// KeyListMeta says whether more keys follow, and from where.
+type KeyListMeta struct {
+	HasMore bool   `json:"has_more"`
+	Cursor  string `json:"cursor,omitempty"` // present exactly when HasMore
+}

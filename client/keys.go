@@ -251,17 +251,7 @@ func (ns *Namespace) List(ctx context.Context, prefix, cursor string, limit int)
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
 	}
-	var out struct {
-		Data []struct {
-			Key       string `json:"key"`
-			SizeBytes int64  `json:"size_bytes"`
-			UpdatedAt string `json:"updated_at"`
-		} `json:"data"`
-		Meta struct {
-			HasMore bool   `json:"has_more"`
-			Cursor  string `json:"cursor"`
-		} `json:"meta"`
-	}
+	var out kv.KeyListRecord
 	r := request{method: http.MethodGet, path: namespacePath(ns.id) + "/keys", query: q.Encode(), retry: true}
 	if err := ns.c.doJSON(ctx, r, &out); err != nil {
 		return KeyPage{}, err

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"github.com/edgekv/kv"
 	"io"
 	"net/http"
 	"slices"
@@ -64,14 +65,7 @@ type memValue struct {
 	deleted     bool
 }
 
-type nsJSON struct {
-	RecordType string `json:"record_type"`
-	ID         string `json:"id"`
-	Name       string `json:"name"`
-	Status     string `json:"status"`
-	CreatedAt  string `json:"created_at"`
-	UpdatedAt  string `json:"updated_at"`
-}
+type nsJSON = kv.NamespaceRecord
 
 type keyJSON struct {
 	Key       string `json:"key"`
