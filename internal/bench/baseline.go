@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"github.com/edgekv/kv"
 	"io"
 	"net/http"
 	"slices"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/edgekv/kv"
 )
 
 // maxValue is the largest value the API accepts (1 MiB).
