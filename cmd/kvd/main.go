@@ -92,6 +92,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.IntVar(&cfg.RateLimit, "rate-limit", envInt(getenv, "KV_RATE_LIMIT", cfg.RateLimit), "requests per minute per token; 0 for no limit (env KV_RATE_LIMIT)")
 	fs.IntVar(&cfg.RateBurst, "rate-burst", cfg.RateBurst, "requests a token may make at once (default: the rate limit)")
 	fs.IntVar(&cfg.MaxNamespaces, "max-namespaces", cfg.MaxNamespaces, "namespaces per organization; 0 for no limit")
+	fs.Var(byteSize{&cfg.MaxStoredBytes}, "max-stored-bytes", "bytes (keys plus values) per organization, e.g. 10GiB or 500MB; 0 for no limit")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", getenv("KV_TLS_CERT"), "PEM certificate (chain) to serve HTTPS with (env KV_TLS_CERT)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", getenv("KV_TLS_KEY"), "PEM private key of --tls-cert (env KV_TLS_KEY)")
 	fs.IntVar(&cfg.Postgres.MaxConns, "pg-max-conns", 0, "PostgreSQL: most connections this process opens (default 4 per CPU, at least 8)")

@@ -168,11 +168,31 @@ func TestDrainOnSIGTERM(t *testing.T) {
 }
 
 func TestBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"--nope"}, {"extra"}, {"--log-level", "loud"}, {"token"}, {"token", "create"}} {
+	for _, args := range [][]string{{"--nope"}, {"extra"}, {"--log-level", "loud"}, {"token"}, {"token", "create"}, {"--max-stored-bytes", "10 apples"}, {"--max-stored-bytes", "-1"}} {
 		var stderr bytes.Buffer
 		code := run(context.Background(), args, func(string) string { return "" }, io.Discard, &stderr)
 		if code != 2 || stderr.Len() == 0 {
 			t.Errorf("kvd %v: exit %d, stderr %q; want 2 and a message", args, code, stderr.String())
 		}
+	}
+}
+
+func TestParseByteSize(t *testing.T) {
+	for in, want := range map[string]int64{
+		"0": 0, "1234": 1234, "10B": 10, "5KB": 5000, "5 kb": 5000, "2KiB": 2048,
+		"3MiB": 3 << 20, "7MB": 7e6, "1GiB": 1 << 30, "2GB": 2e9, "1TiB": 1 << 40, "4TB": 4e12,
+	} {
+		if got, err := parseByteSize(in); err != nil || got != want {
+			t.Errorf("parseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "KiB", "1.5GB", "-3", "12XB", "9999999999TiB", "0x10"} {
+		if got, err := parseByteSize(in); err == nil {
+			t.Errorf("parseByteSize(%q) = %d; want an error", in, got)
+		}
+	}
+	cfg, _, err := parseFlags([]string{"--max-stored-bytes", "512MiB"}, func(string) string { return "" }, io.Discard)
+	if err != nil || cfg.MaxStoredBytes != 512<<20 {
+		t.Fatalf("--max-stored-bytes 512MiB: %d, %v", cfg.MaxStoredBytes, err)
 	}
 }

@@ -64,6 +64,9 @@ type Config struct {
 	RateBurst int
 	// MaxNamespaces limits each organization's namespaces (0: no limit).
 	MaxNamespaces int
+	// MaxStoredBytes limits the bytes (keys plus values) each organization
+	// stores (0: no limit).
+	MaxStoredBytes int64
 
 	// TLSCert and TLSKey, when both set, serve HTTPS with that certificate.
 	TLSCert string
@@ -184,7 +187,7 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 	}
 	meter := metering.NewBuffer(st, time.Second, cfg.Logger)
 	meter.Start()
-	svc := service.New(service.Config{Store: st, Now: cfg.Now, Wake: worker.Wake, StaticTokens: statics, MaxNamespaces: cfg.MaxNamespaces, Meter: meter})
+	svc := service.New(service.Config{Store: st, Now: cfg.Now, Wake: worker.Wake, StaticTokens: statics, MaxNamespaces: cfg.MaxNamespaces, MaxStoredBytes: cfg.MaxStoredBytes, Meter: meter})
 	s := &Server{cfg: cfg, Store: st, Service: svc, Worker: worker, meter: meter, ln: ln, tls: tlsConfig != nil, serveErr: make(chan error, 1)}
 	var httpMetrics *metrics.HTTP
 	if cfg.MetricsListen != "" {

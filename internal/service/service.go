@@ -34,6 +34,10 @@ type Config struct {
 	// MaxNamespaces is how many namespaces an organization may have (in any
 	// status); 0 means no limit.
 	MaxNamespaces int
+	// MaxStoredBytes is how many bytes (keys plus values) an organization
+	// may store; 0 means no limit. A write that would take it over is
+	// refused; see storageQuota for how closely it is held.
+	MaxStoredBytes int64
 }
 
 // Service implements the key-value API on a Store. It is safe for
@@ -45,6 +49,7 @@ type Service struct {
 	statics []staticToken
 	maxNS   int
 	meter   *metering.Buffer
+	storage *storageQuota // nil: no limit
 }
 
 type staticToken struct {
@@ -60,6 +65,9 @@ func New(cfg Config) *Service {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if cfg.MaxStoredBytes > 0 {
+		s.storage = newStorageQuota(cfg.Store, cfg.MaxStoredBytes, s.now)
 	}
 	if s.wake == nil {
 		s.wake = func() {}
@@ -250,6 +258,19 @@ func (s *Service) PutKey(ctx context.Context, org, id, key string, p Put) (bool,
 	if p.TTL < 0 || p.TTL > kv.MaxTTLSeconds*time.Second {
 		return false, kv.Errorf(kv.EUnprocessable, "ttl must be from 1 to %d seconds", kv.MaxTTLSeconds)
 	}
+	if s.storage != nil {
+		n := int64(len(key) + len(p.Data))
+		if err := s.storage.reserve(ctx, org, n); err != nil {
+			return false, err
+		}
+		created, err := s.putKey(ctx, org, id, key, ct, p)
+		s.storage.finish(org, n, err == nil)
+		return created, err
+	}
+	return s.putKey(ctx, org, id, key, ct, p)
+}
+
+func (s *Service) putKey(ctx context.Context, org, id, key, ct string, p Put) (bool, error) {
 	now := s.now()
 	v := store.PutValue{Data: p.Data, ContentType: ct}
 	if p.TTL > 0 {

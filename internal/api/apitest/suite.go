@@ -51,6 +51,7 @@ func Run(t *testing.T, start StartFunc) {
 		{"Routes", testRoutes},
 		{"GracefulShutdown", testGracefulShutdown},
 		{"Usage", testUsage},
+		{"StorageQuota", testStorageQuota},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
