@@ -37,7 +37,16 @@ type Config struct {
 	Limiter *ratelimit.Limiter
 	// Metrics records every request; nil records nothing.
 	Metrics *metrics.HTTP
+	// SlowBody is how long a value over 64 KiB may take to deliver each
+	// 64 KiB of itself (so slow clients cannot hold the few slots such
+	// values are read in), and also the longest a PUT of one waits for a
+	// slot before a 503; 0 means DefaultSlowBody.
+	SlowBody time.Duration
 }
+
+// DefaultSlowBody is Config.SlowBody's default: a large value must arrive
+// at 13 KB/s or faster.
+const DefaultSlowBody = 5 * time.Second
 
 // Handler is the API's http.Handler.
 type Handler struct {
@@ -51,13 +60,17 @@ type Handler struct {
 	inFlight  atomic.Int64
 	// largeBodies holds a slot per value over smallBody being read.
 	largeBodies chan struct{}
+	slowBody    time.Duration
 	reqPrefix   string
 }
 
 // New returns the API handler.
 func New(cfg Config) *Handler {
 	h := &Handler{svc: cfg.Service, log: cfg.Logger, accessLog: cfg.AccessLog, ready: cfg.Ready, limiter: cfg.Limiter, metrics: cfg.Metrics,
-		largeBodies: make(chan struct{}, maxLargeBodies)}
+		largeBodies: make(chan struct{}, maxLargeBodies), slowBody: cfg.SlowBody}
+	if h.slowBody <= 0 {
+		h.slowBody = DefaultSlowBody
+	}
 	if h.log == nil {
 		h.log = slog.Default()
 	}

@@ -7,8 +7,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/service"
@@ -176,25 +178,27 @@ func (h *Handler) putKey(w *recorder, r *http.Request, org string, rt route) {
 		h.fail(w, err)
 		return
 	}
+	var body io.Reader = r.Body
 	if r.ContentLength < 0 || r.ContentLength > smallBody {
 		// Large values wait for one of a few slots, so that memory stays
 		// bounded however many arrive at once; the rest of each body waits
-		// in the client's socket.
-		select {
-		case h.largeBodies <- struct{}{}:
-			defer func() { <-h.largeBodies }()
-		case <-r.Context().Done():
-			h.fail(w, kv.Errorf(kv.EUnavailable, "the request ended while waiting to be read"))
+		// in the client's socket. A slot is held only while its body keeps
+		// arriving at a decent pace.
+		if err := h.takeLargeSlot(r); err != nil {
+			w.Header().Set("Retry-After", "1")
+			h.fail(w, err)
 			return
 		}
+		defer func() { <-h.largeBodies }()
+		body = &pacedReader{r: r.Body, rc: http.NewResponseController(w), every: h.slowBody}
 	}
-	body, release, err := readValue(w, r)
+	value, release, err := readValue(w, r, body)
 	if err != nil {
 		h.fail(w, err)
 		return
 	}
 	defer release()
-	p.Data = body
+	p.Data = value
 	created, err := h.svc.PutKey(r.Context(), org, rt.id, rt.key, p)
 	if err != nil {
 		h.fail(w, err)
@@ -284,10 +288,60 @@ func putBuf(b *[]byte) {
 
 var errTooLarge = kv.Errorf(kv.ETooLarge, "value is over the limit of %d bytes (1 MiB)", kv.MaxValueSize)
 
-// readValue reads a PUT body of at most kv.MaxValueSize bytes. A body that
-// declares or turns out to be larger is refused without reading the rest,
-// and the connection is closed after the response.
-func readValue(w *recorder, r *http.Request) ([]byte, func(), error) {
+// takeLargeSlot waits for one of the slots large values are read in, for
+// at most h.slowBody.
+func (h *Handler) takeLargeSlot(r *http.Request) error {
+	select {
+	case h.largeBodies <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(h.slowBody)
+	defer t.Stop()
+	select {
+	case h.largeBodies <- struct{}{}:
+		return nil
+	case <-t.C:
+		return kv.Errorf(kv.EUnavailable, "too many large values are being received; try again")
+	case <-r.Context().Done():
+		return kv.Errorf(kv.EUnavailable, "the request ended while waiting to be read")
+	}
+}
+
+// pacedReader reads a request body that must deliver each bodyChunk bytes
+// within every: it moves the connection's read deadline forward by every
+// at each chunk's start, so a client trickling its body is cut off instead
+// of holding the server's resources for long.
+type pacedReader struct {
+	r     io.Reader
+	rc    *http.ResponseController
+	every time.Duration
+	left  int // bytes of the current chunk still to come
+	paced bool
+}
+
+// bodyChunk is the amount of a large body that must arrive within each
+// pacedReader interval.
+const bodyChunk = 64 << 10
+
+func (p *pacedReader) Read(b []byte) (int, error) {
+	if p.left <= 0 {
+		p.paced = p.rc.SetReadDeadline(time.Now().Add(p.every)) == nil
+		p.left = bodyChunk
+	}
+	n, err := p.r.Read(b[:min(len(b), p.left)])
+	p.left -= n
+	if err != nil && p.paced && errors.Is(err, os.ErrDeadlineExceeded) {
+		err = kv.Errorf(kv.EInvalid, "the request body arrived too slowly: a value over 64 KiB must deliver each 64 KiB within %v", p.every)
+	}
+	return n, err
+}
+
+// readValue reads a PUT body, from body (r.Body or a wrapper of it), of at
+// most kv.MaxValueSize bytes. A body that declares or turns out to be larger
+// is refused without reading the rest, and the connection is closed after
+// the response; so is one that arrives too slowly.
+func readValue(w *recorder, r *http.Request, body io.Reader) ([]byte, func(), error) {
 	if r.ContentLength > kv.MaxValueSize {
 		w.Header().Set("Connection", "close")
 		return nil, nil, errTooLarge
@@ -298,8 +352,13 @@ func readValue(w *recorder, r *http.Request) ([]byte, func(), error) {
 	}
 	bp := getBuf(want)
 	buf := (*bp)[:cap(*bp)]
-	n, err := io.ReadFull(r.Body, buf[:min(len(buf), kv.MaxValueSize+1)])
+	n, err := io.ReadFull(body, buf[:min(len(buf), kv.MaxValueSize+1)])
+	var slow *kv.Error // from pacedReader
 	switch {
+	case errors.As(err, &slow):
+		putBuf(bp)
+		w.Header().Set("Connection", "close")
+		return nil, nil, slow
 	case err == io.EOF || err == io.ErrUnexpectedEOF:
 		if r.ContentLength >= 0 && int64(n) != r.ContentLength {
 			putBuf(bp)

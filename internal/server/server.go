@@ -47,6 +47,9 @@ type Config struct {
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
 	MaxHeaderBytes    int
+	// SlowBody bounds how long a value over 64 KiB may take per 64 KiB,
+	// and how long its PUT waits to be read (0: api.DefaultSlowBody).
+	SlowBody time.Duration
 	// ShutdownTimeout bounds how long Close waits for requests in flight.
 	ShutdownTimeout time.Duration
 
@@ -210,6 +213,7 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 		Ready:     func() bool { return !s.stopping.Load() },
 		Metrics:   httpMetrics,
 		Limiter:   ratelimit.New(ratelimit.Config{Limit: cfg.RateLimit, Burst: cfg.RateBurst, Window: time.Minute, Now: cfg.Now}),
+		SlowBody:  cfg.SlowBody,
 	})
 	s.http = &http.Server{
 		Handler:           s.api,
