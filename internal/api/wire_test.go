@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -26,5 +27,37 @@ func TestAppendKeyList(t *testing.T) {
 		if got := string(appendKeyList(nil, p)); got != string(wb) {
 			t.Fatalf("appendKeyList = %s\nwant            %s", got, wb)
 		}
+	}
+}
+
+func TestAppendKeyTime(t *testing.T) {
+	times := []time.Time{
+		time.Unix(0, 0), time.Unix(-1, 0), time.Unix(0, -1), time.Unix(1, 999999999),
+		time.Date(2000, 2, 29, 23, 59, 59, 123456789, time.UTC),
+		time.Date(1900, 3, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(2262, 4, 11, 23, 47, 16, 854775807, time.UTC), // kvd's latest expiry
+		time.Date(2026, 11, 27, 3, 0, 0, 5, time.FixedZone("east", 5*3600)),
+		time.Date(0, 6, 1, 0, 0, 0, 0, time.UTC),     // general path
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), // general path
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 100000 {
+		times = append(times, time.Unix(r.Int64N(253402300800+62135596800)-62135596800, r.Int64N(1e9)))
+	}
+	for _, tm := range times {
+		want := tm.UTC().AppendFormat([]byte("x"), kv.KeyTimeFormat)
+		if got := appendKeyTime([]byte("x"), tm); string(got) != string(want) {
+			t.Fatalf("appendKeyTime(%v) = %s, want %s", tm, got, want)
+		}
+	}
+}
+
+func BenchmarkAppendKeyTime(b *testing.B) {
+	tm := time.Date(2026, 11, 27, 3, 0, 0, 123456789, time.UTC)
+	buf := make([]byte, 0, 64)
+	for b.Loop() {
+		buf = appendKeyTime(buf[:0], tm)
 	}
 }
