@@ -18,17 +18,34 @@ import (
 //
 //	0x01 nsid(16)                         -> namespace record (JSON)
 //	0x02 digest(32)                       -> organization of a token
+//	0x00 "format"                         -> the layout's version (formatVersion)
+//	0x01 nsid(16)                         -> namespace record (JSON)
+//	0x02 digest(32)                       -> organization of a token
 //	0x03 nsid(16) key                     -> value record
-//	0x04 nsid(16) expiry(8, BE) key       -> empty: the namespace's expiry index
+//	0x04 nsid(16) expiry(8, BE) key       -> size(8): the namespace's expiry index
+//	0x05 orglen(2) org month(4) nsid(16)  -> usage record (usage.go)
+//	0x06 nsid(16) key                     -> key entry: what a listing shows
+//
+// Every key has a value record and a key entry, written and removed in the
+// same batch. Listings and the reads before a write use the small key
+// entries, so a page of 1,000 keys reads tens of kilobytes, not the values.
 //
 // Organizations are not part of any key: a namespace record names its owner,
 // and every key operation checks it before touching the namespace's range.
 const (
+	tagFormat    byte = 0x00
 	tagNamespace byte = 0x01
 	tagToken     byte = 0x02
 	tagKey       byte = 0x03
 	tagExpiry    byte = 0x04
+	tagEntry     byte = 0x06
 )
+
+// formatVersion is the layout's version: 2 added the key entries (0x06).
+// A store without the format record is version 1.
+const formatVersion = 2
+
+var formatKey = []byte{tagFormat, 'f', 'o', 'r', 'm', 'a', 't'}
 
 func namespaceKey(id [16]byte) []byte {
 	return append([]byte{tagNamespace}, id[:]...)
@@ -43,6 +60,43 @@ func appendValueKey(dst []byte, id [16]byte, key string) []byte {
 	dst = append(dst, tagKey)
 	dst = append(dst, id[:]...)
 	return append(dst, key...)
+}
+
+// appendEntryKey appends the key entry's key of key in namespace id to dst.
+func appendEntryKey(dst []byte, id [16]byte, key string) []byte {
+	dst = append(dst, tagEntry)
+	dst = append(dst, id[:]...)
+	return append(dst, key...)
+}
+
+// A key entry: updated(8) expiry(8) size(4), big-endian; size is the
+// value's length.
+const entrySize = 8 + 8 + 4
+
+func encodeEntry(dst []byte, updated int64, expiry uint64, size int) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, uint64(updated))
+	dst = binary.BigEndian.AppendUint64(dst, expiry)
+	return binary.BigEndian.AppendUint32(dst, uint32(size))
+}
+
+// keyEntry is a decoded key entry.
+type keyEntry struct {
+	updated int64
+	expiry  uint64
+	size    int
+}
+
+var errCorruptEntry = errors.New("pebble: corrupt key entry")
+
+func decodeEntry(b []byte) (keyEntry, error) {
+	if len(b) != entrySize {
+		return keyEntry{}, errCorruptEntry
+	}
+	return keyEntry{
+		updated: int64(binary.BigEndian.Uint64(b[0:8])),
+		expiry:  binary.BigEndian.Uint64(b[8:16]),
+		size:    int(binary.BigEndian.Uint32(b[16:20])),
+	}, nil
 }
 
 func appendExpiryKey(dst []byte, id [16]byte, expiry uint64, key string) []byte {

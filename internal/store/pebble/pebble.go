@@ -137,11 +137,77 @@ func Open(dir string, o Options) (*DB, error) {
 		byOrg:  map[string][]*nsEntry{},
 		tokens: map[store.TokenDigest]string{},
 	}
+	if err := d.upgrade(); err != nil {
+		pdb.Close()
+		return nil, err
+	}
 	if err := d.load(); err != nil {
 		pdb.Close()
 		return nil, err
 	}
 	return d, nil
+}
+
+// upgrade brings a store written by an earlier layout to formatVersion and
+// records the version; a new store just records it. From version 1 it
+// writes a key entry for every value record, in batches; the version is
+// recorded (synced) only after the last, so an interrupted upgrade is
+// redone at the next start.
+func (d *DB) upgrade() error {
+	v, closer, err := d.db.Get(formatKey)
+	switch {
+	case err == nil:
+		defer closer.Close()
+		if len(v) != 1 || v[0] > formatVersion {
+			return fmt.Errorf("pebble: the data directory has layout version %x; this kvd reads up to version %d (a newer kvd wrote it?)", v, formatVersion)
+		}
+		if v[0] == formatVersion {
+			return nil
+		}
+	case err != pebble.ErrNotFound:
+		return fmt.Errorf("pebble: read the layout version: %w", err)
+	}
+	if err := d.writeKeyEntries(); err != nil {
+		return fmt.Errorf("pebble: upgrade the layout to version %d: %w", formatVersion, err)
+	}
+	return d.db.Set(formatKey, []byte{formatVersion}, pebble.Sync)
+}
+
+// writeKeyEntries writes the key entry of every value record.
+func (d *DB) writeKeyEntries() error {
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: []byte{tagKey}, UpperBound: []byte{tagKey + 1}})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	b := d.db.NewBatch()
+	defer func() { b.Close() }()
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		if len(k) < 17 {
+			return fmt.Errorf("unexpected record %x", k)
+		}
+		rec, err := decodeValue(it.Value())
+		if err != nil {
+			return err
+		}
+		var id [16]byte
+		copy(id[:], k[1:17])
+		if err := b.Set(appendEntryKey(nil, id, string(k[17:])), encodeEntry(nil, rec.updated, rec.expiry, len(rec.data)), nil); err != nil {
+			return err
+		}
+		if b.Len() >= 4<<20 {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				return err
+			}
+			b.Close()
+			b = d.db.NewBatch()
+		}
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	return b.Commit(pebble.NoSync)
 }
 
 // load reads the namespace and token tables into memory.
@@ -488,7 +554,7 @@ func (d *DB) PurgeNamespace(ctx context.Context, id, holder string) error {
 func (d *DB) purgeLocked(e *nsEntry) error {
 	b := d.db.NewBatch()
 	defer b.Close()
-	for _, tag := range []byte{tagKey, tagExpiry} {
+	for _, tag := range []byte{tagKey, tagEntry, tagExpiry} {
 		lo, hi := namespaceRange(tag, e.id)
 		if err := b.DeleteRange(lo, hi, nil); err != nil {
 			return err
@@ -575,9 +641,9 @@ type oldValue struct {
 	size   int64 // key plus value bytes
 }
 
-// readOld reads the value record at rk of key.
-func (d *DB) readOld(rk []byte, key string) (oldValue, error) {
-	raw, closer, err := d.db.Get(rk)
+// readOld reads the key entry at ek of key.
+func (d *DB) readOld(ek []byte, key string) (oldValue, error) {
+	raw, closer, err := d.db.Get(ek)
 	if err == pebble.ErrNotFound {
 		return oldValue{}, nil
 	}
@@ -585,11 +651,11 @@ func (d *DB) readOld(rk []byte, key string) (oldValue, error) {
 		return oldValue{}, fmt.Errorf("pebble: get: %w", err)
 	}
 	defer closer.Close()
-	rec, err := decodeValue(raw)
+	ent, err := decodeEntry(raw)
 	if err != nil {
 		return oldValue{}, err
 	}
-	return oldValue{exists: true, expiry: rec.expiry, size: keySize(key, len(rec.data))}, nil
+	return oldValue{exists: true, expiry: ent.expiry, size: keySize(key, ent.size)}, nil
 }
 
 // removeOld adds to b what replacing or deleting old at now takes: its
@@ -608,6 +674,15 @@ func removeOld(b *pebble.Batch, e *nsEntry, key string, old oldValue, now time.T
 		}
 	}
 	return old.size, nil
+}
+
+// deleteKeyRecords adds to b the deletion of key's value record and its key
+// entry (at ek).
+func deleteKeyRecords(b *pebble.Batch, id [16]byte, key string, ek []byte) error {
+	if err := b.Delete(appendValueKey(nil, id, key), nil); err != nil {
+		return err
+	}
+	return b.Delete(ek, nil)
 }
 
 // appendSize encodes a size for an expiry entry.
@@ -630,13 +705,18 @@ func (d *DB) PutKey(ctx context.Context, org, nsID, key string, v store.PutValue
 	}
 	defer e.mu.RUnlock()
 
-	b := d.db.NewBatchWithSize(valueHeaderSize + len(v.ContentType) + len(v.Data) + 2*(1+16+8+len(key)))
+	b := d.db.NewBatchWithSize(valueHeaderSize + len(v.ContentType) + len(v.Data) + entrySize + 3*(1+16+8+len(key)) + 64)
 	defer b.Close()
-	rk := appendValueKey(nil, e.id, key)
 	expiry := encodeExpiry(v.ExpiresAt)
-	op := b.SetDeferred(len(rk), valueHeaderSize+len(v.ContentType)+len(v.Data))
-	copy(op.Key, rk)
+	op := b.SetDeferred(1+16+len(key), valueHeaderSize+len(v.ContentType)+len(v.Data))
+	appendValueKey(op.Key[:0], e.id, key)
 	encodeValue(op.Value[:0], now, expiry, v.ContentType, v.Data)
+	if err := op.Finish(); err != nil {
+		return false, err
+	}
+	op = b.SetDeferred(1+16+len(key), entrySize)
+	ek := appendEntryKey(op.Key[:0], e.id, key)
+	encodeEntry(op.Value[:0], now.UnixNano(), expiry, len(v.Data))
 	if err := op.Finish(); err != nil {
 		return false, err
 	}
@@ -645,7 +725,7 @@ func (d *DB) PutKey(ctx context.Context, org, nsID, key string, v store.PutValue
 	l := d.keyLock(e.id, key)
 	l.Lock()
 	defer l.Unlock()
-	old, err := d.readOld(rk, key)
+	old, err := d.readOld(ek, key)
 	if err != nil {
 		return false, err
 	}
@@ -678,17 +758,17 @@ func (d *DB) DeleteKey(ctx context.Context, org, nsID, key string, now time.Time
 		return false, err
 	}
 	defer e.mu.RUnlock()
-	rk := appendValueKey(nil, e.id, key)
+	ek := appendEntryKey(nil, e.id, key)
 	l := d.keyLock(e.id, key)
 	l.Lock()
 	defer l.Unlock()
-	old, err := d.readOld(rk, key)
+	old, err := d.readOld(ek, key)
 	if err != nil || !old.exists {
 		return false, err
 	}
 	b := d.db.NewBatch()
 	defer b.Close()
-	if err := b.Delete(rk, nil); err != nil {
+	if err := deleteKeyRecords(b, e.id, key, ek); err != nil {
 		return false, err
 	}
 	removed, err := removeOld(b, e, key, old, now)
@@ -716,7 +796,7 @@ func (d *DB) ListKeys(ctx context.Context, org, nsID, prefix, after string, limi
 		return nil, false, err
 	}
 	defer e.mu.RUnlock()
-	lo := appendValueKey(nil, e.id, prefix)
+	lo := appendEntryKey(nil, e.id, prefix)
 	hi := store.PrefixEnd(lo)
 	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
@@ -725,7 +805,7 @@ func (d *DB) ListKeys(ctx context.Context, org, nsID, prefix, after string, limi
 	defer it.Close()
 	var valid bool
 	if after != "" && after >= prefix {
-		start := appendValueKey(nil, e.id, after)
+		start := appendEntryKey(nil, e.id, after)
 		valid = it.SeekGE(start)
 		if valid && bytes.Equal(it.Key(), start) {
 			valid = it.Next()
@@ -736,11 +816,11 @@ func (d *DB) ListKeys(ctx context.Context, org, nsID, prefix, after string, limi
 	nowExp := encodeExpiry(now)
 	keys := make([]kv.KeyInfo, 0, min(limit, 64))
 	for ; valid; valid = it.Next() {
-		rec, err := decodeValue(it.Value())
+		ent, err := decodeEntry(it.Value())
 		if err != nil {
 			return nil, false, err
 		}
-		if rec.expiry != 0 && rec.expiry <= nowExp {
+		if ent.expiry != 0 && ent.expiry <= nowExp {
 			continue
 		}
 		if len(keys) == limit {
@@ -748,8 +828,8 @@ func (d *DB) ListKeys(ctx context.Context, org, nsID, prefix, after string, limi
 		}
 		keys = append(keys, kv.KeyInfo{
 			Key:       string(it.Key()[17:]),
-			Size:      int64(len(rec.data)),
-			UpdatedAt: time.Unix(0, rec.updated).UTC(),
+			Size:      int64(ent.size),
+			UpdatedAt: time.Unix(0, ent.updated).UTC(),
 		})
 	}
 	return keys, false, it.Error()
@@ -814,11 +894,11 @@ func (d *DB) sweepNamespace(e *nsEntry, now time.Time, max int) (int, error) {
 // expiry entry and the end of its storage at its expiry, in one batch.
 // Sweeps are not synced: a lost sweep is redone.
 func (d *DB) sweepKey(e *nsEntry, x expiryEntry, now time.Time) (bool, error) {
-	rk := appendValueKey(nil, e.id, x.key)
+	ek := appendEntryKey(nil, e.id, x.key)
 	l := d.keyLock(e.id, x.key)
 	l.Lock()
 	defer l.Unlock()
-	old, err := d.readOld(rk, x.key)
+	old, err := d.readOld(ek, x.key)
 	if err != nil {
 		return false, err
 	}
@@ -826,7 +906,9 @@ func (d *DB) sweepKey(e *nsEntry, x expiryEntry, now time.Time) (bool, error) {
 	defer b.Close()
 	hit := old.exists && old.expiry == x.expiry && expired(old.expiry, now)
 	if hit {
-		b.Delete(rk, nil)
+		if err := deleteKeyRecords(b, e.id, x.key, ek); err != nil {
+			return false, err
+		}
 		if _, err := removeOld(b, e, x.key, old, now); err != nil {
 			return false, err
 		}
