@@ -48,6 +48,14 @@ func writeError(w http.ResponseWriter, reqID string, log *slog.Logger, err error
 }
 
 func writeErrorStatus(w http.ResponseWriter, status int, e *kv.Error) {
+	if e == kv.KeyNotFound() { // the most common error: a read of a missing key
+		writeBody(w, status, keyNotFoundBody, keyNotFoundLen)
+		return
+	}
+	writeJSON(w, status, envelopeOf(e))
+}
+
+func envelopeOf(e *kv.Error) errorBody {
 	obj := errorObject{Code: string(e.Code), Title: e.Title, Detail: e.Detail, Meta: errorMeta{URL: errorDocs + string(e.Code)}}
 	if obj.Title == "" {
 		obj.Title = e.Code.Title()
@@ -55,8 +63,14 @@ func writeErrorStatus(w http.ResponseWriter, status int, e *kv.Error) {
 	if e.Pointer != "" || e.Parameter != "" {
 		obj.Source = &errorSource{Pointer: e.Pointer, Parameter: e.Parameter}
 	}
-	writeJSON(w, status, errorBody{Errors: []errorObject{obj}})
+	return errorBody{Errors: []errorObject{obj}}
 }
+
+// keyNotFoundBody is kv.KeyNotFound()'s envelope, encoded once.
+var (
+	keyNotFoundBody, _ = json.Marshal(envelopeOf(kv.KeyNotFound()))
+	keyNotFoundLen     = strconv.Itoa(len(keyNotFoundBody))
+)
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
@@ -64,9 +78,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		b = []byte(`{"errors":[{"code":"10010","title":"Internal error","detail":"response could not be encoded"}]}`)
 		status = http.StatusInternalServerError
 	}
+	writeBody(w, status, b, strconv.Itoa(len(b)))
+}
+
+var jsonContentType = []string{"application/json"}
+
+func writeBody(w http.ResponseWriter, status int, b []byte, length string) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = []string{length}
 	w.WriteHeader(status)
 	w.Write(b)
 }
