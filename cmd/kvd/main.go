@@ -95,6 +95,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.Var(byteSize{&cfg.MaxStoredBytes}, "max-stored-bytes", "bytes (keys plus values) per organization, e.g. 10GiB or 500MB; 0 for no limit")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", getenv("KV_TLS_CERT"), "PEM certificate (chain) to serve HTTPS with (env KV_TLS_CERT)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", getenv("KV_TLS_KEY"), "PEM private key of --tls-cert (env KV_TLS_KEY)")
+	fs.Var(byteSize{&cfg.CacheSize}, "cache-size", "embedded engine: block cache for data read from disk, e.g. 256MiB (default 64MiB)")
 	fs.IntVar(&cfg.Postgres.MaxConns, "pg-max-conns", 0, "PostgreSQL: most connections this process opens (default 4 per CPU, at least 8)")
 	fs.DurationVar(&cfg.Postgres.StatementTimeout, "pg-statement-timeout", 0, "PostgreSQL: server-side statement_timeout (default 30s)")
 	fs.DurationVar(&cfg.Lifecycle.Lease, "job-lease", 0, "how long a background job is one process's before another may take it over (default 30s)")

@@ -70,6 +70,9 @@ type Config struct {
 	// MaxStoredBytes limits the bytes (keys plus values) each organization
 	// stores (0: no limit).
 	MaxStoredBytes int64
+	// CacheSize is the embedded engine's block cache, in bytes (0:
+	// pebble.DefaultCacheSize).
+	CacheSize int64
 
 	// TLSCert and TLSKey, when both set, serve HTTPS with that certificate.
 	TLSCert string
@@ -130,7 +133,7 @@ func OpenStore(ctx context.Context, cfg Config) (store.Store, error) {
 	if cfg.Store == "" {
 		return nil, errors.New("no store given; pass --store DIR or --store postgres://...")
 	}
-	return pebble.Open(cfg.Store, pebble.Options{Logger: cfg.Logger})
+	return pebble.Open(cfg.Store, pebble.Options{Logger: cfg.Logger, CacheSize: cfg.CacheSize})
 }
 
 func isPostgresURL(s string) bool {

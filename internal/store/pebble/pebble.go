@@ -46,7 +46,8 @@ type Options struct {
 	// FS is the file system; nil means the operating system's. Tests use
 	// Pebble's crash-simulating memory file system here.
 	FS vfs.FS
-	// CacheSize is the block cache size in bytes; 0 means 64 MiB.
+	// CacheSize is the block cache's size in bytes, for sstable blocks;
+	// 0 means DefaultCacheSize.
 	CacheSize int64
 	// Logger receives Pebble's own messages; nil discards informational ones
 	// and logs errors with slog's default logger.
@@ -99,23 +100,31 @@ type nsEntry struct {
 	leaseUntil  time.Time // guarded by DB.mu
 }
 
+// DefaultCacheSize is the block cache's default size.
+const DefaultCacheSize = 64 << 20
+
+// memTableSize is the size of each memtable. Larger than Pebble's 4 MiB
+// default: fewer flushes and less compaction under a steady write load.
+const memTableSize = 32 << 20
+
 // Open opens (or creates) the engine in dir.
 func Open(dir string, o Options) (*DB, error) {
-	cacheSize := o.CacheSize
-	if cacheSize == 0 {
-		cacheSize = 64 << 20
+	blocks := o.CacheSize
+	if blocks <= 0 {
+		blocks = DefaultCacheSize
 	}
 	failed := new(atomic.Bool) // shared with the logger, which sees fatal errors first
-	cache := pebble.NewCache(cacheSize)
+	// Pebble reserves the memory of its memtables (the mutable one and
+	// those being flushed) out of the block cache; without room for two
+	// on top, a cache the size of the memtables caches no block at all.
+	cache := pebble.NewCache(blocks + 2*memTableSize)
 	defer cache.Unref()
 	popts := &pebble.Options{
-		FS:     o.FS,
-		Cache:  cache,
-		Logger: &pebbleLogger{l: o.Logger, onFatal: o.OnFatal, failed: failed},
-		Merger: usageMerger,
-		// A larger memtable than Pebble's 4 MiB default means fewer flushes
-		// and less compaction under a steady write load.
-		MemTableSize:       32 << 20,
+		FS:                 o.FS,
+		Cache:              cache,
+		Logger:             &pebbleLogger{l: o.Logger, onFatal: o.OnFatal, failed: failed},
+		Merger:             usageMerger,
+		MemTableSize:       memTableSize,
 		FormatMajorVersion: pebble.FormatNewest,
 	}
 	// Bloom filters spare a write's read of the old value, and a read of a
