@@ -2,9 +2,11 @@
 // both as child processes on loopback ports, fills them, drives each
 // workload at each client count, and prints ops/s, latency percentiles,
 // CPU, peak RSS, the kvd/baseline ratio, and kvd's fsyncs per acknowledged
-// write (counted under strace in a separate pass).
+// write (counted under strace in a separate pass). get-hit-slowloris is
+// get-hit while --slow-conns slow connections are held open to the target,
+// and is reported as a share of get-hit's throughput.
 //
-//	kvbench [--duration 10s] [--clients 1,64] [--workloads get-hit,put-new] [--json FILE] ...
+//	kvbench [--duration 10s] [--clients 1,64] [--workloads get-hit,put-new] [--slow-conns 1000] [--json FILE] ...
 //	kvbench compare A.json B.json
 //	kvbench baseline --listen ADDR
 package main
@@ -87,6 +89,8 @@ func parseFlags(args []string, stderr io.Writer) (bench.Config, string, error) {
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured time of each workload at each client count")
 	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured time before each measurement")
 	fs.IntVar(&cfg.FillClients, "fill-clients", cfg.FillClients, "concurrent clients of the fills")
+	fs.IntVar(&cfg.SlowConns, "slow-conns", cfg.SlowConns, "slow connections get-hit-slowloris holds open to each target (idle, trickled header, trickled 1 MiB PUT body, in thirds)")
+	fs.DurationVar(&cfg.SlowInterval, "slow-interval", cfg.SlowInterval, "time between two trickled writes of one slow connection")
 	fs.DurationVar(&cfg.FsyncDuration, "fsync-duration", cfg.FsyncDuration, "length of each strace pass counting kvd's fsyncs; 0 skips it")
 	fs.StringVar(&cfg.WorkDir, "workdir", "", "keep binaries, stores and server logs here (default: a temporary directory, removed)")
 	clients := fs.String("clients", joinInts(cfg.Clients), "comma-separated numbers of concurrent keep-alive clients")

@@ -27,18 +27,21 @@ import (
 
 // The workloads, in the order a run drives them.
 const (
-	GetHit       = "get-hit"
-	GetMiss      = "get-miss"
-	PutOverwrite = "put-overwrite"
-	Mix9010      = "mix-90-10"
-	PutNew       = "put-new"
-	List1000     = "list-1000"
-	Put1MiB      = "put-1mib"
-	Get1MiB      = "get-1mib"
+	GetHit = "get-hit"
+	// GetHitSlowloris is get-hit while an attacker pool holds SlowConns
+	// slow connections open to the target (see slowloris.go).
+	GetHitSlowloris = "get-hit-slowloris"
+	GetMiss         = "get-miss"
+	PutOverwrite    = "put-overwrite"
+	Mix9010         = "mix-90-10"
+	PutNew          = "put-new"
+	List1000        = "list-1000"
+	Put1MiB         = "put-1mib"
+	Get1MiB         = "get-1mib"
 )
 
 // Workloads lists every workload, in run order.
-var Workloads = []string{GetHit, GetMiss, PutOverwrite, Mix9010, PutNew, List1000, Put1MiB, Get1MiB}
+var Workloads = []string{GetHit, GetHitSlowloris, GetMiss, PutOverwrite, Mix9010, PutNew, List1000, Put1MiB, Get1MiB}
 
 // Target names. A kvd target's ratio is taken against TargetBaseline.
 const (
@@ -72,6 +75,13 @@ type Config struct {
 	FillClients int           // concurrent clients of the fills
 	Workloads   []string      // the workloads to run; empty: all
 
+	// SlowConns is the number of slow connections get-hit-slowloris keeps
+	// open to the target: a third idle, a third trickling a request header,
+	// a third trickling a 1 MiB PUT body. SlowInterval is the time between
+	// two trickled writes of one connection.
+	SlowConns    int
+	SlowInterval time.Duration
+
 	// FsyncDuration is the length of each strace pass that counts kvd's
 	// fsyncs during put-new; 0 skips it.
 	FsyncDuration time.Duration
@@ -95,6 +105,8 @@ func DefaultConfig() Config {
 		Clients:       []int{1, 64},
 		ListClients:   []int{4},
 		FillClients:   64,
+		SlowConns:     1000,
+		SlowInterval:  time.Second,
 		FsyncDuration: 5 * time.Second,
 	}
 }
@@ -118,6 +130,10 @@ func (c *Config) Validate() error {
 		return errors.New("bench: --clients is empty")
 	case c.FillClients < 1:
 		return errors.New("bench: --fill-clients must be at least 1")
+	case c.selected(GetHitSlowloris) && (c.SlowConns < 1 || c.SlowConns > 1<<20):
+		return errors.New("bench: --slow-conns must be 1 to 1048576")
+	case c.selected(GetHitSlowloris) && c.SlowInterval <= 0:
+		return errors.New("bench: --slow-interval must be positive")
 	case c.NoEmbedded && c.Postgres == "":
 		return errors.New("bench: no kvd target (the embedded engine is left out and no --postgres given)")
 	}
@@ -146,6 +162,17 @@ func (c *Config) clientsFor(w string) []int {
 	}
 	slices.Sort(n)
 	return slices.Compact(n)
+}
+
+// maxClients returns the most concurrent clients any phase or fill uses.
+func (c *Config) maxClients() int {
+	n := c.FillClients
+	for _, w := range Workloads {
+		for _, k := range c.clientsFor(w) {
+			n = max(n, k)
+		}
+	}
+	return n
 }
 
 func (c *Config) logf(format string, args ...any) {
@@ -185,6 +212,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, err
 		}
 		cfg.Baseline = []string{self, "baseline", "--listen"}
+	}
+
+	if cfg.selected(GetHitSlowloris) {
+		// The attacker's connections and the clients' share this process.
+		if err := raiseFDLimit(cfg.SlowConns + cfg.maxClients() + fdReserve); err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
 	}
 
 	rep := newReport(cfg)

@@ -43,7 +43,7 @@ func measureFsyncs(ctx context.Context, cfg *Config, dir string, clients int) (F
 	short := *cfg
 	short.Duration = cfg.FsyncDuration
 	r.cfg = &short
-	res := r.phase(ctx, PutNew, clients, r.op(PutNew))
+	res := r.phase(ctx, PutNew, clients, r.op(PutNew), nil)
 	if err := s.close(); err != nil {
 		// The measured window is over; what strace wrote of it still counts.
 		f.Note = fmt.Sprintf("kvd under strace did not stop in time (%v); strace may have lost its last lines", err)

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -24,6 +26,9 @@ type Report struct {
 	Results  []Result  `json:"results"`
 	Ratios   []Ratio   `json:"ratios"`
 	Fsyncs   []Fsync   `json:"fsyncs"`
+	// SlowlorisRatios compares get-hit-slowloris with get-hit for each
+	// target and client count both ran at.
+	SlowlorisRatios []SlowRatio `json:"slowloris_ratios,omitempty"`
 	// PeakRSSResettable says whether each result's PeakRSS is the peak of
 	// its own phase (VmHWM reset through /proc/PID/clear_refs) rather than
 	// of the server's life so far.
@@ -54,6 +59,9 @@ type Settings struct {
 	FillClients int      `json:"fill_clients"`
 	Workloads   []string `json:"workloads"`
 	Postgres    bool     `json:"postgres"`
+	// SlowConns is get-hit-slowloris's number of attacker connections
+	// (0 when it did not run).
+	SlowConns int `json:"slow_conns,omitempty"`
 }
 
 // Fill is the timing of one namespace's fill.
@@ -88,6 +96,8 @@ type Result struct {
 	// PeakRSS is the server's VmHWM in bytes at the end of the phase.
 	PeakRSS      int64 `json:"peak_rss_bytes"`
 	PeakRSSPhase bool  `json:"peak_rss_is_phase_peak"`
+	// Slowloris is the attacker pool's figures (get-hit-slowloris only).
+	Slowloris *SlowStats `json:"slowloris,omitempty"`
 
 	from, to time.Time // the measured window
 }
@@ -99,6 +109,40 @@ type Ratio struct {
 	Workload string  `json:"workload"`
 	Clients  int     `json:"clients"`
 	Ratio    float64 `json:"ops_ratio"` // kvd ops/s over baseline ops/s
+}
+
+// SlowStats is what the attacker pool of get-hit-slowloris did.
+type SlowStats struct {
+	Conns           int            `json:"conns"`            // connections the pool keeps open
+	Mix             map[string]int `json:"mix"`              // connections of each kind: idle, header, body
+	IntervalSeconds float64        `json:"interval_seconds"` // between two trickled writes of a connection
+	RampSeconds     float64        `json:"ramp_seconds"`     // until every connection had been open
+	// MinOpen and AvgOpen are the smallest and mean number of connections
+	// open, sampled every 10ms over the measured window; Reconnects is the
+	// connections reopened within it after the server ended them.
+	MinOpen    int64   `json:"min_open"`
+	AvgOpen    float64 `json:"avg_open"`
+	Reconnects int64   `json:"reconnects"`
+	// ReconnectsTotal and ReconnectsByKind count from the pool's start to
+	// its teardown (warm-up and measured window).
+	ReconnectsTotal  int64            `json:"reconnects_total"`
+	ReconnectsByKind map[string]int64 `json:"reconnects_by_kind"`
+	// Responses counts the answers the server sent on attacker
+	// connections, by status code, before the connection was replaced.
+	Responses map[string]int64 `json:"responses,omitempty"`
+	// DialErrors counts the connections that could not be opened (the
+	// dial or the first write failed).
+	DialErrors int64 `json:"dial_errors"`
+}
+
+// SlowRatio is get-hit-slowloris's throughput over get-hit's, for one
+// target and client count.
+type SlowRatio struct {
+	Target             string  `json:"target"`
+	Clients            int     `json:"clients"`
+	GetHitOpsPerSec    float64 `json:"get_hit_ops_per_sec"`
+	SlowlorisOpsPerSec float64 `json:"slowloris_ops_per_sec"`
+	Ratio              float64 `json:"ops_ratio"` // slowloris ops/s over get-hit ops/s
 }
 
 // Fsync is one strace pass's count of kvd's syncs.
@@ -121,6 +165,10 @@ func newReport(cfg Config) *Report {
 	if len(wl) == 0 {
 		wl = Workloads
 	}
+	slow := 0
+	if cfg.selected(GetHitSlowloris) {
+		slow = cfg.SlowConns
+	}
 	return &Report{
 		Version: ReportVersion,
 		Started: time.Now().UTC(),
@@ -129,7 +177,7 @@ func newReport(cfg Config) *Report {
 			Keys: cfg.Keys, ListKeys: cfg.ListKeys, ValueSize: cfg.ValueSize, BigKeys: cfg.BigKeys,
 			Duration: cfg.Duration.String(), Warmup: cfg.Warmup.String(),
 			Clients: cfg.Clients, ListClients: cfg.ListClients, FillClients: cfg.FillClients,
-			Workloads: wl, Postgres: cfg.Postgres != "",
+			Workloads: wl, Postgres: cfg.Postgres != "", SlowConns: slow,
 		},
 		Fills: []Fill{}, Results: []Result{}, Ratios: []Ratio{}, Fsyncs: []Fsync{},
 	}
@@ -157,6 +205,29 @@ func (r *Report) computeRatios() {
 		}
 		r.Ratios = append(r.Ratios, Ratio{Target: x.Target, Workload: x.Workload, Clients: x.Clients, Ratio: x.OpsPerSec / b.OpsPerSec})
 	}
+	r.SlowlorisRatios = r.SlowlorisRatios[:0]
+	for _, x := range r.Results {
+		if x.Workload != GetHitSlowloris {
+			continue
+		}
+		g, ok := r.Find(x.Target, GetHit, x.Clients)
+		if !ok || g.OpsPerSec == 0 {
+			continue
+		}
+		r.SlowlorisRatios = append(r.SlowlorisRatios, SlowRatio{Target: x.Target, Clients: x.Clients,
+			GetHitOpsPerSec: g.OpsPerSec, SlowlorisOpsPerSec: x.OpsPerSec, Ratio: x.OpsPerSec / g.OpsPerSec})
+	}
+}
+
+// slowRatio returns get-hit-slowloris's ratio to get-hit for target at
+// clients.
+func (r *Report) slowRatio(target string, clients int) (SlowRatio, bool) {
+	for _, x := range r.SlowlorisRatios {
+		if x.Target == target && x.Clients == clients {
+			return x, true
+		}
+	}
+	return SlowRatio{}, false
 }
 
 // ratio returns the ratio of target at workload and clients (0 if none).
@@ -221,7 +292,49 @@ func (x Result) line() string {
 	if x.Errors > 0 {
 		s += fmt.Sprintf(", %d errors (first: %s)", x.Errors, x.FirstError)
 	}
+	if st := x.Slowloris; st != nil {
+		s += fmt.Sprintf("; slowloris: %d conns, open min %d avg %.1f, %d reconnects (%d in all)", st.Conns, st.MinOpen, st.AvgOpen, st.Reconnects, st.ReconnectsTotal)
+	}
 	return s
+}
+
+// slowLine describes a get-hit-slowloris result: the attacker's figures
+// and how much of get-hit's throughput was kept.
+func (r *Report) slowLine(x Result) string {
+	st := x.Slowloris
+	s := fmt.Sprintf("%s c=%d: %d slow conns (%s), open min %d avg %.1f, %d reconnects in the measured window (%s in all",
+		x.Target, x.Clients, st.Conns, fmtMix(st.Mix), st.MinOpen, st.AvgOpen, st.Reconnects, fmtKinds(st.ReconnectsByKind))
+	if len(st.Responses) > 0 {
+		s += "; answers " + fmtKinds(st.Responses)
+	}
+	if st.DialErrors > 0 {
+		s += fmt.Sprintf("; %d dial errors", st.DialErrors)
+	}
+	s += ")"
+	if q, ok := r.slowRatio(x.Target, x.Clients); ok {
+		s += fmt.Sprintf(": slowloris keeps %.0f%% of get-hit (%s vs %s ops/s)", 100*q.Ratio, fmtRate(q.SlowlorisOpsPerSec), fmtRate(q.GetHitOpsPerSec))
+	} else {
+		s += ": no get-hit result to compare with (run get-hit too)"
+	}
+	return s
+}
+
+func fmtMix(m map[string]int) string {
+	var parts []string
+	for _, k := range slowKindNames {
+		parts = append(parts, fmt.Sprintf("%d %s", m[k], k))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// fmtKinds formats counts by name, names in order.
+func fmtKinds(m map[string]int64) string {
+	keys := slices.Sorted(maps.Keys(m))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, m[k])
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Print writes the report as tables.
@@ -245,6 +358,18 @@ func (r *Report) Print(w io.Writer) {
 	tw.Flush()
 	if !r.PeakRSSResettable {
 		fmt.Fprintln(w, "\npeak RSS is the server's peak since it started (VmHWM could not be reset per phase)")
+	}
+	var slow []string
+	for _, x := range r.Results {
+		if x.Workload == GetHitSlowloris && x.Slowloris != nil {
+			slow = append(slow, r.slowLine(x))
+		}
+	}
+	if len(slow) > 0 {
+		fmt.Fprintln(w, "\nslowloris (get-hit while slow connections are held open; the attacker runs in kvbench and shares its CPU):")
+		for _, l := range slow {
+			fmt.Fprintln(w, " ", l)
+		}
 	}
 	if len(r.Fills) > 0 {
 		fmt.Fprintln(w, "\nfills:")

@@ -67,6 +67,7 @@ func TestRunSmall(t *testing.T) {
 	cfg.Duration, cfg.Warmup = 300*time.Millisecond, 50*time.Millisecond
 	cfg.Clients, cfg.ListClients, cfg.FillClients = []int{1, 4}, []int{2}, 8
 	cfg.FsyncDuration = 0
+	cfg.SlowConns = 30
 	cfg.WorkDir = dir
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -93,6 +94,16 @@ func TestRunSmall(t *testing.T) {
 				if target == TargetKVD {
 					if rt := rep.ratio(TargetKVD, w, n); rt <= 0 {
 						t.Errorf("%s %d: no ratio", w, n)
+					}
+				}
+				if st := r.Slowloris; (st != nil) != (w == GetHitSlowloris) {
+					t.Errorf("%s %s %d: slowloris figures %v", target, w, n, st)
+				} else if st != nil {
+					if st.Conns != cfg.SlowConns || st.MinOpen <= 0 || st.MinOpen > int64(cfg.SlowConns) || st.AvgOpen < float64(st.MinOpen) {
+						t.Errorf("%s %s %d: slowloris figures %+v", target, w, n, *st)
+					}
+					if q, ok := rep.slowRatio(target, n); !ok || q.Ratio <= 0 {
+						t.Errorf("%s %d: no slowloris ratio", target, n)
 					}
 				}
 			}

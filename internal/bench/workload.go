@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,12 +68,7 @@ func (r *run) listKey(i int) string {
 // runTarget starts target name, fills it, drives every selected workload
 // at every client count, and stops it.
 func runTarget(ctx context.Context, cfg *Config, dir, name string, rep *Report) (err error) {
-	maxClients := cfg.FillClients
-	for _, w := range Workloads {
-		for _, n := range cfg.clientsFor(w) {
-			maxClients = max(maxClients, n)
-		}
-	}
+	maxClients := cfg.maxClients()
 	cfg.logf("%s: starting", name)
 	s, err := startServer(ctx, cfg, dir, name, nil, maxClients)
 	if err != nil {
@@ -85,6 +81,11 @@ func runTarget(ctx context.Context, cfg *Config, dir, name string, rep *Report) 
 	}()
 	r := &run{cfg: cfg, s: s, small: newPayload(cfg.ValueSize), listWidth: max(len(strconv.Itoa(cfg.ListKeys-1)), 4)}
 	rep.PeakRSSResettable = rep.PeakRSSResettable || resetPeakRSS(s.proc.pid)
+	if cfg.selected(GetHitSlowloris) {
+		if err := checkServerFDs(name, s.proc.pid, cfg.SlowConns+maxClients+fdReserve); err != nil {
+			return err
+		}
+	}
 
 	if r.mainNS, err = s.createNamespace(ctx, "bench-main"); err != nil {
 		return err
@@ -109,7 +110,14 @@ func runTarget(ctx context.Context, cfg *Config, dir, name string, rep *Report) 
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			res := r.phase(ctx, wl, n, op)
+			var res Result
+			if wl == GetHitSlowloris {
+				if res, err = r.slowPhase(ctx, wl, n, op); err != nil {
+					return fmt.Errorf("%s at %d clients: %w", wl, n, err)
+				}
+			} else {
+				res = r.phase(ctx, wl, n, op, nil)
+			}
 			rep.Results = append(rep.Results, res)
 			cfg.logf("%s", res.line())
 		}
@@ -234,7 +242,7 @@ type listPage struct {
 func (r *run) op(wl string) opFunc {
 	size := r.cfg.ValueSize
 	switch wl {
-	case GetHit:
+	case GetHit, GetHitSlowloris:
 		return func(w *worker, _ uint64) error {
 			return w.do(http.MethodGet, r.keyURL(r.mainNS, mainKey(w.rng.IntN(r.cfg.Keys))), nil, http.StatusOK, 0, int64(size), nil)
 		}
@@ -331,11 +339,42 @@ func (r *run) fill(ctx context.Context, what string, n, clients int, put func(w 
 	return f, firstErr
 }
 
+// slowPhase runs phase while an attacker pool holds cfg.SlowConns slow
+// connections open to the server: the pool opens all of them before the
+// warm-up starts and is torn down after the measured window.
+func (r *run) slowPhase(ctx context.Context, wl string, clients int, op opFunc) (Result, error) {
+	cfg := r.cfg
+	u, err := url.Parse(r.s.base)
+	if err != nil {
+		return Result{}, err
+	}
+	cfg.logf("%s: slowloris: opening %d slow connections (idle, trickled header, trickled 1 MiB PUT body)", r.s.name, cfg.SlowConns)
+	pool := startSlowPool(slowPoolConfig{
+		Addr:       u.Host,
+		Conns:      cfg.SlowConns,
+		Interval:   cfg.SlowInterval,
+		HeaderPath: "/v2/storage/kvs/" + r.mainNS + "/keys/" + mainKey(0),
+		BodyPath:   func(i int) string { return "/v2/storage/kvs/" + r.mainNS + "/keys/slowloris/" + strconv.Itoa(i) },
+		Auth:       r.s.auth,
+	})
+	if err := pool.waitReady(ctx, 60*time.Second); err != nil {
+		pool.Stop()
+		return Result{}, err
+	}
+	cfg.logf("%s: slowloris: %d connections open after %.2fs", r.s.name, pool.Open(), time.Since(pool.start).Seconds())
+	res := r.phase(ctx, wl, clients, op, pool)
+	st := pool.Stop()
+	st.MinOpen, st.AvgOpen, st.Reconnects = res.Slowloris.MinOpen, res.Slowloris.AvgOpen, res.Slowloris.Reconnects
+	res.Slowloris = &st
+	return res, nil
+}
+
 // phase drives workload wl with clients concurrent clients: a warm-up,
 // then Duration measured. Operations that start within the measured window
 // count; their latency runs from sending the request to the end of the
-// response body.
-func (r *run) phase(ctx context.Context, wl string, clients int, op opFunc) Result {
+// response body. With pool, its open connections and reconnects are
+// sampled over the measured window.
+func (r *run) phase(ctx context.Context, wl string, clients int, op opFunc, pool *slowPool) Result {
 	cfg := r.cfg
 	pid := r.s.proc.pid
 	resettable := resetPeakRSS(pid)
@@ -343,6 +382,10 @@ func (r *run) phase(ctx context.Context, wl string, clients int, op opFunc) Resu
 	measureFrom := start.Add(cfg.Warmup)
 	stopAt := measureFrom.Add(cfg.Duration)
 
+	var watch *openWatch
+	if pool != nil {
+		watch = pool.watch(ctx, measureFrom, stopAt)
+	}
 	hists := make([]Histogram, clients)
 	var ops, errs atomic.Int64
 	var firstErr atomic.Value
@@ -399,6 +442,11 @@ func (r *run) phase(ctx context.Context, wl string, clients int, op opFunc) Resu
 	if hwm, err := procStatus(pid, "VmHWM"); err == nil {
 		res.PeakRSS = hwm
 		res.PeakRSSPhase = resettable
+	}
+	if watch != nil {
+		st := &SlowStats{}
+		st.MinOpen, st.AvgOpen, st.Reconnects = watch.wait()
+		res.Slowloris = st
 	}
 	return res
 }
