@@ -1,4 +1,5 @@
-// Package pgtest gives tests a fresh, empty PostgreSQL database.
+// Package pgtest gives tests a fresh, empty PostgreSQL database, and
+// servers of their own to crash and restart.
 //
 // The first call to URL in a test binary starts one throwaway PostgreSQL
 // server from the machine's binaries (initdb and postgres, found on PATH or
@@ -9,14 +10,20 @@
 //
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
 //
+// NewServer starts another server, for one test alone, which the test can
+// crash (Server.Crash) and start again on the same data (Server.Restart);
+// it is stopped and removed when the test ends.
+//
 // Environment:
 //
 //	KV_TEST_POSTGRES_URL  use this server instead of starting one; its user
-//	                      must be allowed to CREATE DATABASE
+//	                      must be allowed to CREATE DATABASE. A test cannot
+//	                      crash an external server, so NewServer skips its
+//	                      test when this is set, even with KV_REQUIRE_POSTGRES=1.
 //	KV_REQUIRE_POSTGRES=1 fail, rather than skip, when no server is available
 //
-// PostgreSQL refuses to run as root; when the tests run as root the server
-// runs as the "postgres" system user.
+// PostgreSQL refuses to run as root; when the tests run as root the servers
+// run as the "postgres" system user.
 package pgtest
 
 import (
@@ -34,6 +41,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,13 +59,11 @@ const (
 	stopTimeout  = 15 * time.Second
 )
 
-// server is the one server of this test binary.
+// shared is the server of this test binary that URL creates databases on.
 var (
-	once    sync.Once
-	srv     *server
-	srvErr  error
-	adminMu sync.Mutex // serializes CREATE DATABASE on the admin connection
-	admin   *pgx.Conn
+	once   sync.Once
+	shared *server
+	srvErr error
 )
 
 // Main runs the tests of m and then stops the server started for them, if
@@ -70,7 +76,9 @@ func Main(m *testing.M) {
 // them, stops the server and returns their exit code.
 func Run(m *testing.M) int {
 	code := m.Run()
-	stop()
+	if shared != nil {
+		shared.remove()
+	}
 	return code
 }
 
@@ -79,54 +87,138 @@ func Run(m *testing.M) int {
 // available it skips the test, or fails it when KV_REQUIRE_POSTGRES=1.
 func URL(t testing.TB) string {
 	t.Helper()
-	once.Do(func() { srv, srvErr = start() })
+	once.Do(func() { shared, srvErr = start() })
 	if srvErr != nil {
-		if os.Getenv(EnvRequire) == "1" {
-			t.Fatalf("pgtest: %v", srvErr)
-		}
-		t.Skipf("pgtest: %v\n(install PostgreSQL, e.g. apt-get install postgresql, or set %s to a server's URL; set %s=1 to fail instead of skip)", srvErr, EnvURL, EnvRequire)
+		unavailable(t, srvErr)
 	}
-	name := "kvtest_" + randomHex(8)
-	if err := execAdmin(fmt.Sprintf("CREATE DATABASE %s", name)); err != nil {
+	u, name, err := shared.createDatabase()
+	if err != nil {
 		t.Fatalf("pgtest: create database: %v", err)
 	}
 	t.Cleanup(func() {
 		// FORCE ends sessions a test left open (PostgreSQL 13+); servers
 		// that do not know it get a plain DROP.
-		if err := execAdmin(fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", name)); err != nil {
-			if err := execAdmin(fmt.Sprintf("DROP DATABASE IF EXISTS %s", name)); err != nil {
+		if err := shared.execAdmin(fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", name)); err != nil {
+			if err := shared.execAdmin(fmt.Sprintf("DROP DATABASE IF EXISTS %s", name)); err != nil {
 				t.Logf("pgtest: drop database %s: %v", name, err)
 			}
 		}
 	})
-	u := *srv.url
-	u.Path = "/" + name
-	return u.String()
+	return u
 }
 
-func execAdmin(sql string) error {
-	adminMu.Lock()
-	defer adminMu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if admin == nil || admin.IsClosed() {
-		c, err := pgx.Connect(ctx, srv.url.String())
-		if err != nil {
-			return err
-		}
-		admin = c
+// unavailable skips t, or fails it when KV_REQUIRE_POSTGRES=1, because
+// no server could be had.
+func unavailable(t testing.TB, err error) {
+	t.Helper()
+	if os.Getenv(EnvRequire) == "1" {
+		t.Fatalf("pgtest: %v", err)
 	}
-	_, err := admin.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol)
-	return err
+	t.Skipf("pgtest: %v\n(install PostgreSQL, e.g. apt-get install postgresql, or set %s to a server's URL; set %s=1 to fail instead of skip)", err, EnvURL, EnvRequire)
 }
 
-// server is a running PostgreSQL: one started here (cmd set) or an
-// external one (cmd nil).
+// Server is a PostgreSQL server that one test has to itself, started from
+// the machine's binaries like the shared one. The test can crash it and
+// start it again on the same data directory and port; it is stopped and
+// its directory removed when the test ends. Its methods are meant for the
+// test's goroutine and are not safe for concurrent use.
+type Server struct {
+	s       *server
+	crashed bool
+}
+
+// NewServer starts a server for t alone and waits until it accepts
+// connections. Without PostgreSQL binaries it skips t, or fails it when
+// KV_REQUIRE_POSTGRES=1. When KV_TEST_POSTGRES_URL names an external
+// server it always skips t: that server cannot be crashed, and the tests
+// are then meant to run against it alone.
+func NewServer(t testing.TB) *Server {
+	t.Helper()
+	if os.Getenv(EnvURL) != "" {
+		t.Skipf("pgtest: this test crashes and restarts a PostgreSQL server of its own, and %s is set: the tests use that external server, which they cannot crash; unset %s to run this test on a local server", EnvURL, EnvURL)
+	}
+	s, err := startLocal()
+	if err != nil {
+		unavailable(t, err)
+	}
+	t.Cleanup(s.remove)
+	return &Server{s: s}
+}
+
+// URL returns the URL of a new, empty database on the server. The
+// database goes with the server when the test ends.
+func (s *Server) URL(t testing.TB) string {
+	t.Helper()
+	u, _, err := s.s.createDatabase()
+	if err != nil {
+		t.Fatalf("pgtest: create database: %v", err)
+	}
+	return u
+}
+
+// Crash stops the server the way a crash would: an immediate shutdown
+// (SIGQUIT to the postmaster), in which every server process exits at once,
+// without a checkpoint and without waiting for its clients, so that the
+// next start recovers from the write-ahead log. It returns once the
+// postmaster has exited: the port then refuses connections. A postmaster
+// still running after 15s is killed.
+func (s *Server) Crash(t testing.TB) {
+	t.Helper()
+	if s.crashed {
+		t.Fatal("pgtest: Crash of a server that is down")
+	}
+	s.s.crash()
+	s.crashed = true
+}
+
+// Restart starts the crashed server again, on the same data directory and
+// port, and returns once it accepts connections, that is, once it has
+// recovered. It fails t if the server does not come back.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	if !s.crashed {
+		t.Fatal("pgtest: Restart of a server that is running")
+	}
+	// The port was just given up; if something else holds it for a
+	// moment, try again.
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if err = s.s.launch(); err == nil {
+			s.crashed = false
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("pgtest: restart: %v", err)
+}
+
+// Log returns the server's log so far, of every start.
+func (s *Server) Log() string {
+	b, err := os.ReadFile(s.s.logPath())
+	if err != nil {
+		return fmt.Sprintf("(no server log: %v)", err)
+	}
+	return string(b)
+}
+
+// server is a running PostgreSQL: one started here (bin set) or an
+// external one.
 type server struct {
-	url    *url.URL // admin URL, database "postgres" or the external one's
-	dir    string
+	url *url.URL // admin URL: database "postgres", or the external one's
+
+	// A local server's binaries, directory (holding data/ and server.log)
+	// and user to run as (nil: this process's).
+	bin  string
+	dir  string
+	cred *runAs
+
+	// The running postmaster, when started here; exited is closed once it
+	// has exited.
 	cmd    *exec.Cmd
 	exited chan struct{}
+
+	adminMu sync.Mutex // serializes statements on the admin connection
+	admin   *pgx.Conn
 }
 
 func start() (*server, error) {
@@ -137,19 +229,7 @@ func start() (*server, error) {
 		}
 		return &server{url: u}, nil
 	}
-	bin, err := findBinaries()
-	if err != nil {
-		return nil, err
-	}
-	var s *server
-	// A free port can be taken between probing and binding: try again.
-	for attempt := 0; attempt < 3; attempt++ {
-		s, err = startLocal(bin)
-		if err == nil {
-			return s, nil
-		}
-	}
-	return nil, err
+	return startLocal()
 }
 
 // findBinaries returns the directory holding initdb and postgres.
@@ -182,8 +262,14 @@ func versionOf(binDir string) int {
 	return n
 }
 
-func startLocal(bin string) (*server, error) {
-	var cred *runAs
+// startLocal creates a cluster in a new temporary directory and starts a
+// server on it, on a free loopback port.
+func startLocal() (*server, error) {
+	bin, err := findBinaries()
+	if err != nil {
+		return nil, err
+	}
+	s := &server{bin: bin}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -191,73 +277,82 @@ func startLocal(bin string) (*server, error) {
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
-		cred = &runAs{uid: uint32(uid), gid: uint32(gid)}
+		s.cred = &runAs{uid: uint32(uid), gid: uint32(gid)}
 	}
-	dir, err := os.MkdirTemp("", "kv-pgtest-")
-	if err != nil {
+	if s.dir, err = os.MkdirTemp("", "kv-pgtest-"); err != nil {
 		return nil, err
 	}
 	ok := false
 	defer func() {
 		if !ok {
-			os.RemoveAll(dir)
+			os.RemoveAll(s.dir)
 		}
 	}()
-	if cred != nil {
-		if err := os.Chown(dir, int(cred.uid), int(cred.gid)); err != nil {
+	if s.cred != nil {
+		if err := os.Chown(s.dir, int(s.cred.uid), int(s.cred.gid)); err != nil {
 			return nil, err
 		}
 	}
-	data := filepath.Join(dir, "data")
-	logPath := filepath.Join(dir, "server.log")
 
-	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
-	initdb.Dir = dir
-	initdb.SysProcAttr = sysProcAttr(cred, false)
+	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", s.dataDir(), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
+	initdb.Dir = s.dir
+	initdb.SysProcAttr = sysProcAttr(s.cred, false)
 	if out, err := initdb.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
 	}
 
-	port, err := freePort()
-	if err != nil {
-		return nil, err
+	// A free port can be taken between probing and binding: try again.
+	for attempt := 0; attempt < 3; attempt++ {
+		var port int
+		if port, err = freePort(); err != nil {
+			return nil, err
+		}
+		s.url = &url.URL{Scheme: "postgres", User: url.User("postgres"), Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Path: "/postgres", RawQuery: "sslmode=disable"}
+		if err = s.launch(); err == nil {
+			ok = true
+			return s, nil
+		}
 	}
-	logFile, err := os.Create(logPath)
+	return nil, err
+}
+
+func (s *server) dataDir() string { return filepath.Join(s.dir, "data") }
+func (s *server) logPath() string { return filepath.Join(s.dir, "server.log") }
+
+// launch starts the postmaster of a local server on its data directory
+// and port, and waits until it accepts connections.
+func (s *server) launch() error {
+	logFile, err := os.OpenFile(s.logPath(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer logFile.Close() // the child has its own descriptor
-	cmd := exec.Command(filepath.Join(bin, "postgres"),
-		"-D", data,
-		"-p", strconv.Itoa(port),
-		"-k", dir, // unix socket in the temp dir, away from /var/run/postgresql
+	cmd := exec.Command(filepath.Join(s.bin, "postgres"),
+		"-D", s.dataDir(),
+		"-p", s.url.Port(),
+		"-k", s.dir, // unix socket in the temp dir, away from /var/run/postgresql
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "max_connections=300",
 		"-c", "shared_buffers=128MB",
 		"-c", "logging_collector=off",
 	)
-	cmd.Dir = dir
+	cmd.Dir = s.dir
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.SysProcAttr = sysProcAttr(cred, true)
+	cmd.SysProcAttr = sysProcAttr(s.cred, true)
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start postgres: %v", err)
+		return fmt.Errorf("start postgres: %v", err)
 	}
-	s := &server{
-		url:    &url.URL{Scheme: "postgres", User: url.User("postgres"), Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Path: "/postgres", RawQuery: "sslmode=disable"},
-		dir:    dir,
-		cmd:    cmd,
-		exited: make(chan struct{}),
-	}
-	go func() { cmd.Wait(); close(s.exited) }()
+	exited := make(chan struct{})
+	s.cmd, s.exited = cmd, exited
+	go func() { cmd.Wait(); close(exited) }()
 
 	if err := s.waitReady(); err != nil {
 		s.kill()
-		log, _ := os.ReadFile(logPath)
-		return nil, fmt.Errorf("postgres did not start: %v\nserver log:\n%s", err, log)
+		log, _ := os.ReadFile(s.logPath())
+		return fmt.Errorf("postgres did not start: %v\nserver log:\n%s", err, log)
 	}
-	ok = true
-	return s, nil
+	return nil
 }
 
 // waitReady polls by connecting until the server answers, it exits, or
@@ -282,17 +377,31 @@ func (s *server) waitReady() error {
 			return nil
 		}
 		last = err
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("not ready after %v: %v", startTimeout, last)
 }
 
-// kill stops a local server: a fast shutdown (SIGINT), then SIGKILL.
-func (s *server) kill() {
-	if s.cmd == nil || s.cmd.Process == nil {
+// running reports whether a local server's postmaster is up.
+func (s *server) running() bool {
+	if s.cmd == nil {
+		return false
+	}
+	select {
+	case <-s.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// stopWith sends sig to the postmaster and waits for it to exit, killing
+// it after stopTimeout.
+func (s *server) stopWith(sig os.Signal) {
+	if !s.running() {
 		return
 	}
-	s.cmd.Process.Signal(os.Interrupt)
+	s.cmd.Process.Signal(sig)
 	select {
 	case <-s.exited:
 	case <-time.After(stopTimeout):
@@ -301,20 +410,63 @@ func (s *server) kill() {
 	}
 }
 
-func stop() {
-	adminMu.Lock()
-	if admin != nil {
+// kill stops a local server with a fast shutdown (SIGINT).
+func (s *server) kill() { s.stopWith(os.Interrupt) }
+
+// crash stops a local server with an immediate shutdown (SIGQUIT). The
+// postmaster passes it on to every server process, which exits at once,
+// and exits itself once they have all gone.
+func (s *server) crash() { s.stopWith(syscall.SIGQUIT) }
+
+// remove stops a local server and deletes its directory.
+func (s *server) remove() {
+	s.adminMu.Lock()
+	if s.admin != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		admin.Close(ctx)
+		s.admin.Close(ctx)
 		cancel()
-		admin = nil
+		s.admin = nil
 	}
-	adminMu.Unlock()
-	if srv == nil || srv.cmd == nil {
+	s.adminMu.Unlock()
+	if s.bin == "" {
 		return
 	}
-	srv.kill()
-	os.RemoveAll(srv.dir)
+	s.kill()
+	os.RemoveAll(s.dir)
+}
+
+// createDatabase creates a new, empty database and returns its URL and
+// name.
+func (s *server) createDatabase() (string, string, error) {
+	name := "kvtest_" + randomHex(8)
+	if err := s.execAdmin(fmt.Sprintf("CREATE DATABASE %s", name)); err != nil {
+		return "", "", err
+	}
+	u := *s.url
+	u.Path = "/" + name
+	return u.String(), name, nil
+}
+
+// execAdmin runs sql on the admin connection, connecting again if the
+// connection was lost (as a crash does).
+func (s *server) execAdmin(sql string) error {
+	s.adminMu.Lock()
+	defer s.adminMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if s.admin != nil && (s.admin.IsClosed() || s.admin.Ping(ctx) != nil) {
+		s.admin.Close(ctx)
+		s.admin = nil
+	}
+	if s.admin == nil {
+		c, err := pgx.Connect(ctx, s.url.String())
+		if err != nil {
+			return err
+		}
+		s.admin = c
+	}
+	_, err := s.admin.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol)
+	return err
 }
 
 func freePort() (int, error) {

@@ -2,6 +2,7 @@ package pgtest_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/edgekv/kv/internal/pgtest"
@@ -36,5 +37,79 @@ func TestURLIsFreshDatabase(t *testing.T) {
 	}
 	if n != 0 {
 		t.Fatalf("second database has %d tables, want 0", n)
+	}
+}
+
+// A crashed server comes back on the same data and port: what was committed
+// before the crash is there, what was not is not, and the server recovered
+// from its write-ahead log rather than from a clean shutdown.
+func TestServerCrashRestart(t *testing.T) {
+	ctx := context.Background()
+	srv := pgtest.NewServer(t)
+	url := srv.URL(t)
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, "CREATE TABLE t (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "INSERT INTO t SELECT generate_series(1, 1000)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "INSERT INTO t VALUES (1001)"); err != nil {
+		t.Fatal(err)
+	}
+	// A transaction still open at the crash.
+	open, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close(ctx)
+	tx, err := open.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO t SELECT generate_series(2000, 2999)"); err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Crash(t)
+	if err := c.Ping(ctx); err == nil {
+		t.Fatal("a connection made before the crash still answers")
+	}
+	if c2, err := pgx.Connect(ctx, url); err == nil {
+		c2.Close(ctx)
+		t.Fatal("the crashed server accepts connections")
+	}
+
+	srv.Restart(t)
+	c3, err := pgx.Connect(ctx, url) // same URL: same port, same database
+	if err != nil {
+		t.Fatalf("connect after restart: %v", err)
+	}
+	defer c3.Close(ctx)
+	var n, max int
+	if err := c3.QueryRow(ctx, "SELECT count(*), max(x) FROM t").Scan(&n, &max); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1001 || max != 1001 {
+		t.Fatalf("after the restart t has %d rows, max %d; want the 1001 committed rows, max 1001", n, max)
+	}
+	if log := srv.Log(); !strings.Contains(log, "not properly shut down") {
+		t.Fatalf("the restart did not recover from a crash; server log:\n%s", log)
+	}
+
+	// It can crash and come back again.
+	srv.Crash(t)
+	srv.Restart(t)
+	c4, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connect after the second restart: %v", err)
+	}
+	defer c4.Close(ctx)
+	if err := c4.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != 1001 {
+		t.Fatalf("after the second restart t has %d rows (%v); want 1001", n, err)
 	}
 }
