@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,6 +90,17 @@ func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
 		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: 5 * time.Second}
 	}
 
+	// A connection idle in the pool when the server went away (a restart,
+	// a crash, a terminated session) is dead, but nothing tells the client
+	// until it sends a statement, which then fails with an outcome the
+	// caller cannot know, although the server is back. So every connection
+	// is looked at as it leaves the pool, and one the server has closed is
+	// replaced by another (pgxpool pings only connections idle for over a
+	// second).
+	pc.PrepareConn = func(ctx context.Context, c *pgx.Conn) (bool, error) {
+		return !peerClosed(c.PgConn().Conn()), nil
+	}
+
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
@@ -130,15 +142,25 @@ func (db *DB) conn(ctx context.Context, op string, fn func(c *pgx.Conn) error) e
 	}
 	c, err := db.pool.Acquire(ctx)
 	if err != nil {
-		return wrap(ctx, op, err)
+		return wrap(ctx, op, err, false)
 	}
 	defer c.Release()
-	return wrap(ctx, op, fn(c.Conn()))
+	err = fn(c.Conn())
+	// A call that failed on a connection that is now closed lost it: the
+	// server went away, or the network failed, in the middle of the call.
+	return wrap(ctx, op, err, err != nil && c.Conn().IsClosed())
 }
 
+// errUnavailable is the store's answer to a call that could not reach the
+// database, or lost its connection before the outcome was known: a write
+// that lost it may have been made or not.
+var errUnavailable = kv.Errorf(kv.EUnavailable, "The database is unavailable; try again later")
+
 // wrap maps an error to the store's vocabulary: *kv.Error values pass
-// through, anything else is an engine failure named after op.
-func wrap(ctx context.Context, op string, err error) error {
+// through; a failure to reach the database, or the loss of the connection
+// (lost), matches kv.ErrUnavailable; anything else is an engine failure
+// named after op. The original error stays in the chain, for logs.
+func wrap(ctx context.Context, op string, err error, lost bool) error {
 	var ke *kv.Error
 	switch {
 	case err == nil:
@@ -149,8 +171,35 @@ func wrap(ctx context.Context, op string, err error) error {
 		return errClosed
 	case ctx.Err() != nil && !errors.Is(err, ctx.Err()):
 		return fmt.Errorf("postgres: %s: %w: %w", op, ctx.Err(), err)
+	case ctx.Err() == nil && (lost || unreachable(err)):
+		return fmt.Errorf("postgres: %s: %w: %w", op, errUnavailable, err)
 	}
 	return fmt.Errorf("postgres: %s: %w", op, err)
+}
+
+// unreachable reports whether err says that the database cannot be
+// reached or is not serving: no connection could be made (refused,
+// unreachable, or rejected by a server starting up, shutting down or out
+// of connection slots, or for any other reason), or the server ended the
+// session (shutdown, crash of another server process, a connection
+// failure).
+func unreachable(err error) bool {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "57P01", // admin_shutdown
+			"57P02", // crash_shutdown
+			"57P03", // cannot_connect_now
+			"53300": // too_many_connections
+			return true
+		}
+		return strings.HasPrefix(pe.Code, "08") // connection_exception
+	}
+	return false
 }
 
 const (
