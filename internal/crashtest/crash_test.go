@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/edgekv/kv/internal/linearizability"
+	"github.com/edgekv/kv/internal/pgtest"
 )
 
 // The shape of the crash workload: few keys, so that operations on each
@@ -24,63 +25,50 @@ const (
 	// doomEvery: every this many cycles, a namespace is deleted while the
 	// cycle runs.
 	doomEvery = 5
+	// quietEvery: every this many database crash cycles, the database is
+	// also crashed and restarted once the cycle's requests are done.
+	quietEvery = 3
 	// clockSlack absorbs rounding between the test's and kvd's readings of
 	// the same wall clock in the TTL checks.
 	clockSlack = 50 * time.Millisecond
 )
 
 // TestCrashRecovery kills kvd with SIGKILL at random moments while clients
-// write, delete and read over HTTP, restarts it on the same data directory,
-// and checks after every restart that each acknowledged write reads back
-// unless a later acknowledged write or delete superseded it; at the end the
-// whole history, across every crash, must be linearizable. Along the way a
+// write, delete and read over HTTP, restarts it on the same store, and
+// checks after every restart that each acknowledged write reads back unless
+// a later acknowledged write or delete superseded it; at the end the whole
+// history, across every crash, must be linearizable. Along the way a
 // namespace is deleted during some cycles (once a 200 answers its DELETE it
 // never serves a key again and, after any restart, is deleting or gone)
 // and keys are written with ttl_secs=1 (an expired key never reappears).
+// It runs on the embedded engine and on PostgreSQL.
 //
-// KV_CRASH_CYCLES sets the number of kill cycles (default 50).
+// KV_CRASH_CYCLES sets the number of kill cycles on the embedded engine
+// (default 50), KV_CRASH_CYCLES_POSTGRES on PostgreSQL (default 20).
 func TestCrashRecovery(t *testing.T) {
-	cycles := envInt(t, "KV_CRASH_CYCLES", 50)
-	seed := rand.Uint64()
-	t.Logf("%d kill cycles, seed %d", cycles, seed)
-	r := &crashRun{
-		t:   t,
-		rng: rand.New(rand.NewPCG(seed, 0)),
-		hc:  newHTTPClient(),
-		rec: linearizability.NewRecorder(),
-	}
-	r.k = startKVD(t, t.TempDir())
-	r.api = api{hc: r.hc, base: r.k.url()}
-	r.ns = r.api.createNamespace(t, "crash-main")
-	start := time.Now()
+	t.Run("pebble", func(t *testing.T) {
+		runKVDCrashes(t, t.TempDir(), envInt(t, "KV_CRASH_CYCLES", 50))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		// A kill can leave a lifecycle job claimed; the restarted kvd is
+		// another lease holder and would wait out the default 30s lease.
+		runKVDCrashes(t, pgtest.URL(t), envInt(t, "KV_CRASH_CYCLES_POSTGRES", 20), "--job-lease=1s")
+	})
+}
 
-	cycle := 1
-	for ; cycle <= cycles && !t.Failed(); cycle++ {
-		r.verify(cycle)
+func runKVDCrashes(t *testing.T, store string, cycles int, args ...string) {
+	r := newCrashRun(t, startKVD(t, store, args...), nil)
+	r.run(cycles, func(cycle int) {
 		var d *doomedNS
 		if cycle%doomEvery == 0 {
 			d = r.newDoomed(cycle)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		for w := range crashWorkers {
-			wg.Add(1)
-			seed := r.rng.Uint64()
-			go func() { defer wg.Done(); r.keyWorker(ctx, w, seed) }()
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); r.ttlWorker(ctx) }()
-		if d != nil {
-			wg.Add(2)
-			go func() { defer wg.Done(); r.doomWorker(ctx, d) }()
-			delay := time.Duration(r.rng.Int64N(int64(200 * time.Millisecond)))
-			go func() { defer wg.Done(); r.doomDelete(ctx, d, delay) }()
-		}
-		time.Sleep(20*time.Millisecond + time.Duration(r.rng.Int64N(int64(280*time.Millisecond))))
-		r.k.kill()
-		killedAt := time.Now().Round(0)
-		cancel()
-		wg.Wait()
+		var killedAt time.Time
+		r.workload(d, func() {
+			r.sleep(20*time.Millisecond, 300*time.Millisecond)
+			r.k.kill()
+			killedAt = time.Now().Round(0)
+		})
 		r.hc.CloseIdleConnections()
 		r.settleTTL(killedAt)
 		if d != nil {
@@ -88,25 +76,70 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		r.reportProblems(cycle)
 		r.k.start()
-	}
-	r.verify(cycle)
-	r.k.stop()
+	})
+}
 
-	st := r.rec.Stats()
-	t.Logf("%d kill cycles in %v; after each restart checked %d keys, %d reads in all; history: %v",
-		r.k.starts-1, time.Since(start).Round(time.Millisecond), crashKeys, r.checkedReads, st)
-	t.Logf("acknowledged writes checked across restarts: %d on the register keys, %d TTL writes (%d checked expired), %d namespaces deleted (%d with the DELETE acknowledged before a kill)",
-		st.AckedWrites, r.ttlAcked, r.ttlExpiredChecked, r.doomedGone, r.doomAckedBeforeKill)
-	if st.AckedWrites == 0 {
-		t.Fatal("no write was acknowledged: the workload did not run")
-	}
+// TestDatabaseCrash crashes PostgreSQL under a running kvd: at random
+// moments while clients write, delete and read, the database server is
+// stopped the way a crash would (an immediate shutdown: every server process
+// exits at once, without a checkpoint), kept down for a while, and started
+// again on the same data directory and port, where it recovers from its
+// write-ahead log. kvd itself is never restarted. While the database is
+// down kvd must answer every request, and with 503 and code 10033 in the
+// API's error envelope when it cannot do the work; a request made and
+// answered while the database is up must succeed as usual. After every
+// restart each acknowledged write reads back unless a later acknowledged
+// write or delete superseded it, and at the end the whole history, in which
+// a write answered 503 may or may not have happened, must be linearizable.
+// TTL writes and namespace deletions run as in TestCrashRecovery.
+//
+// The test needs a PostgreSQL server of its own (pgtest.NewServer), so it
+// is skipped when the tests run against an external server
+// (KV_TEST_POSTGRES_URL). KV_DB_CRASH_CYCLES sets the number of database
+// crashes (default 10).
+func TestDatabaseCrash(t *testing.T) {
+	cycles := envInt(t, "KV_DB_CRASH_CYCLES", 10)
+	srv := pgtest.NewServer(t)
+	// A crash can fail a lifecycle job after its claim; the lease then
+	// decides when it is tried again.
+	r := newCrashRun(t, startKVD(t, srv.URL(t), "--job-lease=1s"), srv)
+	r.run(cycles, func(cycle int) {
+		var d *doomedNS
+		if cycle%doomEvery == 0 {
+			d = r.newDoomed(cycle)
+		}
+		r.workload(d, func() {
+			r.sleep(20*time.Millisecond, 300*time.Millisecond)
+			r.databaseDown()
+			srv.Crash(t)
+			r.probeOutage(cycle)
+			r.sleep(50*time.Millisecond, 300*time.Millisecond)
+			srv.Restart(t)
+			r.databaseUp()
+			// kvd must serve normally again, without a restart, while
+			// the clients go on.
+			r.sleep(100*time.Millisecond, 300*time.Millisecond)
+		})
+		r.settleTTL(time.Now().Round(0))
+		if d != nil {
+			r.checkDoomedCycle(d)
+		}
+		r.reportProblems(cycle)
+		if cycle%quietEvery == 0 {
+			// A crash with no request in flight or made while the
+			// database is down: kvd's connections of before the crash
+			// are all dead, and the next cycle's reads must not fail on
+			// them.
+			srv.Crash(t)
+			srv.Restart(t)
+			r.quietCrashes++
+		}
+		if !r.k.running() {
+			t.Fatalf("cycle %d: kvd exited (%v):\n%s", cycle, r.k.cmd.ProcessState, r.k.logs)
+		}
+	})
 	if t.Failed() {
-		return
-	}
-	ops := r.rec.Operations()
-	checkStart := time.Now()
-	if linearizability.Check(t, ops) {
-		t.Logf("porcupine: the history of %d operations across %d crashes is linearizable (checked in %v)", len(ops), r.k.starts-1, time.Since(checkStart).Round(time.Millisecond))
+		t.Logf("kvd log:\n%s\ndatabase server log:\n%s", r.k.logs, srv.Log())
 	}
 }
 
@@ -120,17 +153,126 @@ type crashRun struct {
 	ns  string
 	seq atomic.Int64 // makes every written value unique
 
+	// db is the database server that is crashed, nil when kvd is.
+	db *pgtest.Server
+
 	mu       sync.Mutex
 	problems []string // unexpected answers seen by the workers
 	ttl      []*ttlWrite
+	outages  []outage // when the database was down, on the recorder's clock
 
 	doomed []*doomedNS
 
+	crashes             int
 	checkedReads        int
 	ttlAcked            int
 	ttlExpiredChecked   int
 	doomedGone          int
 	doomAckedBeforeKill int
+	outageAnswers       int // 503s to the workload while the database was down
+	outageProbes        int // requests made while the database was surely down
+	quietCrashes        int // database crashes with no request in flight
+}
+
+// outage is a time the database was down: from just before its crash to
+// just after its restart had completed (0: not yet).
+type outage struct{ down, up int64 }
+
+// newCrashRun sets up a run on kvd k; db is the database server the run
+// crashes, or nil if it kills kvd.
+func newCrashRun(t *testing.T, k *kvd, db *pgtest.Server) *crashRun {
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	hc := newHTTPClient()
+	r := &crashRun{
+		t:   t,
+		rng: rand.New(rand.NewPCG(seed, 0)),
+		hc:  hc,
+		rec: linearizability.NewRecorder(),
+		k:   k,
+		api: api{hc: hc, base: k.url()},
+		db:  db,
+	}
+	r.ns = r.api.createNamespace(t, "crash-main")
+	return r
+}
+
+// what names the crashes of the run in its report.
+func (r *crashRun) what() (cycles, restart string) {
+	if r.db != nil {
+		return "database crash cycles", "database restart"
+	}
+	return "kill cycles", "restart"
+}
+
+// run runs cycles crash cycles, each after checking every key, then checks
+// the keys once more, stops kvd, reports what was checked and checks the
+// whole history with porcupine.
+func (r *crashRun) run(cycles int, cycle func(n int)) {
+	t := r.t
+	noun, restart := r.what()
+	t.Logf("%d %s", cycles, noun)
+	start := time.Now()
+	n := 1
+	for ; n <= cycles && !t.Failed(); n++ {
+		r.verify(n)
+		cycle(n)
+		r.crashes++
+	}
+	r.verify(n)
+	r.k.stop()
+
+	st := r.rec.Stats()
+	t.Logf("%d %s in %v; after each %s checked %d keys, %d reads in all; history: %v",
+		r.crashes, noun, time.Since(start).Round(time.Millisecond), restart, crashKeys, r.checkedReads, st)
+	deleteAcked := "before a kill"
+	if r.db != nil {
+		deleteAcked = "within its cycle"
+	}
+	t.Logf("acknowledged writes checked across %ss: %d on the register keys, %d TTL writes (%d checked expired), %d namespaces deleted (%d with the DELETE acknowledged %s)",
+		restart, st.AckedWrites, r.ttlAcked, r.ttlExpiredChecked, r.doomedGone, r.doomAckedBeforeKill, deleteAcked)
+	if r.db != nil {
+		t.Logf("while the database was down: %d requests of the workload answered 503, and %d of %d probes; %d more database crashes with no request in flight; kvd was never restarted", r.outageAnswers, r.outageProbes, 2*r.crashes, r.quietCrashes)
+	}
+	if st.AckedWrites == 0 {
+		t.Fatal("no write was acknowledged: the workload did not run")
+	}
+	if t.Failed() {
+		return
+	}
+	ops := r.rec.Operations()
+	checkStart := time.Now()
+	if linearizability.Check(t, ops) {
+		t.Logf("porcupine: the history of %d operations across %d crashes is linearizable (checked in %v)", len(ops), r.crashes, time.Since(checkStart).Round(time.Millisecond))
+	}
+}
+
+// sleep waits a random time in [min, max).
+func (r *crashRun) sleep(min, max time.Duration) {
+	time.Sleep(min + time.Duration(r.rng.Int64N(int64(max-min))))
+}
+
+// workload runs the clients (and, with d, the doomed namespace's) while
+// crash runs, then stops them and waits until every request has been
+// answered or has failed.
+func (r *crashRun) workload(d *doomedNS, crash func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }() // also when crash fails the test
+	for w := range crashWorkers {
+		wg.Add(1)
+		seed := r.rng.Uint64()
+		go func() { defer wg.Done(); r.keyWorker(ctx, w, seed) }()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); r.ttlWorker(ctx) }()
+	if d != nil {
+		wg.Add(2)
+		go func() { defer wg.Done(); r.doomWorker(ctx, d) }()
+		delay := time.Duration(r.rng.Int64N(int64(200 * time.Millisecond)))
+		go func() { defer wg.Done(); r.doomDelete(ctx, d, delay) }()
+	}
+	crash()
 }
 
 func (r *crashRun) problem(format string, args ...any) {
@@ -142,10 +284,102 @@ func (r *crashRun) problem(format string, args ...any) {
 func (r *crashRun) reportProblems(cycle int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, p := range r.problems {
+	const most = 10
+	for i, p := range r.problems {
+		if i == most {
+			r.t.Errorf("cycle %d: and %d more", cycle, len(r.problems)-most)
+			break
+		}
 		r.t.Errorf("cycle %d: %s", cycle, p)
 	}
 	r.problems = nil
+}
+
+// databaseDown and databaseUp bracket a database outage.
+func (r *crashRun) databaseDown() {
+	r.mu.Lock()
+	r.outages = append(r.outages, outage{down: r.rec.Now()})
+	r.mu.Unlock()
+}
+
+func (r *crashRun) databaseUp() {
+	r.mu.Lock()
+	r.outages[len(r.outages)-1].up = r.rec.Now()
+	r.mu.Unlock()
+}
+
+// duringOutage reports whether a request called at call and answered at
+// ret overlapped a database outage.
+func (r *crashRun) duringOutage(call, ret int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, o := range r.outages {
+		if ret >= o.down && (o.up == 0 || call <= o.up) {
+			return true
+		}
+	}
+	return false
+}
+
+// failed judges a request that did not get an answer it expects: status
+// is the HTTP status, or 0 with err when there was no answer. When kvd is
+// killed, a request without an answer is the kill's doing. When the
+// database is crashed, kvd never goes away, so every request must be
+// answered, and a 5xx is acceptable only for a request that overlapped an
+// outage, and only as 503 with code 10033 in the error envelope. Anything
+// else is a problem.
+func (r *crashRun) failed(what string, call, ret int64, status int, body string, err error) {
+	if err != nil {
+		status = 0 // no answer, or not all of it
+	}
+	switch {
+	case status == 0 && r.db == nil:
+	case status == 0:
+		r.problem("%s: no answer from kvd, which was not restarted: %v", what, err)
+	case status >= 500 && r.db != nil && r.duringOutage(call, ret):
+		if status != http.StatusServiceUnavailable || errorCode(body) != "10033" {
+			r.problem("%s while the database was down: status %d: %s; want 503 with code 10033 in the error envelope", what, status, body)
+			return
+		}
+		r.mu.Lock()
+		r.outageAnswers++
+		r.mu.Unlock()
+	default:
+		r.problem("%s: unexpected answer: status %d: %s", what, status, body)
+	}
+}
+
+// errorCode returns the code of the one error in the API's error envelope
+// in body, or "" if body is not such an envelope.
+func errorCode(body string) string {
+	var e struct {
+		Errors []struct {
+			Code  string `json:"code"`
+			Title string `json:"title"`
+		} `json:"errors"`
+	}
+	if json.Unmarshal([]byte(body), &e) != nil || len(e.Errors) != 1 || e.Errors[0].Title == "" {
+		return ""
+	}
+	return e.Errors[0].Code
+}
+
+// probeOutage runs right after the database went down (its postmaster has
+// exited): a write and a read must each be answered with 503 and code
+// 10033, within the client's timeout.
+func (r *crashRun) probeOutage(cycle int) {
+	c := r.client(crashWorkers + 1)
+	for _, res := range []linearizability.Result{
+		c.Put(context.Background(), keyName(r.rng.IntN(crashKeys)), fmt.Sprintf("v%d", r.seq.Add(1))),
+		c.Get(context.Background(), keyName(r.rng.IntN(crashKeys))),
+	} {
+		var se *linearizability.StatusError
+		if !errors.As(res.Err, &se) || se.Status != http.StatusServiceUnavailable || errorCode(se.Body) != "10033" {
+			r.t.Errorf("cycle %d: with the database down, kvd answered %+v (%v); want 503 with code 10033 in the error envelope", cycle, res.Out, res.Err)
+			continue
+		}
+		r.outageProbes++
+	}
 }
 
 func (r *crashRun) client(id int) *linearizability.Client {
@@ -156,30 +390,61 @@ func keyName(i int) string { return fmt.Sprintf("k%02d", i) }
 
 // keyWorker puts unique values, deletes and reads random keys until ctx is
 // done. Requests refused at connect time (kvd is down) never reached a
-// server and are not part of the history.
+// server and are not part of the history. A request is not cancelled when
+// ctx is done: every request gets its answer (or its failure) in full.
 func (r *crashRun) keyWorker(ctx context.Context, id int, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	c := r.client(id)
+	var b backoff
 	for ctx.Err() == nil {
 		key := keyName(rng.IntN(crashKeys))
 		var res linearizability.Result
 		switch x := rng.IntN(100); {
 		case x < 50:
-			res = c.Put(ctx, key, fmt.Sprintf("v%d", r.seq.Add(1)))
+			res = c.Put(context.Background(), key, fmt.Sprintf("v%d", r.seq.Add(1)))
 		case x < 65:
-			res = c.Delete(ctx, key)
+			res = c.Delete(context.Background(), key)
 		default:
-			res = c.Get(ctx, key)
+			res = c.Get(context.Background(), key)
 		}
 		var se *linearizability.StatusError
 		switch {
 		case res.NotSent:
+			if r.db != nil {
+				r.problem("%v: kvd, which was not restarted, refused the connection", res.Err)
+			}
 			time.Sleep(2 * time.Millisecond)
 		case errors.As(res.Err, &se):
-			r.problem("unexpected answer: %v", se)
+			r.failed(se.Op.Kind.String()+"("+key+")", res.Call, res.Return, se.Status, se.Body, nil)
+			b.wait(se.Status)
+		case res.Err != nil:
+			r.failed("request on "+key, res.Call, res.Return, 0, "", res.Err)
+		default:
+			b.reset()
 		}
 	}
 }
+
+// backoff spaces a client's requests while they are answered 5xx, as a
+// client should, so that an outage does not fill the history with writes
+// of unknown outcome (each makes porcupine's search wider) nor flood the
+// recovering database with connection attempts.
+type backoff time.Duration
+
+func (b *backoff) wait(status int) {
+	if status < 500 {
+		return
+	}
+	switch {
+	case *b == 0:
+		*b = backoff(5 * time.Millisecond)
+	case *b < backoff(100*time.Millisecond):
+		*b *= 2
+	}
+	time.Sleep(time.Duration(*b))
+}
+
+func (b *backoff) reset() { *b = 0 }
 
 // verify runs with no request in flight, right after kvd (re)started: each
 // register key must read what the history allows; TTL keys and deleted
@@ -217,16 +482,26 @@ func (r *crashRun) ttlWorker(ctx context.Context) {
 		n := r.seq.Add(1)
 		w := &ttlWrite{key: fmt.Sprintf("ttl-%d", n), value: fmt.Sprintf("t%d", n)}
 		w.call = time.Now().Round(0)
-		code, b, err := r.api.call(ctx, http.MethodPut, "/"+r.ns+"/keys/"+w.key+"?ttl_secs=1", strings.NewReader(w.value))
+		call := r.rec.Now()
+		code, b, err := r.api.call(context.Background(), http.MethodPut, "/"+r.ns+"/keys/"+w.key+"?ttl_secs=1", strings.NewReader(w.value))
 		w.ret = time.Now().Round(0)
+		ret := r.rec.Now()
 		switch {
 		case err != nil && linearizability.IsNotSent(err):
+			if r.db != nil {
+				r.problem("put %s?ttl_secs=1: %v: kvd, which was not restarted, refused the connection", w.key, err)
+			}
 			time.Sleep(2 * time.Millisecond)
 			continue
 		case err != nil:
+			r.failed("put "+w.key+"?ttl_secs=1", call, ret, 0, "", err)
 			w.ret = time.Time{} // unknown: settled at the kill
 		case code == http.StatusCreated:
 			w.acked = true
+		case code >= 500:
+			// Unknown outcome; if the write happened, it did before
+			// its answer.
+			r.failed("put "+w.key+"?ttl_secs=1", call, ret, code, string(b), nil)
 		default:
 			r.problem("put %s?ttl_secs=1: status %d: %s", w.key, code, b)
 			continue
@@ -241,8 +516,9 @@ func (r *crashRun) ttlWorker(ctx context.Context) {
 	}
 }
 
-// settleTTL gives every TTL write of unknown outcome the kill time as its
-// latest possible moment of effect.
+// settleTTL gives every TTL write of unknown outcome without an answer the
+// kill time, or any time once no request is in flight, as its latest
+// possible moment of effect.
 func (r *crashRun) settleTTL(killedAt time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -372,6 +648,7 @@ func (r *crashRun) newDoomed(cycle int) *doomedNS {
 
 // doomWorker writes and reads the doomed namespace's keys until ctx is done.
 func (r *crashRun) doomWorker(ctx context.Context, d *doomedNS) {
+	var bo backoff
 	for i := 0; ctx.Err() == nil; i++ {
 		key := fmt.Sprintf("d%d", i%doomKeys)
 		value := fmt.Sprintf("d%d", r.seq.Add(1))
@@ -383,27 +660,37 @@ func (r *crashRun) doomWorker(ctx context.Context, d *doomedNS) {
 				body = strings.NewReader("")
 			}
 			call := r.rec.Now()
-			code, b, err := r.api.call(ctx, method, "/"+d.id+"/keys/"+key, body)
+			code, b, err := r.api.call(context.Background(), method, "/"+d.id+"/keys/"+key, body)
 			ret := r.rec.Now()
 			if err != nil && linearizability.IsNotSent(err) {
+				if r.db != nil {
+					r.problem("%s %s in a namespace being deleted: %v: kvd, which was not restarted, refused the connection", method, key, err)
+				}
 				time.Sleep(2 * time.Millisecond)
 				continue
 			}
+			refused := code == http.StatusConflict || code == http.StatusNotFound
 			d.mu.Lock()
 			d.ops = append(d.ops, doomOp{what: method + " " + key, call: call, ret: ret, status: code})
-			if method == http.MethodPut && (err != nil || code == http.StatusOK || code == http.StatusCreated) {
-				d.writes[key] = append(d.writes[key], doomWrite{value, err == nil})
+			if code < 500 {
+				bo.reset()
+			}
+			if method == http.MethodPut && !refused {
+				d.writes[key] = append(d.writes[key], doomWrite{value, err == nil && (code == http.StatusOK || code == http.StatusCreated)})
 			}
 			d.mu.Unlock()
-			if err == nil && code != http.StatusOK && code != http.StatusCreated && code != http.StatusConflict && code != http.StatusNotFound {
-				r.problem("%s %s in a namespace being deleted: status %d: %s", method, key, code, b)
+			if err != nil || (code != http.StatusOK && code != http.StatusCreated && !refused) {
+				r.failed(fmt.Sprintf("%s %s in a namespace being deleted", method, key), call, ret, code, string(b), err)
+			}
+			if err == nil {
+				bo.wait(code)
 			}
 		}
 	}
 }
 
-// doomDelete deletes the doomed namespace after delay, unless kvd is
-// killed first.
+// doomDelete deletes the doomed namespace after delay, unless the crash
+// comes first (kvd's) or the cycle ends.
 func (r *crashRun) doomDelete(ctx context.Context, d *doomedNS, delay time.Duration) {
 	select {
 	case <-ctx.Done():
@@ -411,14 +698,18 @@ func (r *crashRun) doomDelete(ctx context.Context, d *doomedNS, delay time.Durat
 	case <-time.After(delay):
 	}
 	call := r.rec.Now()
-	code, b, err := r.api.call(ctx, http.MethodDelete, "/"+d.id, nil)
+	code, b, err := r.api.call(context.Background(), http.MethodDelete, "/"+d.id, nil)
 	ret := r.rec.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	switch {
 	case err != nil && linearizability.IsNotSent(err):
-	case err != nil:
+		if r.db != nil {
+			r.problem("delete namespace %s: %v: kvd, which was not restarted, refused the connection", d.id, err)
+		}
+	case err != nil || code >= 500:
 		d.delState, d.delCall = delUnknown, call
+		r.failed("delete namespace "+d.id, call, ret, code, string(b), err)
 	case code == http.StatusOK:
 		d.delState, d.delCall, d.delRet = delAcked, call, ret
 		d.ackedBeforeKills = true
