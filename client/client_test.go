@@ -77,6 +77,9 @@ func TestNamespaceLifecycle(t *testing.T) {
 	}
 
 	for _, name := range []string{"second", "third"} {
+		// Namespaces list oldest first by created_at (in milliseconds),
+		// then by id: let the clock tick so that the order is by creation.
+		time.Sleep(2 * time.Millisecond)
 		if _, err := c.CreateNamespace(ctx, name); err != nil {
 			t.Fatal(err)
 		}
