@@ -6,7 +6,13 @@
 // get-hit while --slow-conns slow connections are held open to the target,
 // and is reported as a share of get-hit's throughput.
 //
+// kvbench scale loads one namespace with --keys keys (10 million) and
+// reports the load rate, disk bytes per key, kvd's RSS, its stop and
+// start-up time on the loaded store, and the GET latency at that size
+// against the same GET on a --small-keys store.
+//
 //	kvbench [--duration 10s] [--clients 1,64] [--workloads get-hit,put-new] [--slow-conns 1000] [--json FILE] ...
+//	kvbench scale [--keys 10000000] [--small-keys 10000] [--clients 64] [--json FILE] ...
 //	kvbench compare A.json B.json
 //	kvbench baseline --listen ADDR
 package main
@@ -43,6 +49,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return runBaseline(ctx, args[1:], stderr)
 		case "compare":
 			return runCompare(args[1:], stdout, stderr)
+		case "scale":
+			return runScale(ctx, args[1:], stdout, stderr)
 		}
 	}
 	cfg, jsonPath, err := parseFlags(args, stderr)
@@ -75,7 +83,7 @@ func parseFlags(args []string, stderr io.Writer) (bench.Config, string, error) {
 	fs := flag.NewFlagSet("kvbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: kvbench [flags]\n       kvbench compare A.json B.json\n       kvbench baseline --listen ADDR\n\n")
+		fmt.Fprintf(stderr, "Usage: kvbench [flags]\n       kvbench scale [flags]\n       kvbench compare A.json B.json\n       kvbench baseline --listen ADDR\n\n")
 		fmt.Fprintf(stderr, "Workloads: %s\n\nFlags:\n", strings.Join(bench.Workloads, ", "))
 		fs.PrintDefaults()
 	}
@@ -140,6 +148,71 @@ func joinInts(ns []int) string {
 		s[i] = strconv.Itoa(n)
 	}
 	return strings.Join(s, ",")
+}
+
+// runScale runs kvbench scale.
+func runScale(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, jsonPath, err := parseScaleFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "kvbench scale:", err)
+		return 2
+	}
+	rep, err := bench.RunScale(ctx, cfg)
+	if rep != nil {
+		rep.Print(stdout)
+		if jsonPath != "" {
+			if werr := rep.WriteJSON(jsonPath); werr != nil {
+				fmt.Fprintln(stderr, "kvbench scale:", werr)
+				return 1
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "kvbench scale:", err)
+		return 1
+	}
+	return 0
+}
+
+func parseScaleFlags(args []string, stderr io.Writer) (bench.ScaleConfig, string, error) {
+	cfg := bench.DefaultScaleConfig()
+	fs := flag.NewFlagSet("kvbench scale", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: kvbench scale [flags]\n\n")
+		fmt.Fprintf(stderr, "Loads --keys keys with --value-size values into one namespace of a new kvd store and\n")
+		fmt.Fprintf(stderr, "reports the load rate, disk bytes per key, kvd's RSS, its stop time (SIGTERM) and\n")
+		fmt.Fprintf(stderr, "start-up time on the loaded store, and GET of random keys at --clients clients after\n")
+		fmt.Fprintf(stderr, "the load, after a restart, and on a new store of --small-keys keys. Targets: the GET p99\n")
+		fmt.Fprintf(stderr, "within %.0fx of the small store's, kvd RSS at most %d MiB.\n\nFlags:\n", bench.ScaleP99Target, bench.ScaleRSSTarget>>20)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.KVD, "kvd", "", "kvd binary to run (default: build ./cmd/kvd with the go command)")
+	kvdArgs := fs.String("kvd-args", "", "further flags for kvd, separated by spaces, e.g. \"--metrics-listen 127.0.0.1:9090\" to profile it")
+	fs.IntVar(&cfg.Keys, "keys", cfg.Keys, "keys loaded into the namespace")
+	fs.IntVar(&cfg.SmallKeys, "small-keys", cfg.SmallKeys, "keys of the store the GET latency is compared with")
+	fs.IntVar(&cfg.ValueSize, "value-size", cfg.ValueSize, "bytes of each value")
+	fs.IntVar(&cfg.FillClients, "fill-clients", cfg.FillClients, "concurrent clients of the loads")
+	fs.IntVar(&cfg.Clients, "clients", cfg.Clients, "concurrent keep-alive clients of the GET measurements")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured time of each GET measurement")
+	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured time before each measurement")
+	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "longest wait after the load for kvd to go quiet (compactions) before GET; 0 does not wait")
+	fs.StringVar(&cfg.WorkDir, "workdir", "", "keep the binary, stores and server logs here (default: a temporary directory, removed)")
+	jsonPath := fs.String("json", "", "write the results as JSON to this file")
+	if err := fs.Parse(args); err != nil {
+		return cfg, "", err
+	}
+	if fs.NArg() > 0 {
+		return cfg, "", fmt.Errorf("unexpected argument %q (see kvbench scale -h)", fs.Arg(0))
+	}
+	cfg.KVDArgs = strings.Fields(*kvdArgs)
+	if cfg.Log == nil {
+		cfg.Log = stderr
+	}
+	return cfg, *jsonPath, cfg.Validate()
 }
 
 // runBaseline serves the baseline until it is interrupted.

@@ -175,10 +175,25 @@ func (c *Config) maxClients() int {
 	return n
 }
 
-func (c *Config) logf(format string, args ...any) {
-	if c.Log != nil {
-		fmt.Fprintf(c.Log, format+"\n", args...)
+func (c *Config) logf(format string, args ...any) { logf(c.Log, format, args...) }
+
+// logf writes a progress line to w, unless w is nil.
+func logf(w io.Writer, format string, args ...any) {
+	if w != nil {
+		fmt.Fprintf(w, format+"\n", args...)
 	}
+}
+
+// buildKVD builds ./cmd/kvd of this module into dir with the go command
+// and returns the binary's path.
+func buildKVD(ctx context.Context, dir string, log io.Writer) (string, error) {
+	bin := filepath.Join(dir, "kvd")
+	logf(log, "building kvd: go build -o %s github.com/edgekv/kv/cmd/kvd", bin)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/edgekv/kv/cmd/kvd")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("bench: build kvd (run from the module, or pass --kvd): %v\n%s", err, out)
+	}
+	return bin, nil
 }
 
 // Run runs the benchmark and returns its report. A target that fails is
@@ -198,11 +213,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		dir = d
 	}
 	if cfg.KVD == "" {
-		bin := filepath.Join(dir, "kvd")
-		cfg.logf("building kvd: go build -o %s github.com/edgekv/kv/cmd/kvd", bin)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/edgekv/kv/cmd/kvd")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("bench: build kvd (run from the module, or pass --kvd): %v\n%s", err, out)
+		bin, err := buildKVD(ctx, dir, cfg.Log)
+		if err != nil {
+			return nil, err
 		}
 		cfg.KVD = bin
 	}
@@ -255,15 +268,53 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 // server is a target being benchmarked.
 type server struct {
 	name   string
+	spec   serverSpec // how it was started, to start it again
 	proc   *proc
 	base   string // http://host:port
 	auth   string // Authorization header value
 	client *http.Client
+	// ready is when /healthz first answered 200; proc.started is when the
+	// process was started.
+	ready time.Time
+}
+
+// serverSpec describes how to start one target.
+type serverSpec struct {
+	name     string
+	kvd      string   // the kvd binary; empty starts the baseline
+	baseline []string // the baseline's argv, its address appended
+	store    string   // kvd's --store: a data directory or a postgres:// URL
+	kvdArgs  []string // further kvd flags
+	logDir   string   // where the server's log goes
+	tracer   []string // argv prefix the server runs under (strace), or nil
+	// maxClients is the most concurrent clients the load generator's
+	// client keeps connections for.
+	maxClients int
+}
+
+// storeDir returns a new data directory name for target name in dir.
+func storeDir(dir, name string) string {
+	return filepath.Join(dir, fmt.Sprintf("%s-store-%d", name, time.Now().UnixNano()))
 }
 
 // startServer starts target name (optionally under a tracer: argv
 // prefix) with its store in dir.
 func startServer(ctx context.Context, cfg *Config, dir, name string, tracer []string, maxClients int) (*server, error) {
+	sp := serverSpec{name: name, logDir: dir, tracer: tracer, maxClients: maxClients}
+	switch name {
+	case TargetBaseline:
+		sp.baseline = cfg.Baseline
+	case TargetKVDPostgres:
+		sp.kvd, sp.store = cfg.KVD, cfg.Postgres
+	default:
+		sp.kvd, sp.store = cfg.KVD, storeDir(dir, name)
+	}
+	return sp.start(ctx)
+}
+
+// start starts the server on a free loopback port and waits until its
+// /healthz answers 200.
+func (sp serverSpec) start(ctx context.Context) (*server, error) {
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ { // a free port can be taken before the child binds it
 		addr, err := freeAddr()
@@ -274,23 +325,19 @@ func startServer(ctx context.Context, cfg *Config, dir, name string, tracer []st
 		var key [16]byte
 		rand.Read(key[:])
 		token := "kvbench-" + hex.EncodeToString(key[:])
-		switch name {
-		case TargetBaseline:
-			argv = append(slices.Clone(cfg.Baseline), addr)
-		default:
-			store := filepath.Join(dir, fmt.Sprintf("%s-store-%d", name, time.Now().UnixNano()))
-			if name == TargetKVDPostgres {
-				store = cfg.Postgres
-			}
-			argv = []string{cfg.KVD, "--listen", addr, "--store", store, "--access-log=false", "--rate-limit=0", "--log-level", "warn"}
+		if sp.kvd == "" {
+			argv = append(slices.Clone(sp.baseline), addr)
+		} else {
+			argv = []string{sp.kvd, "--listen", addr, "--store", sp.store, "--access-log=false", "--rate-limit=0", "--log-level", "warn"}
+			argv = append(argv, sp.kvdArgs...)
 			env = []string{"TELNYX_API_KEY=" + token}
 		}
-		argv = append(slices.Clone(tracer), argv...)
-		p, err := startProc(argv, env, filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano())))
+		argv = append(slices.Clone(sp.tracer), argv...)
+		p, err := startProc(argv, env, filepath.Join(sp.logDir, fmt.Sprintf("%s-%d.log", sp.name, time.Now().UnixNano())))
 		if err != nil {
 			return nil, err
 		}
-		if len(tracer) > 0 {
+		if len(sp.tracer) > 0 {
 			if p.pid, err = childPID(p.cmd.Process.Pid, 10*time.Second); err != nil {
 				p.stop(5 * time.Second)
 				return nil, err
@@ -301,7 +348,7 @@ func startServer(ctx context.Context, cfg *Config, dir, name string, tracer []st
 			lastErr = err
 			continue
 		}
-		return &server{name: name, proc: p, base: "http://" + addr, auth: "Bearer " + token, client: newClient(maxClients)}, nil
+		return &server{name: sp.name, spec: sp, proc: p, base: "http://" + addr, auth: "Bearer " + token, client: newClient(sp.maxClients), ready: time.Now()}, nil
 	}
 	return nil, lastErr
 }

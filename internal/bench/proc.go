@@ -20,6 +20,7 @@ import (
 type proc struct {
 	cmd     *exec.Cmd
 	logPath string
+	started time.Time     // just before the process was started
 	done    chan struct{} // closed when the process has exited
 	waitErr error
 	// pid is the server's own process: the child itself, or the child's
@@ -51,11 +52,12 @@ func startProc(argv []string, env []string, logPath string) (*proc, error) {
 	// Its own process group: a Ctrl-C in the terminal reaches kvbench,
 	// which stops its children in order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	started := time.Now()
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
-	p := &proc{cmd: cmd, logPath: logPath, done: make(chan struct{}), pid: cmd.Process.Pid}
+	p := &proc{cmd: cmd, logPath: logPath, started: started, done: make(chan struct{}), pid: cmd.Process.Pid}
 	go func() {
 		p.waitErr = cmd.Wait()
 		logf.Close()
@@ -84,10 +86,12 @@ func (p *proc) logTail() string {
 }
 
 // waitReady polls url until it answers 200, the process exits, or the
-// timeout passes.
+// timeout passes. It polls every 5ms for the first second, so that a
+// start-up time taken from its return is that precise, then every 50ms.
 func (p *proc) waitReady(ctx context.Context, url string, timeout time.Duration) error {
 	c := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	deadline := start.Add(timeout)
 	for time.Now().Before(deadline) {
 		if p.exited() {
 			return fmt.Errorf("exited before serving (%v): %s", p.waitErr, p.logTail())
@@ -99,10 +103,14 @@ func (p *proc) waitReady(ctx context.Context, url string, timeout time.Duration)
 				return nil
 			}
 		}
+		poll := 50 * time.Millisecond
+		if time.Since(start) < time.Second {
+			poll = 5 * time.Millisecond
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(poll):
 		}
 	}
 	return fmt.Errorf("not ready after %s: %s", timeout, p.logTail())
@@ -110,11 +118,15 @@ func (p *proc) waitReady(ctx context.Context, url string, timeout time.Duration)
 
 // stop asks the process to stop (SIGINT to the server, so that kvd drains
 // and closes its engine) and waits; after grace it is killed.
-func (p *proc) stop(grace time.Duration) error {
+func (p *proc) stop(grace time.Duration) error { return p.stopWith(syscall.SIGINT, grace) }
+
+// stopWith sends sig to the server and waits for the process to exit;
+// after grace it is killed.
+func (p *proc) stopWith(sig syscall.Signal, grace time.Duration) error {
 	if p.exited() {
 		return nil
 	}
-	syscall.Kill(p.pid, syscall.SIGINT)
+	syscall.Kill(p.pid, sig)
 	select {
 	case <-p.done:
 		return nil
