@@ -62,17 +62,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	rep, err := bench.Run(ctx, cfg)
-	if rep != nil && len(rep.Results) > 0 {
+	return report(rep, rep != nil && len(rep.Results) > 0, err, jsonPath, "kvbench", stdout, stderr)
+}
+
+// printable is a report of a run.
+type printable interface {
+	Print(w io.Writer)
+	WriteJSON(path string) error
+}
+
+// report prints rep when show is set and writes it to jsonPath (unless
+// empty), reports err, and returns the exit code.
+func report(rep printable, show bool, err error, jsonPath, prog string, stdout, stderr io.Writer) int {
+	if show {
 		rep.Print(stdout)
 		if jsonPath != "" {
 			if werr := rep.WriteJSON(jsonPath); werr != nil {
-				fmt.Fprintln(stderr, "kvbench:", werr)
+				fmt.Fprintln(stderr, prog+":", werr)
 				return 1
 			}
 		}
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "kvbench:", err)
+		fmt.Fprintln(stderr, prog+":", err)
 		return 1
 	}
 	return 0
@@ -161,20 +173,7 @@ func runScale(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 	rep, err := bench.RunScale(ctx, cfg)
-	if rep != nil {
-		rep.Print(stdout)
-		if jsonPath != "" {
-			if werr := rep.WriteJSON(jsonPath); werr != nil {
-				fmt.Fprintln(stderr, "kvbench scale:", werr)
-				return 1
-			}
-		}
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "kvbench scale:", err)
-		return 1
-	}
-	return 0
+	return report(rep, rep != nil, err, jsonPath, "kvbench scale", stdout, stderr)
 }
 
 func parseScaleFlags(args []string, stderr io.Writer) (bench.ScaleConfig, string, error) {

@@ -22,16 +22,7 @@ func TestBlockCacheCaches(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	ns := kv.Namespace{ID: kv.NewID(), Org: "org", Name: "n", Status: kv.StatusPending, CreatedAt: at, UpdatedAt: at}
-	if err := d.CreateNamespace(ctx, ns); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok, err := d.ClaimLifecycleJob(ctx, "h", at, time.Minute); err != nil || !ok {
-		t.Fatalf("claim: %v %v", ok, err)
-	}
-	if err := d.CompleteProvision(ctx, ns.ID, "h", kv.StatusProvisionOK, at); err != nil {
-		t.Fatal(err)
-	}
+	ns := readyNamespace(t, d, "org", at)
 	// Grow the memtables to their full size (Pebble starts them small):
 	// from then on two of them hold reservations in the cache.
 	junk := make([]byte, 256<<10)
@@ -70,4 +61,22 @@ func TestBlockCacheCaches(t *testing.T) {
 	if after.Count == 0 || after.Misses-before.Misses > n/20 {
 		t.Fatalf("block cache: %d blocks cached, %d misses on the second read of %d keys (first: %+v); want the blocks cached", after.Count, after.Misses-before.Misses, n, before)
 	}
+}
+
+// readyNamespace creates a provisioned namespace of org on d.
+func readyNamespace(t *testing.T, d *DB, org string, at time.Time) kv.Namespace {
+	t.Helper()
+	ctx := context.Background()
+	ns := kv.Namespace{ID: kv.NewID(), Org: org, Name: "n", Status: kv.StatusPending, CreatedAt: at, UpdatedAt: at}
+	if err := d.CreateNamespace(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := d.ClaimLifecycleJob(ctx, "h", at, time.Minute); err != nil || !ok {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	if err := d.CompleteProvision(ctx, ns.ID, "h", kv.StatusProvisionOK, at); err != nil {
+		t.Fatal(err)
+	}
+	ns.Status = kv.StatusProvisionOK
+	return ns
 }

@@ -26,16 +26,7 @@ func TestUpgradeWritesKeyEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns := kv.Namespace{ID: kv.NewID(), Org: "org", Name: "n", Status: kv.StatusPending, CreatedAt: at, UpdatedAt: at}
-	if err := d.CreateNamespace(ctx, ns); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok, err := d.ClaimLifecycleJob(ctx, "h", at, time.Minute); err != nil || !ok {
-		t.Fatalf("claim: %v %v", ok, err)
-	}
-	if err := d.CompleteProvision(ctx, ns.ID, "h", kv.StatusProvisionOK, at); err != nil {
-		t.Fatal(err)
-	}
+	ns := readyNamespace(t, d, "org", at)
 	const n = 3000 // more than one page
 	for i := range n {
 		v := store.PutValue{Data: bytes.Repeat([]byte("v"), i%50), ContentType: kv.DefaultContentType}
