@@ -112,6 +112,7 @@ func parseFlags(args []string, stderr io.Writer) (bench.Config, string, error) {
 	fs.IntVar(&cfg.SlowConns, "slow-conns", cfg.SlowConns, "slow connections get-hit-slowloris holds open to each target (idle, trickled header, trickled 1 MiB PUT body, in thirds)")
 	fs.DurationVar(&cfg.SlowInterval, "slow-interval", cfg.SlowInterval, "time between two trickled writes of one slow connection")
 	fs.DurationVar(&cfg.FsyncDuration, "fsync-duration", cfg.FsyncDuration, "length of each strace pass counting kvd's fsyncs; 0 skips it")
+	fs.DurationVar(&cfg.DiskSyncDuration, "disk-sync-duration", cfg.DiskSyncDuration, "how long to measure the disk's rate of 1 KiB writes each followed by fdatasync (appending, then overwriting), the ceiling of durable PUTs to one client; 0 skips it")
 	fs.StringVar(&cfg.WorkDir, "workdir", "", "keep binaries, stores and server logs here (default: a temporary directory, removed)")
 	clients := fs.String("clients", joinInts(cfg.Clients), "comma-separated numbers of concurrent keep-alive clients")
 	listClients := fs.String("list-clients", joinInts(cfg.ListClients), "further client counts for list-1000")

@@ -85,6 +85,9 @@ type Config struct {
 	// FsyncDuration is the length of each strace pass that counts kvd's
 	// fsyncs during put-new; 0 skips it.
 	FsyncDuration time.Duration
+	// DiskSyncDuration is how long each mode of the disk's own sync rate
+	// is measured, in the work directory; 0 skips it.
+	DiskSyncDuration time.Duration
 
 	// WorkDir holds the binaries, data directories and server logs; empty
 	// uses a new temporary directory removed at the end.
@@ -96,18 +99,19 @@ type Config struct {
 // DefaultConfig returns the defaults of the command.
 func DefaultConfig() Config {
 	return Config{
-		Keys:          10_000,
-		ListKeys:      1_000_000,
-		ValueSize:     1 << 10,
-		BigKeys:       64,
-		Duration:      10 * time.Second,
-		Warmup:        time.Second,
-		Clients:       []int{1, 64},
-		ListClients:   []int{4},
-		FillClients:   64,
-		SlowConns:     1000,
-		SlowInterval:  time.Second,
-		FsyncDuration: 5 * time.Second,
+		Keys:             10_000,
+		ListKeys:         1_000_000,
+		ValueSize:        1 << 10,
+		BigKeys:          64,
+		Duration:         10 * time.Second,
+		Warmup:           time.Second,
+		Clients:          []int{1, 64},
+		ListClients:      []int{4},
+		FillClients:      64,
+		SlowConns:        1000,
+		SlowInterval:     time.Second,
+		FsyncDuration:    5 * time.Second,
+		DiskSyncDuration: 3 * time.Second,
 	}
 }
 
@@ -259,6 +263,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				break // strace is missing or cannot trace here: once is enough
 			}
 		}
+	}
+	if cfg.DiskSyncDuration > 0 {
+		ds, err := measureDiskSync(dir, cfg.DiskSyncDuration)
+		if err != nil {
+			return rep, fmt.Errorf("bench: %w", err)
+		}
+		if x, ok := rep.Find(TargetKVD, PutNew, 1); ok && ds.AppendsPerSec > 0 {
+			ds.KVDPutNew1, ds.KVDOfAppends = x.OpsPerSec, x.OpsPerSec/ds.AppendsPerSec
+		}
+		rep.DiskSync = &ds
+		cfg.logf("%s", ds.line())
 	}
 	rep.computeRatios()
 	rep.Finished = time.Now().UTC()

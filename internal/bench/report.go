@@ -26,6 +26,8 @@ type Report struct {
 	Results  []Result  `json:"results"`
 	Ratios   []Ratio   `json:"ratios"`
 	Fsyncs   []Fsync   `json:"fsyncs"`
+	// DiskSync is the disk's synced-write rate, when measured.
+	DiskSync *DiskSync `json:"disk_sync,omitempty"`
 	// SlowlorisRatios compares get-hit-slowloris with get-hit for each
 	// target and client count both ran at.
 	SlowlorisRatios []SlowRatio `json:"slowloris_ratios,omitempty"`
@@ -376,6 +378,9 @@ func (r *Report) Print(w io.Writer) {
 		for _, f := range r.Fills {
 			fmt.Fprintf(w, "  %s %s: %d keys in %.1fs (%.0f keys/s, %d clients)\n", f.Target, f.Namespace, f.Keys, f.Seconds, f.KeysPerSec, f.Clients)
 		}
+	}
+	if r.DiskSync != nil {
+		fmt.Fprintln(w, "\n"+r.DiskSync.line())
 	}
 	if len(r.Fsyncs) > 0 {
 		fmt.Fprintln(w, "\nfsyncs per acknowledged write (kvd under strace, a separate pass; its throughput is not comparable):")

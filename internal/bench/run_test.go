@@ -67,6 +67,7 @@ func TestRunSmall(t *testing.T) {
 	cfg.Duration, cfg.Warmup = 300*time.Millisecond, 50*time.Millisecond
 	cfg.Clients, cfg.ListClients, cfg.FillClients = []int{1, 4}, []int{2}, 8
 	cfg.FsyncDuration = 0
+	cfg.DiskSyncDuration = 100 * time.Millisecond
 	cfg.SlowConns = 30
 	cfg.WorkDir = dir
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -108,6 +109,9 @@ func TestRunSmall(t *testing.T) {
 				}
 			}
 		}
+	}
+	if ds := rep.DiskSync; ds == nil || ds.AppendsPerSec <= 0 || ds.OverwritesPerSec <= 0 || ds.KVDPutNew1 <= 0 || ds.KVDOfAppends <= 0 {
+		t.Errorf("disk sync figures: %+v", ds)
 	}
 	path := filepath.Join(dir, "report.json")
 	if err := rep.WriteJSON(path); err != nil {
