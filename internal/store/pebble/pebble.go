@@ -146,7 +146,11 @@ func Open(dir string, o Options) (*DB, error) {
 		byOrg:  map[string][]*nsEntry{},
 		tokens: map[store.TokenDigest]string{},
 	}
-	if err := d.upgrade(); err != nil {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := d.upgrade(log); err != nil {
 		pdb.Close()
 		return nil, err
 	}
@@ -161,8 +165,8 @@ func Open(dir string, o Options) (*DB, error) {
 // records the version; a new store just records it. From version 1 it
 // writes a key entry for every value record, in batches; the version is
 // recorded (synced) only after the last, so an interrupted upgrade is
-// redone at the next start.
-func (d *DB) upgrade() error {
+// redone at the next start. A store with keys to upgrade says so in log.
+func (d *DB) upgrade(log *slog.Logger) error {
 	v, closer, err := d.db.Get(formatKey)
 	switch {
 	case err == nil:
@@ -176,47 +180,63 @@ func (d *DB) upgrade() error {
 	case err != pebble.ErrNotFound:
 		return fmt.Errorf("pebble: read the layout version: %w", err)
 	}
-	if err := d.writeKeyEntries(); err != nil {
+	start := time.Now()
+	n, err := d.writeKeyEntries(func() {
+		log.Info("pebble: upgrading the data directory's layout to version 2: writing a key entry for every key before serving", "version", formatVersion)
+	})
+	if err != nil {
 		return fmt.Errorf("pebble: upgrade the layout to version %d: %w", formatVersion, err)
 	}
-	return d.db.Set(formatKey, []byte{formatVersion}, pebble.Sync)
+	if err := d.db.Set(formatKey, []byte{formatVersion}, pebble.Sync); err != nil {
+		return err
+	}
+	if n > 0 {
+		log.Info("pebble: layout upgraded", "version", formatVersion, "keys", n, "duration", time.Since(start).Round(time.Millisecond))
+	}
+	return nil
 }
 
-// writeKeyEntries writes the key entry of every value record.
-func (d *DB) writeKeyEntries() error {
+// writeKeyEntries writes the key entry of every value record and returns
+// how many it wrote; starting is called before the first.
+func (d *DB) writeKeyEntries(starting func()) (int, error) {
 	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: []byte{tagKey}, UpperBound: []byte{tagKey + 1}})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer it.Close()
 	b := d.db.NewBatch()
 	defer func() { b.Close() }()
+	n := 0
 	for ok := it.First(); ok; ok = it.Next() {
+		if n == 0 {
+			starting()
+		}
+		n++
 		k := it.Key()
 		if len(k) < 17 {
-			return fmt.Errorf("unexpected record %x", k)
+			return n, fmt.Errorf("unexpected record %x", k)
 		}
 		rec, err := decodeValue(it.Value())
 		if err != nil {
-			return err
+			return n, err
 		}
 		var id [16]byte
 		copy(id[:], k[1:17])
 		if err := b.Set(appendEntryKey(nil, id, string(k[17:])), encodeEntry(nil, rec.updated, rec.expiry, len(rec.data)), nil); err != nil {
-			return err
+			return n, err
 		}
 		if b.Len() >= 4<<20 {
 			if err := b.Commit(pebble.NoSync); err != nil {
-				return err
+				return n, err
 			}
 			b.Close()
 			b = d.db.NewBatch()
 		}
 	}
 	if err := it.Error(); err != nil {
-		return err
+		return n, err
 	}
-	return b.Commit(pebble.NoSync)
+	return n, b.Commit(pebble.NoSync)
 }
 
 // load reads the namespace and token tables into memory.

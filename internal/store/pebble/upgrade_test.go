@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -49,11 +50,15 @@ func TestUpgradeWritesKeyEntries(t *testing.T) {
 	}
 	d.Close()
 
-	d, err = Open(dir, Options{})
+	var logs bytes.Buffer
+	d, err = Open(dir, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
+	if !strings.Contains(logs.String(), "upgrading the data directory") || !strings.Contains(logs.String(), fmt.Sprintf("keys=%d", n)) {
+		t.Errorf("the upgrade's log does not say it upgrades, or how many keys:\n%s", logs.String())
+	}
 	v, closer, err := d.db.Get(formatKey)
 	if err != nil || len(v) != 1 || v[0] != formatVersion {
 		t.Fatalf("format record after the upgrade: %x, %v", v, err)
