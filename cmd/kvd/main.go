@@ -18,6 +18,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/edgekv/kv/internal/api"
 	"github.com/edgekv/kv/internal/server"
 	"github.com/edgekv/kv/internal/service"
 	"github.com/edgekv/kv/internal/store/pebble"
@@ -104,6 +105,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	logLevel := fs.String("log-level", envOr(getenv, "KV_LOG_LEVEL", "info"), "debug, info, warn or error (env KV_LOG_LEVEL)")
 	logFormat := fs.String("log-format", envOr(getenv, "KV_LOG_FORMAT", "text"), "text or json (env KV_LOG_FORMAT)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a stop waits for requests in flight")
+	fs.DurationVar(&cfg.SlowBody, "slow-body-timeout", api.DefaultSlowBody, "a value over 64 KiB must deliver each 64 KiB within this (400 otherwise), and its PUT waits at most this for one of the few slots such values are read in (503 otherwise)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, nil, err
 	}
@@ -117,6 +119,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	}
 	if cfg.RateLimit < 0 || cfg.RateBurst < 0 || cfg.MaxNamespaces < 0 {
 		return cfg, nil, errors.New("--rate-limit, --rate-burst and --max-namespaces must not be negative")
+	}
+	if cfg.SlowBody <= 0 {
+		return cfg, nil, errors.New("--slow-body-timeout must be positive")
 	}
 	if fs.NArg() > 0 {
 		return cfg, nil, fmt.Errorf("unexpected argument %q (see kvd -h)", fs.Arg(0))
