@@ -26,8 +26,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCursor$$' -fuzztime $(FUZZTIME) ./internal/service
 	$(GO) test -run '^$$' -fuzz '^FuzzSetKVBinding$$' -fuzztime $(FUZZTIME) ./internal/functoml
 
-# The benchmark: kvd (embedded engine; PostgreSQL too with
-# BENCHFLAGS=--postgres=URL) against a bare net/http baseline. See kvbench -h.
+# The benchmark: kvd on the embedded engine, and on a throwaway PostgreSQL when
+# its binaries are here (or BENCHFLAGS=--postgres=URL, or off), against a bare
+# net/http baseline. See kvbench -h.
 BENCHFLAGS ?=
 bench:
 	$(GO) run ./cmd/kvbench $(BENCHFLAGS)

@@ -100,7 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (bench.Config, string, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.KVD, "kvd", "", "kvd binary to run (default: build ./cmd/kvd with the go command)")
-	fs.StringVar(&cfg.Postgres, "postgres", "", "also benchmark kvd on this postgres:// URL (an empty database)")
+	fs.StringVar(&cfg.Postgres, "postgres", cfg.Postgres, "also benchmark kvd on PostgreSQL: a postgres:// URL of an empty database, \"auto\" to start a throwaway server from this machine's PostgreSQL binaries when there are any, or \"off\"")
 	fs.BoolVar(&cfg.NoEmbedded, "no-embedded", false, "leave out kvd on the embedded engine (with --postgres)")
 	fs.IntVar(&cfg.Keys, "keys", cfg.Keys, "keys filled with values before the key workloads")
 	fs.IntVar(&cfg.ListKeys, "list-keys", cfg.ListKeys, "keys in list-1000's namespace")

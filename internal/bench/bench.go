@@ -23,6 +23,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/edgekv/kv/internal/pgtest"
 )
 
 // The workloads, in the order a run drives them.
@@ -43,6 +45,20 @@ const (
 // Workloads lists every workload, in run order.
 var Workloads = []string{GetHit, GetHitSlowloris, GetMiss, PutOverwrite, Mix9010, PutNew, List1000, Put1MiB, Get1MiB}
 
+// Config.Postgres values besides a URL.
+const (
+	PostgresAuto = "auto"
+	PostgresOff  = "off"
+)
+
+// firstLine returns s up to its first line break.
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
 // Target names. A kvd target's ratio is taken against TargetBaseline.
 const (
 	TargetKVD         = "kvd"
@@ -59,7 +75,10 @@ type Config struct {
 	// appended as its last argument, e.g. {"/path/kvbench", "baseline",
 	// "--listen"}. Empty runs this executable with those arguments.
 	Baseline []string
-	// Postgres, when set, adds a kvd target on this postgres:// URL.
+	// Postgres adds a kvd target on PostgreSQL: a postgres:// URL of an
+	// empty database, PostgresAuto to start a throwaway server from the
+	// machine's binaries when there are any, or PostgresOff (or "") for
+	// none.
 	Postgres string
 	// NoEmbedded leaves out the kvd target on the embedded engine.
 	NoEmbedded bool
@@ -112,6 +131,7 @@ func DefaultConfig() Config {
 		SlowInterval:     time.Second,
 		FsyncDuration:    5 * time.Second,
 		DiskSyncDuration: 3 * time.Second,
+		Postgres:         PostgresAuto,
 	}
 }
 
@@ -138,7 +158,7 @@ func (c *Config) Validate() error {
 		return errors.New("bench: --slow-conns must be 1 to 1048576")
 	case c.selected(GetHitSlowloris) && c.SlowInterval <= 0:
 		return errors.New("bench: --slow-interval must be positive")
-	case c.NoEmbedded && c.Postgres == "":
+	case c.NoEmbedded && (c.Postgres == "" || c.Postgres == PostgresOff):
 		return errors.New("bench: no kvd target (the embedded engine is left out and no --postgres given)")
 	}
 	for _, n := range append(slices.Clone(c.Clients), c.ListClients...) {
@@ -243,7 +263,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if !cfg.NoEmbedded {
 		targets = append(targets, TargetKVD)
 	}
-	if cfg.Postgres != "" {
+	switch cfg.Postgres {
+	case "", PostgresOff:
+	case PostgresAuto:
+		url, stop, err := pgtest.Throwaway()
+		if err != nil {
+			cfg.logf("kvd on PostgreSQL left out: %v", err)
+			rep.Notes = append(rep.Notes, "kvd on PostgreSQL left out: "+firstLine(err.Error()))
+			break
+		}
+		defer stop()
+		cfg.logf("PostgreSQL: a throwaway server from this machine's binaries")
+		cfg.Postgres = url
+		targets = append(targets, TargetKVDPostgres)
+	default:
 		targets = append(targets, TargetKVDPostgres)
 	}
 	targets = append(targets, TargetBaseline)

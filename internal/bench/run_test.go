@@ -10,6 +10,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/edgekv/kv/internal/pgtest"
 )
 
 func TestHistogramQuantiles(t *testing.T) {
@@ -52,21 +54,15 @@ func TestRunSmall(t *testing.T) {
 		t.Skip("builds and runs kvd and kvbench")
 	}
 	dir := t.TempDir()
-	build := func(name, pkg string) string {
-		bin := filepath.Join(dir, name)
-		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
-		}
-		return bin
-	}
-	kvd := build("kvd", "github.com/edgekv/kv/cmd/kvd")
-	kvbench := build("kvbench", "github.com/edgekv/kv/cmd/kvbench")
+	kvd := goBuild(t, dir, "kvd")
+	kvbench := goBuild(t, dir, "kvbench")
 	cfg := DefaultConfig()
 	cfg.KVD, cfg.Baseline = kvd, []string{kvbench, "baseline", "--listen"}
 	cfg.Keys, cfg.ListKeys, cfg.BigKeys = 200, 2500, 4
 	cfg.Duration, cfg.Warmup = 300*time.Millisecond, 50*time.Millisecond
 	cfg.Clients, cfg.ListClients, cfg.FillClients = []int{1, 4}, []int{2}, 8
 	cfg.FsyncDuration = 0
+	cfg.Postgres = PostgresOff // TestRunPostgresAuto has it
 	cfg.DiskSyncDuration = 100 * time.Millisecond
 	cfg.SlowConns = 30
 	cfg.WorkDir = dir
@@ -127,4 +123,50 @@ func TestRunSmall(t *testing.T) {
 		t.Fatal("the report changed in a JSON round trip")
 	}
 	os.Remove(path)
+}
+
+// TestRunPostgresAuto runs kvbench's default PostgreSQL target: a
+// throwaway server it starts from the machine's binaries.
+func TestRunPostgresAuto(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs kvd and PostgreSQL")
+	}
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.KVD, cfg.Baseline = goBuild(t, dir, "kvd"), []string{goBuild(t, dir, "kvbench"), "baseline", "--listen"}
+	cfg.NoEmbedded = true
+	cfg.Workloads = []string{GetHit, PutNew}
+	cfg.Keys, cfg.Clients, cfg.FillClients = 50, []int{2}, 4
+	cfg.Duration, cfg.Warmup = 200*time.Millisecond, 50*time.Millisecond
+	cfg.FsyncDuration, cfg.DiskSyncDuration = 0, 0
+	cfg.WorkDir = dir
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range cfg.Workloads {
+		r, ok := rep.Find(TargetKVDPostgres, w, 2)
+		if !ok {
+			if os.Getenv(pgtest.EnvRequire) != "1" {
+				t.Skipf("no PostgreSQL here: %v", rep.Notes)
+			}
+			t.Fatalf("no result for kvd on PostgreSQL, %s; notes: %v", w, rep.Notes)
+		}
+		if r.Ops <= 0 || r.Errors != 0 {
+			t.Errorf("kvd on PostgreSQL, %s: %d ops, %d errors (%s)", w, r.Ops, r.Errors, r.FirstError)
+		}
+	}
+}
+
+// goBuild builds ./cmd/name of this module into dir and returns the
+// binary's path.
+func goBuild(t *testing.T, dir, name string) string {
+	t.Helper()
+	bin := filepath.Join(dir, name)
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/edgekv/kv/cmd/"+name).CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", name, err, out)
+	}
+	return bin
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,12 +18,8 @@ func TestRunScaleSmall(t *testing.T) {
 		t.Skip("builds and runs kvd")
 	}
 	dir := t.TempDir()
-	kvd := filepath.Join(dir, "kvd")
-	if out, err := exec.Command("go", "build", "-o", kvd, "github.com/edgekv/kv/cmd/kvd").CombinedOutput(); err != nil {
-		t.Fatalf("go build kvd: %v\n%s", err, out)
-	}
 	cfg := DefaultScaleConfig()
-	cfg.KVD = kvd
+	cfg.KVD = goBuild(t, dir, "kvd")
 	cfg.Keys, cfg.SmallKeys = 3000, 300
 	cfg.FillClients, cfg.Clients = 8, 4
 	cfg.Duration, cfg.Warmup = 300*time.Millisecond, 100*time.Millisecond

@@ -201,6 +201,23 @@ func (s *Server) Log() string {
 	return string(b)
 }
 
+// Throwaway starts a PostgreSQL server of its own outside any test (the
+// benchmark uses it), from the machine's binaries as for tests, and returns
+// the URL of a new, empty database on it and a function that stops the
+// server and removes its files.
+func Throwaway() (dbURL string, stop func(), err error) {
+	s, err := startLocal()
+	if err != nil {
+		return "", nil, err
+	}
+	u, _, err := s.createDatabase()
+	if err != nil {
+		s.remove()
+		return "", nil, err
+	}
+	return u, s.remove, nil
+}
+
 // server is a running PostgreSQL: one started here (bin set) or an
 // external one.
 type server struct {
