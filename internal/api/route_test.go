@@ -51,11 +51,14 @@ func FuzzParseRoute(f *testing.F) {
 			t.Fatalf("parsed %q outside %s", path, basePath)
 		}
 		if rt.kind == routeKey {
-			i := strings.Index(path, "/keys/")
-			if i < 0 {
-				t.Fatalf("key route without /keys/: %q", path)
+			// The key is what follows the namespace segment and "/keys/"
+			// (the namespace id itself may be "keys").
+			rest := strings.TrimPrefix(path, basePath+"/")
+			j := strings.IndexByte(rest, '/')
+			if j < 0 || !strings.HasPrefix(rest[j:], "/keys/") {
+				t.Fatalf("key route without /{id}/keys/: %q", path)
 			}
-			if raw := path[i+len("/keys/"):]; unescape(raw) != rt.key {
+			if raw := rest[j+len("/keys/"):]; unescape(raw) != rt.key {
 				t.Fatalf("key %q is not the remainder %q decoded once", rt.key, raw)
 			}
 			if err := kv.ValidateKey(rt.key); err == nil && len(rt.key) > kv.MaxKeyLen {
