@@ -50,8 +50,8 @@ func newStorageQuota(st store.Store, limit int64, now func() time.Time) *storage
 
 // reserve admits a write of n bytes for org, or returns an EQuota error
 // when the organization's stored bytes plus n would exceed the limit. Every
-// admitted write must be followed by finish.
-func (q *storageQuota) reserve(ctx context.Context, org string, n int64) error {
+// admitted write must be followed by a call of the organization's finish.
+func (q *storageQuota) reserve(ctx context.Context, org string, n int64) (*orgStorage, error) {
 	q.mu.Lock()
 	o := q.orgs[org]
 	if o == nil {
@@ -66,23 +66,20 @@ func (q *storageQuota) reserve(ctx context.Context, org string, n int64) error {
 	if o.readAt.IsZero() || now.Sub(o.readAt) >= q.every || now.Before(o.readAt) {
 		stored, err := q.read(ctx, org, now)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		o.stored, o.added, o.readAt = stored, 0, now
 	}
 	if used := o.stored + o.added + o.inflight; used+n > q.limit {
-		return kv.Errorf(kv.EQuota, "this organization stores %d bytes and its limit is %d bytes; a write of %d bytes (key and value) would exceed it. Delete keys or namespaces to make room", used, q.limit, n)
+		return nil, kv.Errorf(kv.EQuota, "this organization stores %d bytes and its limit is %d bytes; a write of %d bytes (key and value) would exceed it. Delete keys or namespaces to make room", used, q.limit, n)
 	}
 	o.inflight += n
-	return nil
+	return o, nil
 }
 
 // finish ends a write of n bytes that reserve admitted; written says
 // whether it was stored.
-func (q *storageQuota) finish(org string, n int64, written bool) {
-	q.mu.Lock()
-	o := q.orgs[org]
-	q.mu.Unlock()
+func (o *orgStorage) finish(n int64, written bool) {
 	o.mu.Lock()
 	o.inflight -= n
 	if written {

@@ -260,11 +260,12 @@ func (s *Service) PutKey(ctx context.Context, org, id, key string, p Put) (bool,
 	}
 	if s.storage != nil {
 		n := int64(len(key) + len(p.Data))
-		if err := s.storage.reserve(ctx, org, n); err != nil {
+		o, err := s.storage.reserve(ctx, org, n)
+		if err != nil {
 			return false, err
 		}
 		created, err := s.putKey(ctx, org, id, key, ct, p)
-		s.storage.finish(org, n, err == nil)
+		o.finish(n, err == nil)
 		return created, err
 	}
 	return s.putKey(ctx, org, id, key, ct, p)

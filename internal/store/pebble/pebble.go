@@ -59,8 +59,7 @@ var ErrLocked = errors.New("pebble: the data directory is in use by another proc
 
 // DB is the embedded engine.
 type DB struct {
-	db    *pebble.DB
-	cache interface{ Unref() }
+	db *pebble.DB
 
 	seed    maphash.Seed
 	stripes [stripeCount]sync.RWMutex // per-key locks, see keyLock
