@@ -79,6 +79,8 @@ type Error struct {
 	Detail    string
 	Pointer   string // JSON pointer into the request body, e.g. "/name"
 	Parameter string // query or path parameter, e.g. "key"
+
+	notReady bool // NotReady's: worth retrying (see ShouldRetry)
 }
 
 func (e *Error) Error() string {
@@ -160,5 +162,5 @@ func IsKeyNotFound(err error) bool { return errors.Is(err, keyNotFound) }
 // NotReady is the error for a key operation on a namespace that is not
 // provision_ok.
 func NotReady(s Status) *Error {
-	return &Error{Code: EConflict, Detail: fmt.Sprintf("Namespace is not ready (status: %s)", s)}
+	return &Error{Code: EConflict, Detail: fmt.Sprintf("Namespace is not ready (status: %s)", s), notReady: true}
 }

@@ -1,6 +1,9 @@
 package kv
 
-import "time"
+import (
+	"net/http"
+	"time"
+)
 
 // The JSON shapes of the HTTP API, shared by the server, the Go client and
 // the CLI so that the three cannot drift apart.
@@ -106,4 +109,59 @@ type KeyRecord struct {
 type KeyListMeta struct {
 	HasMore bool   `json:"has_more"`
 	Cursor  string `json:"cursor,omitempty"` // present exactly when HasMore
+}
+
+// ErrorEnvelope is the body of every error answer:
+//
+//	{"errors": [{"code": "10015", "title": "Invalid key", "detail": "…", "source": {"pointer": "/key"}, "meta": {"url": "…"}}]}
+type ErrorEnvelope struct {
+	Errors []ErrorObject `json:"errors"`
+}
+
+// ErrorObject is one error of an envelope.
+type ErrorObject struct {
+	Code   string       `json:"code"`
+	Title  string       `json:"title"`
+	Detail string       `json:"detail"`
+	Source *ErrorSource `json:"source,omitempty"`
+	Meta   ErrorMeta    `json:"meta"`
+}
+
+// ErrorSource locates the fault in the request.
+type ErrorSource struct {
+	Pointer   string `json:"pointer,omitempty"`
+	Parameter string `json:"parameter,omitempty"`
+}
+
+// ErrorMeta links to the code's documentation.
+type ErrorMeta struct {
+	URL string `json:"url"`
+}
+
+// ErrorDocs is where each error code is explained.
+const ErrorDocs = "https://developers.telnyx.com/docs/overview/errors/"
+
+// Envelope returns e as the API sends it.
+func (e *Error) Envelope() ErrorEnvelope {
+	obj := ErrorObject{Code: string(e.Code), Title: e.Title, Detail: e.Detail, Meta: ErrorMeta{URL: ErrorDocs + string(e.Code)}}
+	if obj.Title == "" {
+		obj.Title = e.Code.Title()
+	}
+	if e.Pointer != "" || e.Parameter != "" {
+		obj.Source = &ErrorSource{Pointer: e.Pointer, Parameter: e.Parameter}
+	}
+	return ErrorEnvelope{Errors: []ErrorObject{obj}}
+}
+
+// ShouldRetry is the x-should-retry hint of an error answer with this
+// status and code: true on 429 and 503, and on a 409 that says the
+// namespace is not ready yet; false otherwise.
+func ShouldRetry(status int, e *Error) bool {
+	switch status {
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		return true
+	case http.StatusConflict:
+		return e != nil && e.notReady
+	}
+	return false
 }
