@@ -90,10 +90,40 @@ func NewRegistry() *prometheus.Registry {
 func Handler(reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	// No /debug/pprof/cmdline: the command line may hold a database
+	// password (--store postgres://user:secret@...).
+	mux.HandleFunc("/debug/pprof/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/debug/pprof/cmdline" {
+			http.NotFound(w, r)
+			return
+		}
+		pprof.Index(w, r)
+	})
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
+}
+
+// Refusals counts connections and requests refused to keep kvd within its
+// limits, by reason. A nil *Refusals counts nothing.
+type Refusals struct {
+	c *prometheus.CounterVec
+}
+
+// NewRefusals registers the refusal counter with reg.
+func NewRefusals(reg prometheus.Registerer) *Refusals {
+	r := &Refusals{c: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kvd_refused_total",
+		Help: "Connections and requests refused to keep kvd within its limits, by reason (max_connections, evicted, header_budget).",
+	}, []string{"reason"})}
+	reg.MustRegister(r.c)
+	return r
+}
+
+// Inc counts one refusal.
+func (r *Refusals) Inc(reason string) {
+	if r != nil {
+		r.c.WithLabelValues(reason).Inc()
+	}
 }
