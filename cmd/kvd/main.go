@@ -41,6 +41,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stderr, "kvd:", err)
 		return 2
 	}
+	if limit, err := server.RaiseDescriptorLimit(); err != nil {
+		logger.Warn("kvd: could not raise the open-file limit to its maximum", "limit", limit, "err", err)
+	} else if limit < 1024 {
+		logger.Warn("kvd: the open-file limit is low; connections are capped well below it", "limit", limit)
+	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	srv, err := server.Open(ctx, cfg)
@@ -105,7 +110,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	logLevel := fs.String("log-level", envOr(getenv, "KV_LOG_LEVEL", "info"), "debug, info, warn or error (env KV_LOG_LEVEL)")
 	logFormat := fs.String("log-format", envOr(getenv, "KV_LOG_FORMAT", "text"), "text or json (env KV_LOG_FORMAT)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a stop waits for requests in flight")
-	fs.DurationVar(&cfg.SlowBody, "slow-body-timeout", api.DefaultSlowBody, "a value over 64 KiB must deliver each 64 KiB within this (400 otherwise), and its PUT waits at most this for one of the few slots such values are read in (503 otherwise)")
+	fs.DurationVar(&cfg.SlowBody, "slow-body-timeout", api.DefaultSlowBody, "each 64 KiB of a request body over 4 KiB must arrive within this (400 otherwise), each 64 KiB of a value over 4 KiB be taken by the client within this, and a request waits at most this for room in the memory budgets (503 otherwise)")
+	fs.IntVar(&cfg.MaxConnections, "max-connections", envInt(getenv, "KV_MAX_CONNECTIONS", 0), "most API connections open at once (env KV_MAX_CONNECTIONS; default: below the open-file limit, at most 10000)")
+	fs.Var(byteSize{&cfg.BodyBudget}, "body-memory", "memory for request bodies being received, shared fairly by organizations (default 16MiB)")
+	fs.Var(byteSize{&cfg.ResponseBudget}, "response-memory", "memory for values over 4 KiB being sent, shared fairly by organizations (default 16MiB)")
+	fs.Var(byteSize{&cfg.HeaderBudget}, "header-memory", "memory for request headers being received, beyond 8 KiB per request (default 32MiB)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, nil, err
 	}
@@ -117,8 +126,16 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return cfg, nil, errors.New("--tls-cert and --tls-key go together")
 	}
-	if cfg.RateLimit < 0 || cfg.RateBurst < 0 || cfg.MaxNamespaces < 0 {
-		return cfg, nil, errors.New("--rate-limit, --rate-burst and --max-namespaces must not be negative")
+	if cfg.RateLimit < 0 || cfg.RateBurst < 0 || cfg.MaxNamespaces < 0 || cfg.MaxConnections < 0 {
+		return cfg, nil, errors.New("--rate-limit, --rate-burst, --max-namespaces and --max-connections must not be negative")
+	}
+	for _, b := range []struct {
+		name string
+		n    int64
+	}{{"--body-memory", cfg.BodyBudget}, {"--response-memory", cfg.ResponseBudget}} {
+		if b.n != 0 && b.n <= 1<<20 {
+			return cfg, nil, fmt.Errorf("%s must hold at least one value of the largest size: more than 1MiB", b.name)
+		}
 	}
 	if cfg.SlowBody <= 0 {
 		return cfg, nil, errors.New("--slow-body-timeout must be positive")

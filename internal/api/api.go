@@ -6,6 +6,7 @@
 package api
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/fairshare"
 	"github.com/edgekv/kv/internal/metrics"
 	"github.com/edgekv/kv/internal/ratelimit"
 	"github.com/edgekv/kv/internal/service"
@@ -37,15 +39,21 @@ type Config struct {
 	Limiter *ratelimit.Limiter
 	// Metrics records every request; nil records nothing.
 	Metrics *metrics.HTTP
-	// SlowBody is how long a value over 64 KiB may take to deliver each
-	// 64 KiB of itself (so slow clients cannot hold the few slots such
-	// values are read in), and also the longest a PUT of one waits for a
-	// slot before a 503; 0 means DefaultSlowBody.
+	// SlowBody is the pace of bodies and large responses: each 64 KiB of
+	// a request body over 4 KiB must arrive within it, and each 64 KiB of
+	// a value over 4 KiB be taken by the client within it; it is also the
+	// longest a request waits for room in the budgets below before a 503.
+	// 0 means DefaultSlowBody.
 	SlowBody time.Duration
+	// BodyBudget is the memory for request bodies being received, shared
+	// fairly by organizations (0: DefaultBodyBudget); ResponseBudget
+	// likewise for values being sent (0: DefaultResponseBudget). Both must
+	// hold at least one value of the largest size.
+	BodyBudget, ResponseBudget int64
 }
 
-// DefaultSlowBody is Config.SlowBody's default: a large value must arrive
-// at 13 KB/s or faster.
+// DefaultSlowBody is Config.SlowBody's default: bodies and large values
+// must move at 13 KB/s or faster.
 const DefaultSlowBody = 5 * time.Second
 
 // Handler is the API's http.Handler.
@@ -58,19 +66,28 @@ type Handler struct {
 	metrics   *metrics.HTTP
 	reqSeq    atomic.Uint64
 	inFlight  atomic.Int64
-	// largeBodies holds a slot per value over smallBody being read.
-	largeBodies chan struct{}
-	slowBody    time.Duration
-	reqPrefix   string
+	slowBody  time.Duration
+	// bodies and responses are the memory budgets of request bodies and
+	// of large values being sent (body.go).
+	bodies, responses *fairshare.Pool
+	reqPrefix         string
 }
 
 // New returns the API handler.
 func New(cfg Config) *Handler {
 	h := &Handler{svc: cfg.Service, log: cfg.Logger, accessLog: cfg.AccessLog, ready: cfg.Ready, limiter: cfg.Limiter, metrics: cfg.Metrics,
-		largeBodies: make(chan struct{}, maxLargeBodies), slowBody: cfg.SlowBody}
+		slowBody: cfg.SlowBody}
 	if h.slowBody <= 0 {
 		h.slowBody = DefaultSlowBody
 	}
+	budget := func(n, def int64) *fairshare.Pool {
+		if n <= 0 {
+			n = def
+		}
+		return fairshare.New(max(n, kv.MaxValueSize+1))
+	}
+	h.bodies = budget(cfg.BodyBudget, DefaultBodyBudget)
+	h.responses = budget(cfg.ResponseBudget, DefaultResponseBudget)
 	if h.log == nil {
 		h.log = slog.Default()
 	}
@@ -92,7 +109,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.inFlight.Add(1)
 	defer h.inFlight.Add(-1)
 	rec := recorders.Get().(*recorder)
-	*rec = recorder{ResponseWriter: w, status: http.StatusOK}
+	*rec = recorder{ResponseWriter: w, status: http.StatusOK, ctx: r.Context()}
 	rec.id = r.Header.Get("X-Request-Id")
 	if !validRequestID(rec.id) {
 		rec.id = h.newRequestID()
@@ -107,7 +124,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.log.LogAttrs(r.Context(), slog.LevelError, "panic serving request",
 				slog.String("request_id", rec.id), slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
 			if !rec.wrote {
-				writeError(rec, rec.id, h.log, kv.Errorf(kv.EInternal, "An internal error occurred; the request id is %s", rec.id))
+				writeError(rec, h.log, kv.Errorf(kv.EInternal, "An internal error occurred; the request id is %s", rec.id))
 			}
 		}
 		h.metrics.Observe(rec.route, r.Method, rec.status, time.Since(start))
@@ -138,22 +155,7 @@ func (h *Handler) InFlight() int64 { return h.inFlight.Load() }
 func (h *Handler) newRequestID() string {
 	n := h.reqSeq.Add(1)
 	var b [16]byte
-	return h.reqPrefix + string(appendHex(b[:0], n))
-}
-
-func appendHex(dst []byte, n uint64) []byte {
-	const digits = "0123456789abcdef"
-	var tmp [16]byte
-	i := len(tmp)
-	for {
-		i--
-		tmp[i] = digits[n&15]
-		n >>= 4
-		if n == 0 {
-			break
-		}
-	}
-	return append(dst, tmp[i:]...)
+	return h.reqPrefix + string(strconv.AppendUint(b[:0], n, 16))
 }
 
 // validRequestID accepts a client's X-Request-Id if it is short and plain.
@@ -178,6 +180,7 @@ var recorders = sync.Pool{New: func() any { return new(recorder) }}
 type recorder struct {
 	http.ResponseWriter
 	idHdr, ctHdr, lenHdr [1]string
+	ctx                  context.Context // the request's
 	id                   string
 	org                  string
 	route                string // the route's name, for metrics
@@ -289,14 +292,14 @@ func (h *Handler) route(w *recorder, r *http.Request) {
 		w.route = routeNames[rt.kind]
 	}
 	if !ok && !strings.HasPrefix(path, basePath+"/") {
-		writeError(w, w.id, h.log, kv.Errorf(kv.ENotFound, "no route %s %s; the API lives under %s", r.Method, truncate(path, 128), basePath))
+		h.fail(w, kv.Errorf(kv.ENotFound, "no route %s %s; the API lives under %s", r.Method, truncate(path, 128), basePath))
 		return
 	}
 	token := bearerToken(r)
 	org, err := h.svc.Authenticate(r.Context(), token)
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="kvd"`)
-		writeError(w, w.id, h.log, err)
+		h.fail(w, err)
 		return
 	}
 	w.org = org
@@ -304,7 +307,7 @@ func (h *Handler) route(w *recorder, r *http.Request) {
 		return
 	}
 	if !ok {
-		writeError(w, w.id, h.log, kv.Errorf(kv.ENotFound, "no route %s %s", r.Method, truncate(path, 128)))
+		h.fail(w, kv.Errorf(kv.ENotFound, "no route %s %s", r.Method, truncate(path, 128)))
 		return
 	}
 	switch rt.kind {
@@ -367,7 +370,7 @@ func (h *Handler) allow(w *recorder, token string) bool {
 	}
 	retry := ceilSeconds(d.RetryAfter)
 	hd.Set("Retry-After", strconv.Itoa(retry))
-	writeError(w, w.id, h.log, kv.Errorf(kv.ERateLimited, "rate limit of %d requests per minute exceeded; retry in %d s", d.Limit, retry))
+	h.fail(w, kv.Errorf(kv.ERateLimited, "rate limit of %d requests per minute exceeded; retry in %d s", d.Limit, retry))
 	return false
 }
 

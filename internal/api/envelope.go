@@ -11,64 +11,71 @@ import (
 	"github.com/edgekv/kv"
 )
 
-// errorDocs is where each error code is explained.
-const errorDocs = "https://developers.telnyx.com/docs/overview/errors/"
+// StatusClientGone is the status recorded (in metrics and the access log)
+// for a request whose client went away before it was answered; nothing is
+// sent. It is nginx's "client closed request".
+const StatusClientGone = 499
 
-type errorBody struct {
-	Errors []errorObject `json:"errors"`
-}
-
-type errorObject struct {
-	Code   string       `json:"code"`
-	Title  string       `json:"title"`
-	Detail string       `json:"detail"`
-	Source *errorSource `json:"source,omitempty"`
-	Meta   errorMeta    `json:"meta"`
-}
-
-type errorSource struct {
-	Pointer   string `json:"pointer,omitempty"`
-	Parameter string `json:"parameter,omitempty"`
-}
-
-type errorMeta struct {
-	URL string `json:"url"`
-}
-
-// writeError sends err in the Telnyx error envelope with the status its code
-// maps to. Errors outside the vocabulary are logged and shown only as an
-// internal error.
-func writeError(w http.ResponseWriter, reqID string, log *slog.Logger, err error) {
+// fail answers err for the request w serves: an error of the vocabulary in
+// the envelope with the status its code maps to; a request whose client
+// went away gets nothing (it is logged at debug level and recorded as
+// StatusClientGone); a request that ran out of time, 503; anything else is
+// logged and shown only as an internal error.
+func (h *Handler) fail(w *recorder, err error) {
 	var e *kv.Error
-	if !errors.As(err, &e) {
-		log.LogAttrs(context.Background(), slog.LevelError, "internal error", slog.String("request_id", reqID), slog.String("err", err.Error()))
-		e = &kv.Error{Code: kv.EInternal, Detail: "An internal error occurred; the request id is " + reqID}
+	switch {
+	case w.ctx != nil && w.ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
+		h.log.LogAttrs(w.ctx, slog.LevelDebug, "request abandoned by its client", slog.String("request_id", w.id), slog.String("err", err.Error()))
+		w.status, w.wrote = StatusClientGone, true
+		return
+	case errors.As(err, &e):
+		if e.Code == kv.EUnavailable && errors.Unwrap(err) != nil {
+			h.log.LogAttrs(context.Background(), slog.LevelWarn, "storage unavailable", slog.String("request_id", w.id), slog.String("err", err.Error()))
+		}
+	case errors.Is(err, context.DeadlineExceeded):
+		h.log.LogAttrs(context.Background(), slog.LevelWarn, "request timed out", slog.String("request_id", w.id), slog.String("err", err.Error()))
+		e = kv.Errorf(kv.EUnavailable, "the request took too long to serve; try again")
+	default:
+		h.log.LogAttrs(context.Background(), slog.LevelError, "internal error", slog.String("request_id", w.id), slog.String("err", err.Error()))
+		e = &kv.Error{Code: kv.EInternal, Detail: "An internal error occurred; the request id is " + w.id}
 	}
 	writeErrorStatus(w, e.Code.HTTPStatus(), e)
 }
 
+// writeError answers err outside a request's flow (a panic): as fail, but
+// without the client-gone case.
+func writeError(w *recorder, log *slog.Logger, err error) {
+	var e *kv.Error
+	if !errors.As(err, &e) {
+		log.LogAttrs(context.Background(), slog.LevelError, "internal error", slog.String("request_id", w.id), slog.String("err", err.Error()))
+		e = &kv.Error{Code: kv.EInternal, Detail: "An internal error occurred; the request id is " + w.id}
+	}
+	writeErrorStatus(w, e.Code.HTTPStatus(), e)
+}
+
+var (
+	retryTrue  = []string{"true"}
+	retryFalse = []string{"false"}
+)
+
+// writeErrorStatus sends e in the envelope with status, and the
+// x-should-retry hint the official SDKs follow.
 func writeErrorStatus(w http.ResponseWriter, status int, e *kv.Error) {
+	if kv.ShouldRetry(status, e) {
+		w.Header()["X-Should-Retry"] = retryTrue
+	} else {
+		w.Header()["X-Should-Retry"] = retryFalse
+	}
 	if e == kv.KeyNotFound() { // the most common error: a read of a missing key
 		writeBody(w, status, keyNotFoundBody, keyNotFoundLen)
 		return
 	}
-	writeJSON(w, status, envelopeOf(e))
-}
-
-func envelopeOf(e *kv.Error) errorBody {
-	obj := errorObject{Code: string(e.Code), Title: e.Title, Detail: e.Detail, Meta: errorMeta{URL: errorDocs + string(e.Code)}}
-	if obj.Title == "" {
-		obj.Title = e.Code.Title()
-	}
-	if e.Pointer != "" || e.Parameter != "" {
-		obj.Source = &errorSource{Pointer: e.Pointer, Parameter: e.Parameter}
-	}
-	return errorBody{Errors: []errorObject{obj}}
+	writeJSON(w, status, e.Envelope())
 }
 
 // keyNotFoundBody is kv.KeyNotFound()'s envelope, encoded once.
 var (
-	keyNotFoundBody, _ = json.Marshal(envelopeOf(kv.KeyNotFound()))
+	keyNotFoundBody, _ = json.Marshal(kv.KeyNotFound().Envelope())
 	keyNotFoundLen     = strconv.Itoa(len(keyNotFoundBody))
 )
 

@@ -50,14 +50,17 @@ func readResponse(t *testing.T, c net.Conn, br *bufio.Reader) (*http.Response, s
 // behind the required pace; they get a 400 and their connection closed,
 // and a value sent at a normal pace is then stored.
 func TestSlowLargeBodiesAreCutOff(t *testing.T) {
-	s := kvdtest.Start(t, kvdtest.WithConfig(func(c *server.Config) { c.SlowBody = 300 * time.Millisecond }))
+	s := kvdtest.Start(t, kvdtest.WithConfig(func(c *server.Config) {
+		c.SlowBody = 300 * time.Millisecond
+		c.BodyBudget = 4 * (1<<20 + 1) // room for four 1 MiB values
+	}))
 	ns := readyNamespace(t, s)
 	type conn struct {
 		c  net.Conn
 		br *bufio.Reader
 	}
 	var stalled []conn
-	for i := range 6 { // more than there are slots
+	for i := range 6 { // more than the budget holds
 		c, br := largePut(t, s, ns, fmt.Sprintf("slow-%d", i), 1000)
 		stalled = append(stalled, conn{c, br})
 	}
@@ -103,9 +106,12 @@ func TestSlowLargeBodiesAreCutOff(t *testing.T) {
 // ones are stored.
 func TestLargeBodiesWaitBounded(t *testing.T) {
 	const every = 2 * time.Second
-	s := kvdtest.Start(t, kvdtest.WithConfig(func(c *server.Config) { c.SlowBody = every }))
-	ns := readyNamespace(t, s)
 	const slots = 4
+	s := kvdtest.Start(t, kvdtest.WithConfig(func(c *server.Config) {
+		c.SlowBody = every
+		c.BodyBudget = slots * (1<<20 + 1)
+	}))
+	ns := readyNamespace(t, s)
 	var wg sync.WaitGroup
 	results := make([]int, slots)
 	for i := range slots {

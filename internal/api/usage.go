@@ -62,7 +62,12 @@ func (h *Handler) usage(w *recorder, r *http.Request, org string, rt route) {
 			return
 		}
 	}
-	rep, err := h.svc.Usage(r.Context(), org, nsID, r.URL.Query().Get("month"))
+	q, err := parseQuery(r.URL.RawQuery, "month")
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	rep, err := h.svc.Usage(r.Context(), org, nsID, q["month"])
 	if err != nil {
 		h.fail(w, err)
 		return

@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/api"
+	"github.com/edgekv/kv/internal/httpconn"
 	"github.com/edgekv/kv/internal/lifecycle"
 	"github.com/edgekv/kv/internal/metering"
 	"github.com/edgekv/kv/internal/metrics"
@@ -47,9 +48,20 @@ type Config struct {
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
 	MaxHeaderBytes    int
-	// SlowBody bounds how long a value over 64 KiB may take per 64 KiB,
-	// and how long its PUT waits to be read (0: api.DefaultSlowBody).
+	// SlowBody is the pace bodies and large values must keep, and the
+	// longest a request waits for room in the memory budgets (0:
+	// api.DefaultSlowBody).
 	SlowBody time.Duration
+	// BodyBudget and ResponseBudget are the memory for request bodies
+	// being received and for values being sent, shared fairly by
+	// organizations (0: api.DefaultBodyBudget, api.DefaultResponseBudget).
+	BodyBudget, ResponseBudget int64
+	// MaxConnections caps the open connections of the API listener (0:
+	// DefaultMaxConnections of the process's descriptor limit).
+	MaxConnections int
+	// HeaderBudget is the memory for request headers being received,
+	// beyond 8 KiB per request (0: DefaultHeaderBudget).
+	HeaderBudget int64
 	// ShutdownTimeout bounds how long Close waits for requests in flight.
 	ShutdownTimeout time.Duration
 
@@ -116,6 +128,7 @@ type Server struct {
 	metricsLn net.Listener
 	api       *api.Handler
 	ln        net.Listener
+	conns     *httpconn.Listener
 	tls       bool
 	stopping  atomic.Bool
 	cancel    context.CancelFunc
@@ -133,7 +146,7 @@ func OpenStore(ctx context.Context, cfg Config) (store.Store, error) {
 	if cfg.Store == "" {
 		return nil, errors.New("no store given; pass --store DIR or --store postgres://...")
 	}
-	return pebble.Open(cfg.Store, pebble.Options{Logger: cfg.Logger, CacheSize: cfg.CacheSize})
+	return pebble.Open(cfg.Store, pebble.Options{Logger: cfg.Logger, CacheSize: cfg.CacheSize, MaxOpenFiles: EngineFiles(DescriptorLimit())})
 }
 
 func isPostgresURL(s string) bool {
@@ -177,13 +190,25 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 		}
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	tcp, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	if tlsConfig != nil {
-		ln = tls.NewListener(ln, tlsConfig)
+	maxConns := cfg.MaxConnections
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConnections(DescriptorLimit())
 	}
+	headerBudget := cfg.HeaderBudget
+	if headerBudget <= 0 {
+		headerBudget = DefaultHeaderBudget
+	}
+	var refusals *metrics.Refusals // set below when metrics are served
+	ln := httpconn.NewListener(tcp, httpconn.Config{
+		MaxConns:     maxConns,
+		HeaderBudget: headerBudget,
+		TLS:          tlsConfig,
+		OnRefuse:     func(reason string) { refusals.Inc(reason) },
+	})
 	lc := cfg.Lifecycle
 	lc.Store, lc.Now, lc.Logger = st, cfg.Now, cfg.Logger
 	worker := lifecycle.New(lc)
@@ -205,21 +230,27 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 			meter.Stop(context.Background())
 			return nil, fmt.Errorf("metrics: listen on %s: %w", cfg.MetricsListen, err)
 		}
+		refusals = metrics.NewRefusals(reg)
 		s.metricsLn = mln
 		s.metrics = &http.Server{Handler: metrics.Handler(reg), ReadHeaderTimeout: 10 * time.Second}
 		go s.metrics.Serve(mln)
 	}
 	s.api = api.New(api.Config{
-		Service:   svc,
-		Logger:    cfg.Logger,
-		AccessLog: cfg.AccessLog,
-		Ready:     func() bool { return !s.stopping.Load() },
-		Metrics:   httpMetrics,
-		Limiter:   ratelimit.New(ratelimit.Config{Limit: cfg.RateLimit, Burst: cfg.RateBurst, Window: time.Minute, Now: cfg.Now}),
-		SlowBody:  cfg.SlowBody,
+		Service:        svc,
+		Logger:         cfg.Logger,
+		AccessLog:      cfg.AccessLog,
+		Ready:          func() bool { return !s.stopping.Load() },
+		Metrics:        httpMetrics,
+		Limiter:        ratelimit.New(ratelimit.Config{Limit: cfg.RateLimit, Burst: cfg.RateBurst, Window: time.Minute, Now: cfg.Now}),
+		SlowBody:       cfg.SlowBody,
+		BodyBudget:     cfg.BodyBudget,
+		ResponseBudget: cfg.ResponseBudget,
 	})
+	s.conns = ln
 	s.http = &http.Server{
-		Handler:           s.api,
+		Handler:           httpconn.Handler(s.api),
+		ConnState:         ln.ConnState,
+		ConnContext:       ln.ConnContext,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.WriteTimeout,
@@ -234,7 +265,7 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 		go func() { defer s.bg.Done(); worker.Run(ctx) }()
 	}
 	go func() { s.serveErr <- s.http.Serve(ln) }()
-	cfg.Logger.Info("kvd serving", "addr", ln.Addr().String(), "store", redactStore(cfg.Store))
+	cfg.Logger.Info("kvd serving", "addr", ln.Addr().String(), "store", redactStore(cfg.Store), "max_connections", maxConns)
 	if cfg.APIKey == "" {
 		cfg.Logger.Warn("TELNYX_API_KEY is not set: only tokens made with 'kvd token create' are accepted")
 	}

@@ -223,6 +223,16 @@ func (s *Service) GetKey(ctx context.Context, org, id, key string) (*store.Value
 	return v, err
 }
 
+// RereadKey is GetKey without counting a read: for a request that has read
+// the key once already and must read it again before answering.
+func (s *Service) RereadKey(ctx context.Context, org, id, key string) (*store.Value, error) {
+	id, err := checkKey(id, key)
+	if err != nil {
+		return nil, err
+	}
+	return s.store.GetKey(ctx, org, id, key, s.now())
+}
+
 // Put is a write of one value.
 type Put struct {
 	Data        []byte

@@ -52,6 +52,10 @@ func Run(t *testing.T, start StartFunc) {
 		{"GracefulShutdown", testGracefulShutdown},
 		{"Usage", testUsage},
 		{"StorageQuota", testStorageQuota},
+		{"CutOffBodies", testCutOffBodies},
+		{"MalformedRequests", testMalformedRequests},
+		{"ContentLengthAndChunked", testContentLengthAndChunked},
+		{"FairBodies", testFairBodies},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

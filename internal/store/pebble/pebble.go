@@ -52,6 +52,9 @@ type Options struct {
 	// Logger receives Pebble's own messages; nil discards informational ones
 	// and logs errors with slog's default logger.
 	Logger *slog.Logger
+	// MaxOpenFiles bounds the files the engine keeps open (its table
+	// cache); 0 means Pebble's default of 1000.
+	MaxOpenFiles int
 }
 
 // ErrLocked is returned by Open when another process holds the directory.
@@ -125,6 +128,7 @@ func Open(dir string, o Options) (*DB, error) {
 		Merger:             usageMerger,
 		MemTableSize:       memTableSize,
 		FormatMajorVersion: pebble.FormatNewest,
+		MaxOpenFiles:       o.MaxOpenFiles,
 	}
 	// Bloom filters spare a write's read of the old value, and a read of a
 	// missing key, the sstable blocks of levels that cannot hold the key.

@@ -173,8 +173,21 @@ func wrap(ctx context.Context, op string, err error, lost bool) error {
 		return fmt.Errorf("postgres: %s: %w: %w", op, ctx.Err(), err)
 	case ctx.Err() == nil && (lost || unreachable(err)):
 		return fmt.Errorf("postgres: %s: %w: %w", op, errUnavailable, err)
+	case ctx.Err() == nil && timedOut(err):
+		return fmt.Errorf("postgres: %s: %w: %w", op, errTimedOut, err)
 	}
 	return fmt.Errorf("postgres: %s: %w", op, err)
+}
+
+// errTimedOut is the store's answer to a statement the database canceled
+// for running past statement_timeout (or an operator's cancel request).
+var errTimedOut = kv.Errorf(kv.EUnavailable, "The database did not answer in time; try again later")
+
+// timedOut reports whether err is a statement the server canceled:
+// query_canceled, which statement_timeout raises.
+func timedOut(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "57014"
 }
 
 // unreachable reports whether err says that the database cannot be

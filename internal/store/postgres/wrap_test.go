@@ -45,7 +45,7 @@ func TestWrapUnavailable(t *testing.T) {
 		{"too many connections", ctx, &pgconn.PgError{Code: "53300"}, false, true},
 		{"connection failure", ctx, fmt.Errorf("in tx: %w", &pgconn.PgError{Code: "08006"}), false, true},
 		{"connection lost mid-call", ctx, errors.New("unexpected EOF"), true, true},
-		{"statement timeout", ctx, &pgconn.PgError{Code: "57014"}, false, false},
+		{"statement timeout", ctx, &pgconn.PgError{Code: "57014"}, false, true},
 		{"unique violation", ctx, &pgconn.PgError{Code: "23505"}, false, false},
 		{"other failure", ctx, errors.New("boom"), false, false},
 		{"caller gone", cancelled, errors.New("unexpected EOF"), true, false},
@@ -60,6 +60,11 @@ func TestWrapUnavailable(t *testing.T) {
 		if !errors.Is(err, c.err) {
 			t.Errorf("%s: wrap = %v, which lost its cause %v", c.name, err, c.err)
 		}
+	}
+	// A caller that went away is told so: the API answers it as such, not
+	// as an internal error.
+	if err := wrap(cancelled, "op", errors.New("unexpected EOF"), true); !errors.Is(err, context.Canceled) {
+		t.Errorf("wrap with a canceled context = %v, want it to match context.Canceled", err)
 	}
 	// A *kv.Error passes through as it is.
 	nf := kv.KeyNotFound()
