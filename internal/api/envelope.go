@@ -29,7 +29,7 @@ func (h *Handler) fail(w *recorder, err error) {
 		w.status, w.wrote = StatusClientGone, true
 		return
 	case errors.As(err, &e):
-		if e.Code == kv.EUnavailable && errors.Unwrap(err) != nil {
+		if e.Code == kv.EUnavailable && err != error(e) { // with a cause to show
 			h.log.LogAttrs(context.Background(), slog.LevelWarn, "storage unavailable", slog.String("request_id", w.id), slog.String("err", err.Error()))
 		}
 	case errors.Is(err, context.DeadlineExceeded):

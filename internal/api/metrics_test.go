@@ -42,6 +42,10 @@ func TestMetricsListener(t *testing.T) {
 	if code, _ := get("http://" + s.MetricsAddr() + "/debug/pprof/"); code != 200 {
 		t.Fatalf("pprof index: %d", code)
 	}
+	// The command line may hold a database password: not shown.
+	if code, body := get("http://" + s.MetricsAddr() + "/debug/pprof/cmdline"); code != 404 || strings.Contains(body, "test") {
+		t.Fatalf("/debug/pprof/cmdline: %d %q", code, body)
+	}
 	// Never on the public listener.
 	if code, body := get(s.URL + "/metrics"); code != 404 || strings.Contains(body, "kvd_http") {
 		t.Fatalf("API listener serves /metrics: %d", code)

@@ -344,3 +344,40 @@ func testFairBodies(t *testing.T, start StartFunc) {
 		t.Error("no hog PUT was preempted to make room")
 	}
 }
+
+// testRetryHints: every error answer carries x-should-retry, which the
+// official SDKs follow: true on 429, 503 and a namespace not ready yet,
+// false on every other 4xx (a duplicate name is not retried).
+func testRetryHints(t *testing.T, start StartFunc) {
+	s := start(t, kvdtest.WithoutBackground(), kvdtest.WithConfig(func(c *server.Config) { c.RateLimit = 20 }))
+	c := newClient(t, s, s.Token)
+	pending := decodeNS(t, c.do("POST", "/v2/storage/kvs", []byte(`{"name":"hints"}`)))
+	for _, tc := range []struct {
+		what   string
+		r      response
+		status int
+		retry  string
+	}{
+		{"not ready", c.do("GET", "/v2/storage/kvs/"+pending.ID+"/keys/k", nil), 409, "true"},
+		{"duplicate name", c.do("POST", "/v2/storage/kvs", []byte(`{"name":"hints"}`)), 409, "false"},
+		{"missing namespace", c.do("GET", "/v2/storage/kvs/"+kv.NewID(), nil), 404, "false"},
+		{"bad key", c.do("GET", "/v2/storage/kvs/"+pending.ID+"/keys/a:b", nil), 400, "false"},
+		{"bad ttl", c.do("PUT", "/v2/storage/kvs/"+pending.ID+"/keys/k?ttl_secs=0", []byte("v")), 422, "false"},
+		{"unauthorized", newClient(t, s, "nope").do("GET", "/v2/storage/kvs", nil), 401, "false"},
+		{"method", c.do("PATCH", "/v2/storage/kvs", nil), 405, "false"},
+	} {
+		if tc.r.status != tc.status || tc.r.header.Get("X-Should-Retry") != tc.retry {
+			t.Errorf("%s: %d x-should-retry %q, want %d %q", tc.what, tc.r.status, tc.r.header.Get("X-Should-Retry"), tc.status, tc.retry)
+		}
+	}
+	limited := newClient(t, s, s.NewToken(t, "limited"))
+	var last response
+	for range 100 {
+		if last = limited.do("GET", "/v2/storage/kvs", nil); last.status == 429 {
+			break
+		}
+	}
+	if last.status != 429 || last.header.Get("X-Should-Retry") != "true" {
+		t.Errorf("rate limited: %d x-should-retry %q", last.status, last.header.Get("X-Should-Retry"))
+	}
+}

@@ -56,6 +56,7 @@ func Run(t *testing.T, start StartFunc) {
 		{"MalformedRequests", testMalformedRequests},
 		{"ContentLengthAndChunked", testContentLengthAndChunked},
 		{"FairBodies", testFairBodies},
+		{"RetryHints", testRetryHints},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
