@@ -55,18 +55,20 @@ func (a *app) newKeyListCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var keys []kv.KeyInfo
+			var keys []client.KeyInfo
 			var page client.KeyPage
-			for {
-				page, err = ns.List(cmd.Context(), prefix, cursor, limit)
-				if err != nil {
-					return err
+			if all {
+				// Pages ends a walk whose cursors repeat.
+				for p, err := range ns.Pages(cmd.Context(), prefix, cursor, limit) {
+					if err != nil {
+						return err
+					}
+					keys, page = append(keys, p.Keys...), p
 				}
-				keys = append(keys, page.Keys...)
-				if !all || !page.HasMore {
-					break
-				}
-				cursor = page.Cursor
+			} else if page, err = ns.List(cmd.Context(), prefix, cursor, limit); err != nil {
+				return err
+			} else {
+				keys = page.Keys
 			}
 			if a.json() {
 				data := make([]keyJSON, len(keys))
