@@ -98,8 +98,8 @@ func (a *app) newAuthStatusCommand() *cobra.Command {
 					a.writeJSON(map[string]any{"endpoint": s.Endpoint, "config_path": s.ConfigPath, "logged_in": false})
 				} else {
 					tw := a.table()
-					fmt.Fprintf(tw, "Endpoint:\t%s (%s)\n", s.Endpoint, s.EndpointSource)
-					fmt.Fprintf(tw, "Config file:\t%s\n", s.ConfigPath)
+					row(tw, "Endpoint:", s.Endpoint+" ("+s.EndpointSource+")")
+					row(tw, "Config file:", s.ConfigPath)
 					tw.Flush()
 				}
 				return errors.New("not logged in: run 'telnyx-edge auth api-key set KEY' or set TELNYX_API_KEY")
@@ -117,11 +117,11 @@ func (a *app) newAuthStatusCommand() *cobra.Command {
 				}
 			} else {
 				tw := a.table()
-				fmt.Fprintf(tw, "Endpoint:\t%s (%s)\n", s.Endpoint, s.EndpointSource)
-				fmt.Fprintf(tw, "Config file:\t%s\n", s.ConfigPath)
-				fmt.Fprintf(tw, "API key:\t%s (%s)\n", maskKey(s.APIKey), s.APIKeySource)
+				row(tw, "Endpoint:", s.Endpoint+" ("+s.EndpointSource+")")
+				row(tw, "Config file:", s.ConfigPath)
+				row(tw, "API key:", maskKey(s.APIKey)+" ("+s.APIKeySource+")")
 				if checkErr == nil {
-					fmt.Fprintf(tw, "Status:\tvalid (%d namespaces)\n", page.TotalResults)
+					row(tw, "Status:", fmt.Sprintf("valid (%d namespaces)", page.TotalResults))
 				}
 				tw.Flush()
 			}

@@ -6,7 +6,8 @@
 //
 // Exit codes: 0 success, 1 any other failure, 2 usage error (bad flags or
 // arguments, a refused confirmation without a terminal), 3 not found
-// (namespace, key or binding). exec passes on its command's exit code.
+// (namespace, key or binding), 130 interrupted (Ctrl-C). exec passes on
+// its command's exit code.
 package cli
 
 import (
@@ -17,11 +18,14 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/client"
@@ -33,6 +37,9 @@ const (
 	ExitError    = 1
 	ExitUsage    = 2
 	ExitNotFound = 3
+	// ExitInterrupted is the exit code of a command interrupted by Ctrl-C
+	// (128 + SIGINT).
+	ExitInterrupted = 130
 )
 
 // Environment variables read by the CLI, besides client.EnvAPIKey and
@@ -55,15 +62,40 @@ type Env struct {
 	// Dir is the working directory, where func.toml is; "" means ".".
 	Dir string
 	// IsTerminal reports whether stdin is an interactive terminal; nil
-	// means a check of os.Stdin.
+	// means a check of Stdin's file descriptor (false when it is not a
+	// file).
 	IsTerminal func() bool
+	// StderrIsTerminal reports whether stderr is a terminal, where
+	// progress may be shown on one rewritten line; nil means a check of
+	// Stderr's file descriptor.
+	StderrIsTerminal func() bool
 }
 
 // Main runs the command line args (without the program name) in the
-// process's own environment and returns the exit code.
+// process's own environment and returns the exit code. The first SIGINT or
+// SIGTERM cancels the command, which then exits 128+N (130 for Ctrl-C)
+// saying "interrupted"; a second one ends the process at once.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case s := <-sigs:
+			signal.Stop(sigs) // a second signal has its default effect
+			cancel(&Interrupted{Signal: s})
+		case <-ctx.Done():
+		}
+	}()
 	return Run(ctx, Env{Stdin: stdin, Stdout: stdout, Stderr: stderr}, args)
 }
+
+// Interrupted is the cause of a context canceled by a signal.
+type Interrupted struct{ Signal os.Signal }
+
+func (e *Interrupted) Error() string { return e.Signal.String() + " received" }
 
 // Run runs the command line args in env and returns the exit code. Errors
 // are reported as one line on env.Stderr: "Error: <what went wrong>".
@@ -78,7 +110,10 @@ func Run(ctx context.Context, env Env, args []string) int {
 		env.Dir = "."
 	}
 	if env.IsTerminal == nil {
-		env.IsTerminal = stdinIsTerminal
+		env.IsTerminal = func() bool { return isTerminal(env.Stdin) }
+	}
+	if env.StderrIsTerminal == nil {
+		env.StderrIsTerminal = func() bool { return isTerminal(env.Stderr) }
 	}
 	if env.Stdin == nil {
 		env.Stdin = strings.NewReader("")
@@ -93,19 +128,31 @@ func Run(ctx context.Context, env Env, args []string) int {
 	if err == nil {
 		return ExitOK
 	}
+	var ee *exitError
+	if ctx.Err() != nil && !errors.As(err, &ee) {
+		// Canceled, by Ctrl-C most likely: whatever failed after that is
+		// its consequence, not news.
+		fmt.Fprintln(env.Stderr, "interrupted")
+		var in *Interrupted
+		if errors.As(context.Cause(ctx), &in) {
+			if s, ok := in.Signal.(syscall.Signal); ok {
+				return 128 + int(s)
+			}
+		}
+		return ExitInterrupted
+	}
 	code, msg := a.classify(err)
 	if msg != "" {
-		fmt.Fprintf(env.Stderr, "Error: %s\n", oneLine(msg))
+		fmt.Fprintf(env.Stderr, "Error: %s\n", esc(oneLine(msg)))
 	}
 	return code
 }
 
-// stdinIsTerminal reports whether os.Stdin is a character device. It does
-// not tell a terminal from /dev/null; reading a confirmation from
-// /dev/null finds no "y" and declines.
-func stdinIsTerminal() bool {
-	fi, err := os.Stdin.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+// isTerminal reports whether f is a file on a terminal. /dev/null and
+// pipes are not terminals.
+func isTerminal(f any) bool {
+	fd, ok := f.(interface{ Fd() uintptr })
+	return ok && term.IsTerminal(int(fd.Fd()))
 }
 
 // app is the state of one run.
@@ -174,6 +221,10 @@ func message(err error) string {
 	var kvErr *kv.Error
 	if errors.As(err, &kvErr) && kvErr.Detail != "" {
 		return kvErr.Detail
+	}
+	var re *client.RedirectError
+	if errors.As(err, &re) {
+		return strings.TrimPrefix(re.Error(), "client: ")
 	}
 	var urlErr *url.Error
 	if errors.As(err, &urlErr) {
@@ -274,7 +325,7 @@ func (a *app) writeJSON(v any) error {
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(a.env.Stdout, "%s\n", b)
+	_, err = fmt.Fprintf(a.env.Stdout, "%s\n", escJSON(b))
 	return err
 }
 
@@ -285,18 +336,29 @@ func (a *app) note(format string, args ...any) {
 	if a.json() {
 		w = a.env.Stderr
 	}
-	fmt.Fprintf(w, format+"\n", args...)
+	fmt.Fprintf(w, format+"\n", escArgs(args)...)
 }
 
 // hint prints advice on stderr, so it never mixes with data on stdout.
 func (a *app) hint(format string, args ...any) {
-	fmt.Fprintf(a.env.Stderr, format+"\n", args...)
+	fmt.Fprintf(a.env.Stderr, format+"\n", escArgs(args)...)
 }
 
 // table returns a writer that aligns tab-separated columns on stdout; the
-// caller flushes it.
+// caller writes rows with row and flushes it.
 func (a *app) table() *tabwriter.Writer {
 	return tabwriter.NewWriter(a.env.Stdout, 0, 4, 2, ' ', 0)
+}
+
+// row writes one table row, every cell escaped for the terminal.
+func row(tw io.Writer, cells ...string) {
+	for i, c := range cells {
+		if i > 0 {
+			io.WriteString(tw, "\t")
+		}
+		io.WriteString(tw, esc(c))
+	}
+	io.WriteString(tw, "\n")
 }
 
 // path resolves name against the working directory.

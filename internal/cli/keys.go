@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -82,9 +83,9 @@ func (a *app) newKeyListCommand() *cobra.Command {
 				return a.writeJSON(map[string]any{"record_type": "storage_kv_key", "data": data, "meta": meta})
 			}
 			tw := a.table()
-			fmt.Fprintln(tw, "KEY\tSIZE\tUPDATED")
+			row(tw, "KEY", "SIZE", "UPDATED")
 			for _, k := range keys {
-				fmt.Fprintf(tw, "%s\t%d\t%s\n", k.Key, k.Size, k.UpdatedAt.UTC().Format(kv.KeyTimeFormat))
+				row(tw, k.Key, strconv.FormatInt(k.Size, 10), k.UpdatedAt.UTC().Format(kv.KeyTimeFormat))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -165,8 +166,16 @@ at least 1s. Without --ttl the key is permanent.`,
 			case value != nil || path == "-":
 				// stdin is buffered (a value is at most 1 MiB) so the write
 				// can be retried.
-				data, rerr := io.ReadAll(io.LimitReader(a.env.Stdin, kv.MaxValueSize+1))
+				if a.env.IsTerminal() {
+					a.hint("Reading the value from stdin; end with Ctrl-D")
+				}
+				data, rerr := readCtx(ctx, func() ([]byte, error) {
+					return io.ReadAll(io.LimitReader(a.env.Stdin, kv.MaxValueSize+1))
+				})
 				if rerr != nil {
+					if ctx.Err() != nil {
+						return rerr
+					}
 					return fmt.Errorf("reading stdin: %v", rerr)
 				}
 				created, err = ns.Put(ctx, key, data, opts)
@@ -237,7 +246,7 @@ TELNYX_EDGE_SKIP_CONFIRMATIONS=1).`,
 				return err
 			}
 			key := args[len(args)-1]
-			if err := a.confirm(yes, fmt.Sprintf("Delete key %s?", key)); err != nil {
+			if err := a.confirm(cmd.Context(), yes, "Delete key %s?", key); err != nil {
 				return err
 			}
 			if err := ns.Delete(cmd.Context(), key); err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -47,9 +48,9 @@ func (a *app) printNamespaces(list bool, meta any, nss ...kv.Namespace) error {
 		return a.writeJSON(map[string]any{"data": data, "meta": meta})
 	}
 	tw := a.table()
-	fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tCREATED")
+	row(tw, "ID", "NAME", "STATUS", "CREATED")
 	for _, ns := range nss {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ns.ID, ns.Name, ns.Status, ns.CreatedAt.UTC().Format(kv.NamespaceTimeFormat))
+		row(tw, ns.ID, ns.Name, string(ns.Status), ns.CreatedAt.UTC().Format(kv.NamespaceTimeFormat))
 	}
 	return tw.Flush()
 }
@@ -93,12 +94,14 @@ func (a *app) newListCommand() *cobra.Command {
 func (a *app) newCreateCommand() *cobra.Command {
 	var name, bind string
 	var wait bool
+	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "create --name NAME [--wait] [--bind BINDING]",
+		Use:   "create --name NAME [--wait [--timeout D]] [--bind BINDING]",
 		Short: "Create a namespace",
 		Long: `Create a namespace. Its name may contain only lowercase letters, numbers
 and hyphens. Creation is asynchronous: the namespace starts "pending";
---wait polls until it is "provision_ok". --bind BINDING adds
+--wait polls until it is "provision_ok", for at most --timeout (default 2m),
+saying on stderr which namespace it waits for. --bind BINDING adds
 [storage.kv.BINDING] with its id to ./func.toml (created if missing), keeping
 the rest of the file as it is. Binding names match ^[A-Z][A-Z0-9_]*$.`,
 		Args: argsRange(0, 0),
@@ -111,6 +114,12 @@ the rest of the file as it is. Binding names match ^[A-Z][A-Z0-9_]*$.`,
 					return &usageError{msg: err.Error()}
 				}
 			}
+			if cmd.Flags().Changed("timeout") && !wait {
+				return usagef("--timeout goes with --wait")
+			}
+			if timeout <= 0 {
+				return usagef("--timeout must be positive; got %v", timeout)
+			}
 			c, err := a.client()
 			if err != nil {
 				return err
@@ -121,7 +130,7 @@ the rest of the file as it is. Binding names match ^[A-Z][A-Z0-9_]*$.`,
 				return err
 			}
 			if wait {
-				if ns, err = c.WaitReady(ctx, ns.ID); err != nil {
+				if ns, err = a.waitReady(ctx, c, ns, timeout); err != nil {
 					return err
 				}
 			}
@@ -136,12 +145,46 @@ the rest of the file as it is. Binding names match ^[A-Z][A-Z0-9_]*$.`,
 	}
 	cmd.Flags().StringVar(&name, "name", "", "namespace name (lowercase letters, numbers, hyphens)")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the namespace is provision_ok")
+	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "with --wait: give up after this long")
 	cmd.Flags().StringVar(&bind, "bind", "", "add the binding BINDING for the namespace to ./func.toml")
 	return cmd
 }
 
+// waitReady waits until the namespace just created is provision_ok, for at
+// most timeout. Its id comes first, so an interrupted wait still tells
+// which namespace was left pending; on a terminal the wait shows as one
+// rewritten status line.
+func (a *app) waitReady(ctx context.Context, c *client.Client, ns kv.Namespace, timeout time.Duration) (kv.Namespace, error) {
+	a.hint("Created namespace %s (%s); waiting up to %v until it is provision_ok", ns.Name, ns.ID, timeout)
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	live := a.env.StderrIsTerminal()
+	last := ns
+	got, err := c.WaitReadyFunc(wctx, ns.ID, func(n kv.Namespace) {
+		last = n
+		if live {
+			fmt.Fprintf(a.env.Stderr, "\r\x1b[Kstatus: %s (%s)", esc(string(n.Status)), time.Since(start).Round(time.Second))
+		}
+	})
+	if live {
+		fmt.Fprint(a.env.Stderr, "\r\x1b[K")
+	}
+	if err == nil || ctx.Err() != nil {
+		return got, err
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return got, fmt.Errorf("namespace %s (%s) is not provision_ok after %v (last status: %s); see it with: telnyx-edge storage kv get %s",
+			last.Name, ns.ID, timeout, last.Status, ns.ID)
+	}
+	return got, err
+}
+
 // bind writes the binding to ./func.toml and says so.
 func (a *app) bind(name, id string) error {
+	if _, err := kv.CanonicalID(id); err != nil {
+		return fmt.Errorf("not binding %s: the service gave the namespace id %.80q, which is not a UUID", name, id)
+	}
 	path := a.path(functoml.FileName)
 	changed, err := functoml.WriteBinding(path, name, id)
 	if err != nil {
@@ -202,7 +245,7 @@ TELNYX_EDGE_SKIP_CONFIRMATIONS=1).`,
 			if err != nil {
 				return err
 			}
-			if err := a.confirm(yes, fmt.Sprintf("Delete namespace %s (%s) and all its keys?", ns.Name, ns.ID)); err != nil {
+			if err := a.confirm(ctx, yes, "Delete namespace %s (%s) and all its keys?", ns.Name, ns.ID); err != nil {
 				return err
 			}
 			ns, err = c.DeleteNamespace(ctx, id)
@@ -248,20 +291,52 @@ function then receives the id as KV_<BINDING>_ID. Binding names match
 // confirm asks before a destructive action. yes (or
 // TELNYX_EDGE_SKIP_CONFIRMATIONS=1) skips the question; without a terminal
 // to ask on, it refuses with a usage error.
-func (a *app) confirm(yes bool, question string) error {
+func (a *app) confirm(ctx context.Context, yes bool, question string, args ...any) error {
 	if yes || a.env.Getenv(EnvSkipConfirmations) == "1" {
 		return nil
 	}
 	if !a.env.IsTerminal() {
 		return usagef("refusing to delete without confirmation: stdin is not a terminal; pass --yes (or set %s=1)", EnvSkipConfirmations)
 	}
-	fmt.Fprintf(a.env.Stderr, "%s [y/N] ", question)
-	answer, _ := bufio.NewReader(a.env.Stdin).ReadString('\n')
+	fmt.Fprintf(a.env.Stderr, question+" [y/N] ", escArgs(args)...)
+	answer, err := a.readLine(ctx)
+	if err != nil && ctx.Err() != nil {
+		return err
+	}
 	switch strings.ToLower(strings.TrimSpace(answer)) {
 	case "y", "yes":
 		return nil
 	}
 	return errors.New("aborted; nothing was deleted")
+}
+
+// readLine reads a line from stdin, or returns early when ctx ends (a read
+// from a terminal does not end on Ctrl-C by itself).
+func (a *app) readLine(ctx context.Context) (string, error) {
+	return readCtx(ctx, func() (string, error) {
+		return bufio.NewReader(a.env.Stdin).ReadString('\n')
+	})
+}
+
+// readCtx runs read, returning early with ctx's error when ctx ends first;
+// the read is then abandoned (the process is about to exit).
+func readCtx[T any](ctx context.Context, read func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := read()
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
 }
 
 // resolveNS returns the namespace id named by args[at] or, when args has no

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -46,41 +47,43 @@ its bill, or one namespace's when NS is given.`,
 
 func (a *app) printUsage(u *client.Usage) error {
 	out := a.env.Stdout
-	fmt.Fprintf(out, "Usage for %s (%s to %s)\n\n", u.Month, u.PeriodStart, u.PeriodEnd)
+	fmt.Fprintf(out, "Usage for %s (%s to %s)\n\n", escArgs([]any{u.Month, u.PeriodStart, u.PeriodEnd})...)
 	tw := a.table()
-	fmt.Fprintln(tw, "READS\tWRITES\tDELETES\tLISTS\tSTORED BYTES\tGB-MONTHS")
-	fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%s\n", u.Reads, u.Writes, u.Deletes, u.Lists, u.StoredBytes, u.StorageGBMonths)
+	row(tw, "READS", "WRITES", "DELETES", "LISTS", "STORED BYTES", "GB-MONTHS")
+	row(tw, itoa(u.Reads), itoa(u.Writes), itoa(u.Deletes), itoa(u.Lists), itoa(u.StoredBytes), u.StorageGBMonths)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	if len(u.Namespaces) > 0 {
 		fmt.Fprintln(out, "\nBy namespace:")
 		tw = a.table()
-		fmt.Fprintln(tw, "ID\tNAME\tREADS\tWRITES\tDELETES\tLISTS\tSTORED BYTES\tGB-MONTHS")
+		row(tw, "ID", "NAME", "READS", "WRITES", "DELETES", "LISTS", "STORED BYTES", "GB-MONTHS")
 		for _, n := range u.Namespaces {
 			name := n.Name
 			if name == "" {
 				name = "(deleted)"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", n.ID, name, n.Reads, n.Writes, n.Deletes, n.Lists, n.StoredBytes, n.StorageGBMonths)
+			row(tw, n.ID, name, itoa(n.Reads), itoa(n.Writes), itoa(n.Deletes), itoa(n.Lists), itoa(n.StoredBytes), n.StorageGBMonths)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
 		}
 	}
 	if u.Bill != nil {
-		fmt.Fprintf(out, "\nBill (%s):\n", u.Bill.Currency)
+		fmt.Fprintf(out, "\nBill (%s):\n", esc(u.Bill.Currency))
 		tw = a.table()
-		fmt.Fprintln(tw, "RESOURCE\tQUANTITY\tFREE\tBILLABLE\tUNIT PRICE\tAMOUNT")
+		row(tw, "RESOURCE", "QUANTITY", "FREE", "BILLABLE", "UNIT PRICE", "AMOUNT")
 		for _, l := range u.Bill.Lines {
 			per := "per " + l.Unit
 			if l.PerUnits != 1 {
 				per = fmt.Sprintf("per %d %s", l.PerUnits, l.Unit)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t$%s %s\t$%s\n", l.Resource, l.Quantity, l.Free, l.Billable, l.UnitPrice, per, l.Amount)
+			row(tw, l.Resource, l.Quantity, l.Free, l.Billable, "$"+l.UnitPrice+" "+per, "$"+l.Amount)
 		}
-		fmt.Fprintf(tw, "total\t\t\t\t\t$%s\n", u.Bill.Total)
+		row(tw, "total", "", "", "", "", "$"+u.Bill.Total)
 		return tw.Flush()
 	}
 	return nil
 }
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
