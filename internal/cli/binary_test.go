@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -180,4 +181,13 @@ type notifyingReader struct {
 func (n *notifyingReader) Read(p []byte) (int, error) {
 	n.once.Do(func() { close(n.first) })
 	return n.r.Read(p)
+}
+
+func TestBinaryVersion(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		out, err := exec.Command(telnyxEdge(t), args...).Output()
+		if err != nil || !strings.HasPrefix(string(out), "telnyx-edge ") || !strings.Contains(string(out), runtime.Version()) || strings.Count(string(out), "\n") != 1 {
+			t.Errorf("telnyx-edge %v = %q, %v; want one version line with the Go version", args, out, err)
+		}
+	}
 }

@@ -29,6 +29,7 @@ import (
 
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/client"
+	"github.com/edgekv/kv/internal/version"
 )
 
 // Exit codes.
@@ -261,11 +262,21 @@ func (a *app) newRootCommand() *cobra.Command {
 			return nil
 		},
 	}
+	root.Version = version.String("telnyx-edge")
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.PersistentFlags().StringVarP(&a.output, "output", "o", "text", "output format: text (aligned tables) or json")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return &usageError{msg: err.Error()}
 	})
-	root.AddCommand(a.newStorageCommand(), a.newAuthCommand(), a.newEnvCommand(), a.newExecCommand())
+	root.AddCommand(a.newStorageCommand(), a.newAuthCommand(), a.newEnvCommand(), a.newExecCommand(), &cobra.Command{
+		Use:   "version",
+		Short: "Print the version, the revision it was built from and the Go version",
+		Args:  argsRange(0, 0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, err := fmt.Fprintln(a.env.Stdout, root.Version)
+			return err
+		},
+	})
 	return root
 }
 
