@@ -35,6 +35,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -53,8 +54,8 @@ const (
 // default (see DefaultConfig).
 type Config struct {
 	// BaseURL is the API root, e.g. "https://api.telnyx.com" or
-	// "http://127.0.0.1:8080". A trailing "/v2" and trailing slashes are
-	// accepted and ignored.
+	// "http://127.0.0.1:8080". A trailing "/v2" or "/v2/storage/kvs" and
+	// trailing slashes are accepted and ignored.
 	BaseURL string
 	// APIKey is sent as "Authorization: Bearer <APIKey>".
 	APIKey string
@@ -194,11 +195,44 @@ func FromEnv(opts ...Option) (*Client, error) {
 }
 
 // NormalizeBaseURL returns the API root of u: without trailing slashes and
-// without a trailing "/v2", so "http://h:8080/v2/" gives "http://h:8080".
+// without a trailing "/v2" or "/v2/storage/kvs", so "http://h:8080/v2/"
+// gives "http://h:8080". It does not check u; ParseBaseURL does.
 func NormalizeBaseURL(u string) string {
 	u = strings.TrimRight(strings.TrimSpace(u), "/")
+	u = strings.TrimSuffix(u, namespacesPath)
 	u = strings.TrimSuffix(u, "/v2")
 	return strings.TrimRight(u, "/")
+}
+
+// ParseBaseURL checks an API root as a person gives it and returns it
+// normalised (see NormalizeBaseURL): an http or https URL with a host, and
+// no user name, password, query or fragment. The error says what is wrong
+// and, for a bare "host:port", what was probably meant.
+func ParseBaseURL(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", errors.New("the endpoint is empty; give a URL such as https://api.telnyx.com or http://127.0.0.1:8080")
+	}
+	if !strings.Contains(s, "://") {
+		return "", fmt.Errorf("endpoint %.80q has no scheme; did you mean http://%s (or https://)?", s, strings.TrimLeft(s, "/"))
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("endpoint %.80q is not a URL: %v", s, errors.Unwrap(err))
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", fmt.Errorf("endpoint %.80q: the scheme must be http or https, not %q", s, u.Scheme)
+	case u.Host == "" || u.Hostname() == "":
+		return "", fmt.Errorf("endpoint %.80q has no host", s)
+	case u.User != nil:
+		return "", fmt.Errorf("endpoint %.80q holds a user name or password; the API key goes in TELNYX_API_KEY or auth api-key set, not in the URL", u.Redacted())
+	case u.RawQuery != "" || u.ForceQuery:
+		return "", fmt.Errorf("endpoint %.80q has a query (?...); give the API root alone", s)
+	case u.Fragment != "" || strings.Contains(s, "#"):
+		return "", fmt.Errorf("endpoint %.80q has a fragment (#...); give the API root alone", s)
+	}
+	return NormalizeBaseURL(u.Scheme + "://" + u.Host + u.EscapedPath()), nil
 }
 
 // BaseURL returns the API root the client talks to (without /v2).

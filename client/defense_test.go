@@ -521,3 +521,35 @@ func mustURL(t *testing.T, s string) *url.URL {
 	}
 	return u
 }
+
+func TestParseBaseURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://127.0.0.1:8080":                "http://127.0.0.1:8080",
+		" https://api.telnyx.com/ ":            "https://api.telnyx.com",
+		"http://h:8080/v2":                     "http://h:8080",
+		"http://h:8080/v2/":                    "http://h:8080",
+		"http://h:8080/v2/storage/kvs":         "http://h:8080",
+		"http://h:8080/v2/storage/kvs/":        "http://h:8080",
+		"https://gw.example/kv/v2/storage/kvs": "https://gw.example/kv",
+		"http://[::1]:8080":                    "http://[::1]:8080",
+	} {
+		if got, err := ParseBaseURL(in); err != nil || got != want {
+			t.Errorf("ParseBaseURL(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for in, want := range map[string]string{
+		"localhost:8080":           "has no scheme; did you mean http://localhost:8080",
+		"127.0.0.1:8080":           "has no scheme",
+		"":                         "empty",
+		"ftp://h":                  "must be http or https",
+		"http://":                  "no host",
+		"http://user:pw@h":         "user name or password",
+		"http://h:8080/?x=1":       "query",
+		"http://h:8080/#top":       "fragment",
+		"http://h:8080/v2\x1b[31m": "not a URL",
+	} {
+		if got, err := ParseBaseURL(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseBaseURL(%q) = %q, %v; want an error saying %q", in, got, err, want)
+		}
+	}
+}

@@ -159,7 +159,13 @@ func isTerminal(f any) bool {
 // app is the state of one run.
 type app struct {
 	env    Env
-	output string // "text" or "json"
+	output string // "text", "wide" or "json"
+	// endpoint, caCert and insecure are the connection flags.
+	endpoint string
+	caCert   string
+	insecure bool
+	// names maps namespace ids to the name or binding they were given by.
+	names map[string]string
 	// started is set once cobra has parsed flags and arguments and a
 	// command begins; an error before that is a usage error.
 	started bool
@@ -209,6 +215,10 @@ func (a *app) classify(err error) (int, string) {
 // message is the text of err for a person: the service's detail for an API
 // error.
 func message(err error) string {
+	var nf *notFoundError
+	if errors.As(err, &nf) {
+		return nf.msg
+	}
 	var apiErr *client.APIError
 	if errors.As(err, &apiErr) {
 		switch {
@@ -248,15 +258,19 @@ func oneLine(s string) string {
 
 func (a *app) newRootCommand() *cobra.Command {
 	root := &cobra.Command{
-		Use:           "telnyx-edge",
-		Short:         "Manage Telnyx Edge Compute KV namespaces, keys and func.toml bindings",
+		Use:   "telnyx-edge",
+		Short: "Manage Telnyx Edge Compute KV namespaces, keys and func.toml bindings",
+		Example: `  telnyx-edge auth api-key set KEY123 --endpoint http://127.0.0.1:8080
+  telnyx-edge storage kv create --name my-cache --wait --bind MY_CACHE
+  telnyx-edge storage kv key put user/123 '{"name":"Alice"}'
+  telnyx-edge exec -- node server.mjs`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Args:          groupArgs,
 		RunE:          groupRun,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			if a.output != "text" && a.output != "json" {
-				return usagef("--output must be text or json; got %q", a.output)
+			if a.output != "text" && a.output != "wide" && a.output != "json" {
+				return usagef("--output must be text, wide or json; got %q", a.output)
 			}
 			a.started = true
 			return nil
@@ -264,14 +278,18 @@ func (a *app) newRootCommand() *cobra.Command {
 	}
 	root.Version = version.String("telnyx-edge")
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.PersistentFlags().StringVarP(&a.output, "output", "o", "text", "output format: text (aligned tables) or json")
+	root.PersistentFlags().StringVarP(&a.output, "output", "o", "text", "output format: text (aligned tables), wide (more columns) or json")
+	root.PersistentFlags().StringVar(&a.endpoint, "endpoint", "", "API root, e.g. http://127.0.0.1:8080 (overrides TELNYX_BASE_URL and the config file)")
+	root.PersistentFlags().StringVar(&a.caCert, "cacert", "", "trust the CA certificates in this PEM file (instead of the system's) for HTTPS")
+	root.PersistentFlags().BoolVar(&a.insecure, "insecure", false, "do not verify the server's TLS certificate (testing only)")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return &usageError{msg: err.Error()}
 	})
 	root.AddCommand(a.newStorageCommand(), a.newAuthCommand(), a.newEnvCommand(), a.newExecCommand(), &cobra.Command{
-		Use:   "version",
-		Short: "Print the version, the revision it was built from and the Go version",
-		Args:  argsRange(0, 0),
+		Use:     "version",
+		Short:   "Print the version, the revision it was built from and the Go version",
+		Example: "  telnyx-edge version\n  telnyx-edge --version",
+		Args:    argsRange(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			_, err := fmt.Fprintln(a.env.Stdout, root.Version)
 			return err
@@ -286,6 +304,12 @@ func groupArgs(cmd *cobra.Command, args []string) error { return nil }
 
 func groupRun(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
+		if cmd.SuggestionsMinimumDistance <= 0 {
+			cmd.SuggestionsMinimumDistance = 2
+		}
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			return usagef("unknown command %q for %q; did you mean %q? Run '%s --help'", args[0], cmd.CommandPath(), s[0], cmd.CommandPath())
+		}
 		return usagef("unknown command %q for %q; run '%s --help'", args[0], cmd.CommandPath(), cmd.CommandPath())
 	}
 	return cmd.Help()
@@ -312,19 +336,6 @@ func countArgs(min, max int) string {
 		return plural(min)
 	}
 	return fmt.Sprintf("%d to %s", min, plural(max))
-}
-
-// client returns an API client configured by the environment and the
-// config file.
-func (a *app) client() (*client.Client, error) {
-	s, err := a.settings()
-	if err != nil {
-		return nil, err
-	}
-	if s.APIKey == "" {
-		return nil, errors.New("no API key: run 'telnyx-edge auth api-key set KEY' or set TELNYX_API_KEY")
-	}
-	return client.New(client.WithBaseURL(s.Endpoint), client.WithAPIKey(s.APIKey)), nil
 }
 
 // json reports whether output is JSON.

@@ -296,3 +296,34 @@ func TestCreateWaitOnATerminal(t *testing.T) {
 	}
 	_ = time.Second
 }
+
+func TestQuantity(t *testing.T) {
+	for in, want := range map[string]string{
+		"0":                     "0",
+		"0.000000000000":        "0",
+		"1.000000000000":        "1",
+		"0.000000000044":        "0.000000000044",
+		"0.000042998971193415":  "0.000042999",
+		"12.345678912345":       "12.3457",
+		"10000000":              "10,000,000",
+		"1234567.891":           "1,234,568",
+		"999999.5":              "1,000,000",
+		"0.1234565":             "0.123457",
+		"-2.5":                  "-2.5",
+		"not a number":          "not a number",
+		"1e9":                   "1e9",
+		"123456789012345678901": "123456789012345678901",
+	} {
+		if got := quantity(in); got != want {
+			t.Errorf("quantity(%q) = %q; want %q", in, got, want)
+		}
+	}
+	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567", -1234: "-1,234"} {
+		if got := thousands(n); got != want {
+			t.Errorf("thousands(%d) = %q; want %q", n, got, want)
+		}
+	}
+	if plural(1, "namespace") != "1 namespace" || plural(2000, "namespace") != "2,000 namespaces" || plural(0, "key") != "0 keys" {
+		t.Error("plural")
+	}
+}

@@ -62,6 +62,9 @@ binding in ./func.toml, TELNYX_API_KEY and TELNYX_BASE_URL.
   --format json    one JSON object
 
 Every value is single-quoted, so nothing in it is expanded or run.`,
+		Example: `  eval "$(telnyx-edge env)"
+  telnyx-edge env --format dotenv > .env
+  telnyx-edge env --format json`,
 		Args: argsRange(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch format {
@@ -148,6 +151,8 @@ func (a *app) newExecCommand() *cobra.Command {
 TELNYX_API_KEY and TELNYX_BASE_URL added to the current environment.
 Stdin, stdout and stderr are the command's; the exit code is its exit code
 (127 if it cannot be started, 128+N if killed by signal N).`,
+		Example: `  telnyx-edge exec -- node server.mjs
+  telnyx-edge exec -- sh -c 'echo $KV_MY_CACHE_ID'`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("exec needs a command; usage: %s", cmd.UseLine())

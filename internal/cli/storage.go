@@ -17,7 +17,8 @@ import (
 )
 
 func (a *app) newStorageCommand() *cobra.Command {
-	storage := &cobra.Command{Use: "storage", Short: "Edge Compute storage", Args: groupArgs, RunE: groupRun}
+	storage := &cobra.Command{Use: "storage", Short: "Edge Compute storage", Args: groupArgs, RunE: groupRun,
+		Example: "  telnyx-edge storage kv list"}
 	kvCmd := &cobra.Command{
 		Use:   "kv",
 		Short: "KV namespaces and keys",
@@ -26,6 +27,10 @@ func (a *app) newStorageCommand() *cobra.Command {
 NS names a namespace: its UUID, its name, or the name of a binding in
 ./func.toml (e.g. MY_CACHE). It may be left out when ./func.toml has exactly
 one KV binding.`,
+		Example: `  telnyx-edge storage kv create --name my-cache --wait --bind MY_CACHE
+  telnyx-edge storage kv list
+  telnyx-edge storage kv key put user/123 '{"name":"Alice"}'
+  telnyx-edge storage kv usage`,
 		Args: groupArgs,
 		RunE: groupRun,
 	}
@@ -60,7 +65,9 @@ func (a *app) newListCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List namespaces",
-		Args:  argsRange(0, 0),
+		Example: `  telnyx-edge storage kv list
+  telnyx-edge storage kv list --page 2 --page-size 50 -o json`,
+		Args: argsRange(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if page < 1 {
 				return usagef("--page must be at least 1; got %d", page)
@@ -81,7 +88,7 @@ func (a *app) newListCommand() *cobra.Command {
 				return err
 			}
 			if !a.json() && p.PageNumber < p.TotalPages {
-				a.hint("Page %d of %d (%d namespaces); next: --page %d", p.PageNumber, p.TotalPages, p.TotalResults, p.PageNumber+1)
+				a.hint("Page %d of %d (%s); next: --page %d", p.PageNumber, p.TotalPages, plural(p.TotalResults, "namespace"), p.PageNumber+1)
 			}
 			return nil
 		},
@@ -104,6 +111,8 @@ and hyphens. Creation is asynchronous: the namespace starts "pending";
 saying on stderr which namespace it waits for. --bind BINDING adds
 [storage.kv.BINDING] with its id to ./func.toml (created if missing), keeping
 the rest of the file as it is. Binding names match ^[A-Z][A-Z0-9_]*$.`,
+		Example: `  telnyx-edge storage kv create --name my-cache
+  telnyx-edge storage kv create --name my-cache --wait --timeout 30s --bind MY_CACHE`,
 		Args: argsRange(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if name == "" {
@@ -202,7 +211,11 @@ func (a *app) newGetCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "get [NS]",
 		Short: "Show a namespace",
-		Args:  argsRange(0, 1),
+		Example: `  telnyx-edge storage kv get my-cache
+  telnyx-edge storage kv get MY_CACHE -o json
+  telnyx-edge storage kv get 550e8400-e29b-41d4-a716-446655440000`,
+		Args:              argsRange(0, 1),
+		ValidArgsFunction: a.completeNS(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client()
 			if err != nil {
@@ -214,7 +227,7 @@ func (a *app) newGetCommand() *cobra.Command {
 			}
 			ns, err := c.GetNamespace(cmd.Context(), id)
 			if err != nil {
-				return err
+				return a.notFound(err, id, "")
 			}
 			return a.printNamespaces(false, nil, ns)
 		},
@@ -230,7 +243,10 @@ func (a *app) newDeleteCommand() *cobra.Command {
 namespace shows "deleting" until it is gone. On a terminal it asks for
 confirmation; elsewhere it refuses unless given -y/--yes (or
 TELNYX_EDGE_SKIP_CONFIRMATIONS=1).`,
-		Args: argsRange(0, 1),
+		Example: `  telnyx-edge storage kv delete my-cache
+  telnyx-edge storage kv delete MY_CACHE --yes`,
+		Args:              argsRange(0, 1),
+		ValidArgsFunction: a.completeNS(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client()
 			if err != nil {
@@ -243,14 +259,14 @@ TELNYX_EDGE_SKIP_CONFIRMATIONS=1).`,
 			}
 			ns, err := c.GetNamespace(ctx, id)
 			if err != nil {
-				return err
+				return a.notFound(err, id, "")
 			}
 			if err := a.confirm(ctx, yes, "Delete namespace %s (%s) and all its keys?", ns.Name, ns.ID); err != nil {
 				return err
 			}
 			ns, err = c.DeleteNamespace(ctx, id)
 			if err != nil {
-				return err
+				return a.notFound(err, id, "")
 			}
 			return a.printNamespaces(false, nil, ns)
 		},
@@ -267,7 +283,10 @@ func (a *app) newBindCommand() *cobra.Command {
 (created if missing), keeping every other line of the file as it is. The
 function then receives the id as KV_<BINDING>_ID. Binding names match
 ^[A-Z][A-Z0-9_]*$.`,
-		Args: argsRange(2, 2),
+		Example: `  telnyx-edge storage kv bind my-cache MY_CACHE
+  telnyx-edge storage kv bind 550e8400-e29b-41d4-a716-446655440000 SESSIONS`,
+		Args:              argsRange(2, 2),
+		ValidArgsFunction: a.completeNS(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := functoml.ValidateBindingName(args[1]); err != nil {
 				return &usageError{msg: err.Error()}
@@ -281,7 +300,7 @@ function then receives the id as KV_<BINDING>_ID. Binding names match
 				return err
 			}
 			if _, err := c.GetNamespace(cmd.Context(), id); err != nil {
-				return err
+				return a.notFound(err, id, "")
 			}
 			return a.bind(args[1], id)
 		},
@@ -342,7 +361,8 @@ func readCtx[T any](ctx context.Context, read func() (T, error)) (T, error) {
 // resolveNS returns the namespace id named by args[at] or, when args has no
 // element at, by the only KV binding of ./func.toml. NS is a namespace
 // UUID, a func.toml binding name (uppercase, so never a namespace name), or
-// a namespace name looked up by listing. A UUID always means an id.
+// a namespace name looked up by listing. A UUID always means an id. The
+// name it was given by is kept for messages (nsLabel).
 func (a *app) resolveNS(ctx context.Context, c *client.Client, args []string, at int) (string, error) {
 	path := a.path(functoml.FileName)
 	if len(args) <= at {
@@ -360,6 +380,7 @@ func (a *app) resolveNS(ctx context.Context, c *client.Client, args []string, at
 			}
 			return "", usagef("NS is required: ./func.toml has %d KV bindings (%s); name one", len(bindings), strings.Join(names, ", "))
 		}
+		a.named(bindings[0].ID, bindings[0].Name)
 		return bindings[0].ID, nil
 	}
 	ns := args[at]
@@ -373,6 +394,7 @@ func (a *app) resolveNS(ctx context.Context, c *client.Client, args []string, at
 		}
 		for _, b := range bindings {
 			if b.Name == ns {
+				a.named(b.ID, b.Name)
 				return b.ID, nil
 			}
 		}
@@ -386,8 +408,9 @@ func (a *app) resolveNS(ctx context.Context, c *client.Client, args []string, at
 			return "", err
 		}
 		if n.Name == ns {
+			a.named(n.ID, n.Name)
 			return n.ID, nil
 		}
 	}
-	return "", kv.Errorf(kv.ENotFound, "no namespace named %q", ns)
+	return "", kv.Errorf(kv.ENotFound, "namespace %s not found: no namespace has that name", ns)
 }
