@@ -327,3 +327,28 @@ func TestQuantity(t *testing.T) {
 		t.Error("plural")
 	}
 }
+
+// A redirect to another port is refused: the API key stays where it was
+// given.
+func TestRedirectElsewhereIsRefused(t *testing.T) {
+	h := newHarness(t)
+	got := make(chan string, 10)
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("Authorization")
+	}))
+	defer other.Close()
+	first := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer first.Close()
+	h.env["TELNYX_BASE_URL"] = first.URL
+	r := h.expect(ExitError, "storage", "kv", "list")
+	if !strings.Contains(r.stderr, "not following a redirect to another origin") {
+		t.Fatalf("stderr %q; want the refused redirect", r.stderr)
+	}
+	select {
+	case auth := <-got:
+		t.Fatalf("the other origin was sent a request (Authorization %q)", auth)
+	default:
+	}
+}
