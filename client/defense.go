@@ -32,9 +32,10 @@ const (
 // answer over MaxJSONResponse. The body is not read past the bound.
 var ErrResponseTooLarge = errors.New("client: response too large")
 
-// ErrBadCursor is matched (errors.Is) by the error of a key listing whose
-// cursors cannot end: a page that says more keys follow but gives no
-// cursor, or a cursor the walk has already been given.
+// ErrBadCursor is matched (errors.Is) by the error of a listing that cannot
+// end: a key listing page that says more keys follow but gives no cursor,
+// or a cursor the walk has already been given; a namespace listing that
+// serves a page it has served before.
 var ErrBadCursor = errors.New("client: the service sent a listing cursor that would never end the walk")
 
 // readLimited reads a whole response body of at most limit bytes. A body
@@ -158,10 +159,11 @@ type cursorGuard struct {
 	saved       string
 	power, step int
 	pages       int
+	what        string // what repeats: "cursor", or "page" for namespaces
 }
 
 func newCursorGuard(start string) *cursorGuard {
-	return &cursorGuard{saved: start, power: 1}
+	return &cursorGuard{saved: start, power: 1, what: "cursor"}
 }
 
 // next checks the page just received: hasMore and its cursor.
@@ -174,7 +176,7 @@ func (g *cursorGuard) next(hasMore bool, cursor string) error {
 		return fmt.Errorf("%w: page %d says more keys follow but has no cursor", ErrBadCursor, g.pages)
 	}
 	if cursor == g.saved {
-		return fmt.Errorf("%w: page %d repeats an earlier cursor (%.40q); the listing would loop forever", ErrBadCursor, g.pages, cursor)
+		return fmt.Errorf("%w: page %d repeats an earlier %s (%.40q); the listing would loop forever", ErrBadCursor, g.pages, g.what, cursor)
 	}
 	g.step++
 	if g.step == g.power {

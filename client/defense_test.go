@@ -553,3 +553,28 @@ func TestParseBaseURL(t *testing.T) {
 		}
 	}
 }
+
+// A namespace listing that serves the same page forever, claiming ever
+// more pages, ends with ErrBadCursor.
+func TestNamespacesStopsOnARepeatedPage(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) > 1000 {
+			w.WriteHeader(http.StatusTeapot)
+			return
+		}
+		fmt.Fprint(w, `{"data":[{"id":"6ba7b810-9dad-41d1-80b4-00c04fd430c8","name":"same","status":"provision_ok"}],"meta":{"page_number":1,"page_size":250,"total_pages":999999999,"total_results":999999999}}`)
+	}))
+	defer srv.Close()
+	c := New(WithBaseURL(srv.URL), WithAPIKey("k"))
+	var err error
+	for _, e := range c.Namespaces(context.Background()) {
+		if e != nil {
+			err = e
+			break
+		}
+	}
+	if !errors.Is(err, ErrBadCursor) || requests.Load() > 3 {
+		t.Fatalf("after %d requests: err = %v; want ErrBadCursor", requests.Load(), err)
+	}
+}

@@ -106,13 +106,21 @@ func (c *Client) ListNamespaces(ctx context.Context, page, size int) (NamespaceP
 }
 
 // Namespaces iterates over all of the organization's namespaces, page by
-// page. An error ends the iteration after being yielded once. A namespace
+// page. An error ends the iteration after being yielded once; a service
+// that serves a page again gives an error matching ErrBadCursor. A namespace
 // created or deleted during the walk may be missed or seen twice, as page
 // boundaries shift.
 func (c *Client) Namespaces(ctx context.Context) iter.Seq2[kv.Namespace, error] {
 	return func(yield func(kv.Namespace, error) bool) {
+		// A page is known by its first id: a service that serves the same
+		// pages again and again (and claims ever more) ends the walk.
+		guard := newCursorGuard("")
+		guard.what = "page"
 		for page := 1; ; page++ {
 			p, err := c.ListNamespaces(ctx, page, kv.MaxPageSize)
+			if err == nil && len(p.Namespaces) > 0 {
+				err = guard.next(true, p.Namespaces[0].ID)
+			}
 			if err != nil {
 				yield(kv.Namespace{}, err)
 				return

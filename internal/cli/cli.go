@@ -215,7 +215,7 @@ func (a *app) classify(err error) (int, string) {
 // message is the text of err for a person: the service's detail for an API
 // error.
 func message(err error) string {
-	var nf *notFoundError
+	var nf *explained
 	if errors.As(err, &nf) {
 		return nf.msg
 	}

@@ -2,14 +2,17 @@ package cli
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -135,8 +138,10 @@ func (h *harness) normalize(s string) string {
 	s = strings.ReplaceAll(s, h.srv.Token, "TOKEN")
 	s = strings.ReplaceAll(s, maskKey(h.srv.Token), "MASKED-TOKEN")
 	s = strings.ReplaceAll(s, h.env["TELNYX_CONFIG_PATH"], "CONFIG")
-	for from, to := range h.replace {
-		s = strings.ReplaceAll(s, from, to)
+	// Longest first, so that a URL is replaced before the address in it.
+	froms := slices.SortedFunc(maps.Keys(h.replace), func(a, b string) int { return cmp.Compare(len(b), len(a)) })
+	for _, from := range froms {
+		s = strings.ReplaceAll(s, from, h.replace[from])
 	}
 	ids := map[string]string{}
 	s = uuidRE.ReplaceAllStringFunc(s, func(id string) string {

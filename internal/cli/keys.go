@@ -2,12 +2,14 @@ package cli
 
 import (
 	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -74,51 +76,40 @@ reports them.`,
 			if err != nil {
 				return err
 			}
-			var keys []client.KeyInfo
-			var page client.KeyPage
-			if all {
-				// Pages ends a walk whose cursors repeat.
-				for p, err := range ns.Pages(cmd.Context(), prefix, cursor, limit) {
-					if err != nil {
-						return a.notFound(err, ns.ID(), "")
+			out := a.newKeyPrinter()
+			if !all {
+				page, err := ns.List(cmd.Context(), prefix, cursor, limit)
+				if err != nil {
+					return a.notFound(err, ns.ID(), "")
+				}
+				if err := out.page(page.Keys); err != nil {
+					return err
+				}
+				if err := out.end(page); err != nil {
+					return err
+				}
+				if page.HasMore && !a.json() {
+					a.hint("More keys follow: run again with --cursor %s (or --all)", page.Cursor)
+				}
+				return nil
+			}
+			// Page by page, so memory stays one page whatever the size of
+			// the namespace; Pages ends a walk whose cursors repeat.
+			listed := 0
+			for page, err := range ns.Pages(cmd.Context(), prefix, cursor, limit) {
+				if err != nil {
+					err = a.notFound(err, ns.ID(), "")
+					if listed > 0 {
+						return &explained{msg: fmt.Sprintf("the listing stopped after %s: %s", plural(listed, "key"), message(err)), err: err}
 					}
-					keys, page = append(keys, p.Keys...), p
+					return err
 				}
-			} else if page, err = ns.List(cmd.Context(), prefix, cursor, limit); err != nil {
-				return a.notFound(err, ns.ID(), "")
-			} else {
-				keys = page.Keys
-			}
-			if a.json() {
-				data := make([]keyJSON, len(keys))
-				for i, k := range keys {
-					data[i] = keyJSON{Key: k.Key, SizeBytes: k.Size, UpdatedAt: k.UpdatedAt.UTC().Format(kv.KeyTimeFormat), ETag: k.ETag}
-					if !k.ExpiresAt.IsZero() {
-						data[i].ExpiresAt = k.ExpiresAt.UTC().Format(kv.KeyTimeFormat)
-					}
+				if err := out.page(page.Keys); err != nil {
+					return err
 				}
-				meta := map[string]any{"has_more": page.HasMore}
-				if page.HasMore {
-					meta["cursor"] = page.Cursor
-				}
-				return a.writeJSON(map[string]any{"record_type": "storage_kv_key", "data": data, "meta": meta})
+				listed += len(page.Keys)
 			}
-			tw := a.table()
-			if a.output == "wide" {
-				a.keyTableWide(tw, keys)
-			} else {
-				row(tw, "KEY", "SIZE", "UPDATED")
-				for _, k := range keys {
-					row(tw, k.Key, strconv.FormatInt(k.Size, 10), k.UpdatedAt.UTC().Format(kv.KeyTimeFormat))
-				}
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			if page.HasMore {
-				a.hint("More keys follow: run again with --cursor %s (or --all)", page.Cursor)
-			}
-			return nil
+			return out.end(client.KeyPage{})
 		},
 	}
 	cmd.Flags().StringVar(&prefix, "prefix", "", "only keys starting with this prefix")
@@ -314,32 +305,104 @@ func checkPrefix(p string) error {
 	return usagef("--prefix %q cannot match any key: no key contains %q; keys are made of a-z A-Z 0-9 - _ / = .", p, p[i:i+1])
 }
 
-// keyTableWide writes the listing with the expiry and ETag columns the
-// service reports.
-func (a *app) keyTableWide(tw io.Writer, keys []client.KeyInfo) {
-	expiry, etag := false, false
-	for _, k := range keys {
-		expiry = expiry || k.ExpiryKnown
-		etag = etag || k.ETag != ""
+// keyPrinter writes a key listing a page at a time: an aligned table
+// (flushed after each page), or the API's JSON shape, streamed.
+type keyPrinter struct {
+	a       *app
+	tw      *tabwriter.Writer
+	started bool
+	// the wide table's optional columns, fixed by the first page
+	expiry, etag bool
+	first        bool // no JSON item written yet
+}
+
+func (a *app) newKeyPrinter() *keyPrinter { return &keyPrinter{a: a, first: true} }
+
+func (p *keyPrinter) page(keys []client.KeyInfo) error {
+	w := p.a.env.Stdout
+	if p.a.json() {
+		if !p.started {
+			io.WriteString(w, "{\n  \"data\": [")
+			p.started = true
+		}
+		for _, k := range keys {
+			item := keyJSON{Key: k.Key, SizeBytes: k.Size, UpdatedAt: k.UpdatedAt.UTC().Format(kv.KeyTimeFormat), ETag: k.ETag}
+			if !k.ExpiresAt.IsZero() {
+				item.ExpiresAt = k.ExpiresAt.UTC().Format(kv.KeyTimeFormat)
+			}
+			b, err := json.MarshalIndent(item, "    ", "  ")
+			if err != nil {
+				return err
+			}
+			sep := ",\n    "
+			if p.first {
+				sep, p.first = "\n    ", false
+			}
+			io.WriteString(w, sep)
+			w.Write(escJSON(b))
+		}
+		return nil
 	}
-	header := []string{"KEY", "SIZE", "UPDATED"}
-	if expiry {
-		header = append(header, "EXPIRES")
+	if !p.started {
+		p.tw = p.a.table()
+		header := []string{"KEY", "SIZE", "UPDATED"}
+		if p.a.output == "wide" {
+			for _, k := range keys {
+				p.expiry = p.expiry || k.ExpiryKnown
+				p.etag = p.etag || k.ETag != ""
+			}
+			if p.expiry {
+				header = append(header, "EXPIRES")
+			}
+			if p.etag {
+				header = append(header, "ETAG")
+			}
+		}
+		row(p.tw, header...)
+		p.started = true
 	}
-	if etag {
-		header = append(header, "ETAG")
-	}
-	row(tw, header...)
 	for _, k := range keys {
 		cells := []string{k.Key, strconv.FormatInt(k.Size, 10), k.UpdatedAt.UTC().Format(kv.KeyTimeFormat)}
-		if expiry {
+		if p.expiry {
 			cells = append(cells, orDash(k.ExpiresAt))
 		}
-		if etag {
+		if p.etag {
 			cells = append(cells, cmp.Or(k.ETag, "-"))
 		}
-		row(tw, cells...)
+		row(p.tw, cells...)
 	}
+	return p.tw.Flush()
+}
+
+// end finishes the listing; last is the final page (its cursor, if more
+// keys follow).
+func (p *keyPrinter) end(last client.KeyPage) error {
+	if !p.started {
+		if err := p.page(nil); err != nil {
+			return err
+		}
+	}
+	if !p.a.json() {
+		return nil
+	}
+	meta := map[string]any{"has_more": last.HasMore}
+	if last.HasMore {
+		meta["cursor"] = last.Cursor
+	}
+	b, err := json.MarshalIndent(meta, "  ", "  ")
+	if err != nil {
+		return err
+	}
+	w := p.a.env.Stdout
+	if p.first {
+		io.WriteString(w, "],\n")
+	} else {
+		io.WriteString(w, "\n  ],\n")
+	}
+	io.WriteString(w, "  \"meta\": ")
+	w.Write(escJSON(b))
+	_, err = io.WriteString(w, ",\n  \"record_type\": \"storage_kv_key\"\n}\n")
+	return err
 }
 
 func orDash(t time.Time) string {
@@ -373,7 +436,7 @@ What the service does not report shows as "unknown".`,
 				if _, nsErr := ns.Client().GetNamespace(ctx, ns.ID()); nsErr != nil {
 					return a.notFound(nsErr, ns.ID(), "")
 				}
-				return &notFoundError{msg: fmt.Sprintf("key %s not found in namespace %s", key, a.nsLabel(ns.ID())), err: err}
+				return &explained{msg: fmt.Sprintf("key %s not found in namespace %s", key, a.nsLabel(ns.ID())), err: err}
 			}
 			if err != nil {
 				return err

@@ -32,15 +32,15 @@ func (a *app) nsLabel(id string) string {
 	return id
 }
 
-// notFoundError is a not-found answer told in the user's terms. It
-// matches kv.ErrNotFound, so the exit code stays 3.
-type notFoundError struct {
+// explained is an error told in the user's terms: msg is shown, and err is
+// what it matches (a not-found answer keeps the exit code 3).
+type explained struct {
 	msg string
 	err error
 }
 
-func (e *notFoundError) Error() string { return e.msg }
-func (e *notFoundError) Unwrap() error { return e.err }
+func (e *explained) Error() string { return e.msg }
+func (e *explained) Unwrap() error { return e.err }
 
 // notFound rewrites a not-found answer about namespace id (and key, for
 // a read of one key) to say which key or namespace is missing. Other
@@ -60,7 +60,7 @@ func (a *app) notFound(err error, id, key string) error {
 	default: // the answer does not say which
 		msg = fmt.Sprintf("key %s not found in namespace %s, or no such namespace: %s", key, ns, message(err))
 	}
-	return &notFoundError{msg: msg, err: err}
+	return &explained{msg: msg, err: err}
 }
 
 // completeNS completes a command's first argument, NS, with namespace

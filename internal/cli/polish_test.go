@@ -3,6 +3,8 @@ package cli
 import (
 	"encoding/pem"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -141,7 +143,9 @@ func TestBillGolden(t *testing.T) {
 func TestTLSFlags(t *testing.T) {
 	h := newHarness(t)
 	target, _ := url.Parse(h.srv.URL)
-	tlsSrv := httptest.NewTLSServer(httputil.NewSingleHostReverseProxy(target))
+	tlsSrv := httptest.NewUnstartedServer(httputil.NewSingleHostReverseProxy(target))
+	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
+	tlsSrv.StartTLS()
 	defer tlsSrv.Close()
 	h.env["TELNYX_BASE_URL"] = tlsSrv.URL
 	ca := filepath.Join(h.dir, "ca.pem")
