@@ -2,14 +2,23 @@
 GO ?= go
 FUZZTIME ?= 15s
 
-.PHONY: run test vet unit fuzz build bench
+.PHONY: run test vet unit fuzz build install bench
 
 # Run kvd on the embedded engine (data in ./data, API on 127.0.0.1:8080).
 run:
 	$(GO) run ./cmd/kvd
 
+# Binaries carry their VCS revision (kvd version, telnyx-edge version) even
+# where GOFLAGS turns stamping off.
+BUILDFLAGS ?= -buildvcs=auto
+
+# kvd, telnyx-edge and kvbench into ./bin.
 build:
-	$(GO) build -o bin/ ./cmd/...
+	$(GO) build $(BUILDFLAGS) -o bin/ ./cmd/...
+
+# kvd, telnyx-edge and kvbench into $(go env GOBIN), or $(go env GOPATH)/bin.
+install:
+	$(GO) install $(BUILDFLAGS) ./cmd/...
 
 # The whole suite, as CI runs it: vet, every test with the race detector,
 # then each fuzz target for $(FUZZTIME).

@@ -16,8 +16,16 @@
 // Idempotent calls (every GET, PUT and DELETE) are retried with exponential
 // backoff and full jitter on 429, 502, 503 and 504 responses and on
 // connection failures, honouring Retry-After, up to Config.MaxAttempts
-// attempts and never past the context's end. Creating a namespace (a POST)
-// is never retried. A Client is safe for concurrent use.
+// attempts, never waiting longer than Config.MaxRetryWait at a time nor
+// Config.MaxRetryTotal in all, and never past the context's end. Creating a
+// namespace (a POST) is never retried. A Client is safe for concurrent use.
+//
+// The client defends itself against a misbehaving server: every response
+// body is read up to a bound (a value up to kv.MaxValueSize, a JSON answer
+// up to MaxJSONResponse, an error up to 64 KiB), a listing that repeats a
+// cursor ends with ErrBadCursor, and a redirect to another origin (scheme,
+// host and port) is refused, so the API key is only ever sent to the
+// origin of Config.BaseURL.
 package client
 
 import (
@@ -27,6 +35,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -45,8 +54,8 @@ const (
 // default (see DefaultConfig).
 type Config struct {
 	// BaseURL is the API root, e.g. "https://api.telnyx.com" or
-	// "http://127.0.0.1:8080". A trailing "/v2" and trailing slashes are
-	// accepted and ignored.
+	// "http://127.0.0.1:8080". A trailing "/v2" or "/v2/storage/kvs" and
+	// trailing slashes are accepted and ignored.
 	BaseURL string
 	// APIKey is sent as "Authorization: Bearer <APIKey>".
 	APIKey string
@@ -62,6 +71,13 @@ type Config struct {
 	// Retry-After. Defaults 100ms and 5s.
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
+	// MaxRetryWait bounds one wait before a retry. A Retry-After longer
+	// than this makes the call return the service's answer (an *APIError
+	// with RetryAfter set) at once instead of sleeping. Default 30s.
+	MaxRetryWait time.Duration
+	// MaxRetryTotal bounds the waits of one call added up; a retry that
+	// would wait past it is not made. Default 60s.
+	MaxRetryTotal time.Duration
 	// UserAgent is sent in the User-Agent header.
 	UserAgent string
 	// Now is the clock of the expiry helpers; nil means time.Now.
@@ -71,11 +87,13 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		BaseURL:     DefaultBaseURL,
-		MaxAttempts: 4,
-		MinBackoff:  100 * time.Millisecond,
-		MaxBackoff:  5 * time.Second,
-		UserAgent:   "edgekv-go-client",
+		BaseURL:       DefaultBaseURL,
+		MaxAttempts:   4,
+		MinBackoff:    100 * time.Millisecond,
+		MaxBackoff:    5 * time.Second,
+		MaxRetryWait:  30 * time.Second,
+		MaxRetryTotal: 60 * time.Second,
+		UserAgent:     "edgekv-go-client",
 	}
 }
 
@@ -97,6 +115,11 @@ func WithMaxAttempts(n int) Option { return func(c *Config) { c.MaxAttempts = n 
 // WithBackoff sets Config.MinBackoff and Config.MaxBackoff.
 func WithBackoff(min, max time.Duration) Option {
 	return func(c *Config) { c.MinBackoff, c.MaxBackoff = min, max }
+}
+
+// WithRetryWait sets Config.MaxRetryWait and Config.MaxRetryTotal.
+func WithRetryWait(perWait, total time.Duration) Option {
+	return func(c *Config) { c.MaxRetryWait, c.MaxRetryTotal = perWait, total }
 }
 
 // WithClock sets Config.Now.
@@ -134,16 +157,25 @@ func New(opts ...Option) *Client {
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = max(def.MaxBackoff, cfg.MinBackoff)
 	}
+	if cfg.MaxRetryWait <= 0 {
+		cfg.MaxRetryWait = def.MaxRetryWait
+	}
+	if cfg.MaxRetryTotal <= 0 {
+		cfg.MaxRetryTotal = def.MaxRetryTotal
+	}
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = def.UserAgent
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	hc := cfg.HTTPClient
-	if hc == nil {
-		hc = &http.Client{}
+	// A copy of the caller's http.Client, so that the redirect policy is
+	// ours without changing theirs.
+	hc := &http.Client{}
+	if cfg.HTTPClient != nil {
+		*hc = *cfg.HTTPClient
 	}
+	hc.CheckRedirect = sameOriginRedirects(hc.CheckRedirect)
 	return &Client{root: NormalizeBaseURL(cfg.BaseURL), apiKey: cfg.APIKey, hc: hc, cfg: cfg, wait: sleepCtx}
 }
 
@@ -163,11 +195,44 @@ func FromEnv(opts ...Option) (*Client, error) {
 }
 
 // NormalizeBaseURL returns the API root of u: without trailing slashes and
-// without a trailing "/v2", so "http://h:8080/v2/" gives "http://h:8080".
+// without a trailing "/v2" or "/v2/storage/kvs", so "http://h:8080/v2/"
+// gives "http://h:8080". It does not check u; ParseBaseURL does.
 func NormalizeBaseURL(u string) string {
 	u = strings.TrimRight(strings.TrimSpace(u), "/")
+	u = strings.TrimSuffix(u, namespacesPath)
 	u = strings.TrimSuffix(u, "/v2")
 	return strings.TrimRight(u, "/")
+}
+
+// ParseBaseURL checks an API root as a person gives it and returns it
+// normalised (see NormalizeBaseURL): an http or https URL with a host, and
+// no user name, password, query or fragment. The error says what is wrong
+// and, for a bare "host:port", what was probably meant.
+func ParseBaseURL(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", errors.New("the endpoint is empty; give a URL such as https://api.telnyx.com or http://127.0.0.1:8080")
+	}
+	if !strings.Contains(s, "://") {
+		return "", fmt.Errorf("endpoint %.80q has no scheme; did you mean http://%s (or https://)?", s, strings.TrimLeft(s, "/"))
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("endpoint %.80q is not a URL: %v", s, errors.Unwrap(err))
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", fmt.Errorf("endpoint %.80q: the scheme must be http or https, not %q", s, u.Scheme)
+	case u.Host == "" || u.Hostname() == "":
+		return "", fmt.Errorf("endpoint %.80q has no host", s)
+	case u.User != nil:
+		return "", fmt.Errorf("endpoint %.80q holds a user name or password; the API key goes in TELNYX_API_KEY or auth api-key set, not in the URL", u.Redacted())
+	case u.RawQuery != "" || u.ForceQuery:
+		return "", fmt.Errorf("endpoint %.80q has a query (?...); give the API root alone", s)
+	case u.Fragment != "" || strings.Contains(s, "#"):
+		return "", fmt.Errorf("endpoint %.80q has a fragment (#...); give the API root alone", s)
+	}
+	return NormalizeBaseURL(u.Scheme + "://" + u.Host + u.EscapedPath()), nil
 }
 
 // BaseURL returns the API root the client talks to (without /v2).
@@ -185,6 +250,8 @@ type request struct {
 	size int64
 	// retry permits retries (idempotent calls with a replayable body).
 	retry bool
+	// limit bounds a JSON response body; 0 means MaxJSONResponse.
+	limit int
 }
 
 // do sends r, retrying as the policy allows, and returns a response with a
@@ -195,6 +262,7 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 	if r.retry {
 		attempts = c.cfg.MaxAttempts
 	}
+	var waited time.Duration
 	for attempt := 1; ; attempt++ {
 		resp, err := c.send(ctx, r)
 		var delay time.Duration
@@ -206,7 +274,7 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 			if attempt >= attempts || !retryableTransportError(err) {
 				return nil, err
 			}
-			delay = c.backoff(attempt)
+			delay = min(c.backoff(attempt), c.cfg.MaxRetryWait)
 		case resp.StatusCode >= 200 && resp.StatusCode < 300:
 			return resp, nil
 		default:
@@ -214,19 +282,29 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 			if attempt >= attempts || !retryableStatus(resp.StatusCode) {
 				return nil, apiErr
 			}
-			delay = c.backoff(attempt)
+			delay = min(c.backoff(attempt), c.cfg.MaxRetryWait)
 			if ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+				// A wait longer than the bound is the service saying
+				// "not now": report that rather than sleep on it.
+				if ra > c.cfg.MaxRetryWait {
+					return nil, apiErr
+				}
 				delay = ra
 			}
-			// Waiting past the deadline cannot succeed; report the
-			// service's answer rather than a bare deadline error.
-			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay {
-				return nil, apiErr
-			}
+			err = apiErr
+		}
+		// Waiting past the budget or the deadline cannot succeed; report
+		// the last answer rather than a bare deadline error.
+		if waited+delay > c.cfg.MaxRetryTotal {
+			return nil, err
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay {
+			return nil, err
 		}
 		if werr := c.wait(ctx, delay); werr != nil {
 			return nil, werr
 		}
+		waited += delay
 	}
 }
 

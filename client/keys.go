@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"iter"
@@ -75,16 +76,18 @@ func (ns *Namespace) keyPath(key string) string {
 }
 
 // Get returns the value of key and its content type. A missing or expired
-// key gives kv.ErrNotFound. The returned slice belongs to the caller.
+// key gives kv.ErrNotFound. The returned slice belongs to the caller. A
+// response body over kv.MaxValueSize is an error matching
+// ErrResponseTooLarge, read no further.
 func (ns *Namespace) Get(ctx context.Context, key string) (value []byte, contentType string, err error) {
 	resp, err := ns.c.do(ctx, request{method: http.MethodGet, path: ns.keyPath(key), retry: true})
 	if err != nil {
 		return nil, "", err
 	}
 	defer resp.Body.Close()
-	value, err = io.ReadAll(resp.Body)
+	value, err = readLimited(resp, valueLimit, valueWhat(key))
 	if err != nil {
-		return nil, "", fmt.Errorf("client: reading the value of %q: %w", key, err)
+		return nil, "", err
 	}
 	return value, resp.Header.Get("Content-Type"), nil
 }
@@ -92,18 +95,80 @@ func (ns *Namespace) Get(ctx context.Context, key string) (value []byte, content
 // GetTo streams the value of key into w and returns its content type and
 // the number of bytes written. A missing key gives kv.ErrNotFound and writes
 // nothing. Retries happen only before the first byte is written; a failure
-// while streaming is returned as is.
+// while streaming is returned as is. A value over kv.MaxValueSize is an
+// error matching ErrResponseTooLarge: nothing is written when the response
+// says its length up front, and at most kv.MaxValueSize bytes otherwise.
 func (ns *Namespace) GetTo(ctx context.Context, key string, w io.Writer) (contentType string, n int64, err error) {
 	resp, err := ns.c.do(ctx, request{method: http.MethodGet, path: ns.keyPath(key), retry: true})
 	if err != nil {
 		return "", 0, err
 	}
 	defer resp.Body.Close()
-	n, err = io.Copy(w, resp.Body)
+	n, err = copyLimited(w, resp, valueLimit, valueWhat(key))
 	if err != nil {
-		return "", n, fmt.Errorf("client: streaming the value of %q: %w", key, err)
+		return "", n, err
 	}
 	return resp.Header.Get("Content-Type"), n, nil
+}
+
+// KeyInfo describes a key, as a listing (List, Pages, Keys) or Info reports
+// it.
+type KeyInfo struct {
+	Key  string
+	Size int64 // the value's size in bytes
+	// ContentType is the stored Content-Type; Info only.
+	ContentType string
+	// UpdatedAt is the time of the last write; zero when the service did
+	// not say.
+	UpdatedAt time.Time
+	// ExpiryKnown reports that the service said whether the key expires:
+	// ExpiresAt is then its expiry, or zero for a key that never expires.
+	// A service that does not report expiry leaves both zero.
+	ExpiryKnown bool
+	ExpiresAt   time.Time
+	// ETag is the key's entity tag, when the service sends one.
+	ETag string
+}
+
+// Headers of a key's metadata on GET and HEAD (an extension of the hosted
+// API): RFC 3339 UTC times with nanoseconds. Absent means unknown, or for
+// the expiry, never.
+const (
+	HeaderUpdatedAt = "Kv-Updated-At"
+	HeaderExpiresAt = "Kv-Expires-At"
+)
+
+// Info returns what the service says of key without its value, from a HEAD
+// request: its size, content type, update and expiry times and ETag, as far
+// as the service sends them (see KeyInfo). A missing or expired key gives
+// kv.ErrNotFound; since a HEAD answer has no body, the error does not say
+// whether the key or the namespace is missing.
+func (ns *Namespace) Info(ctx context.Context, key string) (KeyInfo, error) {
+	resp, err := ns.c.do(ctx, request{method: http.MethodHead, path: ns.keyPath(key), retry: true})
+	if err != nil {
+		return KeyInfo{}, err
+	}
+	drain(resp)
+	h := resp.Header
+	info := KeyInfo{Key: key, Size: resp.ContentLength, ContentType: h.Get("Content-Type"), ETag: h.Get("ETag")}
+	if info.Size < 0 {
+		info.Size, _ = strconv.ParseInt(h.Get("Content-Length"), 10, 64)
+	}
+	if t, err := time.Parse(time.RFC3339Nano, h.Get(HeaderUpdatedAt)); err == nil {
+		info.UpdatedAt = t
+	}
+	if v := h.Get(HeaderExpiresAt); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return KeyInfo{}, fmt.Errorf("client: the service sent %s %.64q, which is not an RFC 3339 time", HeaderExpiresAt, v)
+		}
+		info.ExpiryKnown, info.ExpiresAt = true, t
+	} else if !info.UpdatedAt.IsZero() {
+		// A service that reports update times reports expiry too: none
+		// means the key never expires.
+		info.ExpiryKnown = true
+	}
+	return info, nil
 }
 
 // PutOptions are the optional parts of a write. The zero value writes a
@@ -231,10 +296,19 @@ func (ns *Namespace) Delete(ctx context.Context, key string) error {
 
 // KeyPage is one page of a key listing.
 type KeyPage struct {
-	Keys []kv.KeyInfo
+	Keys []KeyInfo
 	// HasMore reports that more keys follow; Cursor fetches them.
 	HasMore bool
 	Cursor  string
+}
+
+// keyRecord is one key of a listing, with the fields a newer service adds.
+type keyRecord struct {
+	Key       string          `json:"key"`
+	SizeBytes int64           `json:"size_bytes"`
+	UpdatedAt string          `json:"updated_at"`
+	ExpiresAt json.RawMessage `json:"expires_at"` // absent, null or a time
+	ETag      string          `json:"etag"`
 }
 
 // List returns one page of the keys starting with prefix, in byte order,
@@ -251,29 +325,70 @@ func (ns *Namespace) List(ctx context.Context, prefix, cursor string, limit int)
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
 	}
-	var out kv.KeyListRecord
+	var out struct {
+		Data []keyRecord    `json:"data"`
+		Meta kv.KeyListMeta `json:"meta"`
+	}
 	r := request{method: http.MethodGet, path: namespacePath(ns.id) + "/keys", query: q.Encode(), retry: true}
 	if err := ns.c.doJSON(ctx, r, &out); err != nil {
 		return KeyPage{}, err
 	}
-	p := KeyPage{Keys: make([]kv.KeyInfo, len(out.Data)), HasMore: out.Meta.HasMore, Cursor: out.Meta.Cursor}
+	p := KeyPage{Keys: make([]KeyInfo, len(out.Data)), HasMore: out.Meta.HasMore, Cursor: out.Meta.Cursor}
 	for i, k := range out.Data {
 		t, _ := time.Parse(time.RFC3339Nano, k.UpdatedAt)
-		p.Keys[i] = kv.KeyInfo{Key: k.Key, Size: k.SizeBytes, UpdatedAt: t}
+		info := KeyInfo{Key: k.Key, Size: k.SizeBytes, UpdatedAt: t, ETag: k.ETag}
+		if len(k.ExpiresAt) > 0 {
+			var at *string
+			if err := json.Unmarshal(k.ExpiresAt, &at); err != nil {
+				return KeyPage{}, fmt.Errorf("client: key %.64q of the listing has expires_at %.64s, which is not a time or null", k.Key, k.ExpiresAt)
+			}
+			info.ExpiryKnown = true
+			if at != nil {
+				var err error
+				if info.ExpiresAt, err = time.Parse(time.RFC3339Nano, *at); err != nil {
+					return KeyPage{}, fmt.Errorf("client: key %.64q of the listing has expires_at %.64q, which is not an RFC 3339 time", k.Key, *at)
+				}
+			}
+		}
+		p.Keys[i] = info
 	}
 	return p, nil
 }
 
+// Pages iterates over the pages of the keys starting with prefix, from
+// cursor ("" for the first) on, following cursors; limit is as for List.
+// An error ends the iteration after being yielded once; a page that says
+// more keys follow without a new cursor gives an error matching
+// ErrBadCursor, so the walk always ends.
+func (ns *Namespace) Pages(ctx context.Context, prefix, cursor string, limit int) iter.Seq2[KeyPage, error] {
+	return func(yield func(KeyPage, error) bool) {
+		guard := newCursorGuard(cursor)
+		for {
+			p, err := ns.List(ctx, prefix, cursor, limit)
+			if err == nil {
+				err = guard.next(p.HasMore, p.Cursor)
+			}
+			if err != nil {
+				yield(KeyPage{}, err)
+				return
+			}
+			if !yield(p, nil) || !p.HasMore {
+				return
+			}
+			cursor = p.Cursor
+		}
+	}
+}
+
 // Keys iterates over every key starting with prefix, in byte order,
 // following cursors. A key that exists throughout the walk is seen exactly
-// once. An error ends the iteration after being yielded once.
-func (ns *Namespace) Keys(ctx context.Context, prefix string) iter.Seq2[kv.KeyInfo, error] {
-	return func(yield func(kv.KeyInfo, error) bool) {
-		cursor := ""
-		for {
-			p, err := ns.List(ctx, prefix, cursor, ns.pageLimit)
+// once. An error ends the iteration after being yielded once; a service
+// that repeats a cursor gives an error matching ErrBadCursor.
+func (ns *Namespace) Keys(ctx context.Context, prefix string) iter.Seq2[KeyInfo, error] {
+	return func(yield func(KeyInfo, error) bool) {
+		for p, err := range ns.Pages(ctx, prefix, "", ns.pageLimit) {
 			if err != nil {
-				yield(kv.KeyInfo{}, err)
+				yield(KeyInfo{}, err)
 				return
 			}
 			for _, k := range p.Keys {
@@ -281,10 +396,6 @@ func (ns *Namespace) Keys(ctx context.Context, prefix string) iter.Seq2[kv.KeyIn
 					return
 				}
 			}
-			if !p.HasMore || p.Cursor == "" {
-				return
-			}
-			cursor = p.Cursor
 		}
 	}
 }

@@ -106,13 +106,21 @@ func (c *Client) ListNamespaces(ctx context.Context, page, size int) (NamespaceP
 }
 
 // Namespaces iterates over all of the organization's namespaces, page by
-// page. An error ends the iteration after being yielded once. A namespace
+// page. An error ends the iteration after being yielded once; a service
+// that serves a page again gives an error matching ErrBadCursor. A namespace
 // created or deleted during the walk may be missed or seen twice, as page
 // boundaries shift.
 func (c *Client) Namespaces(ctx context.Context) iter.Seq2[kv.Namespace, error] {
 	return func(yield func(kv.Namespace, error) bool) {
+		// A page is known by its first id: a service that serves the same
+		// pages again and again (and claims ever more) ends the walk.
+		guard := newCursorGuard("")
+		guard.what = "page"
 		for page := 1; ; page++ {
 			p, err := c.ListNamespaces(ctx, page, kv.MaxPageSize)
+			if err == nil && len(p.Namespaces) > 0 {
+				err = guard.next(true, p.Namespaces[0].ID)
+			}
 			if err != nil {
 				yield(kv.Namespace{}, err)
 				return
@@ -142,13 +150,31 @@ func (e *StatusError) Error() string {
 // WaitReady polls the namespace, with backoff from 25ms up to 1s, until its
 // status is provision_ok and returns it. It returns a *StatusError if the
 // namespace reaches provision_failed, deleting or delete_failed, the API
-// error if a poll fails, and the context's error when ctx ends first.
+// error if a poll fails, and an error matching the context's when ctx ends
+// first (with the last status seen).
+//
+// WaitReady waits as long as ctx allows: a service that keeps answering
+// "pending" keeps it polling. Give ctx a deadline to bound the wait.
 func (c *Client) WaitReady(ctx context.Context, id string) (kv.Namespace, error) {
+	return c.WaitReadyFunc(ctx, id, nil)
+}
+
+// WaitReadyFunc is WaitReady calling seen, if not nil, with the namespace
+// after each poll, so a caller can show the wait's progress.
+func (c *Client) WaitReadyFunc(ctx context.Context, id string, seen func(kv.Namespace)) (kv.Namespace, error) {
 	delay := 25 * time.Millisecond
+	var last kv.Namespace
 	for {
 		ns, err := c.GetNamespace(ctx, id)
 		if err != nil {
-			return kv.Namespace{}, err
+			if ctx.Err() != nil && last.ID != "" {
+				return last, &WaitError{Namespace: last, Err: err}
+			}
+			return last, err
+		}
+		last = ns
+		if seen != nil {
+			seen(ns)
 		}
 		switch ns.Status {
 		case kv.StatusProvisionOK:
@@ -157,11 +183,24 @@ func (c *Client) WaitReady(ctx context.Context, id string) (kv.Namespace, error)
 			return ns, &StatusError{Namespace: ns}
 		}
 		if err := sleepCtx(ctx, delay); err != nil {
-			return ns, err
+			return ns, &WaitError{Namespace: ns, Err: err}
 		}
 		delay = min(delay*2, time.Second)
 	}
 }
+
+// WaitError is the error of a WaitReady whose context ended while the
+// namespace was not yet ready. It matches the context's error.
+type WaitError struct {
+	Namespace kv.Namespace // as last seen
+	Err       error
+}
+
+func (e *WaitError) Error() string {
+	return fmt.Sprintf("client: namespace %s is still %s: %v", e.Namespace.ID, e.Namespace.Status, e.Err)
+}
+
+func (e *WaitError) Unwrap() error { return e.Err }
 
 // doJSON performs r and decodes a JSON response body into out.
 func (c *Client) doJSON(ctx context.Context, r request, out any) error {
@@ -174,7 +213,15 @@ func (c *Client) doJSON(ctx context.Context, r request, out any) error {
 		return err
 	}
 	defer drain(resp)
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(out); err != nil {
+	limit := int64(r.limit)
+	if limit == 0 {
+		limit = MaxJSONResponse
+	}
+	body, err := readLimited(resp, limit, fmt.Sprintf("the response to %s %s", r.method, r.path))
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(body, out); err != nil {
 		return fmt.Errorf("client: decoding the response to %s %s: %w", r.method, r.path, err)
 	}
 	return nil

@@ -268,7 +268,7 @@ func TestRetryOnDialFailure(t *testing.T) {
 func TestCancelDuringBackoff(t *testing.T) {
 	srv, id := setup(t)
 	fp := newFaultProxy(t, srv.URL, failFirst(100, http.StatusServiceUnavailable, "3600"))
-	c := New(WithBaseURL(fp.URL), WithAPIKey(srv.Token))
+	c := New(WithBaseURL(fp.URL), WithAPIKey(srv.Token), WithRetryWait(2*time.Hour, 2*time.Hour))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	inBackoff := make(chan time.Duration, 1)

@@ -31,7 +31,7 @@ func (c *Client) usage(ctx context.Context, path, month string) (*Usage, error) 
 	var out struct {
 		Data Usage `json:"data"`
 	}
-	if err := c.doJSON(ctx, request{method: http.MethodGet, path: path, query: q.Encode(), retry: true}, &out); err != nil {
+	if err := c.doJSON(ctx, request{method: http.MethodGet, path: path, query: q.Encode(), retry: true, limit: MaxUsageResponse}, &out); err != nil {
 		return nil, err
 	}
 	return &out.Data, nil

@@ -3,6 +3,7 @@
 //
 //	kvd [--listen ADDR] [--store DIR|postgres://...]
 //	kvd token create --org NAME [--store DIR|postgres://...]
+//	kvd version
 package main
 
 import (
@@ -22,6 +23,7 @@ import (
 	"github.com/edgekv/kv/internal/server"
 	"github.com/edgekv/kv/internal/service"
 	"github.com/edgekv/kv/internal/store/pebble"
+	"github.com/edgekv/kv/internal/version"
 )
 
 func main() {
@@ -32,6 +34,10 @@ func main() {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if len(args) >= 1 && args[0] == "token" {
 		return runToken(ctx, args[1:], getenv, stdout, stderr)
+	}
+	if len(args) == 1 && (args[0] == "version" || args[0] == "--version" || args[0] == "-version") {
+		fmt.Fprintln(stdout, version.String("kvd"))
+		return 0
 	}
 	cfg, logger, err := parseFlags(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -88,7 +94,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs := flag.NewFlagSet("kvd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: kvd [flags]\n       kvd token create --org NAME [--store DIR|URL]\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: kvd [flags]\n       kvd token create --org NAME [--store DIR|URL]\n       kvd version\n\nFlags:\n")
 		fs.PrintDefaults()
 		fmt.Fprintf(stderr, "\nEnvironment: KV_LISTEN, KV_STORE (flag defaults), TELNYX_API_KEY (accepted as a token of the %q organization).\n", "default")
 	}

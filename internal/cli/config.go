@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/pelletier/go-toml/v2"
 
@@ -116,13 +117,22 @@ func (a *app) settings() (settings, error) {
 		s.APIKey, s.APIKeySource = fileKey, "config file"
 	}
 	switch {
+	case a.endpoint != "":
+		s.Endpoint, s.EndpointSource = a.endpoint, "--endpoint"
 	case a.env.Getenv(client.EnvBaseURL) != "":
 		s.Endpoint, s.EndpointSource = a.env.Getenv(client.EnvBaseURL), "environment "+client.EnvBaseURL
 	case fileEndpoint != "":
-		s.Endpoint, s.EndpointSource = fileEndpoint, "config file"
+		s.Endpoint, s.EndpointSource = fileEndpoint, "config file "+path
 	default:
 		s.Endpoint, s.EndpointSource = client.DefaultBaseURL, "default"
 	}
-	s.Endpoint = client.NormalizeBaseURL(s.Endpoint)
+	endpoint, err := client.ParseBaseURL(s.Endpoint)
+	if err != nil {
+		return s, usagef("%v (from %s)", err, s.EndpointSource)
+	}
+	s.Endpoint = endpoint
+	if strings.HasPrefix(s.EndpointSource, "config file") {
+		s.EndpointSource = "config file"
+	}
 	return s, nil
 }

@@ -3,10 +3,10 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
-	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -56,8 +56,15 @@ func (a *app) newEnvCommand() *cobra.Command {
 binding in ./func.toml, TELNYX_API_KEY and TELNYX_BASE_URL.
 
   --format shell   export NAME='value' lines, for eval "$(telnyx-edge env)"
-  --format dotenv  NAME=value lines for a .env file
-  --format json    one JSON object`,
+  --format dotenv  NAME='value' lines for a .env file, read back literally
+                   by sh's "." and by dotenv parsers; a value holding a
+                   newline, NUL, single quote or backslash is refused
+  --format json    one JSON object
+
+Every value is single-quoted, so nothing in it is expanded or run.`,
+		Example: `  eval "$(telnyx-edge env)"
+  telnyx-edge env --format dotenv > .env
+  telnyx-edge env --format json`,
 		Args: argsRange(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch format {
@@ -78,8 +85,18 @@ binding in ./func.toml, TELNYX_API_KEY and TELNYX_BASE_URL.
 				}
 				return a.writeJSON(m)
 			case "dotenv":
-				for _, v := range vars {
-					fmt.Fprintf(w, "%s=%s\n", v.Name, dotenvQuote(v.Value))
+				// Check every value before writing any, so a refusal
+				// leaves no half-written file.
+				lines := make([]string, len(vars))
+				for i, v := range vars {
+					q, err := dotenvQuote(v.Value)
+					if err != nil {
+						return fmt.Errorf("cannot write %s for a .env file: %v; use --format shell or json", v.Name, err)
+					}
+					lines[i] = v.Name + "=" + q + "\n"
+				}
+				for _, l := range lines {
+					io.WriteString(w, l)
 				}
 			default:
 				for _, v := range vars {
@@ -93,22 +110,37 @@ binding in ./func.toml, TELNYX_API_KEY and TELNYX_BASE_URL.
 	return cmd
 }
 
-// shellQuote quotes s for a POSIX shell: in single quotes, with each ' as
-// '\”.
+// shellQuote quotes s for a POSIX shell: in single quotes, inside which
+// nothing is special, with each ' written as '\” (close, an escaped quote,
+// reopen).
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-var dotenvPlain = regexp.MustCompile(`^[A-Za-z0-9_./:@%+,=-]*$`)
-
-// dotenvQuote leaves plain values bare and double-quotes others, escaping
-// backslash, double quote, dollar and newlines.
-func dotenvQuote(s string) string {
-	if dotenvPlain.MatchString(s) {
-		return s
+// dotenvQuote single-quotes s for a .env file, a form that sh's "." reads
+// literally and that dotenv parsers (Node's dotenv, python-dotenv,
+// godotenv, Ruby's dotenv) read literally too. No quoting carries a newline,
+// CR or NUL through both, nor a single quote; and python-dotenv unescapes
+// backslashes inside single quotes where sh does not: those are refused.
+func dotenvQuote(s string) (string, error) {
+	if i := strings.IndexAny(s, "\x00\n\r'\\"); i >= 0 {
+		return "", fmt.Errorf("the value holds %s, which a .env file cannot carry so that both sh and dotenv parsers read it back", describe(s[i]))
 	}
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, `$`, `\$`, "\n", `\n`, "\r", `\r`)
-	return `"` + r.Replace(s) + `"`
+	return "'" + s + "'", nil
+}
+
+func describe(c byte) string {
+	switch c {
+	case 0:
+		return "a NUL byte"
+	case '\n':
+		return "a newline"
+	case '\r':
+		return "a carriage return"
+	case '\'':
+		return "a single quote"
+	}
+	return "a backslash"
 }
 
 func (a *app) newExecCommand() *cobra.Command {
@@ -119,6 +151,8 @@ func (a *app) newExecCommand() *cobra.Command {
 TELNYX_API_KEY and TELNYX_BASE_URL added to the current environment.
 Stdin, stdout and stderr are the command's; the exit code is its exit code
 (127 if it cannot be started, 128+N if killed by signal N).`,
+		Example: `  telnyx-edge exec -- node server.mjs
+  telnyx-edge exec -- sh -c 'echo $KV_MY_CACHE_ID'`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("exec needs a command; usage: %s", cmd.UseLine())

@@ -1,10 +1,15 @@
 package cli
 
 import (
+	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,8 +19,11 @@ import (
 )
 
 func (a *app) newKeyCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "key", Short: "Keys of a namespace", Args: groupArgs, RunE: groupRun}
-	cmd.AddCommand(a.newKeyListCommand(), a.newKeyGetCommand(), a.newKeyPutCommand(), a.newKeyDeleteCommand())
+	cmd := &cobra.Command{Use: "key", Short: "Keys of a namespace", Args: groupArgs, RunE: groupRun,
+		Example: `  telnyx-edge storage kv key put user/123 '{"name":"Alice"}'
+  telnyx-edge storage kv key get user/123
+  telnyx-edge storage kv key list --prefix user/`}
+	cmd.AddCommand(a.newKeyListCommand(), a.newKeyGetCommand(), a.newKeyPutCommand(), a.newKeyDeleteCommand(), a.newKeyInfoCommand())
 	return cmd
 }
 
@@ -37,6 +45,9 @@ type keyJSON struct {
 	Key       string `json:"key"`
 	SizeBytes int64  `json:"size_bytes"`
 	UpdatedAt string `json:"updated_at"`
+	// ExpiresAt and ETag are there when the service sends them.
+	ExpiresAt string `json:"expires_at,omitempty"`
+	ETag      string `json:"etag,omitempty"`
 }
 
 func (a *app) newKeyListCommand() *cobra.Command {
@@ -46,51 +57,59 @@ func (a *app) newKeyListCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list [NS]",
 		Short: "List keys (names, sizes, update times; not values)",
-		Args:  argsRange(0, 1),
+		Long: `List keys in byte order, a page at a time (--limit, --cursor), or every
+key with --all. -o wide adds each key's expiry and ETag when the service
+reports them.`,
+		Example: `  telnyx-edge storage kv key list --prefix user/
+  telnyx-edge storage kv key list my-cache --all -o json
+  telnyx-edge storage kv key list MY_CACHE --limit 100 --cursor CURSOR`,
+		Args:              argsRange(0, 1),
+		ValidArgsFunction: a.completeNS(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if limit < 1 || limit > kv.MaxListLimit {
 				return usagef("--limit must be from 1 to %d; got %d", kv.MaxListLimit, limit)
+			}
+			if err := checkPrefix(prefix); err != nil {
+				return err
 			}
 			ns, err := a.keyHandle(cmd, args)
 			if err != nil {
 				return err
 			}
-			var keys []kv.KeyInfo
-			var page client.KeyPage
-			for {
-				page, err = ns.List(cmd.Context(), prefix, cursor, limit)
+			out := a.newKeyPrinter()
+			if !all {
+				page, err := ns.List(cmd.Context(), prefix, cursor, limit)
 				if err != nil {
+					return a.notFound(err, ns.ID(), "")
+				}
+				if err := out.page(page.Keys); err != nil {
 					return err
 				}
-				keys = append(keys, page.Keys...)
-				if !all || !page.HasMore {
-					break
+				if err := out.end(page); err != nil {
+					return err
 				}
-				cursor = page.Cursor
-			}
-			if a.json() {
-				data := make([]keyJSON, len(keys))
-				for i, k := range keys {
-					data[i] = keyJSON{Key: k.Key, SizeBytes: k.Size, UpdatedAt: k.UpdatedAt.UTC().Format(kv.KeyTimeFormat)}
+				if page.HasMore && !a.json() {
+					a.hint("More keys follow: run again with --cursor %s (or --all)", page.Cursor)
 				}
-				meta := map[string]any{"has_more": page.HasMore}
-				if page.HasMore {
-					meta["cursor"] = page.Cursor
+				return nil
+			}
+			// Page by page, so memory stays one page whatever the size of
+			// the namespace; Pages ends a walk whose cursors repeat.
+			listed := 0
+			for page, err := range ns.Pages(cmd.Context(), prefix, cursor, limit) {
+				if err != nil {
+					err = a.notFound(err, ns.ID(), "")
+					if listed > 0 {
+						return &explained{msg: fmt.Sprintf("the listing stopped after %s: %s", plural(listed, "key"), message(err)), err: err}
+					}
+					return err
 				}
-				return a.writeJSON(map[string]any{"record_type": "storage_kv_key", "data": data, "meta": meta})
+				if err := out.page(page.Keys); err != nil {
+					return err
+				}
+				listed += len(page.Keys)
 			}
-			tw := a.table()
-			fmt.Fprintln(tw, "KEY\tSIZE\tUPDATED")
-			for _, k := range keys {
-				fmt.Fprintf(tw, "%s\t%d\t%s\n", k.Key, k.Size, k.UpdatedAt.UTC().Format(kv.KeyTimeFormat))
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			if page.HasMore {
-				a.hint("More keys follow: run again with --cursor %s (or --all)", page.Cursor)
-			}
-			return nil
+			return out.end(client.KeyPage{})
 		},
 	}
 	cmd.Flags().StringVar(&prefix, "prefix", "", "only keys starting with this prefix")
@@ -104,21 +123,25 @@ func (a *app) newKeyGetCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "get [NS] KEY",
 		Short: "Print a value: its raw bytes, nothing added",
-		Args:  argsRange(1, 2),
+		Example: `  telnyx-edge storage kv key get user/123
+  telnyx-edge storage kv key get my-cache user/avatar > avatar.png`,
+		Args:              argsRange(1, 2),
+		ValidArgsFunction: a.completeNS(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ns, err := a.keyHandle(cmd, args[:len(args)-1])
 			if err != nil {
 				return err
 			}
-			_, _, err = ns.GetTo(cmd.Context(), args[len(args)-1], a.env.Stdout)
-			return err
+			key := args[len(args)-1]
+			_, _, err = ns.GetTo(cmd.Context(), key, a.env.Stdout)
+			return a.notFound(err, ns.ID(), key)
 		},
 	}
 }
 
 func (a *app) newKeyPutCommand() *cobra.Command {
 	var path, contentType string
-	var ttl time.Duration
+	var ttl ttlFlag
 	cmd := &cobra.Command{
 		Use:   "put [NS] KEY [VALUE | -] [--path FILE]",
 		Short: "Store a value, verbatim",
@@ -126,13 +149,16 @@ func (a *app) newKeyPutCommand() *cobra.Command {
 stdin when VALUE (or FILE) is "-". With two arguments and no --path they are
 KEY VALUE (NS from ./func.toml); with --path they are NS KEY.
 
---ttl makes the key expire: a Go duration (30s, 5m, 1h) of whole seconds,
-at least 1s. Without --ttl the key is permanent.`,
-		Args: argsRange(1, 3),
+--ttl makes the key expire: a duration of whole seconds, at least 1s, in
+days (d), hours (h), minutes (m) and seconds (s): 30s, 5m, 1h, 1d, 2d12h.
+Without --ttl the key is permanent.`,
+		Example: `  telnyx-edge storage kv key put user/123 '{"name":"Alice"}' --content-type application/json
+  telnyx-edge storage kv key put my-cache user/avatar --path ./avatar.png --content-type image/png
+  telnyx-edge storage kv key put session/abc '{"userId":42}' --ttl 1d
+  printf 'true' | telnyx-edge storage kv key put flag/new-ui -`,
+		Args:              argsRange(1, 3),
+		ValidArgsFunction: a.completeNS(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cmd.Flags().Changed("ttl") && (ttl < time.Second || ttl%time.Second != 0) {
-				return usagef("--ttl must be whole seconds and at least 1s (e.g. 30s, 5m, 1h); got %v", ttl)
-			}
 			var nsArgs []string
 			var key string
 			var value *string
@@ -154,7 +180,7 @@ at least 1s. Without --ttl the key is permanent.`,
 			if err != nil {
 				return err
 			}
-			opts := &client.PutOptions{TTL: ttl, ContentType: contentType}
+			opts := &client.PutOptions{TTL: ttl.d, ContentType: contentType}
 			ctx := cmd.Context()
 			var created bool
 			switch {
@@ -163,8 +189,16 @@ at least 1s. Without --ttl the key is permanent.`,
 			case value != nil || path == "-":
 				// stdin is buffered (a value is at most 1 MiB) so the write
 				// can be retried.
-				data, rerr := io.ReadAll(io.LimitReader(a.env.Stdin, kv.MaxValueSize+1))
+				if a.env.IsTerminal() {
+					a.hint("Reading the value from stdin; end with Ctrl-D")
+				}
+				data, rerr := readCtx(ctx, func() ([]byte, error) {
+					return io.ReadAll(io.LimitReader(a.env.Stdin, kv.MaxValueSize+1))
+				})
 				if rerr != nil {
+					if ctx.Err() != nil {
+						return rerr
+					}
 					return fmt.Errorf("reading stdin: %v", rerr)
 				}
 				created, err = ns.Put(ctx, key, data, opts)
@@ -172,7 +206,7 @@ at least 1s. Without --ttl the key is permanent.`,
 				created, err = a.putFile(cmd, ns, key, path, opts)
 			}
 			if err != nil {
-				return err
+				return a.notFound(err, ns.ID(), "")
 			}
 			if a.json() {
 				return a.writeJSON(map[string]any{"key": key, "created": created})
@@ -186,7 +220,7 @@ at least 1s. Without --ttl the key is permanent.`,
 		},
 	}
 	cmd.Flags().StringVar(&path, "path", "", "store the contents of FILE (- for stdin)")
-	cmd.Flags().DurationVar(&ttl, "ttl", 0, "expire the key after this duration (whole seconds, at least 1s)")
+	cmd.Flags().Var(&ttl, "ttl", "expire the key after this duration: 30s, 5m, 1h, 1d, 2d12h (whole seconds, at least 1s)")
 	cmd.Flags().StringVar(&contentType, "content-type", "", "Content-Type stored with the value (default application/octet-stream)")
 	return cmd
 }
@@ -228,18 +262,21 @@ func (a *app) newKeyDeleteCommand() *cobra.Command {
 		Long: `Delete a key (deleting a missing key succeeds). On a terminal it asks for
 confirmation; elsewhere it refuses unless given -y/--yes (or
 TELNYX_EDGE_SKIP_CONFIRMATIONS=1).`,
-		Args: argsRange(1, 2),
+		Example: `  telnyx-edge storage kv key delete user/123
+  telnyx-edge storage kv key delete my-cache user/123 --yes`,
+		Args:              argsRange(1, 2),
+		ValidArgsFunction: a.completeNS(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ns, err := a.keyHandle(cmd, args[:len(args)-1])
 			if err != nil {
 				return err
 			}
 			key := args[len(args)-1]
-			if err := a.confirm(yes, fmt.Sprintf("Delete key %s?", key)); err != nil {
+			if err := a.confirm(cmd.Context(), yes, "Delete key %s?", key); err != nil {
 				return err
 			}
 			if err := ns.Delete(cmd.Context(), key); err != nil {
-				return err
+				return a.notFound(err, ns.ID(), "")
 			}
 			if a.json() {
 				return a.writeJSON(map[string]any{"key": key, "deleted": true})
@@ -250,4 +287,243 @@ TELNYX_EDGE_SKIP_CONFIRMATIONS=1).`,
 	}
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	return cmd
+}
+
+// checkPrefix refuses a --prefix that no key can start with, which would
+// list nothing.
+func checkPrefix(p string) error {
+	if kv.ValidKeyPrefix(p) {
+		return nil
+	}
+	if len(p) > kv.MaxKeyLen {
+		return usagef("--prefix is %d characters long; no key is longer than %d", len(p), kv.MaxKeyLen)
+	}
+	if p[0] == '_' {
+		return usagef("--prefix %q cannot match any key: keys starting with '_' are reserved", p)
+	}
+	i := strings.IndexFunc(p, func(r rune) bool { return !kv.ValidKeyPrefix(string(r)) })
+	return usagef("--prefix %q cannot match any key: no key contains %q; keys are made of a-z A-Z 0-9 - _ / = .", p, p[i:i+1])
+}
+
+// keyPrinter writes a key listing a page at a time: an aligned table
+// (flushed after each page), or the API's JSON shape, streamed.
+type keyPrinter struct {
+	a       *app
+	tw      *tabwriter.Writer
+	started bool
+	// the wide table's optional columns, fixed by the first page
+	expiry, etag bool
+	first        bool // no JSON item written yet
+}
+
+func (a *app) newKeyPrinter() *keyPrinter { return &keyPrinter{a: a, first: true} }
+
+func (p *keyPrinter) page(keys []client.KeyInfo) error {
+	w := p.a.env.Stdout
+	if p.a.json() {
+		if !p.started {
+			io.WriteString(w, "{\n  \"data\": [")
+			p.started = true
+		}
+		for _, k := range keys {
+			item := keyJSON{Key: k.Key, SizeBytes: k.Size, UpdatedAt: k.UpdatedAt.UTC().Format(kv.KeyTimeFormat), ETag: k.ETag}
+			if !k.ExpiresAt.IsZero() {
+				item.ExpiresAt = k.ExpiresAt.UTC().Format(kv.KeyTimeFormat)
+			}
+			b, err := json.MarshalIndent(item, "    ", "  ")
+			if err != nil {
+				return err
+			}
+			sep := ",\n    "
+			if p.first {
+				sep, p.first = "\n    ", false
+			}
+			io.WriteString(w, sep)
+			w.Write(escJSON(b))
+		}
+		return nil
+	}
+	if !p.started {
+		p.tw = p.a.table()
+		header := []string{"KEY", "SIZE", "UPDATED"}
+		if p.a.output == "wide" {
+			for _, k := range keys {
+				p.expiry = p.expiry || k.ExpiryKnown
+				p.etag = p.etag || k.ETag != ""
+			}
+			if p.expiry {
+				header = append(header, "EXPIRES")
+			}
+			if p.etag {
+				header = append(header, "ETAG")
+			}
+		}
+		row(p.tw, header...)
+		p.started = true
+	}
+	for _, k := range keys {
+		cells := []string{k.Key, strconv.FormatInt(k.Size, 10), k.UpdatedAt.UTC().Format(kv.KeyTimeFormat)}
+		if p.expiry {
+			cells = append(cells, orDash(k.ExpiresAt))
+		}
+		if p.etag {
+			cells = append(cells, cmp.Or(k.ETag, "-"))
+		}
+		row(p.tw, cells...)
+	}
+	return p.tw.Flush()
+}
+
+// end finishes the listing; last is the final page (its cursor, if more
+// keys follow).
+func (p *keyPrinter) end(last client.KeyPage) error {
+	if !p.started {
+		if err := p.page(nil); err != nil {
+			return err
+		}
+	}
+	if !p.a.json() {
+		return nil
+	}
+	meta := map[string]any{"has_more": last.HasMore}
+	if last.HasMore {
+		meta["cursor"] = last.Cursor
+	}
+	b, err := json.MarshalIndent(meta, "  ", "  ")
+	if err != nil {
+		return err
+	}
+	w := p.a.env.Stdout
+	if p.first {
+		io.WriteString(w, "],\n")
+	} else {
+		io.WriteString(w, "\n  ],\n")
+	}
+	io.WriteString(w, "  \"meta\": ")
+	w.Write(escJSON(b))
+	_, err = io.WriteString(w, ",\n  \"record_type\": \"storage_kv_key\"\n}\n")
+	return err
+}
+
+func orDash(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(kv.KeyTimeFormat)
+}
+
+func (a *app) newKeyInfoCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "info [NS] KEY",
+		Short: "Show a key's size, content type, update time, expiry and ETag",
+		Long: `Show what the service says of a key without reading its value: size,
+content type, when it was last written, when it expires, and its ETag.
+What the service does not report shows as "unknown".`,
+		Example: `  telnyx-edge storage kv key info user/123
+  telnyx-edge storage kv key info my-cache session/abc -o json`,
+		Args:              argsRange(1, 2),
+		ValidArgsFunction: a.completeNS(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ns, err := a.keyHandle(cmd, args[:len(args)-1])
+			if err != nil {
+				return err
+			}
+			key := args[len(args)-1]
+			ctx := cmd.Context()
+			info, err := ns.Info(ctx, key)
+			if errors.Is(err, kv.ErrNotFound) {
+				// A HEAD answer has no body to say what is missing.
+				if _, nsErr := ns.Client().GetNamespace(ctx, ns.ID()); nsErr != nil {
+					return a.notFound(nsErr, ns.ID(), "")
+				}
+				return &explained{msg: fmt.Sprintf("key %s not found in namespace %s", key, a.nsLabel(ns.ID())), err: err}
+			}
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				out := map[string]any{"key": info.Key, "size_bytes": info.Size, "content_type": info.ContentType,
+					"updated_at": nil, "expires_at": nil, "etag": nil}
+				if !info.UpdatedAt.IsZero() {
+					out["updated_at"] = info.UpdatedAt.UTC().Format(kv.KeyTimeFormat)
+				}
+				if !info.ExpiresAt.IsZero() {
+					out["expires_at"] = info.ExpiresAt.UTC().Format(kv.KeyTimeFormat)
+				}
+				if info.ETag != "" {
+					out["etag"] = info.ETag
+				}
+				return a.writeJSON(out)
+			}
+			updated, expires, etag := "unknown", "unknown", cmp.Or(info.ETag, "unknown")
+			if !info.UpdatedAt.IsZero() {
+				updated = info.UpdatedAt.UTC().Format(kv.KeyTimeFormat)
+			}
+			switch {
+			case !info.ExpiresAt.IsZero():
+				expires = info.ExpiresAt.UTC().Format(kv.KeyTimeFormat)
+			case info.ExpiryKnown:
+				expires = "never"
+			}
+			tw := a.table()
+			row(tw, "Key:", info.Key)
+			row(tw, "Namespace:", a.nsLabel(ns.ID()))
+			row(tw, "Size:", plural(int(info.Size), "byte"))
+			row(tw, "Content type:", cmp.Or(info.ContentType, "unknown"))
+			row(tw, "Updated:", updated)
+			row(tw, "Expires:", expires)
+			row(tw, "ETag:", etag)
+			return tw.Flush()
+		},
+	}
+}
+
+// ttlFlag is --ttl: a Go duration, with days (d) allowed as the first unit.
+type ttlFlag struct{ d time.Duration }
+
+func (f *ttlFlag) String() string {
+	if f.d == 0 {
+		return ""
+	}
+	return f.d.String()
+}
+
+func (f *ttlFlag) Type() string { return "duration" }
+
+func (f *ttlFlag) Set(s string) error {
+	d, err := parseTTL(s)
+	if err != nil {
+		return err
+	}
+	f.d = d
+	return nil
+}
+
+// parseTTL reads a TTL: [Nd][Go duration], whole seconds, from 1s to the
+// service's maximum.
+func parseTTL(s string) (time.Duration, error) {
+	const bad = "want whole seconds, at least 1s (30s, 5m, 1h, 1d, 2d12h)"
+	var d time.Duration
+	rest := s
+	if i := strings.IndexByte(s, 'd'); i > 0 {
+		days, err := strconv.ParseInt(s[:i], 10, 64)
+		if err != nil || days < 0 || days > kv.MaxTTLSeconds/86400 {
+			return 0, errors.New(bad)
+		}
+		d, rest = time.Duration(days)*24*time.Hour, s[i+1:]
+	}
+	if rest != "" {
+		if rest[0] == '-' || rest[0] == '+' {
+			return 0, errors.New(bad)
+		}
+		r, err := time.ParseDuration(rest)
+		if err != nil || r < 0 || r > time.Duration(kv.MaxTTLSeconds)*time.Second-d {
+			return 0, errors.New(bad)
+		}
+		d += r
+	}
+	if d < time.Second || d%time.Second != 0 {
+		return 0, fmt.Errorf("%s; got %v", bad, d)
+	}
+	return d, nil
 }

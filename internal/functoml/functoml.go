@@ -23,6 +23,8 @@ import (
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/edgekv/kv"
 )
 
 // FileName is the name of the function configuration file.
@@ -50,12 +52,31 @@ type Binding struct {
 	ID   string // the namespace id
 }
 
-// Parse returns the KV bindings of a func.toml, sorted by name. A file
-// without [storage.kv] tables has none. A binding that is not a table with a
-// string id is an error.
-func Parse(data []byte) ([]Binding, error) {
+// Parse returns the KV bindings of a func.toml, sorted by name, with their
+// ids in canonical (lowercase) form. A file without [storage.kv] tables has
+// none. A binding that is not a table with a string id, whose name is not a
+// valid binding name, or whose id is not a namespace id (a UUID) is an
+// error naming the binding.
+func Parse(data []byte) ([]Binding, error) { return parse(data, FileName) }
+
+// Read returns the KV bindings of the func.toml at path, as Parse does; an
+// error names the file. A missing file gives an error matching
+// fs.ErrNotExist.
+func Read(path string) ([]Binding, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return parse(data, path)
+}
+
+// parse is Parse with errors naming file.
+func parse(data []byte, file string) ([]Binding, error) {
 	doc, err := decode(data)
 	if err != nil {
+		if file != FileName {
+			return nil, fmt.Errorf("%s: %w", file, err)
+		}
 		return nil, err
 	}
 	storage, ok := doc["storage"]
@@ -64,7 +85,7 @@ func Parse(data []byte) ([]Binding, error) {
 	}
 	st, ok := storage.(map[string]any)
 	if !ok {
-		return nil, errors.New("func.toml: storage must be a table")
+		return nil, fmt.Errorf("%s: storage must be a table", file)
 	}
 	kvAny, ok := st["kv"]
 	if !ok {
@@ -72,17 +93,24 @@ func Parse(data []byte) ([]Binding, error) {
 	}
 	kvs, ok := kvAny.(map[string]any)
 	if !ok {
-		return nil, errors.New("func.toml: storage.kv must be a table of bindings like [storage.kv.MY_CACHE]")
+		return nil, fmt.Errorf("%s: storage.kv must be a table of bindings like [storage.kv.MY_CACHE]", file)
 	}
 	var out []Binding
 	for name, v := range kvs {
+		if err := ValidateBindingName(name); err != nil {
+			return nil, fmt.Errorf("%s: [storage.kv.%s]: %w", file, quoteKey(name), err)
+		}
 		t, ok := v.(map[string]any)
 		if !ok {
-			return nil, fmt.Errorf("func.toml: storage.kv.%s must be a table with an id", name)
+			return nil, fmt.Errorf("%s: storage.kv.%s must be a table with an id", file, name)
 		}
-		id, ok := t["id"].(string)
+		idAny, ok := t["id"].(string)
 		if !ok {
-			return nil, fmt.Errorf("func.toml: storage.kv.%s needs id = \"<namespace id>\"", name)
+			return nil, fmt.Errorf("%s: storage.kv.%s needs id = \"<namespace id>\"", file, name)
+		}
+		id, err := kv.CanonicalID(idAny)
+		if err != nil {
+			return nil, fmt.Errorf("%s: binding %s: id %.80q is not a namespace id (a UUID such as 550e8400-e29b-41d4-a716-446655440000)", file, name, idAny)
 		}
 		out = append(out, Binding{Name: name, ID: id})
 	}
@@ -90,18 +118,14 @@ func Parse(data []byte) ([]Binding, error) {
 	return out, nil
 }
 
-// Read returns the KV bindings of the func.toml at path. A missing file
-// gives an error matching fs.ErrNotExist.
-func Read(path string) ([]Binding, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
+// quoteKey writes a table key for an error: bare when it is a valid binding
+// name, else as a quoted TOML-like string with every control character
+// escaped.
+func quoteKey(k string) string {
+	if bindingNameRE.MatchString(k) {
+		return k
 	}
-	b, err := Parse(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return b, nil
+	return fmt.Sprintf("%.80q", k)
 }
 
 func decode(data []byte) (map[string]any, error) {
@@ -163,7 +187,8 @@ func WriteBinding(path, name, id string) (changed bool, err error) {
 	return true, os.Rename(tmp.Name(), path)
 }
 
-// SetKVBinding returns src with the binding name set to id:
+// SetKVBinding returns src with the binding name set to id, which must be a
+// namespace id (a UUID; written in canonical lowercase form):
 //
 //   - if storage.kv.<name>.id is set (in a [storage.kv.<name>] table or as a
 //     dotted key), only its value is replaced, keeping the line's key,
@@ -182,6 +207,11 @@ func SetKVBinding(src []byte, name, id string) ([]byte, error) {
 	if err := ValidateBindingName(name); err != nil {
 		return nil, err
 	}
+	canonical, err := kv.CanonicalID(id)
+	if err != nil {
+		return nil, fmt.Errorf("binding %s: id %.80q is not a namespace id (a UUID such as 550e8400-e29b-41d4-a716-446655440000)", name, id)
+	}
+	id = canonical
 	before, err := decode(src)
 	if err != nil {
 		return nil, err

@@ -114,13 +114,13 @@ func TestParse(t *testing.T) {
 func_name = "f"
 
 [storage.kv.SESSIONS]
-id = "b"
+id = "660F9500-F39C-41E5-B817-557766551111"
 
 [storage.kv.MY_CACHE]
-id = "a"
+id = "550e8400-e29b-41d4-a716-446655440000"
 `
 	got, err := Parse([]byte(src))
-	want := []Binding{{"MY_CACHE", "a"}, {"SESSIONS", "b"}}
+	want := []Binding{{"MY_CACHE", "550e8400-e29b-41d4-a716-446655440000"}, {"SESSIONS", "660f9500-f39c-41e5-b817-557766551111"}}
 	if err != nil || !slices.Equal(got, want) {
 		t.Fatalf("Parse = %v, %v; want %v", got, err, want)
 	}
@@ -134,26 +134,62 @@ id = "a"
 	}
 }
 
+// A hostile func.toml cannot smuggle a command or a terminal sequence
+// through a binding: names and ids are checked, and the error names the
+// binding and the file.
+func TestParseRefusesBadBindings(t *testing.T) {
+	cases := []struct{ name, src, want string }{
+		{"id with a command", "[storage.kv.MY_CACHE]\nid = \"`touch pwned`\"\n", `binding MY_CACHE: id "` + "`touch pwned`" + `" is not a namespace id`},
+		{"id with an escape", "[storage.kv.MY_CACHE]\nid = \"\\u001b]0;owned\\u0007\"\n", `id "\x1b]0;owned\a" is not a namespace id`},
+		{"id almost a UUID", "[storage.kv.MY_CACHE]\nid = \"550e8400-e29b-41d4-a716-44665544000g\"\n", "MY_CACHE: id"},
+		{"empty id", "[storage.kv.MY_CACHE]\nid = \"\"\n", "MY_CACHE: id"},
+		{"name with a command", "[storage.kv.\"X;touch pwned\"]\nid = \"550e8400-e29b-41d4-a716-446655440000\"\n", `[storage.kv."X;touch pwned"]: binding name`},
+		{"lowercase name", "[storage.kv.my_cache]\nid = \"550e8400-e29b-41d4-a716-446655440000\"\n", "binding name"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if b, err := Parse([]byte(tc.src)); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Parse = %v, %v; want an error containing %q", b, err, tc.want)
+			}
+			path := filepath.Join(t.TempDir(), FileName)
+			if err := os.WriteFile(path, []byte(tc.src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Read(path); err == nil || !strings.HasPrefix(err.Error(), path+": ") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Read: err = %v; want it to name %s and say %q", err, path, tc.want)
+			}
+		})
+	}
+	if _, err := SetKVBinding(nil, "MY_CACHE", "$(touch pwned)"); err == nil || !strings.Contains(err.Error(), "not a namespace id") {
+		t.Fatalf("SetKVBinding with a bad id: err = %v; want a refusal", err)
+	}
+	out, err := SetKVBinding(nil, "MY_CACHE", "550E8400-E29B-41D4-A716-446655440000")
+	if err != nil || !strings.Contains(string(out), `"550e8400-e29b-41d4-a716-446655440000"`) {
+		t.Fatalf("SetKVBinding with an uppercase UUID = %q, %v; want it written in lowercase", out, err)
+	}
+}
+
 func TestWriteBinding(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, FileName)
 	if _, err := Read(path); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("Read of a missing file: err = %v; want fs.ErrNotExist", err)
 	}
-	changed, err := WriteBinding(path, "MY_CACHE", "a")
+	const a, b = "550e8400-e29b-41d4-a716-446655440000", "660f9500-f39c-41e5-b817-557766551111"
+	changed, err := WriteBinding(path, "MY_CACHE", a)
 	if err != nil || !changed {
 		t.Fatalf("WriteBinding on a missing file = %v, %v", changed, err)
 	}
-	if data, _ := os.ReadFile(path); string(data) != "[storage.kv.MY_CACHE]\nid = \"a\"\n" {
+	if data, _ := os.ReadFile(path); string(data) != "[storage.kv.MY_CACHE]\nid = \""+a+"\"\n" {
 		t.Fatalf("new func.toml = %q", data)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if changed, err := WriteBinding(path, "MY_CACHE", "a"); err != nil || changed {
+	if changed, err := WriteBinding(path, "MY_CACHE", a); err != nil || changed {
 		t.Fatalf("rewriting the same binding = %v, %v; want unchanged", changed, err)
 	}
-	if changed, err := WriteBinding(path, "OTHER", "b"); err != nil || !changed {
+	if changed, err := WriteBinding(path, "OTHER", b); err != nil || !changed {
 		t.Fatalf("WriteBinding(OTHER) = %v, %v", changed, err)
 	}
 	fi, err := os.Stat(path)
@@ -161,7 +197,7 @@ func TestWriteBinding(t *testing.T) {
 		t.Fatalf("mode after rewrite = %v, %v; want 0600 kept", fi.Mode(), err)
 	}
 	got, err := Read(path)
-	if want := []Binding{{"MY_CACHE", "a"}, {"OTHER", "b"}}; err != nil || !slices.Equal(got, want) {
+	if want := []Binding{{"MY_CACHE", a}, {"OTHER", b}}; err != nil || !slices.Equal(got, want) {
 		t.Fatalf("Read = %v, %v; want %v", got, err, want)
 	}
 	entries, _ := os.ReadDir(dir)
