@@ -655,6 +655,14 @@ var sqlDeleteKey = `WITH ns AS (
 	SELECT $2, $1, month, $7, sum(deletes), sum(delta), sum(delta::numeric * off)
 	FROM ev GROUP BY month ORDER BY month
 	` + sqlAddAll + `
+	RETURNING 1
+), ud AS (
+	INSERT INTO ns_usage_day AS u (org, day, ns_id, shard, deletes, delta_sum, weighted_sum)
+	SELECT $2, y.day, $1, $7, sum(ev.deletes), sum(ev.delta), sum(ev.delta::numeric * y.doff)
+	FROM ev CROSS JOIN LATERAL ` + sqlEvAtDay + ` y
+	CROSS JOIN (SELECT count(*) FROM u) after_u
+	GROUP BY y.day ORDER BY y.day
+	` + sqlAddDayAll + `
 )
 SELECT ns.status, (SELECT count(*) FROM d) FROM ns`
 
@@ -713,6 +721,15 @@ var sqlPutKey = `WITH ns AS (
 	FROM ev WHERE EXISTS (SELECT 1 FROM w)
 	GROUP BY month ORDER BY month
 	` + sqlAddAll + `
+	RETURNING 1
+), ud AS (
+	INSERT INTO ns_usage_day AS u (org, day, ns_id, shard, writes, delta_sum, weighted_sum)
+	SELECT $2, y.day, $1, $10, sum(ev.writes), sum(ev.delta), sum(ev.delta::numeric * y.doff)
+	FROM ev CROSS JOIN LATERAL ` + sqlEvAtDay + ` y
+	CROSS JOIN (SELECT count(*) FROM u) after_u
+	WHERE EXISTS (SELECT 1 FROM w)
+	GROUP BY y.day ORDER BY y.day
+	` + sqlAddDayAll + `
 )
 SELECT ns.status, w.version FROM ns LEFT JOIN w ON true`
 
@@ -752,6 +769,16 @@ var sqlSweepExpired = `WITH d AS (
 	GROUP BY ns.org, d.ns_id, x.month
 	ORDER BY d.ns_id, x.month
 	` + sqlAddStorage + `
+	RETURNING 1
+), ud AS (
+	INSERT INTO ns_usage_day AS u (org, day, ns_id, shard, delta_sum, weighted_sum)
+	SELECT ns.org, y.day, d.ns_id, $3, -sum(d.size), -sum(d.size::numeric * y.doff)
+	FROM d JOIN ns ON ns.id = d.ns_id
+	CROSS JOIN LATERAL ` + sqlAtDay("d.expires_at") + ` y
+	CROSS JOIN (SELECT count(*) FROM u) after_u
+	GROUP BY ns.org, d.ns_id, y.day
+	ORDER BY d.ns_id, y.day
+	` + sqlAddDayStorage + `
 )
 SELECT count(*) FROM d`
 
