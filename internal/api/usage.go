@@ -3,6 +3,8 @@ package api
 import (
 	"math/big"
 	"net/http"
+	"net/url"
+	"time"
 
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/metering"
@@ -19,11 +21,32 @@ type usageEnvelope struct {
 // gbMonthDecimals is how many decimals GB-month figures are shown with.
 const gbMonthDecimals = 12
 
+// byteSeconds shows byte-nanoseconds as byte-seconds.
+func byteSeconds(nanos *big.Int) string {
+	return new(big.Rat).SetFrac(nanos, big.NewInt(1e9)).FloatString(3)
+}
+
+// parseGranularity reads the granularity parameter (an extension): "month",
+// the default, or "day", which adds the days.
+func parseGranularity(q url.Values) (byDay bool, err error) {
+	v, ok := q["granularity"]
+	switch {
+	case !ok:
+		return false, nil
+	case len(v) > 1:
+		return false, kv.Errorf(kv.EInvalid, "granularity is given %d times; give it once", len(v)).WithParam("granularity")
+	case v[0] == "month":
+		return false, nil
+	case v[0] == "day":
+		return true, nil
+	}
+	return false, kv.Errorf(kv.EInvalid, `granularity must be "month" or "day"; got %q`, truncate(v[0], 32)).WithParam("granularity")
+}
+
 func figures(u service.NamespaceUsage) kv.UsageFigures {
-	secs := new(big.Rat).SetFrac(u.ByteNanos, big.NewInt(1e9))
 	return kv.UsageFigures{
 		Reads: u.Reads, Writes: u.Writes, Deletes: u.Deletes, Lists: u.Lists,
-		StorageByteSeconds: secs.FloatString(3),
+		StorageByteSeconds: byteSeconds(u.ByteNanos),
 		StorageGBMonths:    u.GBMonths.FloatString(gbMonthDecimals),
 		StoredBytes:        u.Bytes,
 	}
@@ -62,7 +85,17 @@ func (h *Handler) usage(w *recorder, r *http.Request, org string, rt route) {
 			return
 		}
 	}
-	rep, err := h.svc.Usage(r.Context(), org, nsID, r.URL.Query().Get("month"))
+	q := r.URL.Query()
+	byDay, err := parseGranularity(q)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	read := h.svc.Usage
+	if byDay {
+		read = h.svc.UsageByDay
+	}
+	rep, err := read(r.Context(), org, nsID, q.Get("month"))
 	if err != nil {
 		h.fail(w, err)
 		return
@@ -80,6 +113,17 @@ func (h *Handler) usage(w *recorder, r *http.Request, org string, rt route) {
 			out.Namespaces = append(out.Namespaces, kv.NamespaceUsageRecord{ID: u.ID, Name: u.Name, UsageFigures: figures(u)})
 		}
 		out.Bill = toBill(rep.Bill)
+	}
+	if byDay {
+		out.Days = make([]kv.UsageDayRecord, 0, len(rep.Days))
+		for _, d := range rep.Days {
+			out.Days = append(out.Days, kv.UsageDayRecord{
+				Date:  d.Day.Format(time.DateOnly),
+				Reads: d.Reads, Writes: d.Writes, Deletes: d.Deletes, Lists: d.Lists,
+				StorageByteSeconds: byteSeconds(d.ByteNanos),
+				StoredBytes:        d.Bytes,
+			})
+		}
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, usageEnvelope{Data: out})
