@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/api"
+	"github.com/edgekv/kv/internal/console"
 	"github.com/edgekv/kv/internal/lifecycle"
 	"github.com/edgekv/kv/internal/metering"
 	"github.com/edgekv/kv/internal/metrics"
@@ -82,6 +83,9 @@ type Config struct {
 	// Go's profiles (/debug/pprof/) on this address, apart from the API.
 	MetricsListen string
 
+	// Console serves the web console at /console/ beside the API.
+	Console bool
+
 	AccessLog bool
 	Logger    *slog.Logger     // nil: slog.Default()
 	Now       func() time.Time // nil: time.Now
@@ -99,6 +103,7 @@ func DefaultConfig() Config {
 		MaxHeaderBytes:    64 << 10,
 		ShutdownTimeout:   30 * time.Second,
 		RateLimit:         1000, // about what the hosted service allows
+		Console:           true,
 		AccessLog:         true,
 	}
 }
@@ -218,8 +223,12 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 		Limiter:   ratelimit.New(ratelimit.Config{Limit: cfg.RateLimit, Burst: cfg.RateBurst, Window: time.Minute, Now: cfg.Now}),
 		SlowBody:  cfg.SlowBody,
 	})
+	var handler http.Handler = s.api
+	if cfg.Console {
+		handler = console.Mount(s.api)
+	}
 	s.http = &http.Server{
-		Handler:           s.api,
+		Handler:           handler,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.WriteTimeout,
