@@ -143,4 +143,3 @@ func etagMatches(header, tag string) bool {
 	}
 	return false
 }
-

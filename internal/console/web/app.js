@@ -21,6 +21,7 @@
 
   let token = sessionStorage.getItem(TOKEN_KEY) || '';
   let viewSeq = 0; // bumped on every navigation; stale async work checks it
+  let flash = ''; // a status to show once the next view is up
 
   // ---- DOM helpers
 
@@ -111,7 +112,7 @@
       }
     } catch (_) { /* not the envelope */ }
     const err = new APIError(res.status, detail, code);
-    if (res.status === 401) logout(detail);
+    if (res.status === 401 && !opts.probe) logout(detail);
     throw err;
   }
 
@@ -162,7 +163,8 @@
     viewSeq++;
     destroyCharts();
     showError('');
-    say('');
+    say(flash);
+    flash = '';
     const loggedIn = !!token;
     $('main-nav').hidden = !loggedIn;
     $('logout').hidden = !loggedIn;
@@ -216,7 +218,7 @@
       token = t;
       say('Checking the token…');
       try {
-        await api('GET', '?page[size]=1');
+        await api('GET', '?page[size]=1', { probe: true });
       } catch (e) {
         token = '';
         say('');
@@ -225,7 +227,7 @@
         return;
       }
       sessionStorage.setItem(TOKEN_KEY, t);
-      say('Logged in.');
+      flash = 'Logged in.';
       route();
     });
     setView('Log in', el('section', { class: 'card', 'aria-labelledby': 'login-h' },
@@ -711,7 +713,7 @@
         showError(e.message);
         return;
       }
-      say(`Saved ${key}.`);
+      flash = `Saved ${key}.`;
       reload();
     });
     del.addEventListener('click', async () => {
@@ -723,8 +725,8 @@
         showError(e.message);
         return;
       }
+      flash = `Deleted ${key}.`;
       go('#/ns/' + encodeURIComponent(id));
-      say(`Deleted ${key}.`);
     });
 
     setView('Key ' + key, crumbs(ns.name),
@@ -770,17 +772,23 @@
     const tzDate = (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC');
     const dayLabel = (u, v) => (v === null ? '—' : new Date(v * 1000).toISOString().slice(0, 10));
     const common = (box) => ({ width: chartWidth(box), height: 240, tzDate, scales: { x: { time: true } } });
+    // Ticks on whole days (UTC), labelled MM-DD.
+    const xAxis = {
+      space: 48,
+      incrs: [86400, 2 * 86400, 7 * 86400, 14 * 86400],
+      values: (u, vals) => vals.map((v) => new Date(v * 1000).toISOString().slice(5, 10)),
+    };
     debug.charts.ops = new uPlot({
       ...common(opsBox),
       series: [{ label: 'Day', value: dayLabel },
         ...SERIES.map(([, label, color]) => ({ label, stroke: color, width: 2, points: { show: true, size: 5, fill: color } }))],
-      axes: [{}, { label: 'operations', values: (u, vals) => vals.map((v) => fmtInt(v)) }],
+      axes: [xAxis, { label: 'operations', values: (u, vals) => vals.map((v) => fmtInt(v)) }],
     }, [xs, ...SERIES.map(([k]) => days.map((d) => d[k]))], opsBox);
     debug.charts.bytes = new uPlot({
       ...common(bytesBox),
       series: [{ label: 'Day', value: dayLabel },
         { label: 'Stored at the day’s end', stroke: '#ff7f0e', fill: 'rgba(255,127,14,0.15)', width: 2, points: { show: true, size: 5, fill: '#ff7f0e' }, value: (u, v) => (v === null ? '—' : fmtBytes(v)) }],
-      axes: [{}, { label: 'bytes', size: 70, values: (u, vals) => vals.map((v) => fmtBytes(v)) }],
+      axes: [xAxis, { label: 'bytes', size: 70, values: (u, vals) => vals.map((v) => fmtBytes(v)) }],
     }, [xs, days.map((d) => d.stored_bytes)], bytesBox);
   }
 
@@ -847,10 +855,12 @@
           bytesBox)),
     ];
     if (rep.bill) {
+      // The API's figures as they are; whole numbers get separators.
+      const q = (v) => (/^\d+$/.test(v) ? fmtInt(v) : v);
       const lines = rep.bill.lines.map((l) => el('tr', {},
         el('th', { scope: 'row', text: l.resource }),
-        el('td', { class: 'num', text: l.quantity }), el('td', { class: 'num hide-narrow', text: l.free }),
-        el('td', { class: 'num', text: l.billable }),
+        el('td', { class: 'num', text: q(l.quantity) }), el('td', { class: 'num hide-narrow', text: q(l.free) }),
+        el('td', { class: 'num', text: q(l.billable) }),
         el('td', { class: 'num hide-narrow', text: `$${l.unit_price} per ${fmtInt(l.per_units)} ${l.unit}` }),
         el('td', { class: 'num', text: '$' + l.amount })));
       nodes.push(el('h3', { id: 'bill-h', text: 'Bill' }), tableWrap('Bill', el('table', { id: 'bill' },
@@ -908,11 +918,11 @@
 
   // ---- start
 
-  $('logout').addEventListener('click', () => { logout(''); say('Logged out.'); });
+  $('logout').addEventListener('click', () => { flash = 'Logged out.'; logout(''); });
   $('skip-link').addEventListener('click', (ev) => {
     ev.preventDefault(); // keep the route in the hash
     $('main').focus();
   });
-  window.addEventListener('hashchange', route);
+  window.addEventListener('hashchange', () => route());
   route();
 })();
