@@ -558,6 +558,20 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("namespace after the deletion: %v", err)
 	}
 
+	// Paging: 21 namespaces are two pages of 20.
+	for i := range 20 {
+		if _, err := api.CreateNamespace(ctx, fmt.Sprintf("page-%02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.run(chromedp.Navigate(s.URL + "/console/#/namespaces?page=1"))
+	b.waitJS(`document.querySelectorAll('#ns-rows tr').length === 20 && document.querySelector('#ns-page-info').textContent === 'Page 1 of 2'`)
+	b.run(chromedp.Click(chromedp.CSS("#ns-next")))
+	b.waitJS(`document.querySelectorAll('#ns-rows tr').length === 1 && document.querySelector('#ns-page-info').textContent === 'Page 2 of 2'`)
+	if last := b.text("#ns-rows tr td a"); last != "page-19" {
+		t.Fatalf("page 2 holds %q, want the newest, page-19", last)
+	}
+
 	// Every control has a label; landmarks are there.
 	var unlabeled []string
 	b.eval(`[...document.querySelectorAll('input, select, textarea')].filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.id || e.outerHTML)`, &unlabeled)
