@@ -233,7 +233,10 @@ func (d *DB) usage(org, nsID string, month, now time.Time, byDay bool) ([]store.
 	get := func(id [16]byte) *nsUsage {
 		u := byNS[id]
 		if u == nil {
-			u = &nsUsage{weighted: new(big.Int), days: map[int]*metering.DayRecord{}}
+			u = &nsUsage{weighted: new(big.Int)}
+			if byDay {
+				u.days = map[int]*metering.DayRecord{}
+			}
 			byNS[id] = u
 		}
 		return u
