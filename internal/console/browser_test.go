@@ -332,6 +332,19 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	}
 
+	// A key of dots is listed, and its page says why a browser cannot
+	// fetch it, instead of fetching something else.
+	if _, err := ns.Put(ctx, "..", []byte("dots"), nil); err != nil {
+		t.Fatal(err)
+	}
+	b.run(chromedp.Navigate(s.URL + "/console/#/ns/" + id + "/key/.."))
+	b.waitJS(`!document.querySelector('#error').hidden`)
+	if msg := b.text("#error"); !strings.Contains(msg, "cannot be reached from a browser") {
+		t.Fatalf("key ..: %q", msg)
+	}
+	b.run(chromedp.Navigate(s.URL + "/console/#/ns/" + id))
+	b.waitJS(`[...document.querySelectorAll('#key-rows a')].some(a => a.textContent === '..')`)
+
 	// Find by prefix.
 	b.run(chromedp.SendKeys(chromedp.CSS("#prefix"), "user/"), chromedp.Click(chromedp.CSS("#list-keys")))
 	b.waitJS(`document.querySelector('#keys-caption').textContent.includes('starting with')`)

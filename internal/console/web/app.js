@@ -122,7 +122,14 @@
   }
 
   const nsPath = (id) => '/' + encodeURIComponent(id);
-  const keyPath = (id, key) => nsPath(id) + '/keys/' + encodeURIComponent(key);
+  // A key that is a whole path segment of dots cannot be sent by a browser:
+  // URL parsing resolves "." and ".." (escaped or not) before the request.
+  const keyPath = (id, key) => {
+    if (key === '.' || key === '..') {
+      throw new APIError(0, `The key “${key}” cannot be reached from a browser, which resolves “${key}” in a URL path before sending it; use the CLI or the API.`);
+    }
+    return nsPath(id) + '/keys/' + encodeURIComponent(key);
+  };
 
   // ---- routing
 
