@@ -777,6 +777,14 @@ func waitActive(t *testing.T, s *kvdtest.Server) {
 	}
 }
 
+// checkStatus is wantStatus for a goroutine: it reports and goes on.
+func checkStatus(t testing.TB, r response, want int) {
+	t.Helper()
+	if r.status != want {
+		t.Errorf("status %d, want %d: %s", r.status, want, r.body)
+	}
+}
+
 func testUsage(t *testing.T, start StartFunc) {
 	clock := NewClock(time.Date(2026, 11, 15, 12, 0, 0, 0, time.UTC))
 	s := start(t, kvdtest.WithClock(clock.Now))
@@ -792,11 +800,7 @@ func testUsage(t *testing.T, start StartFunc) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			check := func(r response, want int) {
-				if r.status != want {
-					t.Errorf("status %d, want %d: %s", r.status, want, r.body)
-				}
-			}
+			check := func(r response, want int) { checkStatus(t, r, want) }
 			for i := range 10 { // 10 writes
 				k := fmt.Sprintf("w%d/k%d", w, i)
 				check(c.do("PUT", base+k, []byte("0123456789")), http.StatusCreated)
@@ -902,11 +906,7 @@ func testUsageByDay(t *testing.T, s *kvdtest.Server, c *client, id string, clock
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			check := func(r response, want int) {
-				if r.status != want {
-					t.Errorf("status %d, want %d: %s", r.status, want, r.body)
-				}
-			}
+			check := func(r response, want int) { checkStatus(t, r, want) }
 			for i := range 4 { // 4 writes of new keys
 				check(c.do("PUT", base+fmt.Sprintf("w%d/d2k%d", w, i), []byte("0123456789")), http.StatusCreated)
 			}

@@ -656,14 +656,7 @@ var sqlDeleteKey = `WITH ns AS (
 	FROM ev GROUP BY month ORDER BY month
 	` + sqlAddAll + `
 	RETURNING 1
-), ud AS (
-	INSERT INTO ns_usage_day AS u (org, day, ns_id, shard, deletes, delta_sum, weighted_sum)
-	SELECT $2, y.day, $1, $7, sum(ev.deletes), sum(ev.delta), sum(ev.delta::numeric * y.doff)
-	FROM ev CROSS JOIN LATERAL ` + sqlEvAtDay + ` y
-	CROSS JOIN (SELECT count(*) FROM u) after_u
-	GROUP BY y.day ORDER BY y.day
-	` + sqlAddDayAll + `
-)
+), ` + sqlDayEvents("deletes", "$7", "") + `
 SELECT ns.status, (SELECT count(*) FROM d) FROM ns`
 
 // sqlPutKey checks the namespace, writes the key and meters the write in
@@ -722,15 +715,7 @@ var sqlPutKey = `WITH ns AS (
 	GROUP BY month ORDER BY month
 	` + sqlAddAll + `
 	RETURNING 1
-), ud AS (
-	INSERT INTO ns_usage_day AS u (org, day, ns_id, shard, writes, delta_sum, weighted_sum)
-	SELECT $2, y.day, $1, $10, sum(ev.writes), sum(ev.delta), sum(ev.delta::numeric * y.doff)
-	FROM ev CROSS JOIN LATERAL ` + sqlEvAtDay + ` y
-	CROSS JOIN (SELECT count(*) FROM u) after_u
-	WHERE EXISTS (SELECT 1 FROM w)
-	GROUP BY y.day ORDER BY y.day
-	` + sqlAddDayAll + `
-)
+), ` + sqlDayEvents("writes", "$10", "WHERE EXISTS (SELECT 1 FROM w)") + `
 SELECT ns.status, w.version FROM ns LEFT JOIN w ON true`
 
 // putKeyArgs are the arguments of sqlPutKey.

@@ -8,6 +8,7 @@ import (
 	"math/big"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/edgekv/kv"
@@ -101,35 +102,46 @@ func sqlAtDay(expr string) string {
 // off), as the usage statements build them.
 var sqlEvAtDay = sqlAtDay("(extract(epoch FROM ev.month)::bigint * 1000000000 + ev.off)")
 
-// sqlAddDayStorage and sqlAddDayAll are the ON CONFLICT clauses of inserts
-// into ns_usage_day, as sqlAddStorage and sqlAddAll for ns_usage.
+// onConflictAdd is the ON CONFLICT clause of an insert into a usage table
+// whose primary key is key: it adds the row's cols to the row there.
+func onConflictAdd(key string, cols ...string) string {
+	set := make([]string, len(cols))
+	for i, c := range cols {
+		set[i] = fmt.Sprintf("%[1]s = u.%[1]s + excluded.%[1]s", c)
+	}
+	return "ON CONFLICT (" + key + ") DO UPDATE SET\n\t\t" + strings.Join(set, ",\n\t\t")
+}
+
+// The keys of the usage tables, and the ON CONFLICT clauses of inserts that
+// add storage events (sqlAdd...Storage) or counts too (sqlAdd...All), by
+// month (ns_usage) and by day (ns_usage_day).
 const (
-	sqlAddDayStorage = `ON CONFLICT (org, day, ns_id, shard) DO UPDATE SET
-		delta_sum = u.delta_sum + excluded.delta_sum,
-		weighted_sum = u.weighted_sum + excluded.weighted_sum`
-	sqlAddDayAll = `ON CONFLICT (org, day, ns_id, shard) DO UPDATE SET
-		reads = u.reads + excluded.reads,
-		writes = u.writes + excluded.writes,
-		deletes = u.deletes + excluded.deletes,
-		lists = u.lists + excluded.lists,
-		delta_sum = u.delta_sum + excluded.delta_sum,
-		weighted_sum = u.weighted_sum + excluded.weighted_sum`
+	usageMonthKey = "org, ns_id, month, shard"
+	usageDayKey   = "org, day, ns_id, shard"
 )
 
-// sqlAddStorage is the ON CONFLICT clause of inserts into ns_usage that
-// add storage events, and sqlAddAll that of inserts adding counts too.
-const (
-	sqlAddStorage = `ON CONFLICT (org, ns_id, month, shard) DO UPDATE SET
-		delta_sum = u.delta_sum + excluded.delta_sum,
-		weighted_sum = u.weighted_sum + excluded.weighted_sum`
-	sqlAddAll = `ON CONFLICT (org, ns_id, month, shard) DO UPDATE SET
-		reads = u.reads + excluded.reads,
-		writes = u.writes + excluded.writes,
-		deletes = u.deletes + excluded.deletes,
-		lists = u.lists + excluded.lists,
-		delta_sum = u.delta_sum + excluded.delta_sum,
-		weighted_sum = u.weighted_sum + excluded.weighted_sum`
+var (
+	sqlAddStorage    = onConflictAdd(usageMonthKey, "delta_sum", "weighted_sum")
+	sqlAddAll        = onConflictAdd(usageMonthKey, "reads", "writes", "deletes", "lists", "delta_sum", "weighted_sum")
+	sqlAddDayStorage = onConflictAdd(usageDayKey, "delta_sum", "weighted_sum")
+	sqlAddDayAll     = onConflictAdd(usageDayKey, "reads", "writes", "deletes", "lists", "delta_sum", "weighted_sum")
 )
+
+// sqlDayEvents is the CTE ud of a key write's statement: it adds the events
+// ev (month, off, delta and the count column count) to ns_usage_day, for
+// namespace $1 of org $2 in shard shard, once u (the month's rows) is done;
+// where, unless empty, filters them.
+func sqlDayEvents(count, shard, where string) string {
+	return `ud AS (
+	INSERT INTO ns_usage_day AS u (org, day, ns_id, shard, ` + count + `, delta_sum, weighted_sum)
+	SELECT $2, y.day, $1, ` + shard + `, sum(ev.` + count + `), sum(ev.delta), sum(ev.delta::numeric * y.doff)
+	FROM ev CROSS JOIN LATERAL ` + sqlEvAtDay + ` y
+	CROSS JOIN (SELECT count(*) FROM u) after_u
+	` + where + `
+	GROUP BY y.day ORDER BY y.day
+	` + sqlAddDayAll + `
+)`
+}
 
 // sqlEndStorage is MarkDeleting's second statement, run after the status
 // change in its transaction: the namespace's stored bytes stop. $1 id, $2
@@ -163,7 +175,7 @@ GROUP BY y.day ORDER BY y.day
 
 // sqlAddUsage adds buffered counts, one row of the arrays per (org,
 // namespace, day), to the rows of their months and of their days.
-const sqlAddUsage = `WITH t AS (
+var sqlAddUsage = `WITH t AS (
 	SELECT * FROM unnest($1::text[], $2::uuid[], $3::date[], $4::date[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[])
 		AS t(org, ns_id, month, day, reads, writes, deletes, lists)
 ), u AS (
@@ -171,22 +183,14 @@ const sqlAddUsage = `WITH t AS (
 	SELECT t.org, t.ns_id, t.month, $9, sum(t.reads), sum(t.writes), sum(t.deletes), sum(t.lists)
 	FROM t GROUP BY t.org, t.ns_id, t.month
 	ORDER BY t.ns_id, t.month
-	ON CONFLICT (org, ns_id, month, shard) DO UPDATE SET
-		reads = u.reads + excluded.reads,
-		writes = u.writes + excluded.writes,
-		deletes = u.deletes + excluded.deletes,
-		lists = u.lists + excluded.lists
+	` + onConflictAdd(usageMonthKey, "reads", "writes", "deletes", "lists") + `
 	RETURNING 1
 )
 INSERT INTO ns_usage_day AS u (org, day, ns_id, shard, reads, writes, deletes, lists)
 SELECT t.org, t.day, t.ns_id, $9, t.reads, t.writes, t.deletes, t.lists
 FROM t CROSS JOIN (SELECT count(*) FROM u) after_u
 ORDER BY t.ns_id, t.day
-ON CONFLICT (org, day, ns_id, shard) DO UPDATE SET
-	reads = u.reads + excluded.reads,
-	writes = u.writes + excluded.writes,
-	deletes = u.deletes + excluded.deletes,
-	lists = u.lists + excluded.lists`
+` + onConflictAdd(usageDayKey, "reads", "writes", "deletes", "lists")
 
 // sqlUsageTemplate reports the month $2 (a DATE) of org $1 up to $4 (ns),
 // the month starting at $3 (ns); %[1]s and %[2]s restrict it to namespace
