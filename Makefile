@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 15s
 
-.PHONY: run test vet unit fuzz build install bench
+.PHONY: run test vet unit fuzz build install bench console-vendor
 
 # Run kvd on the embedded engine (data in ./data, API on 127.0.0.1:8080).
 run:
@@ -41,3 +41,11 @@ fuzz:
 BENCHFLAGS ?=
 bench:
 	$(GO) run ./cmd/kvbench $(BENCHFLAGS)
+
+# The console's vendored chart library: the npm package's own dist files.
+UPLOT_VERSION ?= 1.6.32
+UPLOT_DIR = internal/console/web/vendor/uplot
+console-vendor:
+	tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent uplot@$(UPLOT_VERSION) >/dev/null && tar xzf uplot-$(UPLOT_VERSION).tgz && \
+	cd - >/dev/null && cp $$tmp/package/dist/uPlot.iife.min.js $$tmp/package/dist/uPlot.min.css $$tmp/package/LICENSE $(UPLOT_DIR)/ && \
+	rm -rf $$tmp && sha256sum $(UPLOT_DIR)/uPlot.iife.min.js $(UPLOT_DIR)/uPlot.min.css $(UPLOT_DIR)/LICENSE

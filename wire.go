@@ -51,6 +51,21 @@ type UsageRecord struct {
 	// Namespaces and Bill are set for an organization's usage only.
 	Namespaces []NamespaceUsageRecord `json:"namespaces,omitempty"`
 	Bill       *BillRecord            `json:"bill,omitempty"`
+	// Days is set when granularity=day is asked for: one entry for each
+	// day of the month up to the period's end (today, for the current
+	// month), adding up to the month's figures.
+	Days []UsageDayRecord `json:"days,omitzero"`
+}
+
+// UsageDayRecord is one calendar day's (UTC) share of a month's usage.
+type UsageDayRecord struct {
+	Date               string `json:"date"` // YYYY-MM-DD
+	Reads              int64  `json:"reads"`
+	Writes             int64  `json:"writes"`
+	Deletes            int64  `json:"deletes"`
+	Lists              int64  `json:"lists"`
+	StorageByteSeconds string `json:"storage_byte_seconds"` // stored bytes integrated over the day, up to now for today
+	StoredBytes        int64  `json:"stored_bytes"`         // at the day's end, or now for today
 }
 
 // UsageFigures are the metered quantities.

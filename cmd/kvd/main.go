@@ -113,6 +113,15 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.DurationVar(&cfg.Lifecycle.Lease, "job-lease", 0, "how long a background job is one process's before another may take it over (default 30s)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", getenv("KV_METRICS_LISTEN"), "serve Prometheus /metrics and /debug/pprof/ on this address; off when empty (env KV_METRICS_LISTEN)")
 	fs.BoolVar(&cfg.AccessLog, "access-log", cfg.AccessLog, "log one line per request")
+	consoleEnv := getenv("KV_CONSOLE")
+	if consoleEnv != "" {
+		on, err := strconv.ParseBool(consoleEnv)
+		if err != nil {
+			return cfg, nil, fmt.Errorf("KV_CONSOLE=%q is not true or false", consoleEnv)
+		}
+		cfg.Console = on
+	}
+	fs.BoolVar(&cfg.Console, "console", cfg.Console, "serve the web console at /console/ on the API listener (env KV_CONSOLE)")
 	logLevel := fs.String("log-level", envOr(getenv, "KV_LOG_LEVEL", "info"), "debug, info, warn or error (env KV_LOG_LEVEL)")
 	logFormat := fs.String("log-format", envOr(getenv, "KV_LOG_FORMAT", "text"), "text or json (env KV_LOG_FORMAT)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a stop waits for requests in flight")

@@ -177,6 +177,42 @@ func TestBadFlags(t *testing.T) {
 	}
 }
 
+func TestConsoleFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  string
+		want bool
+	}{
+		{nil, "", true},
+		{[]string{"--console=false"}, "", false},
+		{nil, "false", false},
+		{nil, "0", false},
+		{[]string{"--console=true"}, "false", true}, // the flag wins
+		{[]string{"--console=false"}, "true", false},
+	} {
+		env := func(k string) string {
+			if k == "KV_CONSOLE" {
+				return tc.env
+			}
+			return ""
+		}
+		cfg, _, err := parseFlags(tc.args, env, io.Discard)
+		if err != nil || cfg.Console != tc.want {
+			t.Errorf("kvd %v with KV_CONSOLE=%q: console %v, %v; want %v", tc.args, tc.env, cfg.Console, err, tc.want)
+		}
+	}
+	var stderr bytes.Buffer
+	code := run(context.Background(), nil, func(k string) string {
+		if k == "KV_CONSOLE" {
+			return "maybe"
+		}
+		return ""
+	}, io.Discard, &stderr)
+	if code != 2 || !strings.Contains(stderr.String(), "KV_CONSOLE") {
+		t.Fatalf("KV_CONSOLE=maybe: exit %d, %q", code, stderr.String())
+	}
+}
+
 func TestParseByteSize(t *testing.T) {
 	for in, want := range map[string]int64{
 		"0": 0, "1234": 1234, "10B": 10, "5KB": 5000, "5 kb": 5000, "2KiB": 2048,

@@ -3,6 +3,7 @@ package api
 import (
 	"math/big"
 	"net/http"
+	"time"
 
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/metering"
@@ -19,11 +20,28 @@ type usageEnvelope struct {
 // gbMonthDecimals is how many decimals GB-month figures are shown with.
 const gbMonthDecimals = 12
 
+// byteSeconds shows byte-nanoseconds as byte-seconds.
+func byteSeconds(nanos *big.Int) string {
+	return new(big.Rat).SetFrac(nanos, big.NewInt(1e9)).FloatString(3)
+}
+
+// parseGranularity reads the granularity parameter (an extension): "month",
+// the default, or "day", which adds the days.
+func parseGranularity(q query) (byDay bool, err error) {
+	v, ok := q["granularity"]
+	switch {
+	case !ok || v == "month":
+		return false, nil
+	case v == "day":
+		return true, nil
+	}
+	return false, kv.Errorf(kv.EInvalid, `granularity must be "month" or "day"; got %q`, truncate(v, 32)).WithParam("granularity")
+}
+
 func figures(u service.NamespaceUsage) kv.UsageFigures {
-	secs := new(big.Rat).SetFrac(u.ByteNanos, big.NewInt(1e9))
 	return kv.UsageFigures{
 		Reads: u.Reads, Writes: u.Writes, Deletes: u.Deletes, Lists: u.Lists,
-		StorageByteSeconds: secs.FloatString(3),
+		StorageByteSeconds: byteSeconds(u.ByteNanos),
 		StorageGBMonths:    u.GBMonths.FloatString(gbMonthDecimals),
 		StoredBytes:        u.Bytes,
 	}
@@ -62,12 +80,21 @@ func (h *Handler) usage(w *recorder, r *http.Request, org string, rt route) {
 			return
 		}
 	}
-	q, err := parseQuery(r.URL.RawQuery, "month")
+	q, err := parseQuery(r.URL.RawQuery, "month", "granularity")
 	if err != nil {
 		h.fail(w, err)
 		return
 	}
-	rep, err := h.svc.Usage(r.Context(), org, nsID, q["month"])
+	byDay, err := parseGranularity(q)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	read := h.svc.Usage
+	if byDay {
+		read = h.svc.UsageByDay
+	}
+	rep, err := read(r.Context(), org, nsID, q["month"])
 	if err != nil {
 		h.fail(w, err)
 		return
@@ -85,6 +112,17 @@ func (h *Handler) usage(w *recorder, r *http.Request, org string, rt route) {
 			out.Namespaces = append(out.Namespaces, kv.NamespaceUsageRecord{ID: u.ID, Name: u.Name, UsageFigures: figures(u)})
 		}
 		out.Bill = toBill(rep.Bill)
+	}
+	if byDay {
+		out.Days = make([]kv.UsageDayRecord, 0, len(rep.Days))
+		for _, d := range rep.Days {
+			out.Days = append(out.Days, kv.UsageDayRecord{
+				Date:  d.Day.Format(time.DateOnly),
+				Reads: d.Reads, Writes: d.Writes, Deletes: d.Deletes, Lists: d.Lists,
+				StorageByteSeconds: byteSeconds(d.ByteNanos),
+				StoredBytes:        d.Bytes,
+			})
+		}
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, usageEnvelope{Data: out})

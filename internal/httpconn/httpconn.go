@@ -348,11 +348,11 @@ func (c *Conn) ConnectionState() (tls.ConnectionState, bool) {
 }
 
 // netHTTPError recognises an error response that net/http writes by
-// itself: "HTTP/1.1 NNN ...\r\nContent-Type: text/plain; charset=utf-8\r\n
-// Connection: close\r\n\r\nNNN Text[: detail]" (what it writes for a
-// request it cannot parse), or a response of status 400 or more without
-// the X-Request-Id every response of kvd's carries (such as its 417). It
-// returns the status and net/http's detail, if any.
+// itself: for a request it cannot parse, "HTTP/1.1 NNN Text" with exactly
+// the headers "Content-Type: text/plain; charset=utf-8" and "Connection:
+// close", then "NNN Text[: detail]"; for an Expect it does not support, a
+// 417 (kvd's own responses all carry X-Request-Id). It returns the status
+// and net/http's detail, if any.
 func netHTTPError(p []byte) (status int, detail string, ok bool) {
 	if len(p) < 12 || !bytes.HasPrefix(p, []byte("HTTP/1.")) || p[8] != ' ' {
 		return 0, "", false
@@ -361,21 +361,22 @@ func netHTTPError(p []byte) (status int, detail string, ok bool) {
 	if err != nil || status < 400 {
 		return 0, "", false
 	}
-	end := bytes.Index(p, []byte("\r\n\r\n"))
-	if end < 0 {
-		return 0, "", false
-	}
-	head := p[:end]
-	if bytes.Contains(head, []byte("\r\nX-Request-Id:")) {
-		return 0, "", false
-	}
-	if bytes.Contains(head, []byte("\r\nContent-Type: text/plain; charset=utf-8")) {
-		body := string(p[end+4:])
+	const plainHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+	eol := bytes.Index(p, []byte("\r\n"))
+	if eol >= 0 && bytes.HasPrefix(p[eol:], []byte(plainHeaders)) {
+		body := string(p[eol+len(plainHeaders):])
 		if _, d, found := cutString(body, ": "); found {
 			detail = d
 		}
+		return status, detail, true
 	}
-	return status, detail, true
+	if status == http.StatusExpectationFailed {
+		end := bytes.Index(p, []byte("\r\n\r\n"))
+		if end >= 0 && !bytes.Contains(p[:end], []byte("\r\nX-Request-Id:")) {
+			return status, "", true
+		}
+	}
+	return 0, "", false
 }
 
 func cutString(s, sep string) (before, after string, found bool) {

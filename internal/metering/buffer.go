@@ -34,6 +34,7 @@ type bufShard struct {
 type bufKey struct {
 	org, ns string
 	month   uint32
+	day     uint8 // of the month, 1-31
 }
 
 // NewBuffer returns a Buffer over st; every <= 0 means one second.
@@ -53,7 +54,8 @@ func NewBuffer(st store.Store, every time.Duration, log *slog.Logger) *Buffer {
 
 // Add counts c for org's namespace ns at time at.
 func (b *Buffer) Add(org, ns string, at time.Time, c store.UsageCounts) {
-	k := bufKey{org, ns, MonthOf(at).Index()}
+	m := MonthOf(at)
+	k := bufKey{org, ns, m.Index(), uint8(m.DayInMonth(at))}
 	sh := &b.shards[maphash.String(b.seed, ns)%uint64(len(b.shards))]
 	sh.mu.Lock()
 	if cur := sh.counts[k]; cur != nil {
@@ -77,7 +79,8 @@ func (b *Buffer) Flush(ctx context.Context) error {
 		sh.counts = make(map[bufKey]*store.UsageCounts, len(taken))
 		sh.mu.Unlock()
 		for k, c := range taken {
-			deltas = append(deltas, store.UsageDelta{Org: k.org, NamespaceID: k.ns, Month: MonthFromIndex(k.month).Start(), UsageCounts: *c})
+			m := MonthFromIndex(k.month).Start()
+			deltas = append(deltas, store.UsageDelta{Org: k.org, NamespaceID: k.ns, Month: m, Day: m.AddDate(0, 0, int(k.day)-1), UsageCounts: *c})
 		}
 	}
 	if len(deltas) == 0 {
@@ -85,7 +88,7 @@ func (b *Buffer) Flush(ctx context.Context) error {
 	}
 	if err := b.store.AddUsage(ctx, deltas); err != nil {
 		for _, d := range deltas { // keep them for the next flush
-			b.Add(d.Org, d.NamespaceID, d.Month, d.UsageCounts)
+			b.Add(d.Org, d.NamespaceID, d.Day, d.UsageCounts)
 		}
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/api"
+	"github.com/edgekv/kv/internal/console"
 	"github.com/edgekv/kv/internal/httpconn"
 	"github.com/edgekv/kv/internal/lifecycle"
 	"github.com/edgekv/kv/internal/metering"
@@ -94,6 +95,9 @@ type Config struct {
 	// Go's profiles (/debug/pprof/) on this address, apart from the API.
 	MetricsListen string
 
+	// Console serves the web console at /console/ beside the API.
+	Console bool
+
 	AccessLog bool
 	Logger    *slog.Logger     // nil: slog.Default()
 	Now       func() time.Time // nil: time.Now
@@ -111,6 +115,7 @@ func DefaultConfig() Config {
 		MaxHeaderBytes:    64 << 10,
 		ShutdownTimeout:   30 * time.Second,
 		RateLimit:         1000, // about what the hosted service allows
+		Console:           true,
 		AccessLog:         true,
 	}
 }
@@ -246,9 +251,13 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 		BodyBudget:     cfg.BodyBudget,
 		ResponseBudget: cfg.ResponseBudget,
 	})
+	var handler http.Handler = s.api
+	if cfg.Console {
+		handler = console.Mount(s.api)
+	}
 	s.conns = ln
 	s.http = &http.Server{
-		Handler:           httpconn.Handler(s.api),
+		Handler:           httpconn.Handler(handler),
 		ConnState:         ln.ConnState,
 		ConnContext:       ln.ConnContext,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,

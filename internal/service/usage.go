@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/big"
 	"slices"
 	"strings"
@@ -24,6 +25,17 @@ type UsageReport struct {
 	// Namespaces has one entry per namespace with usage, by id.
 	Namespaces []NamespaceUsage
 	Bill       metering.Bill
+	// Days splits Total by day (UTC), from the month's first day to the
+	// one that holds PeriodEnd; only UsageByDay sets it.
+	Days []DayUsage
+}
+
+// DayUsage is one day's share of a report's total.
+type DayUsage struct {
+	Day time.Time // the day's first instant, UTC
+	store.UsageCounts
+	ByteNanos *big.Int
+	Bytes     int64 // stored at the day's end, or at PeriodEnd
 }
 
 // NamespaceUsage is one namespace's (or the total) usage in a report.
@@ -40,6 +52,17 @@ type NamespaceUsage struct {
 // month): per namespace, in total, and priced. nsID limits it to one
 // namespace, which must exist or have had usage that month.
 func (s *Service) Usage(ctx context.Context, org, nsID, month string) (UsageReport, error) {
+	return s.usage(ctx, org, nsID, month, false)
+}
+
+// UsageByDay is Usage with the total split by day as well; the month's
+// figures and the days come from one read of the store, so the days add up
+// to the month.
+func (s *Service) UsageByDay(ctx context.Context, org, nsID, month string) (UsageReport, error) {
+	return s.usage(ctx, org, nsID, month, true)
+}
+
+func (s *Service) usage(ctx context.Context, org, nsID, month string, byDay bool) (UsageReport, error) {
 	now := s.now().UTC()
 	m := metering.MonthOf(now)
 	if month != "" {
@@ -58,7 +81,11 @@ func (s *Service) Usage(ctx context.Context, org, nsID, month string) (UsageRepo
 	if err := s.meter.Flush(ctx); err != nil {
 		return UsageReport{}, err
 	}
-	list, err := s.store.Usage(ctx, org, nsID, m.Start(), now)
+	read := s.store.Usage
+	if byDay {
+		read = s.store.UsageByDay
+	}
+	list, err := read(ctx, org, nsID, m.Start(), now)
 	if err != nil {
 		return UsageReport{}, err
 	}
@@ -74,7 +101,21 @@ func (s *Service) Usage(ctx context.Context, org, nsID, month string) (UsageRepo
 	if r.PeriodEnd.Before(m.Start()) { // a month still to come
 		r.PeriodEnd = m.Start()
 	}
+	if byDay {
+		r.Days = []DayUsage{} // a month still to come has none
+		for d := m.Start(); d.Before(m.End()) && !d.After(now); d = d.AddDate(0, 0, 1) {
+			r.Days = append(r.Days, DayUsage{Day: d, ByteNanos: new(big.Int)})
+		}
+	}
 	for _, u := range list {
+		for i, d := range u.Days {
+			if i >= len(r.Days) || !d.Day.Equal(r.Days[i].Day) {
+				return UsageReport{}, fmt.Errorf("service: usage of %s has day %v where %d is expected", u.NamespaceID, d.Day, i+1)
+			}
+			r.Days[i].UsageCounts.Add(d.UsageCounts)
+			r.Days[i].ByteNanos.Add(r.Days[i].ByteNanos, d.ByteNanos)
+			r.Days[i].Bytes += d.Bytes
+		}
 		nu := NamespaceUsage{ID: u.NamespaceID, UsageCounts: u.UsageCounts, ByteNanos: u.ByteNanos, GBMonths: metering.GBMonths(u.ByteNanos, m), Bytes: u.Bytes}
 		if ns, err := s.store.GetNamespace(ctx, org, u.NamespaceID); err == nil {
 			nu.Name = ns.Name

@@ -135,6 +135,18 @@ type Store interface {
 	// usage.
 	Usage(ctx context.Context, org, nsID string, month, now time.Time) ([]NamespaceUsage, error)
 
+	// UsageByDay is Usage with each namespace's usage also split by
+	// calendar day (UTC): Days has one entry for each day of the month
+	// from its first up to the one that holds the period's end (today, for
+	// the current month), none for a month after now. The month's figures
+	// are Usage's, read from the same snapshot as the days, and the days
+	// add up to them: their counts and ByteNanos sum to the month's, and
+	// the last day's Bytes are the month's. A day's Bytes are what the
+	// namespace stores at the day's end (or now), its ByteNanos the stored
+	// bytes integrated over the day (up to now). Operations from before
+	// the engine kept daily figures count in their month only.
+	UsageByDay(ctx context.Context, org, nsID string, month, now time.Time) ([]NamespaceUsage, error)
+
 	// Close releases the engine. Methods called after Close return errors.
 	Close() error
 }
@@ -152,10 +164,14 @@ func (c *UsageCounts) Add(o UsageCounts) {
 	c.Lists += o.Lists
 }
 
-// UsageDelta is a count to add to one namespace's usage in one month.
+// UsageDelta is a count to add to one namespace's usage in one month, and
+// in one day of it.
 type UsageDelta struct {
 	Org, NamespaceID string
 	Month            time.Time // the first instant of the month, UTC
+	// Day is an instant of the day (UTC) the counts belong to, within
+	// Month; zero, or a day outside Month, means Month's first day.
+	Day time.Time
 	UsageCounts
 }
 
@@ -166,6 +182,20 @@ type NamespaceUsage struct {
 	// ByteNanos is stored bytes integrated over time, in byte-nanoseconds.
 	ByteNanos *big.Int
 	// Bytes is what the namespace stores at the end of the period.
+	Bytes int64
+	// Days is the usage by day; only UsageByDay sets it.
+	Days []DayUsage
+}
+
+// DayUsage is one calendar day's (UTC) share of a namespace's usage.
+type DayUsage struct {
+	Day time.Time // the day's first instant, UTC
+	UsageCounts
+	// ByteNanos is stored bytes integrated over the day, up to now for
+	// today, in byte-nanoseconds.
+	ByteNanos *big.Int
+	// Bytes is what the namespace stores at the day's end, or now for
+	// today.
 	Bytes int64
 }
 

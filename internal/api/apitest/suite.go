@@ -782,6 +782,14 @@ func waitActive(t *testing.T, s *kvdtest.Server) {
 	}
 }
 
+// checkStatus is wantStatus for a goroutine: it reports and goes on.
+func checkStatus(t testing.TB, r response, want int) {
+	t.Helper()
+	if r.status != want {
+		t.Errorf("status %d, want %d: %s", r.status, want, r.body)
+	}
+}
+
 func testUsage(t *testing.T, start StartFunc) {
 	clock := NewClock(time.Date(2026, 11, 15, 12, 0, 0, 0, time.UTC))
 	s := start(t, kvdtest.WithClock(clock.Now))
@@ -797,11 +805,7 @@ func testUsage(t *testing.T, start StartFunc) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			check := func(r response, want int) {
-				if r.status != want {
-					t.Errorf("status %d, want %d: %s", r.status, want, r.body)
-				}
-			}
+			check := func(r response, want int) { checkStatus(t, r, want) }
 			for i := range 10 { // 10 writes
 				k := fmt.Sprintf("w%d/k%d", w, i)
 				check(c.do("PUT", base+k, []byte("0123456789")), http.StatusCreated)
@@ -889,5 +893,114 @@ func testUsage(t *testing.T, start StartFunc) {
 	wantError(t, intruder.do("GET", "/v2/storage/kvs/"+id+"/usage", nil), http.StatusNotFound, kv.ENotFound, "")
 	if r := intruder.do("GET", "/v2/storage/kvs/usage?month=2026-11", nil); !bytes.Contains(r.body, []byte(`"reads":0`)) || bytes.Contains(r.body, []byte(id)) {
 		t.Fatalf("intruder's usage: %s", r.body)
+	}
+	testUsageByDay(t, s, c, id, clock, liveBytes)
+}
+
+// testUsageByDay goes on from testUsage, whose workload ran at 12:00 on
+// November 15 and left live bytes in namespace id: a second concurrent
+// workload at 01:00 on the 16th, then the month by day at 01:30.
+func testUsageByDay(t *testing.T, s *kvdtest.Server, c *client, id string, clock *Clock, day1Bytes int64) {
+	clock.Advance(13*time.Hour - 10*time.Second) // November 16, 01:00
+	base := "/v2/storage/kvs/" + id + "/keys/"
+	const workers = 8
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	day2Bytes := day1Bytes
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			check := func(r response, want int) { checkStatus(t, r, want) }
+			for i := range 4 { // 4 writes of new keys
+				check(c.do("PUT", base+fmt.Sprintf("w%d/d2k%d", w, i), []byte("0123456789")), http.StatusCreated)
+			}
+			check(c.do("GET", base+fmt.Sprintf("w%d/k2", w), nil), http.StatusOK) // 2 reads
+			check(c.do("GET", base+fmt.Sprintf("w%d/none", w), nil), http.StatusNotFound)
+			check(c.do("DELETE", base+fmt.Sprintf("w%d/k3", w), nil), http.StatusOK) // 1 delete
+			check(c.do("GET", "/v2/storage/kvs/"+id+"/keys?prefix="+fmt.Sprintf("w%d/d2", w), nil), http.StatusOK)
+			mu.Lock()
+			day2Bytes += 4*int64(len(fmt.Sprintf("w%d/d2k0", w))+10) - int64(len(fmt.Sprintf("w%d/k3", w))+10)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	clock.Advance(30 * time.Minute)
+
+	type dayJSON struct {
+		Date                          string
+		Reads, Writes, Deletes, Lists int64
+		ByteSeconds                   string `json:"storage_byte_seconds"`
+		StoredBytes                   int64  `json:"stored_bytes"`
+	}
+	type figures struct {
+		Reads, Writes, Deletes, Lists int64
+		ByteSeconds                   string `json:"storage_byte_seconds"`
+		StoredBytes                   int64  `json:"stored_bytes"`
+	}
+	type report struct {
+		Data struct {
+			figures
+			Days []dayJSON
+		}
+	}
+	get := func(path string) (report, response) {
+		t.Helper()
+		r := c.do("GET", path, nil)
+		wantStatus(t, r, http.StatusOK)
+		var rep report
+		if err := json.Unmarshal(r.body, &rep); err != nil {
+			t.Fatal(err)
+		}
+		return rep, r
+	}
+	day1 := dayJSON{Date: "2026-11-15", Reads: workers * 8, Writes: workers * 10, Deletes: workers * 4, Lists: workers,
+		ByteSeconds: fmt.Sprintf("%d.000", day1Bytes*12*3600), StoredBytes: day1Bytes}
+	day2 := dayJSON{Date: "2026-11-16", Reads: workers * 2, Writes: workers * 4, Deletes: workers, Lists: workers,
+		ByteSeconds: fmt.Sprintf("%d.000", day1Bytes*3600+day2Bytes*1800), StoredBytes: day2Bytes}
+	for _, path := range []string{"/v2/storage/kvs/usage?month=2026-11&granularity=day", "/v2/storage/kvs/" + id + "/usage?granularity=day&month=2026-11"} {
+		rep, r := get(path)
+		days := rep.Data.Days
+		if len(days) != 16 {
+			t.Fatalf("%s: %d days, want November 1 to 16: %s", path, len(days), r.body)
+		}
+		var sum figures
+		var secs int64
+		for i, d := range days[:14] {
+			if want := (dayJSON{Date: fmt.Sprintf("2026-11-%02d", i+1), ByteSeconds: "0.000"}); d != want {
+				t.Fatalf("%s: day %d = %+v, want %+v", path, i+1, d, want)
+			}
+		}
+		if days[14] != day1 || days[15] != day2 {
+			t.Fatalf("%s: November 15 and 16 = %+v, %+v; want %+v, %+v", path, days[14], days[15], day1, day2)
+		}
+		for _, d := range days {
+			sum.Reads, sum.Writes, sum.Deletes, sum.Lists = sum.Reads+d.Reads, sum.Writes+d.Writes, sum.Deletes+d.Deletes, sum.Lists+d.Lists
+			var n int64
+			if _, err := fmt.Sscanf(d.ByteSeconds, "%d.000", &n); err != nil {
+				t.Fatalf("%s: byte-seconds %q", path, d.ByteSeconds)
+			}
+			secs += n
+		}
+		sum.ByteSeconds, sum.StoredBytes = fmt.Sprintf("%d.000", secs), days[15].StoredBytes
+		if sum != rep.Data.figures {
+			t.Fatalf("%s: the days add up to %+v, the month is %+v", path, sum, rep.Data.figures)
+		}
+		// The month is the same with or without the days.
+		monthly, mr := get(strings.Replace(path, "granularity=day", "granularity=month", 1))
+		if monthly.Data.figures != rep.Data.figures || monthly.Data.Days != nil || bytes.Contains(mr.body, []byte(`"days"`)) {
+			t.Fatalf("%s by month: %s", path, mr.body)
+		}
+	}
+	// A past month has every day, a month to come none.
+	if rep, r := get("/v2/storage/kvs/usage?month=2026-10&granularity=day"); len(rep.Data.Days) != 31 || rep.Data.Days[30].Date != "2026-10-31" {
+		t.Fatalf("October by day: %s", r.body)
+	}
+	if _, r := get("/v2/storage/kvs/usage?month=2026-12&granularity=day"); !bytes.Contains(r.body, []byte(`"days":[]`)) {
+		t.Fatalf("December by day: %s", r.body)
+	}
+	for _, q := range []string{"granularity=week", "granularity=", "granularity=DAY", "granularity=day&granularity=day"} {
+		wantError(t, c.do("GET", "/v2/storage/kvs/usage?"+q, nil), http.StatusBadRequest, kv.EInvalid, "granularity")
+		wantError(t, c.do("GET", "/v2/storage/kvs/"+id+"/usage?"+q, nil), http.StatusBadRequest, kv.EInvalid, "granularity")
 	}
 }

@@ -25,6 +25,7 @@ import (
 //	0x04 nsid(16) expiry(8, BE) key       -> size(8): the namespace's expiry index
 //	0x05 orglen(2) org month(4) nsid(16)  -> usage record (usage.go)
 //	0x06 nsid(16) key                     -> key entry: what a listing shows
+//	0x07 orglen(2) org month(4) day(1) nsid(16) -> usage record of a day (usage.go)
 //
 // Every key has a value record and a key entry, written and removed in the
 // same batch. Listings and the reads before a write use the small key
@@ -39,6 +40,7 @@ const (
 	tagKey       byte = 0x03
 	tagExpiry    byte = 0x04
 	tagEntry     byte = 0x06
+	tagUsageDay  byte = 0x07
 )
 
 // formatVersion is the layout's version: 2 added the key entries (0x06).

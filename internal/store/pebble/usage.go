@@ -30,6 +30,15 @@ import (
 // A key with an expiry has its size in its expiry-index entry: its bytes
 // stop counting at the expiry, which reports take into account until the
 // sweeper or an overwrite writes the change into the records.
+//
+// Beside each monthly record, in the same batch, every change is merged
+// into the namespace's record of its day (UTC), in the same format, with
+// offsets from the day's start:
+//
+//	0x07 orglen(2, BE) org month(4, BE) day(1) nsid(16) -> usage record
+//
+// The monthly records alone make the monthly figures; the daily ones split
+// them by day (UsageByDay).
 const tagUsage byte = 0x05
 
 // usageRecord is the decoded form of a usage record.
@@ -110,12 +119,31 @@ func usageKey(org string, m metering.Month, id [16]byte) []byte {
 	return append(k, id[:]...)
 }
 
+func appendUsageDayPrefix(dst []byte, org string, m metering.Month) []byte {
+	dst = append(dst, tagUsageDay)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(org)))
+	dst = append(dst, org...)
+	return binary.BigEndian.AppendUint32(dst, m.Index())
+}
+
+// usageDayKey is the key of namespace id's record of day (1-31) of month m.
+func usageDayKey(org string, m metering.Month, day int, id [16]byte) []byte {
+	k := appendUsageDayPrefix(make([]byte, 0, 1+2+len(org)+4+1+16), org, m)
+	k = append(k, byte(day))
+	return append(k, id[:]...)
+}
+
 // addUsage merges counts and a change of delta bytes at time at into the
-// batch, in the record of at's month.
+// batch, in the records of at's month and of its day.
 func addUsage(b *pebble.Batch, org string, id [16]byte, at time.Time, delta int64, counts store.UsageCounts) error {
 	m := metering.MonthOf(at)
 	r := usageRecord{counts: counts, delta: delta, weighted: metering.Mul64(delta, int64(at.Sub(m.Start())))}
-	return b.Merge(usageKey(org, m, id), r.encode(make([]byte, 0, usageRecordSize)), nil)
+	buf := r.encode(make([]byte, 0, 2*usageRecordSize))
+	if err := b.Merge(usageKey(org, m, id), buf, nil); err != nil {
+		return err
+	}
+	r.weighted = metering.Mul64(delta, int64(at.Sub(metering.DayOf(at))))
+	return b.Merge(usageDayKey(org, m, m.DayInMonth(at), id), r.encode(buf[usageRecordSize:]), nil)
 }
 
 // keySize is what a key costs in storage: its key and value bytes.
@@ -135,7 +163,11 @@ func (d *DB) AddUsage(ctx context.Context, counts []store.UsageDelta) error {
 			return err
 		}
 		r := usageRecord{counts: c.UsageCounts}
-		if err := b.Merge(usageKey(c.Org, metering.MonthOf(c.Month), id), r.encode(nil), nil); err != nil {
+		m := metering.MonthOf(c.Month)
+		if err := b.Merge(usageKey(c.Org, m, id), r.encode(nil), nil); err != nil {
+			return err
+		}
+		if err := b.Merge(usageDayKey(c.Org, m, m.DayInMonth(c.Day), id), r.encode(nil), nil); err != nil {
 			return err
 		}
 	}
@@ -151,10 +183,31 @@ type nsUsage struct {
 	month    usageRecord
 	inMonth  bool
 	weighted *big.Int
+	days     map[int]*metering.DayRecord // by day of month, for UsageByDay
+}
+
+func (u *nsUsage) day(n int) *metering.DayRecord {
+	r := u.days[n]
+	if r == nil {
+		r = &metering.DayRecord{Weighted: new(big.Int)}
+		u.days[n] = r
+	}
+	return r
 }
 
 // Usage implements store.Store.
 func (d *DB) Usage(ctx context.Context, org, nsID string, month, now time.Time) ([]store.NamespaceUsage, error) {
+	return d.usage(org, nsID, month, now, false)
+}
+
+// UsageByDay implements store.Store.
+func (d *DB) UsageByDay(ctx context.Context, org, nsID string, month, now time.Time) ([]store.NamespaceUsage, error) {
+	return d.usage(org, nsID, month, now, true)
+}
+
+// usage reads the records from one snapshot, so that the monthly records,
+// the daily ones and the expiry index agree.
+func (d *DB) usage(org, nsID string, month, now time.Time, byDay bool) ([]store.NamespaceUsage, error) {
 	if err := d.begin(); err != nil {
 		return nil, err
 	}
@@ -174,11 +227,16 @@ func (d *DB) Usage(ctx context.Context, org, nsID string, month, now time.Time) 
 			return nil, err
 		}
 	}
+	snap := d.db.NewSnapshot()
+	defer snap.Close()
 	byNS := map[[16]byte]*nsUsage{}
 	get := func(id [16]byte) *nsUsage {
 		u := byNS[id]
 		if u == nil {
 			u = &nsUsage{weighted: new(big.Int)}
+			if byDay {
+				u.days = map[int]*metering.DayRecord{}
+			}
 			byNS[id] = u
 		}
 		return u
@@ -186,7 +244,7 @@ func (d *DB) Usage(ctx context.Context, org, nsID string, month, now time.Time) 
 	// The records of every month up to this one.
 	lo := appendUsagePrefix(nil, org)
 	hi := binary.BigEndian.AppendUint32(bytes.Clone(lo), m.Index()+1)
-	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return nil, err
 	}
@@ -213,8 +271,13 @@ func (d *DB) Usage(ctx context.Context, org, nsID string, month, now time.Time) 
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
 		return nil, err
 	}
+	if byDay {
+		if err := d.dayRecords(snap, org, m, nsID, only, get); err != nil {
+			return nil, err
+		}
+	}
 	// Keys that expired by the period's end but are not swept yet.
-	if err := d.pendingExpiries(org, nsID, only, end, func(id [16]byte, at time.Time, size int64) {
+	if err := d.pendingExpiries(snap, org, nsID, only, end, func(id [16]byte, at time.Time, size int64) {
 		u := get(id)
 		if at.Before(m.Start()) {
 			u.carried -= size
@@ -223,6 +286,11 @@ func (d *DB) Usage(ctx context.Context, org, nsID string, month, now time.Time) 
 		u.month.delta -= size
 		u.month.weighted = u.month.weighted.Add(metering.Mul64(-size, int64(at.Sub(m.Start()))))
 		u.inMonth = true
+		if byDay {
+			r := u.day(m.DayInMonth(at))
+			r.Delta -= size
+			r.Weighted.Sub(r.Weighted, metering.Mul64(size, int64(at.Sub(metering.DayOf(at)))).Big())
+		}
 	}); err != nil {
 		return nil, err
 	}
@@ -231,19 +299,53 @@ func (d *DB) Usage(ctx context.Context, org, nsID string, month, now time.Time) 
 		if !u.inMonth && u.carried == 0 {
 			continue
 		}
-		out = append(out, store.NamespaceUsage{
+		nu := store.NamespaceUsage{
 			NamespaceID: kv.FormatID(id),
 			UsageCounts: u.month.counts,
 			ByteNanos:   metering.StorageIntegral(u.carried, u.month.delta, u.month.weighted.Big(), end.Sub(m.Start())),
 			Bytes:       u.carried + u.month.delta,
-		})
+		}
+		if byDay {
+			nu.Days = metering.Days(m, end, nu.Bytes, u.days)
+		}
+		out = append(out, nu)
 	}
 	return out, nil
 }
 
+// dayRecords adds org's daily records of month m (nsID's only, when set)
+// to the namespaces' usage.
+func (d *DB) dayRecords(r pebble.Reader, org string, m metering.Month, nsID string, only [16]byte, get func([16]byte) *nsUsage) error {
+	lo := appendUsageDayPrefix(nil, org, m)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: store.PrefixEnd(lo)})
+	if err != nil {
+		return err
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()[len(lo):]
+		if len(k) != 1+16 {
+			it.Close()
+			return errors.New("pebble: corrupt daily usage key")
+		}
+		var id [16]byte
+		copy(id[:], k[1:])
+		if nsID != "" && id != only {
+			continue
+		}
+		rec, err := decodeUsage(it.Value())
+		if err != nil {
+			it.Close()
+			return err
+		}
+		get(id).day(int(k[0])).Add(metering.DayRecord{Counts: rec.counts, Delta: rec.delta, Weighted: rec.weighted.Big()})
+	}
+	return errors.Join(it.Error(), it.Close())
+}
+
 // pendingExpiries calls fn for each key of org's live namespaces (or of
-// nsID's only) whose expiry is at or before until and which is not swept.
-func (d *DB) pendingExpiries(org, nsID string, only [16]byte, until time.Time, fn func(id [16]byte, at time.Time, size int64)) error {
+// nsID's only) whose expiry is at or before until and which is not swept
+// in r.
+func (d *DB) pendingExpiries(r pebble.Reader, org, nsID string, only [16]byte, until time.Time, fn func(id [16]byte, at time.Time, size int64)) error {
 	d.mu.RLock()
 	entries := make([]*nsEntry, 0, len(d.byOrg[org]))
 	for _, e := range d.byOrg[org] {
@@ -253,7 +355,7 @@ func (d *DB) pendingExpiries(org, nsID string, only [16]byte, until time.Time, f
 	}
 	d.mu.RUnlock()
 	for _, e := range entries {
-		if err := d.scanExpired(e.id, until, 0, func(x expiryEntry, size int64) { fn(e.id, decodeExpiry(x.expiry), size) }); err != nil {
+		if err := scanExpiredIn(r, e.id, until, 0, func(x expiryEntry, size int64) { fn(e.id, decodeExpiry(x.expiry), size) }); err != nil {
 			return err
 		}
 	}
@@ -263,9 +365,14 @@ func (d *DB) pendingExpiries(org, nsID string, only [16]byte, until time.Time, f
 // scanExpired calls fn for up to max (0: all) expiry entries of namespace
 // id due at or before until, in expiry order.
 func (d *DB) scanExpired(id [16]byte, until time.Time, max int, fn func(x expiryEntry, size int64)) error {
+	return scanExpiredIn(d.db, id, until, max, fn)
+}
+
+// scanExpiredIn is scanExpired reading r.
+func scanExpiredIn(r pebble.Reader, id [16]byte, until time.Time, max int, fn func(x expiryEntry, size int64)) error {
 	lo, _ := namespaceRange(tagExpiry, id)
 	hi := appendExpiryKey(nil, id, encodeExpiry(until)+1, "")
-	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return err
 	}

@@ -668,7 +668,8 @@ var sqlDeleteKey = `WITH ns AS (
 	SELECT $2, $1, month, $7, sum(deletes), sum(delta), sum(delta::numeric * off)
 	FROM ev GROUP BY month ORDER BY month
 	` + sqlAddAll + `
-)
+	RETURNING 1
+), ` + sqlDayEvents("deletes", "$7", "") + `
 SELECT ns.status, (SELECT count(*) FROM d) FROM ns`
 
 // sqlPutKey checks the namespace, writes the key and meters the write in
@@ -726,7 +727,8 @@ var sqlPutKey = `WITH ns AS (
 	FROM ev WHERE EXISTS (SELECT 1 FROM w)
 	GROUP BY month ORDER BY month
 	` + sqlAddAll + `
-)
+	RETURNING 1
+), ` + sqlDayEvents("writes", "$10", "WHERE EXISTS (SELECT 1 FROM w)") + `
 SELECT ns.status, w.version FROM ns LEFT JOIN w ON true`
 
 // putKeyArgs are the arguments of sqlPutKey.
@@ -765,6 +767,16 @@ var sqlSweepExpired = `WITH d AS (
 	GROUP BY ns.org, d.ns_id, x.month
 	ORDER BY d.ns_id, x.month
 	` + sqlAddStorage + `
+	RETURNING 1
+), ud AS (
+	INSERT INTO ns_usage_day AS u (org, day, ns_id, shard, delta_sum, weighted_sum)
+	SELECT ns.org, y.day, d.ns_id, $3, -sum(d.size), -sum(d.size::numeric * y.doff)
+	FROM d JOIN ns ON ns.id = d.ns_id
+	CROSS JOIN LATERAL ` + sqlAtDay("d.expires_at") + ` y
+	CROSS JOIN (SELECT count(*) FROM u) after_u
+	GROUP BY ns.org, d.ns_id, y.day
+	ORDER BY d.ns_id, y.day
+	` + sqlAddDayStorage + `
 )
 SELECT count(*) FROM d`
 

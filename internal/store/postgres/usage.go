@@ -8,6 +8,7 @@ import (
 	"math/big"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/edgekv/kv"
@@ -41,6 +42,14 @@ import (
 // provision_ok records nothing. Rows stay untouched until the purge (which
 // meters nothing either), so MarkDeleting writes no row of keys, and cannot
 // deadlock with a sweep holding some.
+//
+// Table ns_usage_day (migrations/0003_usage_days.sql) holds the same
+// figures per calendar day (UTC), with weighted_sum from the day's start:
+// each statement above adds its counts and changes to the rows of their
+// days too, and reports split a month by day from them (UsageByDay). A
+// statement adds to ns_usage first and to ns_usage_day after (its day
+// insert reads the month insert's RETURNING to the end), so two statements
+// never take the two tables' row locks in opposite orders.
 //
 // Shards: with one row per namespace and month, every write to a namespace,
 // from every kvd process, would wait on that row's lock until the writer
@@ -80,20 +89,59 @@ func sqlAtMonth(expr string) string {
 )`, expr)
 }
 
-// sqlAddStorage is the ON CONFLICT clause of inserts into ns_usage that
-// add storage events, and sqlAddAll that of inserts adding counts too.
+// sqlAtDay is sqlAtMonth for the day (UTC): the day (DATE) and the offset
+// from its start (doff, ns) of the instant expr.
+func sqlAtDay(expr string) string {
+	return fmt.Sprintf(`(
+	SELECT dd.d::date AS day, %[1]s - extract(epoch FROM dd.d)::bigint * 1000000000 AS doff
+	FROM (SELECT date_trunc('day', to_timestamp(%[1]s / 1000000000) AT TIME ZONE 'UTC') AS d) dd
+)`, expr)
+}
+
+// sqlEvAtDay is sqlAtDay of the instant of an event row ev of (month,
+// off), as the usage statements build them.
+var sqlEvAtDay = sqlAtDay("(extract(epoch FROM ev.month)::bigint * 1000000000 + ev.off)")
+
+// onConflictAdd is the ON CONFLICT clause of an insert into a usage table
+// whose primary key is key: it adds the row's cols to the row there.
+func onConflictAdd(key string, cols ...string) string {
+	set := make([]string, len(cols))
+	for i, c := range cols {
+		set[i] = fmt.Sprintf("%[1]s = u.%[1]s + excluded.%[1]s", c)
+	}
+	return "ON CONFLICT (" + key + ") DO UPDATE SET\n\t\t" + strings.Join(set, ",\n\t\t")
+}
+
+// The keys of the usage tables, and the ON CONFLICT clauses of inserts that
+// add storage events (sqlAdd...Storage) or counts too (sqlAdd...All), by
+// month (ns_usage) and by day (ns_usage_day).
 const (
-	sqlAddStorage = `ON CONFLICT (org, ns_id, month, shard) DO UPDATE SET
-		delta_sum = u.delta_sum + excluded.delta_sum,
-		weighted_sum = u.weighted_sum + excluded.weighted_sum`
-	sqlAddAll = `ON CONFLICT (org, ns_id, month, shard) DO UPDATE SET
-		reads = u.reads + excluded.reads,
-		writes = u.writes + excluded.writes,
-		deletes = u.deletes + excluded.deletes,
-		lists = u.lists + excluded.lists,
-		delta_sum = u.delta_sum + excluded.delta_sum,
-		weighted_sum = u.weighted_sum + excluded.weighted_sum`
+	usageMonthKey = "org, ns_id, month, shard"
+	usageDayKey   = "org, day, ns_id, shard"
 )
+
+var (
+	sqlAddStorage    = onConflictAdd(usageMonthKey, "delta_sum", "weighted_sum")
+	sqlAddAll        = onConflictAdd(usageMonthKey, "reads", "writes", "deletes", "lists", "delta_sum", "weighted_sum")
+	sqlAddDayStorage = onConflictAdd(usageDayKey, "delta_sum", "weighted_sum")
+	sqlAddDayAll     = onConflictAdd(usageDayKey, "reads", "writes", "deletes", "lists", "delta_sum", "weighted_sum")
+)
+
+// sqlDayEvents is the CTE ud of a key write's statement: it adds the events
+// ev (month, off, delta and the count column count) to ns_usage_day, for
+// namespace $1 of org $2 in shard shard, once u (the month's rows) is done;
+// where, unless empty, filters them.
+func sqlDayEvents(count, shard, where string) string {
+	return `ud AS (
+	INSERT INTO ns_usage_day AS u (org, day, ns_id, shard, ` + count + `, delta_sum, weighted_sum)
+	SELECT $2, y.day, $1, ` + shard + `, sum(ev.` + count + `), sum(ev.delta), sum(ev.delta::numeric * y.doff)
+	FROM ev CROSS JOIN LATERAL ` + sqlEvAtDay + ` y
+	CROSS JOIN (SELECT count(*) FROM u) after_u
+	` + where + `
+	GROUP BY y.day ORDER BY y.day
+	` + sqlAddDayAll + `
+)`
+}
 
 // sqlEndStorage is MarkDeleting's second statement, run after the status
 // change in its transaction: the namespace's stored bytes stop. $1 id, $2
@@ -111,24 +159,38 @@ var sqlEndStorage = `WITH exp AS (
 	SELECT $4::date, $5::bigint,
 		((SELECT COALESCE(sum(size), 0) FROM exp)
 			- (SELECT COALESCE(sum(delta_sum), 0) FROM ns_usage WHERE org = $2 AND ns_id = $1))::bigint
+), u AS (
+	INSERT INTO ns_usage AS u (org, ns_id, month, shard, delta_sum, weighted_sum)
+	SELECT $2, $1, month, $6, sum(delta), sum(delta::numeric * off)
+	FROM ev GROUP BY month ORDER BY month
+	` + sqlAddStorage + `
+	RETURNING 1
 )
-INSERT INTO ns_usage AS u (org, ns_id, month, shard, delta_sum, weighted_sum)
-SELECT $2, $1, month, $6, sum(delta), sum(delta::numeric * off)
-FROM ev GROUP BY month ORDER BY month
-` + sqlAddStorage
+INSERT INTO ns_usage_day AS u (org, day, ns_id, shard, delta_sum, weighted_sum)
+SELECT $2, y.day, $1, $6, sum(ev.delta), sum(ev.delta::numeric * y.doff)
+FROM ev CROSS JOIN LATERAL ` + sqlEvAtDay + ` y
+CROSS JOIN (SELECT count(*) FROM u) after_u
+GROUP BY y.day ORDER BY y.day
+` + sqlAddDayStorage
 
 // sqlAddUsage adds buffered counts, one row of the arrays per (org,
-// namespace, month).
-const sqlAddUsage = `INSERT INTO ns_usage AS u (org, ns_id, month, shard, reads, writes, deletes, lists)
-SELECT t.org, t.ns_id, t.month, $8, t.reads, t.writes, t.deletes, t.lists
-FROM unnest($1::text[], $2::uuid[], $3::date[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])
-	AS t(org, ns_id, month, reads, writes, deletes, lists)
-ORDER BY t.ns_id, t.month
-ON CONFLICT (org, ns_id, month, shard) DO UPDATE SET
-	reads = u.reads + excluded.reads,
-	writes = u.writes + excluded.writes,
-	deletes = u.deletes + excluded.deletes,
-	lists = u.lists + excluded.lists`
+// namespace, day), to the rows of their months and of their days.
+var sqlAddUsage = `WITH t AS (
+	SELECT * FROM unnest($1::text[], $2::uuid[], $3::date[], $4::date[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[])
+		AS t(org, ns_id, month, day, reads, writes, deletes, lists)
+), u AS (
+	INSERT INTO ns_usage AS u (org, ns_id, month, shard, reads, writes, deletes, lists)
+	SELECT t.org, t.ns_id, t.month, $9, sum(t.reads), sum(t.writes), sum(t.deletes), sum(t.lists)
+	FROM t GROUP BY t.org, t.ns_id, t.month
+	ORDER BY t.ns_id, t.month
+	` + onConflictAdd(usageMonthKey, "reads", "writes", "deletes", "lists") + `
+	RETURNING 1
+)
+INSERT INTO ns_usage_day AS u (org, day, ns_id, shard, reads, writes, deletes, lists)
+SELECT t.org, t.day, t.ns_id, $9, t.reads, t.writes, t.deletes, t.lists
+FROM t CROSS JOIN (SELECT count(*) FROM u) after_u
+ORDER BY t.ns_id, t.day
+` + onConflictAdd(usageDayKey, "reads", "writes", "deletes", "lists")
 
 // sqlUsageTemplate reports the month $2 (a DATE) of org $1 up to $4 (ns),
 // the month starting at $3 (ns); %[1]s and %[2]s restrict it to namespace
@@ -176,15 +238,44 @@ var (
 	sqlUsageNS  = fmt.Sprintf(sqlUsageTemplate, "AND ns_id = $5", "AND n.id = $5")
 )
 
+// sqlUsageDaysTemplate reads the days of month [$2, $3) (DATEs) of org $1
+// up to $5 (ns), the month starting at $4 (ns); %[1]s and %[2]s restrict
+// it to namespace $6. d sums the daily rows; x takes the expired, unswept
+// keys of provision_ok namespaces as ends of storage at their expiry, in
+// their day, as sqlUsageTemplate does for the month.
+const sqlUsageDaysTemplate = `WITH d AS (
+	SELECT ns_id, day, sum(reads) AS reads, sum(writes) AS writes, sum(deletes) AS deletes,
+		sum(lists) AS lists, sum(delta_sum) AS delta, sum(weighted_sum) AS weighted
+	FROM ns_usage_day
+	WHERE org = $1 AND day >= $2 AND day < $3 %[1]s
+	GROUP BY ns_id, day
+), x AS (
+	SELECT k.ns_id, y.day, sum(z.size) AS size, sum(z.size::numeric * y.doff) AS weighted
+	FROM namespaces n
+	JOIN keys k ON k.ns_id = n.id
+	CROSS JOIN LATERAL (SELECT (octet_length(k.key) + octet_length(k.value))::bigint AS size) z
+	CROSS JOIN LATERAL %[3]s y
+	WHERE n.org = $1 AND n.status = 'provision_ok' AND k.expires_at >= $4 AND k.expires_at <= $5 %[2]s
+	GROUP BY k.ns_id, y.day
+)
+SELECT ns_id, day, reads::bigint, writes::bigint, deletes::bigint, lists::bigint, delta::bigint, weighted::text FROM d
+UNION ALL
+SELECT ns_id, day, 0, 0, 0, 0, -(size::bigint), (-weighted)::text FROM x`
+
+var (
+	sqlUsageDaysOrg = fmt.Sprintf(sqlUsageDaysTemplate, "", "", sqlAtDay("k.expires_at"))
+	sqlUsageDaysNS  = fmt.Sprintf(sqlUsageDaysTemplate, "AND ns_id = $6", "AND n.id = $6", sqlAtDay("k.expires_at"))
+)
+
 // AddUsage implements store.Store with one statement.
 func (db *DB) AddUsage(ctx context.Context, counts []store.UsageDelta) error {
 	if db.closed.Load() {
 		return errClosed
 	}
 	type rowKey struct {
-		org   string
-		id    [16]byte
-		month time.Time
+		org        string
+		id         [16]byte
+		month, day time.Time
 	}
 	sums := map[rowKey]store.UsageCounts{}
 	for _, c := range counts {
@@ -192,7 +283,8 @@ func (db *DB) AddUsage(ctx context.Context, counts []store.UsageDelta) error {
 		if err != nil {
 			return err
 		}
-		k := rowKey{c.Org, id, metering.MonthOf(c.Month).Start()}
+		m := metering.MonthOf(c.Month)
+		k := rowKey{c.Org, id, m.Start(), m.Start().AddDate(0, 0, m.DayInMonth(c.Day)-1)}
 		s := sums[k]
 		s.Add(c.UsageCounts)
 		sums[k] = s
@@ -205,23 +297,23 @@ func (db *DB) AddUsage(ctx context.Context, counts []store.UsageDelta) error {
 		keys = append(keys, k)
 	}
 	slices.SortFunc(keys, func(a, b rowKey) int {
-		return cmp.Or(cmp.Compare(a.org, b.org), slices.Compare(a.id[:], b.id[:]), a.month.Compare(b.month))
+		return cmp.Or(cmp.Compare(a.org, b.org), slices.Compare(a.id[:], b.id[:]), a.day.Compare(b.day))
 	})
 	var (
 		orgs                          []string
 		ids                           [][16]byte
-		months                        []time.Time
+		months, days                  []time.Time
 		reads, writes, deletes, lists []int64
 	)
 	for _, k := range keys {
 		s := sums[k]
-		orgs, ids, months = append(orgs, k.org), append(ids, k.id), append(months, k.month)
+		orgs, ids, months, days = append(orgs, k.org), append(ids, k.id), append(months, k.month), append(days, k.day)
 		reads, writes = append(reads, s.Reads), append(writes, s.Writes)
 		deletes, lists = append(deletes, s.Deletes), append(lists, s.Lists)
 	}
 	return db.conn(ctx, "add usage", func(c *pgx.Conn) error {
 		return retryTransient(ctx, func() error {
-			_, err := c.Exec(ctx, sqlAddUsage, orgs, ids, months, reads, writes, deletes, lists, pickShard())
+			_, err := c.Exec(ctx, sqlAddUsage, orgs, ids, months, days, reads, writes, deletes, lists, pickShard())
 			return err
 		})
 	})
@@ -229,6 +321,16 @@ func (db *DB) AddUsage(ctx context.Context, counts []store.UsageDelta) error {
 
 // Usage implements store.Store.
 func (db *DB) Usage(ctx context.Context, org, nsID string, month, now time.Time) ([]store.NamespaceUsage, error) {
+	return db.usage(ctx, org, nsID, month, now, false)
+}
+
+// UsageByDay implements store.Store. The month's figures and the days are
+// read in one read-only REPEATABLE READ transaction: one snapshot.
+func (db *DB) UsageByDay(ctx context.Context, org, nsID string, month, now time.Time) ([]store.NamespaceUsage, error) {
+	return db.usage(ctx, org, nsID, month, now, true)
+}
+
+func (db *DB) usage(ctx context.Context, org, nsID string, month, now time.Time, byDay bool) ([]store.NamespaceUsage, error) {
 	if db.closed.Load() {
 		return nil, errClosed
 	}
@@ -242,17 +344,19 @@ func (db *DB) Usage(ctx context.Context, org, nsID string, month, now time.Time)
 	}
 	start, until := m.Start().UnixNano(), end.UnixNano()
 	query, args := sqlUsageOrg, []any{org, m.Start(), start, until}
+	daysQuery, daysArgs := sqlUsageDaysOrg, []any{org, m.Start(), m.End(), start, until}
 	if nsID != "" {
 		id, err := kv.ParseID(nsID)
 		if err != nil {
 			return nil, err
 		}
 		query, args = sqlUsageNS, append(args, id)
+		daysQuery, daysArgs = sqlUsageDaysNS, append(daysArgs, id)
 	}
 	var out []store.NamespaceUsage
-	err := db.conn(ctx, "usage", func(c *pgx.Conn) error {
+	read := func(q pgxQuerier) error {
 		out = out[:0]
-		rows, err := c.Query(ctx, query, args...)
+		rows, err := q.Query(ctx, query, args...)
 		if err != nil {
 			return err
 		}
@@ -283,11 +387,68 @@ func (db *DB) Usage(ctx context.Context, org, nsID string, month, now time.Time)
 			})
 		}
 		return rows.Err()
+	}
+	readDays := func(q pgxQuerier) error {
+		recs := map[string]map[int]*metering.DayRecord{}
+		rows, err := q.Query(ctx, daysQuery, daysArgs...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				id       [16]byte
+				day      time.Time
+				r        metering.DayRecord
+				weighted string
+			)
+			if err := rows.Scan(&id, &day, &r.Counts.Reads, &r.Counts.Writes, &r.Counts.Deletes, &r.Counts.Lists, &r.Delta, &weighted); err != nil {
+				return err
+			}
+			var ok bool
+			if r.Weighted, ok = new(big.Int).SetString(weighted, 10); !ok {
+				return fmt.Errorf("weighted sum %q is not an integer", weighted)
+			}
+			byDay := recs[kv.FormatID(id)]
+			if byDay == nil {
+				byDay = map[int]*metering.DayRecord{}
+				recs[kv.FormatID(id)] = byDay
+			}
+			n := m.DayInMonth(day)
+			if byDay[n] == nil {
+				byDay[n] = &metering.DayRecord{}
+			}
+			byDay[n].Add(r)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for i := range out {
+			out[i].Days = metering.Days(m, end, out[i].Bytes, recs[out[i].NamespaceID])
+		}
+		return nil
+	}
+	err := db.conn(ctx, "usage", func(c *pgx.Conn) error {
+		if !byDay {
+			return read(c)
+		}
+		return pgx.BeginTxFunc(ctx, c, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+			if err := read(tx); err != nil {
+				return err
+			}
+			return readDays(tx)
+		})
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// pgxQuerier is what the usage reads run on: a connection or a
+// transaction.
+type pgxQuerier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
 // errRetry asks retryTransient to run its function again at once: a

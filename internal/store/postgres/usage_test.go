@@ -39,10 +39,11 @@ func byteNanos(size int64, d time.Duration) *big.Int {
 
 // Two handles on one database, as two kvd processes, write to the same keys
 // of one namespace at once, at two instants: first values with and without
-// an expiry, then, after those expiries, overwrites and deletes (of live,
-// expired and missing keys) while sweepers run. The counts are exactly the
-// acknowledged operations, and the stored bytes follow from the values
-// each phase left.
+// an expiry, then, the next day, after those expiries, overwrites and
+// deletes (of live, expired and missing keys) while sweepers run. The
+// counts are exactly the acknowledged operations, and the stored bytes
+// follow from the values each phase left, for the month and for each of
+// the two days.
 func TestUsageConcurrentHandles(t *testing.T) {
 	url := pgtest.URL(t)
 	h := []*postgres.DB{open(t, url, postgres.Config{}), open(t, url, postgres.Config{})}
@@ -54,13 +55,23 @@ func TestUsageConcurrentHandles(t *testing.T) {
 	)
 	t0 := base
 	exp := t0.Add(10 * time.Minute) // phase 1's expiring values
-	t1 := t0.Add(20 * time.Minute)  // phase 2, after them
-	T := t0.Add(time.Hour)          // the report
+	t1 := t0.Add(24 * time.Hour)    // phase 2, the next day, after them
+	T := t1.Add(time.Hour)          // the report
+	midnight := metering.DayOf(t1)
 	key := func(i int) string { return fmt.Sprintf("key/%02d", i) }
 
 	var writes, deletes, reads atomic.Int64
 	touched := make([]atomic.Bool, nkeys) // changed in phase 2
+	var dayCounts [2]store.UsageCounts    // the operations of each phase's day
 	phase := func(now time.Time, withTTL bool) {
+		before := store.UsageCounts{Reads: reads.Load(), Writes: writes.Load(), Deletes: deletes.Load()}
+		defer func() {
+			d := &dayCounts[0]
+			if !withTTL {
+				d = &dayCounts[1]
+			}
+			*d = store.UsageCounts{Reads: reads.Load() - before.Reads, Writes: writes.Load() - before.Writes, Deletes: deletes.Load() - before.Deletes}
+		}()
 		var wg sync.WaitGroup
 		errs := make(chan error, workers+2)
 		stop := make(chan struct{})
@@ -118,7 +129,7 @@ func TestUsageConcurrentHandles(t *testing.T) {
 							touched[k].Store(true)
 						}
 					}
-					err := s.AddUsage(ctx, []store.UsageDelta{{Org: "org", NamespaceID: ns.ID, Month: metering.MonthOf(now).Start(), UsageCounts: store.UsageCounts{Reads: 1}}})
+					err := s.AddUsage(ctx, []store.UsageDelta{{Org: "org", NamespaceID: ns.ID, Month: metering.MonthOf(now).Start(), Day: now, UsageCounts: store.UsageCounts{Reads: 1}}})
 					if err != nil {
 						errs <- fmt.Errorf("AddUsage: %w", err)
 						return
@@ -169,8 +180,11 @@ func TestUsageConcurrentHandles(t *testing.T) {
 	phase(t1, false)
 	s2 := state(t1)
 
+	// want is the month's byte-ns; wantDay those of the phases' days, and
+	// liveDay the bytes at the end of the first.
 	want := new(big.Int)
-	var live int64
+	wantDay := [2]*big.Int{new(big.Int), new(big.Int)}
+	var live, liveDay int64
 	for i := range nkeys {
 		if v := s1[i]; v != nil {
 			end := T
@@ -181,11 +195,21 @@ func TestUsageConcurrentHandles(t *testing.T) {
 				end = t1
 			}
 			want.Add(want, byteNanos(v.size, end.Sub(t0)))
+			dayEnd := end
+			if dayEnd.After(midnight) {
+				dayEnd = midnight
+			}
+			wantDay[0].Add(wantDay[0], byteNanos(v.size, dayEnd.Sub(t0)))
+			if end.After(midnight) {
+				liveDay += v.size
+				wantDay[1].Add(wantDay[1], byteNanos(v.size, end.Sub(midnight)))
+			}
 		}
 		if v := s2[i]; v != nil {
 			live += v.size
 			if v.updated.Equal(t1) {
 				want.Add(want, byteNanos(v.size, T.Sub(t1)))
+				wantDay[1].Add(wantDay[1], byteNanos(v.size, T.Sub(t1)))
 			}
 		}
 	}
@@ -200,6 +224,20 @@ func TestUsageConcurrentHandles(t *testing.T) {
 		}
 		if got.Bytes != live || got.ByteNanos.Cmp(want) != 0 {
 			t.Errorf("handle %d: %d bytes, %v byte-ns; want %d, %v", i, got.Bytes, got.ByteNanos, live, want)
+		}
+		list, err := s.UsageByDay(ctx, "org", ns.ID, t0, T)
+		if err != nil || len(list) != 1 {
+			t.Fatalf("handle %d: UsageByDay = %+v, %v", i, list, err)
+		}
+		days := list[0].Days
+		if n := len(days); n != T.Day() || !days[n-2].Day.Equal(metering.DayOf(t0)) || !days[n-1].Day.Equal(midnight) {
+			t.Fatalf("handle %d: %d days, want %d ending with %v and %v: %+v", i, n, T.Day(), metering.DayOf(t0), midnight, days)
+		}
+		for j, d := range days[len(days)-2:] {
+			wantBytes := []int64{liveDay, live}[j]
+			if d.UsageCounts != dayCounts[j] || d.ByteNanos.Cmp(wantDay[j]) != 0 || d.Bytes != wantBytes {
+				t.Errorf("handle %d: day %v = %+v, %v byte-ns, %d bytes; want %+v, %v, %d", i, d.Day, d.UsageCounts, d.ByteNanos, d.Bytes, dayCounts[j], wantDay[j], wantBytes)
+			}
 		}
 	}
 

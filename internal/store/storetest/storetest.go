@@ -1215,6 +1215,7 @@ func testAfterClose(t *testing.T, s store.Store) {
 			return s.AddUsage(ctx, []store.UsageDelta{{Org: "org-a", NamespaceID: ns.ID, Month: base, UsageCounts: store.UsageCounts{Reads: 1}}})
 		},
 		"Usage":        func() error { _, err := s.Usage(ctx, "org-a", "", base, base); return err },
+		"UsageByDay":   func() error { _, err := s.UsageByDay(ctx, "org-a", "", base, base); return err },
 		"ListKeys":     func() error { _, _, err := s.ListKeys(ctx, "org-a", ns.ID, "", "", 10, base); return err },
 		"SweepExpired": func() error { _, err := s.SweepExpired(ctx, base, 10); return err },
 	}
@@ -1237,7 +1238,9 @@ func testAfterClose(t *testing.T, s store.Store) {
 	}
 }
 
-// usageByNS returns org's usage in month as of now, by namespace id.
+// usageByNS returns org's usage in month as of now, by namespace id, with
+// its days. It checks that UsageByDay gives Usage's monthly figures, and
+// days that cover the period and add up to them.
 func usageByNS(t *testing.T, s store.Store, org, nsID string, month, now time.Time) map[string]store.NamespaceUsage {
 	t.Helper()
 	list, err := s.Usage(context.Background(), org, nsID, month, now)
@@ -1249,9 +1252,67 @@ func usageByNS(t *testing.T, s store.Store, org, nsID string, month, now time.Ti
 		if _, dup := out[u.NamespaceID]; dup {
 			t.Fatalf("Usage lists namespace %s twice", u.NamespaceID)
 		}
+		if u.Days != nil {
+			t.Fatalf("Usage gave days: %+v", u.Days)
+		}
 		out[u.NamespaceID] = u
 	}
+	daily, err := s.UsageByDay(context.Background(), org, nsID, month, now)
+	if err != nil {
+		t.Fatalf("UsageByDay: %v", err)
+	}
+	if len(daily) != len(out) {
+		t.Fatalf("UsageByDay has %d namespaces, Usage %d", len(daily), len(out))
+	}
+	// The days from the month's first to the one holding the period's end.
+	end := month.AddDate(0, 1, 0)
+	if now.Before(end) {
+		end = now
+	}
+	var wantDays []time.Time
+	for d := month; d.Before(month.AddDate(0, 1, 0)) && !d.After(end); d = d.AddDate(0, 0, 1) {
+		wantDays = append(wantDays, d)
+	}
+	for _, u := range daily {
+		m, ok := out[u.NamespaceID]
+		if !ok {
+			t.Fatalf("UsageByDay has namespace %s, Usage does not", u.NamespaceID)
+		}
+		if u.UsageCounts != m.UsageCounts || u.ByteNanos.Cmp(m.ByteNanos) != 0 || u.Bytes != m.Bytes {
+			t.Fatalf("UsageByDay's month of %s = %+v %v %d, Usage's %+v %v %d", u.NamespaceID, u.UsageCounts, u.ByteNanos, u.Bytes, m.UsageCounts, m.ByteNanos, m.Bytes)
+		}
+		if len(u.Days) != len(wantDays) {
+			t.Fatalf("%s: %d days, want %d (%v to %v)", u.NamespaceID, len(u.Days), len(wantDays), month, end)
+		}
+		var sum store.UsageCounts
+		nanos := new(big.Int)
+		for i, d := range u.Days {
+			if !d.Day.Equal(wantDays[i]) || d.ByteNanos == nil {
+				t.Fatalf("%s: day %d is %v (byte-ns %v), want %v", u.NamespaceID, i, d.Day, d.ByteNanos, wantDays[i])
+			}
+			sum.Add(d.UsageCounts)
+			nanos.Add(nanos, d.ByteNanos)
+		}
+		if len(u.Days) > 0 && (sum != u.UsageCounts || nanos.Cmp(u.ByteNanos) != 0 || u.Days[len(u.Days)-1].Bytes != u.Bytes) {
+			t.Fatalf("%s: days add up to %+v, %v byte-ns, %d bytes at the end; the month is %+v, %v, %d",
+				u.NamespaceID, sum, nanos, u.Days[len(u.Days)-1].Bytes, u.UsageCounts, u.ByteNanos, u.Bytes)
+		}
+		m.Days = u.Days
+		out[u.NamespaceID] = m
+	}
 	return out
+}
+
+// wantDay checks the figures of the day of u that starts at day.
+func wantDay(t *testing.T, what string, u store.NamespaceUsage, day time.Time, counts store.UsageCounts, byteSeconds, bytes int64) {
+	t.Helper()
+	for _, d := range u.Days {
+		if d.Day.Equal(day) {
+			wantUsage(t, what, store.NamespaceUsage{UsageCounts: d.UsageCounts, ByteNanos: d.ByteNanos, Bytes: d.Bytes}, counts, byteSeconds, bytes)
+			return
+		}
+	}
+	t.Fatalf("%s: no day %v in %+v", what, day, u.Days)
 }
 
 func wantUsage(t *testing.T, what string, got store.NamespaceUsage, counts store.UsageCounts, byteSeconds, bytes int64) {
@@ -1290,18 +1351,21 @@ func testUsageCounts(t *testing.T, s store.Store) {
 
 	if err := s.AddUsage(ctx, []store.UsageDelta{
 		{Org: "org-a", NamespaceID: a.ID, Month: month, UsageCounts: store.UsageCounts{Reads: 7, Lists: 2, Deletes: 1}},
-		{Org: "org-a", NamespaceID: a.ID, Month: month, UsageCounts: store.UsageCounts{Reads: 3}},
+		{Org: "org-a", NamespaceID: a.ID, Month: month, Day: month.AddDate(0, 0, 1).Add(time.Minute), UsageCounts: store.UsageCounts{Reads: 3}},
 		{Org: "org-a", NamespaceID: b.ID, Month: month.AddDate(0, 1, 0), UsageCounts: store.UsageCounts{Reads: 100}},
 	}); err != nil {
 		t.Fatal(err)
 	}
-	now := month.Add(2 * time.Hour)
+	now := month.AddDate(0, 0, 1).Add(2 * time.Hour)
 	got := usageByNS(t, s, "org-a", "", month, now)
 	if len(got) != 2 {
 		t.Fatalf("org-a has usage for %d namespaces, want 2: %+v", len(got), got)
 	}
 	if c := got[a.ID].UsageCounts; c != (store.UsageCounts{Reads: 10, Writes: 6, Deletes: 3, Lists: 2}) {
 		t.Fatalf("namespace a counts = %+v", c)
+	}
+	if d := got[a.ID].Days; len(d) != 2 || d[0].UsageCounts != (store.UsageCounts{Reads: 7, Writes: 6, Deletes: 3, Lists: 2}) || d[1].UsageCounts != (store.UsageCounts{Reads: 3}) {
+		t.Fatalf("namespace a days = %+v", d)
 	}
 	if c := got[b.ID].UsageCounts; c != (store.UsageCounts{Writes: 1}) {
 		t.Fatalf("namespace b counts = %+v (reads of April must not show in March)", c)
@@ -1313,8 +1377,8 @@ func testUsageCounts(t *testing.T, s store.Store) {
 		t.Fatalf("org-b usage = %+v", theirs)
 	}
 	april := usageByNS(t, s, "org-a", "", month.AddDate(0, 1, 0), month.AddDate(0, 1, 1))
-	if april[b.ID].Reads != 100 || april[a.ID].Writes != 0 {
-		t.Fatalf("April = %+v", april)
+	if april[b.ID].Reads != 100 || april[a.ID].Writes != 0 || april[b.ID].Days[0].Reads != 100 {
+		t.Fatalf("April = %+v (counts without a day are the month's first day's)", april)
 	}
 	if future := usageByNS(t, s, "org-a", "", month.AddDate(0, 2, 0), now); len(future) != 0 {
 		t.Fatalf("a month after now has usage: %+v", future)
@@ -1358,9 +1422,16 @@ func testUsageStorage(t *testing.T, s store.Store) {
 	m := usageByNS(t, s, "org-u", "", march, now)
 	wantUsage(t, "March, a", m[a.ID], store.UsageCounts{Writes: 4, Deletes: 1}, 3500, 10)
 	wantUsage(t, "March, b", m[b.ID], store.UsageCounts{Writes: 1}, 50, 10)
+	// By day: the first and the last of March; nothing in between.
+	wantDay(t, "March 1, a", m[a.ID], march, store.UsageCounts{Writes: 3, Deletes: 1}, 3400, 0)
+	wantDay(t, "March 15, a", m[a.ID], march.AddDate(0, 0, 14), store.UsageCounts{}, 0, 0)
+	wantDay(t, "March 31, a", m[a.ID], april.AddDate(0, 0, -1), store.UsageCounts{Writes: 1}, 100, 10)
+	wantDay(t, "March 1, b", m[b.ID], march, store.UsageCounts{}, 0, 0)
+	wantDay(t, "March 31, b", m[b.ID], april.AddDate(0, 0, -1), store.UsageCounts{Writes: 1}, 50, 10)
 	ap := usageByNS(t, s, "org-u", "", april, now)
 	wantUsage(t, "April, a", ap[a.ID], store.UsageCounts{}, 300, 10)
 	wantUsage(t, "April, b", ap[b.ID], store.UsageCounts{}, 50, 0)
+	wantDay(t, "April 1, b", ap[b.ID], april, store.UsageCounts{}, 50, 0)
 
 	// Deleting a namespace stops its storage at once.
 	for _, ns := range []kv.Namespace{a, b} {
@@ -1381,5 +1452,36 @@ func testUsageStorage(t *testing.T, s store.Store) {
 	wantUsage(t, "April after purge, a", ap[a.ID], store.UsageCounts{}, 400, 0)
 	if may := usageByNS(t, s, "org-u", "", april.AddDate(0, 1, 0), april.AddDate(0, 1, 1)); len(may) != 0 {
 		t.Fatalf("May usage of deleted namespaces = %+v", may)
+	}
+
+	// Across midnight: c's k5 (10 bytes) from 60s before April 2 to 60s
+	// after, expiring; k6 (20 bytes) from 01:00 on April 2 to 10s into
+	// April 3.
+	c := readyNamespace(t, s, "org-v", "c")
+	day2, day3 := april.AddDate(0, 0, 1), april.AddDate(0, 0, 2)
+	mustPut(t, s, c, "k5", ttl(8, day2.Add(time.Minute)), day2.Add(-time.Minute))
+	mustPut(t, s, c, "k6", val(18), day2.Add(time.Hour))
+	if _, err := s.DeleteKey(ctx, "org-v", c.ID, "k6", day3.Add(10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	checkDays := func(what string) {
+		t.Helper()
+		u := usageByNS(t, s, "org-v", "", april, day3.Add(30*time.Second))[c.ID]
+		wantUsage(t, what+", April", u, store.UsageCounts{Writes: 2, Deletes: 1}, 600+600+20*82800+200, 0)
+		wantDay(t, what+", April 1", u, april, store.UsageCounts{Writes: 1}, 600, 10)
+		wantDay(t, what+", April 2", u, day2, store.UsageCounts{Writes: 1}, 600+20*82800, 20)
+		wantDay(t, what+", April 3", u, day3, store.UsageCounts{Deletes: 1}, 200, 0)
+		if len(u.Days) != 3 {
+			t.Fatalf("%s: %d days, want 3", what, len(u.Days))
+		}
+	}
+	checkDays("before the sweep")
+	if n, err := s.SweepExpired(ctx, day3, 10); err != nil || n != 1 {
+		t.Fatalf("SweepExpired = %d, %v", n, err)
+	}
+	checkDays("after the sweep")
+	// One namespace's days alone are the same.
+	if only := usageByNS(t, s, "org-v", c.ID, april, day3.Add(30*time.Second)); len(only[c.ID].Days) != 3 || only[c.ID].Days[1].Bytes != 20 {
+		t.Fatalf("usage of c alone = %+v", only)
 	}
 }
