@@ -257,3 +257,17 @@ func selfSigned(t *testing.T) tls.Certificate {
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
+
+// A handler's own error answer, in plain text and without X-Request-Id,
+// is its own: only what net/http writes by itself is put in the envelope.
+func TestHandlersOwnErrorsPassThrough(t *testing.T) {
+	_, addr := serve(t, Config{MaxConns: 10, HeaderBudget: 1 << 20}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no such page", http.StatusNotFound)
+	}))
+	c, br := dial(t, addr)
+	io.WriteString(c, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body := readResp(t, c, br)
+	if resp.StatusCode != 404 || body != "no such page\n" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+		t.Fatalf("a handler's plain-text 404 was rewritten: %d %q %q", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+}
