@@ -488,6 +488,9 @@ func TestStartFailsCleanly(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() == 0 || !strings.Contains(string(out), "permission denied") {
 			t.Fatalf("kvd as nobody on root's store: %v\n%s", err, out)
 		}
+		if strings.Contains(string(out), "in use by another process") {
+			t.Fatalf("a directory kvd may not write is reported as locked:\n%s", out)
+		}
 		t.Logf("%s", bytes.TrimSpace(out))
 	})
 }
@@ -622,6 +625,9 @@ func TestOutOfFileDescriptors(t *testing.T) {
 		if strings.Contains(line, "too many open files") {
 			t.Logf("kvd: %.300s", line)
 		}
+	}
+	if n := strings.Count(k.logs.String(), "\n"); n > 300 {
+		t.Errorf("%d lines of log in a few seconds", n)
 	}
 
 	if !k.running() {
