@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -209,19 +211,33 @@ func noRuntimeFatal(t *testing.T, k *kvd) {
 }
 
 // acked is what kvd acknowledged: each key's last acknowledged value, or
-// nil for a key whose delete was acknowledged last.
+// nil for a key whose delete was acknowledged last; and the writes sent
+// after it whose outcome is unknown (kvd died or did not answer), any of
+// which the key may read instead.
 type acked struct {
-	mu   sync.Mutex
-	keys map[string][]byte
+	mu    sync.Mutex
+	keys  map[string][]byte
+	maybe map[string][][]byte
 }
 
 func (a *acked) set(k string, v []byte) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.keys == nil {
-		a.keys = map[string][]byte{}
+		a.keys, a.maybe = map[string][]byte{}, map[string][][]byte{}
 	}
 	a.keys[k] = v
+	delete(a.maybe, k)
+}
+
+// unknown records a write of v to k that may or may not have taken effect.
+func (a *acked) unknown(k string, v []byte) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.maybe == nil {
+		a.keys, a.maybe = map[string][]byte{}, map[string][][]byte{}
+	}
+	a.maybe[k] = append(a.maybe[k], v)
 }
 
 // check reads back every acknowledged key.
@@ -231,9 +247,13 @@ func (a *acked) check(t *testing.T, k *kvd, ns string) {
 	defer a.mu.Unlock()
 	for key, want := range a.keys {
 		code, got, err := k.do("GET", "/"+ns+"/keys/"+key, nil)
-		switch {
-		case err != nil:
+		if err != nil {
 			t.Fatalf("GET %s: %v", key, err)
+		}
+		if code == 200 && slices.ContainsFunc(a.maybe[key], func(v []byte) bool { return bytes.Equal(v, got) }) {
+			continue // a write of unknown outcome took effect
+		}
+		switch {
 		case want == nil && code != 404:
 			t.Errorf("%s was deleted (acknowledged) but reads %d", key, code)
 		case want != nil && (code != 200 || !bytes.Equal(got, want)):
@@ -362,6 +382,7 @@ func TestDiskFullWithoutReserve(t *testing.T) {
 						a.set(key, v)
 						continue
 					}
+					a.unknown(key, v)
 					mu.Lock()
 					failed++
 					if err != nil {
@@ -610,6 +631,7 @@ func TestOutOfFileDescriptors(t *testing.T) {
 					a.set(key, v)
 					continue
 				}
+				a.unknown(key, v)
 				mu.Lock()
 				failed = append(failed, fmt.Sprintf("%d %v", code, err))
 				mu.Unlock()
@@ -666,4 +688,70 @@ func first(s []string, n int) []string {
 		return s[:n]
 	}
 	return s
+}
+
+// TestKilledDuringFlushes kills kvd (SIGKILL) again and again while large
+// writes keep its memtables flushing and its sstables compacting, so that
+// it dies with flushes and compactions half done. Every restart must open
+// the store (a crash's leftovers are not damage) and read back every
+// acknowledged write.
+func TestKilledDuringFlushes(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "data")
+	k := runKVD(t, store, true)
+	ns := k.namespace(t, "n")
+	var a acked
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	cycles := 12
+	for c := range cycles {
+		k.client.Timeout = 5 * time.Second
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; k.running(); i++ {
+					key := fmt.Sprintf("c%d-w%d-%d", c, w, i%40) // overwrites, so compactions drop data
+					v := value(c+w+i, 64<<10)
+					code, _, err := k.do("PUT", "/"+ns+"/keys/"+key, v)
+					if err != nil {
+						a.unknown(key, v)
+						return
+					}
+					if code == 200 || code == 201 {
+						a.set(key, v)
+					}
+				}
+			}()
+		}
+		time.Sleep(time.Duration(300+rng.IntN(1500)) * time.Millisecond)
+		k.cmd.Process.Kill()
+		<-k.exited
+		wg.Wait()
+		k = runKVD(t, store, false)
+		waitHealthyOrExit(t, k)
+		a.check(t, k, ns)
+	}
+	noRuntimeFatal(t, k)
+}
+
+// waitHealthyOrExit waits for kvd to serve, failing the test with its
+// output if it exits first.
+func waitHealthyOrExit(t *testing.T, k *kvd) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if !k.running() {
+			t.Fatalf("kvd exited instead of serving:\n%s", k.logs)
+		}
+		if resp, err := http.Get("http://" + k.addr + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kvd never became healthy\n%s", k.logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
