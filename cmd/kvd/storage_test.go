@@ -200,10 +200,11 @@ func (k *kvd) namespace(t *testing.T, name string) string {
 }
 
 // noRuntimeFatal fails the test if kvd's output shows a Go runtime fatal
-// error or an unrecovered panic.
+// error or an unrecovered panic, or logs a stack trace (Pebble's errors
+// print theirs with %+v).
 func noRuntimeFatal(t *testing.T, k *kvd) {
 	t.Helper()
-	for _, bad := range []string{"fatal error:", "panic:", "goroutine "} {
+	for _, bad := range []string{"fatal error:", "panic:", "goroutine ", "stack trace"} {
 		if strings.Contains(k.logs.String(), bad) {
 			t.Fatalf("kvd's output has %q:\n%s", bad, k.logs)
 		}

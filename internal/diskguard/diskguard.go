@@ -114,7 +114,7 @@ func (g *Guard) measure() {
 	if err != nil {
 		if !g.statFailed {
 			g.statFailed = true
-			g.cfg.Logger.Warn("kvd: cannot measure the store's free space; keeping the last verdict", "err", err)
+			g.cfg.Logger.Warn("kvd: cannot measure the store's free space; keeping the last verdict", "err", err.Error())
 		}
 		return
 	}

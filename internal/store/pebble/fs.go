@@ -139,7 +139,7 @@ func (h *health) backgroundError(err error) {
 		default:
 		}
 	}
-	h.bgLog.log(h.log, "pebble: background error; Pebble retries it", "err", err)
+	h.bgLog.log(h.log, "pebble: background error; Pebble retries it", "err", err.Error())
 }
 
 // logLimiter logs a repeated message at most once per logEvery, with the
@@ -221,7 +221,10 @@ func (fs *engineFS) failed(k fileKind, op, name string, err error) {
 	fs.h.writeFailed()
 	switch {
 	case k.unsurvivable():
-		fs.h.fatal(fmt.Errorf("%s %s: %w", op, name, err))
+		if !strings.Contains(err.Error(), name) { // an *os.PathError names it already
+			err = fmt.Errorf("%s %s: %w", op, name, err)
+		}
+		fs.h.fatal(err)
 	case k == tableFile:
 		time.Sleep(tableErrorPause)
 	}
@@ -245,7 +248,7 @@ func (fs *engineFS) create(k fileKind, name string, first error, again func() (v
 		deadline := time.Now().Add(walCreateRetry)
 		for transient(err) && time.Now().Before(deadline) {
 			fs.h.writeFailed()
-			fs.h.walLog.log(fs.h.log, "kvd/pebble: cannot create the next log file; retrying", "file", name, "err", err)
+			fs.h.walLog.log(fs.h.log, "kvd/pebble: cannot create the next log file; retrying", "file", name, "err", err.Error())
 			time.Sleep(delay)
 			delay = min(2*delay, time.Second)
 			var f vfs.File

@@ -116,7 +116,7 @@ func Open(dir string, o Options) (*DB, error) {
 		notify := o.OnFatal
 		if notify == nil {
 			notify = func(err error) {
-				log.Error("kvd/pebble: the store failed and refuses every call from now on; restart the process", "err", err)
+				log.Error("kvd/pebble: the store failed and refuses every call from now on; restart the process", "err", err.Error())
 			}
 		}
 		h.setNotify(notify)
@@ -438,7 +438,7 @@ func checkTables(fs *engineFS, dir, manifest string, rdb *pebble.DB, ro *pebble.
 func checkUnlisted(fs *engineFS, dir, manifest string, unlisted []string, covered *coverage, ro *pebble.Options, log *slog.Logger) []string {
 	hist, err := readManifestHistory(fs, manifest)
 	if err != nil {
-		log.Warn("kvd/pebble: cannot read the manifest's history; judging unlisted sstables by the listed ones alone", "err", err)
+		log.Warn("kvd/pebble: cannot read the manifest's history; judging unlisted sstables by the listed ones alone", "err", err.Error())
 		hist.deleted, hist.minLog = nil, math.MaxUint64 // no log is known to be replayed
 	}
 	if err := logRanges(fs, dir, hist.minLog, &covered.seqs); err != nil {
@@ -456,7 +456,7 @@ func checkUnlisted(fs *engineFS, dir, manifest string, unlisted []string, covere
 		found, unreadable := uncoveredWrite(fs, fs.PathJoin(dir, name), ropts, covered)
 		switch {
 		case unreadable != nil:
-			log.Info("kvd/pebble: an sstable that was being written when the process stopped is on disk; Pebble removes it", "file", name, "err", unreadable)
+			log.Info("kvd/pebble: an sstable that was being written when the process stopped is on disk; Pebble removes it", "file", name, "err", unreadable.Error())
 		case !found:
 			log.Info("kvd/pebble: an sstable of a flush or compaction the process did not finish is on disk; its writes are in the store's other files, and Pebble removes it", "file", name)
 		default:
