@@ -75,6 +75,8 @@ func TestGuardRefusesBelowReserveAndResumes(t *testing.T) {
 	fs.n.Store(128 << 20) // exactly the reserve is enough
 	g.Check()
 	waitFor(t, "writes to resume", func() bool { return g.Err() == nil })
+	// The line is logged just after the verdict changes.
+	waitFor(t, "the log of the resumption", func() bool { return strings.Contains(logs.String(), "writes are accepted") })
 	if l := logs.String(); strings.Count(l, "writes are refused") != 1 || strings.Count(l, "writes are accepted") != 1 {
 		t.Errorf("want one line when writes stop and one when they resume:\n%s", l)
 	}
