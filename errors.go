@@ -23,6 +23,10 @@ const (
 	ERateLimited   ErrorCode = "10032" // 429: too many requests
 	EUnavailable   ErrorCode = "10033" // 503: shutting down or storage unavailable
 	EQuota         ErrorCode = "10034" // 403: an organization's configured limit is reached
+
+	// EInsufficientStorage is 507: the store's disk has less free space than
+	// kvd keeps in reserve; writes are refused until space is freed.
+	EInsufficientStorage ErrorCode = "10038"
 )
 
 var codeInfo = map[ErrorCode]struct {
@@ -39,6 +43,8 @@ var codeInfo = map[ErrorCode]struct {
 	ERateLimited:   {http.StatusTooManyRequests, "Too many requests"},
 	EUnavailable:   {http.StatusServiceUnavailable, "Service unavailable"},
 	EQuota:         {http.StatusForbidden, "Quota exceeded"},
+
+	EInsufficientStorage: {http.StatusInsufficientStorage, "Insufficient storage"},
 }
 
 // HTTPStatus is the HTTP status that carries the code; unknown codes map to 500.
@@ -128,6 +134,8 @@ var (
 	ErrRateLimited   = &Error{Code: ERateLimited}
 	ErrUnavailable   = &Error{Code: EUnavailable}
 	ErrQuota         = &Error{Code: EQuota}
+
+	ErrInsufficientStorage = &Error{Code: EInsufficientStorage}
 )
 
 // ErrorCodeOf returns the code of err: its own if it is (or wraps) an *Error,

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/edgekv/kv/internal/api"
 	"github.com/edgekv/kv/internal/server"
@@ -27,10 +28,23 @@ import (
 )
 
 func main() {
+	// Whatever kvd creates (the store's files) is its user's alone; the
+	// engine also sets the modes itself.
+	syscall.Umask(0o077)
 	os.Exit(run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
-// run is kvd's main; it returns the exit code.
+// Exit codes.
+const (
+	exitFailed  = 1  // could not start, or did not stop cleanly
+	exitUsage   = 2  // bad flags or environment
+	exitStorage = 70 // the embedded engine met a storage error it cannot continue after
+)
+
+// run is kvd's main; it returns the exit code. It never waits on the
+// store beyond what its configuration allows: a store that fails makes it
+// return exitStorage at once, and a stop returns within the shutdown
+// timeout even when the engine is stuck.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if len(args) >= 1 && args[0] == "token" {
 		return runToken(ctx, args[1:], getenv, stdout, stderr)
@@ -45,7 +59,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "kvd:", err)
-		return 2
+		return exitUsage
+	}
+	// The engine calls this from the goroutine that met the error, which
+	// never returns; the process exits from here instead.
+	fatal := make(chan error, 1)
+	cfg.OnStoreFatal = func(err error) {
+		select {
+		case fatal <- err:
+		default:
+		}
+	}
+	storageFailed := func(err error) int {
+		logger.Error("kvd: the store failed; exiting so that kvd restarts on what is on disk (nothing unacknowledged was served)", "err", err.Error(), "exit_code", exitStorage)
+		return exitStorage
 	}
 	if limit, err := server.RaiseDescriptorLimit(); err != nil {
 		logger.Warn("kvd: could not raise the open-file limit to its maximum", "limit", limit, "err", err)
@@ -54,20 +81,54 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	srv, err := server.Open(ctx, cfg)
-	if err != nil {
-		fmt.Fprintln(stderr, "kvd:", err)
-		return 1
+
+	type opened struct {
+		srv *server.Server
+		err error
 	}
+	open := make(chan opened, 1)
+	go func() {
+		srv, err := server.Open(ctx, cfg)
+		open <- opened{srv, err}
+	}()
+	var srv *server.Server
+	select {
+	case o := <-open:
+		if o.err != nil {
+			fmt.Fprintln(stderr, "kvd:", o.err)
+			return exitFailed
+		}
+		srv = o.srv
+	case err := <-fatal:
+		return storageFailed(err)
+	case <-ctx.Done():
+		fmt.Fprintln(stderr, "kvd: stopped before the store was open")
+		return exitFailed
+	}
+
 	select {
 	case <-ctx.Done():
 		logger.Info("kvd stopping: draining requests")
 	case err := <-srv.Done():
 		logger.Error("kvd: server stopped", "err", err)
+	case err := <-fatal:
+		return storageFailed(err)
 	}
-	if err := srv.Close(); err != nil {
-		logger.Error("kvd: stop", "err", err)
-		return 1
+	closed := make(chan error, 1)
+	go func() { closed <- srv.Close() }()
+	deadline := time.NewTimer(cfg.ShutdownTimeout)
+	defer deadline.Stop()
+	select {
+	case err := <-closed:
+		if err != nil {
+			logger.Error("kvd: stop", "err", err.Error())
+			return exitFailed
+		}
+	case err := <-fatal:
+		return storageFailed(err)
+	case <-deadline.C:
+		logger.Error("kvd: stopping took longer than --shutdown-timeout; exiting without closing the store (every acknowledged write is on disk)", "shutdown_timeout", cfg.ShutdownTimeout)
+		return exitFailed
 	}
 	logger.Info("kvd stopped")
 	return 0
@@ -108,6 +169,14 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.StringVar(&cfg.TLSCert, "tls-cert", getenv("KV_TLS_CERT"), "PEM certificate (chain) to serve HTTPS with (env KV_TLS_CERT)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", getenv("KV_TLS_KEY"), "PEM private key of --tls-cert (env KV_TLS_KEY)")
 	fs.Var(byteSize{&cfg.CacheSize}, "cache-size", "embedded engine: block cache for data read from disk, e.g. 256MiB (default 64MiB)")
+	if v := getenv("KV_MIN_FREE_SPACE"); v != "" {
+		n, err := parseByteSize(v)
+		if err != nil {
+			return cfg, nil, fmt.Errorf("KV_MIN_FREE_SPACE: %w", err)
+		}
+		cfg.MinFreeSpace = n
+	}
+	fs.Var(byteSize{&cfg.MinFreeSpace}, "min-free-space", "embedded engine: free space to keep on the store's disk; below it, writes get 507 until space is freed, e.g. 1GiB; 0 turns the check off (env KV_MIN_FREE_SPACE)")
 	fs.IntVar(&cfg.Postgres.MaxConns, "pg-max-conns", 0, "PostgreSQL: most connections this process opens (default 4 per CPU, at least 8)")
 	fs.DurationVar(&cfg.Postgres.StatementTimeout, "pg-statement-timeout", 0, "PostgreSQL: server-side statement_timeout (default 30s)")
 	fs.DurationVar(&cfg.Lifecycle.Lease, "job-lease", 0, "how long a background job is one process's before another may take it over (default 30s)")
@@ -187,7 +256,7 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 	usage := "Usage: kvd token create --org NAME [--store DIR|URL]"
 	if len(args) == 0 || args[0] != "create" {
 		fmt.Fprintln(stderr, usage)
-		return 2
+		return exitUsage
 	}
 	fs := flag.NewFlagSet("kvd token create", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgekv/kv/internal/kvdtest"
 	"github.com/edgekv/kv/internal/pgtest"
+	"github.com/edgekv/kv/internal/server"
 )
 
 var kvdBin string
@@ -168,7 +169,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 }
 
 func TestBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"--nope"}, {"extra"}, {"--log-level", "loud"}, {"token"}, {"token", "create"}, {"--max-stored-bytes", "10 apples"}, {"--max-stored-bytes", "-1"}, {"--slow-body-timeout", "0s"}} {
+	for _, args := range [][]string{{"--nope"}, {"extra"}, {"--log-level", "loud"}, {"token"}, {"token", "create"}, {"--max-stored-bytes", "10 apples"}, {"--max-stored-bytes", "-1"}, {"--slow-body-timeout", "0s"}, {"--min-free-space", "lots"}} {
 		var stderr bytes.Buffer
 		code := run(context.Background(), args, func(string) string { return "" }, io.Discard, &stderr)
 		if code != 2 || stderr.Len() == 0 {
@@ -210,6 +211,36 @@ func TestConsoleFlag(t *testing.T) {
 	}, io.Discard, &stderr)
 	if code != 2 || !strings.Contains(stderr.String(), "KV_CONSOLE") {
 		t.Fatalf("KV_CONSOLE=maybe: exit %d, %q", code, stderr.String())
+	}
+}
+
+func TestMinFreeSpaceSettings(t *testing.T) {
+	env := func(v string) func(string) string {
+		return func(name string) string {
+			if name == "KV_MIN_FREE_SPACE" {
+				return v
+			}
+			return ""
+		}
+	}
+	for _, tc := range []struct {
+		env  string
+		args []string
+		want int64
+	}{
+		{"", nil, server.DefaultMinFreeSpace},
+		{"1GiB", nil, 1 << 30},
+		{"1GiB", []string{"--min-free-space", "0"}, 0},
+		{"", []string{"--min-free-space", "500MB"}, 500e6},
+	} {
+		cfg, _, err := parseFlags(tc.args, env(tc.env), io.Discard)
+		if err != nil || cfg.MinFreeSpace != tc.want {
+			t.Errorf("KV_MIN_FREE_SPACE=%q %v: %d, %v; want %d", tc.env, tc.args, cfg.MinFreeSpace, err, tc.want)
+		}
+	}
+	var stderr bytes.Buffer
+	if code := run(context.Background(), nil, env("a lot"), io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), "KV_MIN_FREE_SPACE") {
+		t.Errorf("KV_MIN_FREE_SPACE=\"a lot\": exit %d, %q; want 2 and a message naming it", code, stderr.String())
 	}
 }
 

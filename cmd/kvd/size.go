@@ -25,7 +25,16 @@ func (b byteSize) String() string {
 	if b.n == nil {
 		return "0"
 	}
-	return strconv.FormatInt(*b.n, 10)
+	n := *b.n
+	for _, u := range []struct {
+		name string
+		mul  int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.mul == 0 {
+			return strconv.FormatInt(n/u.mul, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 func (b byteSize) Set(s string) error {

@@ -86,6 +86,14 @@ type Config struct {
 	// CacheSize is the embedded engine's block cache, in bytes (0:
 	// pebble.DefaultCacheSize).
 	CacheSize int64
+	// MinFreeSpace is the free space, in bytes, the embedded engine keeps
+	// on its disk: below it, key writes and namespace creations get 507
+	// until space is freed (0: no check).
+	MinFreeSpace int64
+	// OnStoreFatal is called once when the embedded engine meets a storage
+	// error it cannot continue after; the process should then exit (kvd
+	// logs the cause and exits 70). nil logs the cause.
+	OnStoreFatal func(error)
 
 	// TLSCert and TLSKey, when both set, serve HTTPS with that certificate.
 	TLSCert string
@@ -116,9 +124,14 @@ func DefaultConfig() Config {
 		ShutdownTimeout:   30 * time.Second,
 		RateLimit:         1000, // about what the hosted service allows
 		Console:           true,
+		MinFreeSpace:      DefaultMinFreeSpace,
 		AccessLog:         true,
 	}
 }
+
+// DefaultMinFreeSpace is the free space the embedded engine keeps by
+// default: room for a few flushes and compactions of its 32 MiB memtables.
+const DefaultMinFreeSpace = 128 << 20
 
 // Server is a running kvd.
 type Server struct {
@@ -151,7 +164,16 @@ func OpenStore(ctx context.Context, cfg Config) (store.Store, error) {
 	if cfg.Store == "" {
 		return nil, errors.New("no store given; pass --store DIR or --store postgres://...")
 	}
-	return pebble.Open(cfg.Store, pebble.Options{Logger: cfg.Logger, CacheSize: cfg.CacheSize, MaxOpenFiles: EngineFiles(DescriptorLimit())})
+	return pebble.Open(cfg.Store, pebble.Options{Logger: cfg.Logger, CacheSize: cfg.CacheSize, MaxOpenFiles: EngineFiles(DescriptorLimit()),
+		MinFreeSpace: cfg.MinFreeSpace, OnFatal: cfg.OnStoreFatal})
+}
+
+// spaceOf returns the free-space check of an engine that has one.
+func spaceOf(st store.Store) service.Space {
+	if e, ok := st.(*pebble.DB); ok && e.Space() != nil {
+		return e.Space()
+	}
+	return nil
 }
 
 func isPostgresURL(s string) bool {
@@ -223,7 +245,7 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 	}
 	meter := metering.NewBuffer(st, time.Second, cfg.Logger)
 	meter.Start()
-	svc := service.New(service.Config{Store: st, Now: cfg.Now, Wake: worker.Wake, StaticTokens: statics, MaxNamespaces: cfg.MaxNamespaces, MaxStoredBytes: cfg.MaxStoredBytes, Meter: meter})
+	svc := service.New(service.Config{Store: st, Now: cfg.Now, Wake: worker.Wake, StaticTokens: statics, MaxNamespaces: cfg.MaxNamespaces, MaxStoredBytes: cfg.MaxStoredBytes, Meter: meter, Space: spaceOf(st)})
 	s := &Server{cfg: cfg, Store: st, Service: svc, Worker: worker, meter: meter, ln: ln, tls: tlsConfig != nil, serveErr: make(chan error, 1)}
 	var httpMetrics *metrics.HTTP
 	if cfg.MetricsListen != "" {

@@ -38,6 +38,18 @@ type Config struct {
 	// may store; 0 means no limit. A write that would take it over is
 	// refused; see storageQuota for how closely it is held.
 	MaxStoredBytes int64
+	// Space, when set, refuses key writes and namespace creations while
+	// the store's disk is nearly full; reads and deletes are never refused,
+	// so that space can be freed. nil means no check (PostgreSQL).
+	Space Space
+}
+
+// Space is a check of the store's free space.
+type Space interface {
+	// Err returns nil while writes may proceed, or the error (code
+	// kv.EInsufficientStorage) to refuse them with. It is called on every
+	// write, so it must be cheap, and safe for concurrent use.
+	Err() error
 }
 
 // Service implements the key-value API on a Store. It is safe for
@@ -50,6 +62,7 @@ type Service struct {
 	maxNS   int
 	meter   *metering.Buffer
 	storage *storageQuota // nil: no limit
+	space   Space         // nil: no check
 }
 
 type staticToken struct {
@@ -59,7 +72,7 @@ type staticToken struct {
 
 // New returns a Service.
 func New(cfg Config) *Service {
-	s := &Service{store: cfg.Store, now: cfg.Now, wake: cfg.Wake, maxNS: cfg.MaxNamespaces, meter: cfg.Meter}
+	s := &Service{store: cfg.Store, now: cfg.Now, wake: cfg.Wake, maxNS: cfg.MaxNamespaces, meter: cfg.Meter, space: cfg.Space}
 	if s.meter == nil {
 		s.meter = metering.NewBuffer(cfg.Store, 0, nil)
 	}
@@ -127,6 +140,9 @@ func (s *Service) CreateNamespace(ctx context.Context, org, name string) (kv.Nam
 	if err := kv.ValidateNamespaceName(name); err != nil {
 		return kv.Namespace{}, err
 	}
+	if err := s.spaceErr(); err != nil {
+		return kv.Namespace{}, err
+	}
 	if s.maxNS > 0 {
 		// Checked before the creation, not with it: concurrent creations
 		// may overshoot the limit by as many as run at once.
@@ -145,6 +161,14 @@ func (s *Service) CreateNamespace(ctx context.Context, org, name string) (kv.Nam
 	}
 	s.wake()
 	return ns, nil
+}
+
+// spaceErr is Config.Space's verdict.
+func (s *Service) spaceErr() error {
+	if s.space == nil {
+		return nil
+	}
+	return s.space.Err()
 }
 
 // NamespacePage is one page of a namespace listing.
@@ -267,6 +291,9 @@ func (s *Service) PutKey(ctx context.Context, org, id, key string, p Put) (bool,
 	}
 	if p.TTL < 0 || p.TTL > kv.MaxTTLSeconds*time.Second {
 		return false, kv.Errorf(kv.EUnprocessable, "ttl must be from 1 to %d seconds", kv.MaxTTLSeconds)
+	}
+	if err := s.spaceErr(); err != nil {
+		return false, err
 	}
 	if s.storage != nil {
 		n := int64(len(key) + len(p.Data))

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -438,27 +439,50 @@ var walFaultKinds = map[string][]errorfs.OpKind{
 	"write": {errorfs.OpFileWrite, errorfs.OpFileWriteAt},
 }
 
-// guard runs f and turns a panic into a *panicError: Pebble reports a
-// failed WAL write or sync through Logger.Fatalf, which the engine's logger
-// turns into a panic.
-func guard(f func() error) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = &panicError{v}
-		}
-	}()
-	return f()
+// fatalSignal is an OnFatal hook for tests: it counts the calls and hands
+// over the first cause.
+type fatalSignal struct {
+	calls atomic.Int64
+	ch    chan error
 }
 
-type panicError struct{ v any }
+func newFatalSignal() *fatalSignal { return &fatalSignal{ch: make(chan error, 1)} }
 
-func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.v) }
+func (f *fatalSignal) OnFatal(err error) {
+	if f.calls.Add(1) == 1 {
+		f.ch <- err
+	}
+}
+
+// wait returns the cause the engine reported, waiting generously for it.
+func (f *fatalSignal) wait(t *testing.T, what string) error {
+	t.Helper()
+	select {
+	case err := <-f.ch:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: the engine never reported a failure", what)
+		return nil
+	}
+}
+
+// inFlight is a writer's operation in progress, so that the test can
+// record one that never returns (the engine parks it) as of unknown
+// outcome.
+type inFlight struct {
+	mu        sync.Mutex
+	in        *linearizability.Input
+	call      int64
+	abandoned bool
+}
 
 // TestWALFailureNeverAcknowledged makes the WAL's writes or syncs fail while
 // concurrent writers run. No write may be acknowledged unless it is durable:
-// a write that fails must not return success, keys untouched by a failed
-// write still read their acknowledged values, and reopening the synced
-// state on a healthy file system finds every acknowledged write.
+// the engine reports the failure once, a write that meets it never returns
+// success (it fails, or never returns: the engine parks it until the
+// process ends), keys untouched by a failed write still read their
+// acknowledged values or are refused, and reopening the synced state on a
+// healthy file system finds every acknowledged write.
 func TestWALFailureNeverAcknowledged(t *testing.T) {
 	for _, name := range []string{"sync", "write"} {
 		t.Run(name, func(t *testing.T) {
@@ -478,9 +502,10 @@ func walFailure(t *testing.T, seed uint64, kinds []errorfs.OpKind) {
 	ctx := context.Background()
 	mem := vfs.NewCrashableMem()
 	faults := &walFaults{kinds: kinds}
-	// The engine that meets the failure is never closed: after a WAL failure
-	// Pebble's commit pipeline is not expected to shut down cleanly.
-	db, err := pebble.Open(crashDir, pebble.Options{FS: errorfs.Wrap(mem, faults), Logger: quiet, OnFatal: func(string) {}})
+	fatal := newFatalSignal()
+	// The engine that meets the failure is never closed: it cannot be, and
+	// its parked goroutines stay parked.
+	db, err := pebble.Open(crashDir, pebble.Options{FS: errorfs.Wrap(mem, faults), Logger: quiet, OnFatal: fatal.OnFatal})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -490,48 +515,58 @@ func walFailure(t *testing.T, seed uint64, kinds []errorfs.OpKind) {
 	var seq atomic.Int64
 	var mu sync.Mutex
 	var failures []string
-	var panics int
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Add(1)
+	const writers = 4
+	var slots [writers]inFlight
+	for w := range writers {
 		wseed := rng.Uint64()
 		go func() {
-			defer wg.Done()
 			r := rand.New(rand.NewPCG(wseed, 1))
+			slot := &slots[w]
 			// Each writer stops at its first failure: one is enough to
 			// learn what the engine does, and a WAL failure is sticky.
 			for {
 				key := fmt.Sprintf("k%d", r.IntN(crashKeys))
 				in := linearizability.Input{Key: key, Kind: linearizability.Put, Value: fmt.Sprintf("v%d", seq.Add(1))}
-				var out linearizability.Output
+				del := r.IntN(4) == 0
+				if del {
+					in.Kind, in.Value = linearizability.Delete, ""
+				}
 				on := faults.on.Load()
-				call := rec.Now()
-				err := guard(func() error {
-					if r.IntN(4) == 0 {
-						in.Kind, in.Value = linearizability.Delete, ""
-						_, err := db.DeleteKey(ctx, crashOrg, live.ID, key, time.Now())
-						return err
-					}
-					var err error
+				slot.mu.Lock()
+				if slot.abandoned {
+					slot.mu.Unlock()
+					return
+				}
+				slot.in, slot.call = &in, rec.Now()
+				slot.mu.Unlock()
+				var out linearizability.Output
+				var err error
+				if del {
+					_, err = db.DeleteKey(ctx, crashOrg, live.ID, key, time.Now())
+				} else {
 					out.Created, err = db.PutKey(ctx, crashOrg, live.ID, key, store.PutValue{Data: []byte(in.Value), ContentType: "a/b"}, time.Now())
-					return err
-				})
+				}
 				ret := rec.Now()
+				slot.mu.Lock()
+				if slot.abandoned {
+					slot.mu.Unlock()
+					return
+				}
+				slot.in = nil
 				if err != nil {
-					rec.Record(w, in, linearizability.Output{Unknown: true}, call, ret)
+					rec.Record(w, in, linearizability.Output{Unknown: true}, slot.call, ret)
+					slot.abandoned = true
+					slot.mu.Unlock()
 					mu.Lock()
 					failures = append(failures, fmt.Sprintf("%s(%s): %v", in.Kind, key, err))
-					var pe *panicError
-					if errors.As(err, &pe) {
-						panics++
-					}
 					if !on && !faults.on.Load() {
 						t.Errorf("%s(%s) failed with no fault injected: %v", in.Kind, key, err)
 					}
 					mu.Unlock()
 					return
 				}
-				rec.Record(w, in, out, call, ret)
+				rec.Record(w, in, out, slot.call, ret)
+				slot.mu.Unlock()
 				acks.Add(1)
 			}
 		}()
@@ -541,22 +576,32 @@ func walFailure(t *testing.T, seed uint64, kinds []errorfs.OpKind) {
 		time.Sleep(100 * time.Microsecond)
 	}
 	faults.on.Store(true)
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("seed %d: writers still blocked 30s after the WAL began failing", seed)
+	cause := fatal.wait(t, fmt.Sprintf("seed %d", seed))
+	if faults.hits.Load() == 0 || !errors.Is(cause, errorfs.ErrInjected) {
+		t.Fatalf("seed %d: the engine reported %v (%d faults injected); want the injected fault", seed, cause, faults.hits.Load())
 	}
-	if len(failures) == 0 || faults.hits.Load() == 0 {
-		t.Fatalf("seed %d: no write failed (%d faults injected)", seed, faults.hits.Load())
+	// What is still in flight is parked, or about to fail: of unknown
+	// outcome either way.
+	parked := 0
+	for w := range slots {
+		slot := &slots[w]
+		slot.mu.Lock()
+		if slot.in != nil {
+			rec.Record(w, *slot.in, linearizability.Output{Unknown: true}, slot.call, rec.Now())
+			parked++
+		}
+		slot.abandoned = true
+		slot.mu.Unlock()
 	}
 	if seed == 0 {
-		t.Logf("what a failed WAL %v does to PutKey/DeleteKey: %s (%d of %d failures were panics)", kinds, failures[0], panics, len(failures))
+		t.Logf("a failed WAL %v: reported as %q; %d writes failed (%v), %d still in flight", kinds, cause, len(failures), failures, parked)
+	}
+	if n := fatal.calls.Load(); n != 1 {
+		t.Errorf("seed %d: OnFatal called %d times, want once", seed, n)
 	}
 
 	// On the engine that met the failure, keys no failed write touched
-	// still read their acknowledged values.
+	// still read their acknowledged values, or are refused.
 	history := rec.Operations()
 	touched := map[string]bool{}
 	for _, op := range history {
@@ -607,45 +652,56 @@ func walFailure(t *testing.T, seed uint64, kinds []errorfs.OpKind) {
 }
 
 // TestWALFailureStopsServing checks what the engine does once a WAL write
-// or sync has failed. Pebble reports the failure through Logger.Fatalf
-// ("pebble: fatal commit error"), or panics when the WAL writer's error has
-// become sticky, and assumes the process dies: the failed write is already
-// in the memtable, and a later write can leave Pebble's commit mutex held.
-// The engine therefore fails stop: in kvd the process exits and restarts on
-// the synced state; with an OnFatal hook, as here, every later call returns
-// an error at once, so that:
+// or sync has failed. Pebble cannot continue after one: the failed write is
+// already in the memtable, and its own reactions (a panic or Fatalf, made
+// for a process that then dies) can leave a mutex released twice. So the
+// engine never hands the error back to Pebble: it reports it once (OnFatal;
+// kvd then exits 70 and restarts on the synced state) and parks the
+// goroutine that met it, and every later call returns an error at once:
 //
+//   - the write that met the failure is never acknowledged;
 //   - no reader sees the failed write (never acknowledged, not on disk);
 //   - no delete is acknowledged from memory that disk does not match;
-//   - later writes fail instead of blocking.
+//   - later writes fail instead of blocking;
+//   - what was acknowledged is on disk.
 func TestWALFailureStopsServing(t *testing.T) {
 	ctx := context.Background()
 	mem := vfs.NewCrashableMem()
 	faults := &walFaults{kinds: walFaultKinds["sync"]}
-	db, err := pebble.Open(crashDir, pebble.Options{FS: errorfs.Wrap(mem, faults), Logger: quiet, OnFatal: func(string) {}})
+	fatal := newFatalSignal()
+	db, err := pebble.Open(crashDir, pebble.Options{FS: errorfs.Wrap(mem, faults), Logger: quiet, OnFatal: fatal.OnFatal})
 	if err != nil {
 		t.Fatal(err)
 	}
 	live := newNS(t, db, "live", time.Now().UTC(), kv.StatusProvisionOK)
 	put := func(key, value string) error {
-		return guard(func() error {
-			_, err := db.PutKey(ctx, crashOrg, live.ID, key, store.PutValue{Data: []byte(value), ContentType: "a/b"}, time.Now())
-			return err
-		})
+		_, err := db.PutKey(ctx, crashOrg, live.ID, key, store.PutValue{Data: []byte(value), ContentType: "a/b"}, time.Now())
+		return err
 	}
 	del := func(key string) error {
-		return guard(func() error {
-			_, err := db.DeleteKey(ctx, crashOrg, live.ID, key, time.Now())
-			return err
-		})
+		_, err := db.DeleteKey(ctx, crashOrg, live.ID, key, time.Now())
+		return err
 	}
 	if err := errors.Join(put("a", "acknowledged"), put("b", "acknowledged")); err != nil {
 		t.Fatal(err)
 	}
 	faults.on.Store(true)
-	if err := put("a", "failed"); err == nil {
-		t.Fatal("a write whose WAL sync failed was acknowledged")
+	failed := make(chan error, 1)
+	go func() { failed <- put("a", "failed") }()
+	if cause := fatal.wait(t, "a WAL sync that fails"); !errors.Is(cause, errorfs.ErrInjected) {
+		t.Fatalf("the engine reported %v, want the injected fault", cause)
 	}
+	acknowledged := func() {
+		select {
+		case err := <-failed:
+			if err == nil {
+				t.Fatal("a write whose WAL sync failed was acknowledged")
+			}
+			failed <- err
+		default: // parked: never acknowledged
+		}
+	}
+	acknowledged()
 	t.Run("no read of the failed write", func(t *testing.T) {
 		out, err := getOutput(db, live.ID, "a")
 		if err == nil && out.Value != "acknowledged" {
@@ -653,39 +709,146 @@ func TestWALFailureStopsServing(t *testing.T) {
 		}
 	})
 	t.Run("no acknowledgement from unsynced state", func(t *testing.T) {
-		// The failed delete removed b in memory; the second finds nothing
-		// to remove there and succeeds without writing anything.
 		if err := del("b"); err == nil {
-			t.Fatal("a delete whose WAL sync failed was acknowledged")
-		}
-		err := del("b")
-		reopened, oerr := pebble.Open(crashDir, pebble.Options{FS: mem.CrashClone(vfs.CrashCloneCfg{}), Logger: quiet})
-		if oerr != nil {
-			t.Fatal(oerr)
-		}
-		defer reopened.Close()
-		out, gerr := getOutput(reopened, live.ID, "b")
-		if gerr != nil {
-			t.Fatal(gerr)
-		}
-		if err == nil && out.Found {
-			t.Errorf("delete(b) was acknowledged after the WAL failed, yet the synced state still holds b = %q: an acknowledged delete is lost at the next restart", out.Value)
+			t.Fatal("a delete after the WAL failed was acknowledged")
 		}
 	})
 	t.Run("later writes fail rather than block", func(t *testing.T) {
-		done := make(chan int, 1)
+		done := make(chan struct{})
 		go func() {
+			defer close(done)
 			for i := range 2000 {
 				if err := put(fmt.Sprintf("x%d", i), "v"); err == nil {
 					t.Errorf("write %d acknowledged after a WAL failure", i)
+					return
 				}
 			}
-			done <- 2000
 		}()
 		select {
 		case <-done:
 		case <-time.After(30 * time.Second):
-			t.Error("writes after a WAL failure block forever")
+			t.Error("writes after a WAL failure block")
+		}
+	})
+	t.Run("the synced state holds what was acknowledged", func(t *testing.T) {
+		reopened, err := pebble.Open(crashDir, pebble.Options{FS: mem.CrashClone(vfs.CrashCloneCfg{}), Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer reopened.Close()
+		if out, err := getOutput(reopened, live.ID, "b"); err != nil || out.Value != "acknowledged" {
+			t.Errorf("b after reopening: %+v, %v; want its acknowledged value", out, err)
+		}
+		if out, err := getOutput(reopened, live.ID, "a"); err != nil || (out.Value != "acknowledged" && out.Value != "failed") {
+			t.Errorf("a after reopening: %+v, %v", out, err)
+		}
+	})
+	acknowledged()
+	if n := fatal.calls.Load(); n != 1 {
+		t.Errorf("OnFatal called %d times, want once", n)
+	}
+}
+
+// logCreateFaults fails the creation of log files (a new one, or an old one
+// recycled) while on, with err.
+type logCreateFaults struct {
+	on   atomic.Bool
+	err  error
+	hits atomic.Int64
+}
+
+func (f *logCreateFaults) MaybeError(op errorfs.Op) error {
+	if f.on.Load() && strings.HasSuffix(op.Path, ".log") && (op.Kind == errorfs.OpCreate || op.Kind == errorfs.OpReuseForWrite) {
+		f.hits.Add(1)
+		return f.err
+	}
+	return nil
+}
+
+func (f *logCreateFaults) String() string { return "log creation faults" }
+
+// TestLogRotationFailure makes the creation of the next log file fail while
+// writes fill memtables, which rotates the log. Pebble panics when that
+// fails, with its DB.mu released; the deferred unlock above it then made the
+// process die with "fatal error: sync: unlock of unlocked mutex", which
+// nothing recovers. The engine must instead report the failure once and
+// refuse every call, or, when the cause passes (descriptors or space
+// running out, then freed), carry on.
+func TestLogRotationFailure(t *testing.T) {
+	ctx := context.Background()
+	value := bytes.Repeat([]byte("v"), 64<<10) // a few writes fill the first, small memtables
+	write := func(db *pebble.DB, ns kv.Namespace, i int) error {
+		_, err := db.PutKey(ctx, crashOrg, ns.ID, fmt.Sprintf("k%d", i), store.PutValue{Data: value, ContentType: "a/b"}, time.Now())
+		return err
+	}
+	t.Run("a lasting failure is reported", func(t *testing.T) {
+		faults := &logCreateFaults{err: errorfs.ErrInjected}
+		fatal := newFatalSignal()
+		db, err := pebble.Open(crashDir, pebble.Options{FS: errorfs.Wrap(vfs.NewMem(), faults), Logger: quiet, OnFatal: fatal.OnFatal})
+		if err != nil {
+			t.Fatal(err)
+		}
+		live := newNS(t, db, "live", time.Now().UTC(), kv.StatusProvisionOK)
+		faults.on.Store(true)
+		go func() {
+			for i := 0; ; i++ {
+				if write(db, live, i) != nil {
+					return
+				}
+			}
+		}()
+		cause := fatal.wait(t, "log files that cannot be created")
+		if !errors.Is(cause, errorfs.ErrInjected) || !strings.Contains(cause.Error(), ".log") {
+			t.Fatalf("the engine reported %v; want the failed creation of a log file", cause)
+		}
+		if err := write(db, live, -1); err == nil || !strings.Contains(err.Error(), "must be restarted") {
+			t.Fatalf("a write after the failure: %v; want the engine's refusal", err)
+		}
+		if _, err := getOutput(db, live.ID, "k0"); err == nil {
+			t.Fatal("a read after the failure was served")
+		}
+	})
+	t.Run("a passing shortage is survived", func(t *testing.T) {
+		faults := &logCreateFaults{err: syscall.EMFILE}
+		fatal := newFatalSignal()
+		db, err := pebble.Open(crashDir, pebble.Options{FS: errorfs.Wrap(vfs.NewMem(), faults), Logger: quiet, OnFatal: fatal.OnFatal})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		live := newNS(t, db, "live", time.Now().UTC(), kv.StatusProvisionOK)
+		faults.on.Store(true)
+		done := make(chan error, 1)
+		go func() {
+			for i := range 200 {
+				if err := write(db, live, i); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		deadline := time.Now().Add(30 * time.Second)
+		for faults.hits.Load() == 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if faults.hits.Load() == 0 {
+			t.Fatal("no log file creation was attempted")
+		}
+		faults.on.Store(false) // descriptors are free again
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("a write failed: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("writes did not resume once log files could be created")
+		}
+		if n := fatal.calls.Load(); n != 0 {
+			t.Fatalf("OnFatal called %d times for a shortage that passed", n)
+		}
+		if out, err := getOutput(db, live.ID, "k199"); err != nil || !out.Found {
+			t.Fatalf("the last write reads %+v, %v", out, err)
 		}
 	})
 }

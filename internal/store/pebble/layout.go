@@ -88,7 +88,7 @@ type keyEntry struct {
 	size    int
 }
 
-var errCorruptEntry = errors.New("pebble: corrupt key entry")
+var errCorruptEntry = errors.New("kvd/pebble: corrupt key entry")
 
 func decodeEntry(b []byte) (keyEntry, error) {
 	if len(b) != entrySize {
@@ -169,7 +169,7 @@ type valueRecord struct {
 	data        []byte
 }
 
-var errCorrupt = errors.New("pebble: corrupt value record")
+var errCorrupt = errors.New("kvd/pebble: corrupt value record")
 
 func decodeValue(b []byte) (valueRecord, error) {
 	if len(b) < valueHeaderSize || b[0] != valueVersion {
@@ -207,7 +207,7 @@ func encodeNamespace(ns kv.Namespace) []byte {
 func decodeNamespace(id [16]byte, b []byte) (kv.Namespace, error) {
 	var r namespaceRecord
 	if err := json.Unmarshal(b, &r); err != nil {
-		return kv.Namespace{}, errors.New("pebble: corrupt namespace record")
+		return kv.Namespace{}, errors.New("kvd/pebble: corrupt namespace record")
 	}
 	return kv.Namespace{ID: kv.FormatID(id), Org: r.Org, Name: r.Name, Status: r.Status, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}, nil
 }

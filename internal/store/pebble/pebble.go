@@ -17,18 +17,16 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
-	"os"
 	"slices"
+	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/diskguard"
 	"github.com/edgekv/kv/internal/store"
 )
 
@@ -36,19 +34,29 @@ var _ store.Store = (*DB)(nil)
 
 // Options configure the engine. The zero value is valid.
 type Options struct {
-	// OnFatal is called when Pebble meets an error it cannot continue after
-	// (a failed WAL write or sync, a failed flush): the engine then refuses
-	// every call, reads included, since its memory may hold writes that are
-	// not on disk. nil logs the error and ends the process with exit code
-	// 70, so that a supervisor restarts it on the synced state: nothing
-	// unacknowledged is served and nothing acknowledged is lost.
-	OnFatal func(msg string)
-	// FS is the file system; nil means the operating system's. Tests use
+	// OnFatal is called once, with the cause, when the engine meets a
+	// storage error it cannot continue after: a failed write or sync of its
+	// log or manifest, or a log file it cannot create. Every call fails from
+	// then on, reads included, since memory may hold writes that are not on
+	// disk; the calls that met the error never return. The process is
+	// expected to end: kvd logs the cause and exits with code 70, so that a
+	// supervisor restarts it on the synced state, where nothing
+	// unacknowledged is served and nothing acknowledged is lost. OnFatal
+	// runs on the goroutine that met the error and must not call the
+	// engine. nil logs the cause. A failure while Open runs is returned by
+	// Open instead.
+	OnFatal func(err error)
+	// FS is the file system; nil means the operating system's, where the
+	// store is kept private: its directory 0700, its files 0600. Tests use
 	// Pebble's crash-simulating memory file system here.
 	FS vfs.FS
 	// CacheSize is the block cache's size in bytes, for sstable blocks;
 	// 0 means DefaultCacheSize.
 	CacheSize int64
+	// MinFreeSpace is the free space, in bytes, the store's file system
+	// keeps: below it, Space refuses writes until space is freed. 0 turns
+	// the guard off.
+	MinFreeSpace int64
 	// Logger receives Pebble's own messages; nil discards informational ones
 	// and logs errors with slog's default logger.
 	Logger *slog.Logger
@@ -58,7 +66,7 @@ type Options struct {
 }
 
 // ErrLocked is returned by Open when another process holds the directory.
-var ErrLocked = errors.New("pebble: the data directory is in use by another process (is kvd running on it?)")
+var ErrLocked = errors.New("kvd/pebble: the data directory is in use by another process (is kvd running on it?)")
 
 // DB is the embedded engine.
 type DB struct {
@@ -71,8 +79,10 @@ type DB struct {
 	// Close, so the engine never closes under a running operation.
 	ops    sync.RWMutex
 	closed bool // guarded by ops
-	// failed is set when Pebble reported a fatal error.
-	failed *atomic.Bool
+
+	h     *health          // the failure state, shared with Pebble's file system and logger
+	lock  *pebble.Lock     // the directory's lock, released by Close
+	guard *diskguard.Guard // nil without Options.MinFreeSpace
 
 	mu     sync.RWMutex // guards the maps below and every nsEntry's lease
 	byID   map[[16]byte]*nsEntry
@@ -109,61 +119,6 @@ const DefaultCacheSize = 64 << 20
 // default: fewer flushes and less compaction under a steady write load.
 const memTableSize = 32 << 20
 
-// Open opens (or creates) the engine in dir.
-func Open(dir string, o Options) (*DB, error) {
-	blocks := o.CacheSize
-	if blocks <= 0 {
-		blocks = DefaultCacheSize
-	}
-	failed := new(atomic.Bool) // shared with the logger, which sees fatal errors first
-	// Pebble reserves the memory of its memtables (the mutable one and
-	// those being flushed) out of the block cache; without room for two
-	// on top, a cache the size of the memtables caches no block at all.
-	cache := pebble.NewCache(blocks + 2*memTableSize)
-	defer cache.Unref()
-	popts := &pebble.Options{
-		FS:                 o.FS,
-		Cache:              cache,
-		Logger:             &pebbleLogger{l: o.Logger, onFatal: o.OnFatal, failed: failed},
-		Merger:             usageMerger,
-		MemTableSize:       memTableSize,
-		FormatMajorVersion: pebble.FormatNewest,
-		MaxOpenFiles:       o.MaxOpenFiles,
-	}
-	// Bloom filters spare a write's read of the old value, and a read of a
-	// missing key, the sstable blocks of levels that cannot hold the key.
-	popts.Levels[0].FilterPolicy = bloom.FilterPolicy(10) // inherited by the levels below
-	pdb, err := pebble.Open(dir, popts)
-	if err != nil {
-		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) {
-			return nil, fmt.Errorf("%w: %v", ErrLocked, err)
-		}
-		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)
-	}
-	d := &DB{
-		db:     pdb,
-		failed: failed,
-		seed:   maphash.MakeSeed(),
-		byID:   map[[16]byte]*nsEntry{},
-		byName: map[orgName]*nsEntry{},
-		byOrg:  map[string][]*nsEntry{},
-		tokens: map[store.TokenDigest]string{},
-	}
-	log := o.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	if err := d.upgrade(log); err != nil {
-		pdb.Close()
-		return nil, err
-	}
-	if err := d.load(); err != nil {
-		pdb.Close()
-		return nil, err
-	}
-	return d, nil
-}
-
 // upgrade brings a store written by an earlier layout to formatVersion and
 // records the version; a new store just records it. From version 1 it
 // writes a key entry for every value record, in batches; the version is
@@ -175,26 +130,26 @@ func (d *DB) upgrade(log *slog.Logger) error {
 	case err == nil:
 		defer closer.Close()
 		if len(v) != 1 || v[0] > formatVersion {
-			return fmt.Errorf("pebble: the data directory has layout version %x; this kvd reads up to version %d (a newer kvd wrote it?)", v, formatVersion)
+			return fmt.Errorf("kvd/pebble: the data directory has layout version %x; this kvd reads up to version %d (a newer kvd wrote it?)", v, formatVersion)
 		}
 		if v[0] == formatVersion {
 			return nil
 		}
 	case err != pebble.ErrNotFound:
-		return fmt.Errorf("pebble: read the layout version: %w", err)
+		return fmt.Errorf("kvd/pebble: read the layout version: %w", err)
 	}
 	start := time.Now()
 	n, err := d.writeKeyEntries(func() {
-		log.Info("pebble: upgrading the data directory's layout to version 2: writing a key entry for every key before serving", "version", formatVersion)
+		log.Info("kvd/pebble: upgrading the data directory's layout to version 2: writing a key entry for every key before serving", "version", formatVersion)
 	})
 	if err != nil {
-		return fmt.Errorf("pebble: upgrade the layout to version %d: %w", formatVersion, err)
+		return fmt.Errorf("kvd/pebble: upgrade the layout to version %d: %w", formatVersion, err)
 	}
 	if err := d.db.Set(formatKey, []byte{formatVersion}, pebble.Sync); err != nil {
 		return err
 	}
 	if n > 0 {
-		log.Info("pebble: layout upgraded", "version", formatVersion, "keys", n, "duration", time.Since(start).Round(time.Millisecond))
+		log.Info("kvd/pebble: layout upgraded", "version", formatVersion, "keys", n, "duration", time.Since(start).Round(time.Millisecond))
 	}
 	return nil
 }
@@ -265,7 +220,7 @@ func (d *DB) load() error {
 			copy(dg[:], k[1:])
 			d.tokens[dg] = string(it.Value())
 		default:
-			return fmt.Errorf("pebble: unexpected record %x", k)
+			return fmt.Errorf("kvd/pebble: unexpected record %x", k)
 		}
 	}
 	return it.Error()
@@ -302,14 +257,14 @@ func compareEntries(a, b *nsEntry) int {
 	return bytes.Compare(a.id[:], b.id[:])
 }
 
-var errClosed = errors.New("pebble: closed")
+var errClosed = errors.New("kvd/pebble: closed")
 
 // Close closes the engine. It waits for running operations to finish. A
 // failed engine is not closed (Pebble cannot close cleanly after a fatal
 // error); the process is expected to end.
 func (d *DB) Close() error {
-	if d.failed.Load() {
-		return errFailed
+	if d.h.failed.Load() {
+		return d.h.err()
 	}
 	d.ops.Lock()
 	defer d.ops.Unlock()
@@ -317,14 +272,25 @@ func (d *DB) Close() error {
 		return errClosed
 	}
 	d.closed = true
-	return d.db.Close()
+	if d.guard != nil {
+		d.guard.Close()
+	}
+	return errors.Join(d.db.Close(), d.lock.Close())
 }
 
-// begin marks the start of an operation; it fails once the engine is
-// closed or has failed. A nil begin must be paired with end.
-func (d *DB) begin() error {
-	if d.failed.Load() {
-		return errFailed
+// Space is the engine's free-space guard, nil without
+// Options.MinFreeSpace. Its Err refuses writes while the store's file
+// system has less free space than the reserve.
+func (d *DB) Space() *diskguard.Guard { return d.guard }
+
+// begin marks the start of an operation; it fails once ctx is done, or the
+// engine is closed or has failed. A nil begin must be paired with end.
+func (d *DB) begin(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d.h.failed.Load() {
+		return d.h.err()
 	}
 	d.ops.RLock()
 	if d.closed {
@@ -338,14 +304,14 @@ func (d *DB) end() { d.ops.RUnlock() }
 
 // PutToken implements store.Store.
 func (d *DB) PutToken(ctx context.Context, dg store.TokenDigest, org string) error {
-	if err := d.begin(); err != nil {
+	if err := d.begin(ctx); err != nil {
 		return err
 	}
 	defer d.end()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.db.Set(tokenKey(dg), []byte(org), pebble.Sync); err != nil {
-		return fmt.Errorf("pebble: put token: %w", err)
+		return fmt.Errorf("kvd/pebble: put token: %w", err)
 	}
 	d.tokens[dg] = org
 	return nil
@@ -353,7 +319,7 @@ func (d *DB) PutToken(ctx context.Context, dg store.TokenDigest, org string) err
 
 // OrgForToken implements store.Store from memory.
 func (d *DB) OrgForToken(ctx context.Context, dg store.TokenDigest) (string, error) {
-	if err := d.begin(); err != nil {
+	if err := d.begin(ctx); err != nil {
 		return "", err
 	}
 	defer d.end()
@@ -372,7 +338,7 @@ func (d *DB) CreateNamespace(ctx context.Context, ns kv.Namespace) error {
 	if err != nil {
 		return err
 	}
-	if err := d.begin(); err != nil {
+	if err := d.begin(ctx); err != nil {
 		return err
 	}
 	defer d.end()
@@ -385,7 +351,7 @@ func (d *DB) CreateNamespace(ctx context.Context, ns kv.Namespace) error {
 		return kv.Errorf(kv.EConflict, "namespace id %s is already in use", ns.ID)
 	}
 	if err := d.db.Set(namespaceKey(id), encodeNamespace(ns), pebble.Sync); err != nil {
-		return fmt.Errorf("pebble: create namespace: %w", err)
+		return fmt.Errorf("kvd/pebble: create namespace: %w", err)
 	}
 	d.insertLocked(&nsEntry{id: id, ns: ns})
 	return nil
@@ -410,7 +376,7 @@ func (d *DB) entry(org, id string) (*nsEntry, error) {
 
 // GetNamespace implements store.Store.
 func (d *DB) GetNamespace(ctx context.Context, org, id string) (kv.Namespace, error) {
-	if err := d.begin(); err != nil {
+	if err := d.begin(ctx); err != nil {
 		return kv.Namespace{}, err
 	}
 	defer d.end()
@@ -425,7 +391,7 @@ func (d *DB) GetNamespace(ctx context.Context, org, id string) (kv.Namespace, er
 
 // ListNamespaces implements store.Store.
 func (d *DB) ListNamespaces(ctx context.Context, org string, offset, limit int) ([]kv.Namespace, int, error) {
-	if err := d.begin(); err != nil {
+	if err := d.begin(ctx); err != nil {
 		return nil, 0, err
 	}
 	defer d.end()
@@ -452,7 +418,7 @@ func (d *DB) setStatusLocked(e *nsEntry, to kv.Status, now time.Time) error {
 	ns.Status = to
 	ns.UpdatedAt = now
 	if err := d.db.Set(namespaceKey(e.id), encodeNamespace(ns), pebble.Sync); err != nil {
-		return fmt.Errorf("pebble: set namespace status: %w", err)
+		return fmt.Errorf("kvd/pebble: set namespace status: %w", err)
 	}
 	// Only the mutable fields are written: Org, Name and CreatedAt are read
 	// without the lock.
@@ -462,7 +428,7 @@ func (d *DB) setStatusLocked(e *nsEntry, to kv.Status, now time.Time) error {
 
 // MarkDeleting implements store.Store.
 func (d *DB) MarkDeleting(ctx context.Context, org, id string, now time.Time) (kv.Namespace, error) {
-	if err := d.begin(); err != nil {
+	if err := d.begin(ctx); err != nil {
 		return kv.Namespace{}, err
 	}
 	defer d.end()
@@ -501,7 +467,7 @@ func (d *DB) MarkDeleting(ctx context.Context, org, id string, now time.Time) (k
 		return kv.Namespace{}, err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
-		return kv.Namespace{}, fmt.Errorf("pebble: mark deleting: %w", err)
+		return kv.Namespace{}, fmt.Errorf("kvd/pebble: mark deleting: %w", err)
 	}
 	e.ns.Status, e.ns.UpdatedAt = ns.Status, ns.UpdatedAt
 	return e.ns, nil
@@ -511,7 +477,7 @@ func (d *DB) MarkDeleting(ctx context.Context, org, id string, now time.Time) (k
 // directory lock makes this process the engine's only user, and after a
 // restart every job is claimable again.
 func (d *DB) ClaimLifecycleJob(ctx context.Context, holder string, now time.Time, lease time.Duration) (kv.Namespace, bool, error) {
-	if err := d.begin(); err != nil {
+	if err := d.begin(ctx); err != nil {
 		return kv.Namespace{}, false, err
 	}
 	defer d.end()
@@ -554,8 +520,8 @@ func (d *DB) releaseLease(e *nsEntry, holder string) {
 // finishJob runs fn on namespace id, locked exclusively, if it still has
 // status want, and releases holder's lease on it afterwards. A namespace
 // that is gone, or has moved on, is not an error.
-func (d *DB) finishJob(id, holder string, want kv.Status, fn func(e *nsEntry) error) error {
-	if err := d.begin(); err != nil {
+func (d *DB) finishJob(ctx context.Context, id, holder string, want kv.Status, fn func(e *nsEntry) error) error {
+	if err := d.begin(ctx); err != nil {
 		return err
 	}
 	defer d.end()
@@ -574,13 +540,13 @@ func (d *DB) finishJob(id, holder string, want kv.Status, fn func(e *nsEntry) er
 
 // CompleteProvision implements store.Store.
 func (d *DB) CompleteProvision(ctx context.Context, id, holder string, to kv.Status, now time.Time) error {
-	return d.finishJob(id, holder, kv.StatusPending, func(e *nsEntry) error { return d.setStatusLocked(e, to, now) })
+	return d.finishJob(ctx, id, holder, kv.StatusPending, func(e *nsEntry) error { return d.setStatusLocked(e, to, now) })
 }
 
 // PurgeNamespace implements store.Store: two range deletions (keys and
 // expiry index) and the namespace record, in one synced batch.
 func (d *DB) PurgeNamespace(ctx context.Context, id, holder string) error {
-	return d.finishJob(id, holder, kv.StatusDeleting, d.purgeLocked)
+	return d.finishJob(ctx, id, holder, kv.StatusDeleting, d.purgeLocked)
 }
 
 func (d *DB) purgeLocked(e *nsEntry) error {
@@ -596,7 +562,7 @@ func (d *DB) purgeLocked(e *nsEntry) error {
 		return err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("pebble: purge namespace: %w", err)
+		return fmt.Errorf("kvd/pebble: purge namespace: %w", err)
 	}
 	d.mu.Lock()
 	d.removeLocked(e)
@@ -631,7 +597,7 @@ func (d *DB) keyLock(id [16]byte, key string) *sync.RWMutex {
 // GetKey implements store.Store. The value's bytes are Pebble's own, valid
 // until the Value is closed.
 func (d *DB) GetKey(ctx context.Context, org, nsID, key string, now time.Time) (*store.Value, error) {
-	if err := d.begin(); err != nil {
+	if err := d.begin(ctx); err != nil {
 		return nil, err
 	}
 	defer d.end()
@@ -652,7 +618,7 @@ func (d *DB) GetKey(ctx context.Context, org, nsID, key string, now time.Time) (
 		return nil, kv.KeyNotFound()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("pebble: get: %w", err)
+		return nil, fmt.Errorf("kvd/pebble: get: %w", err)
 	}
 	rec, err := decodeValue(raw)
 	if err != nil {
@@ -680,7 +646,7 @@ func (d *DB) readOld(ek []byte, key string) (oldValue, error) {
 		return oldValue{}, nil
 	}
 	if err != nil {
-		return oldValue{}, fmt.Errorf("pebble: get: %w", err)
+		return oldValue{}, fmt.Errorf("kvd/pebble: get: %w", err)
 	}
 	defer closer.Close()
 	ent, err := decodeEntry(raw)
@@ -724,7 +690,7 @@ func appendSize(dst []byte, size int64) []byte {
 
 // PutKey implements store.Store.
 func (d *DB) PutKey(ctx context.Context, org, nsID, key string, v store.PutValue, now time.Time) (bool, error) {
-	if err := d.begin(); err != nil {
+	if err := d.begin(ctx); err != nil {
 		return false, err
 	}
 	defer d.end()
@@ -774,14 +740,14 @@ func (d *DB) PutKey(ctx context.Context, org, nsID, key string, v store.PutValue
 		return false, err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
-		return false, fmt.Errorf("pebble: put: %w", err)
+		return false, fmt.Errorf("kvd/pebble: put: %w", err)
 	}
 	return !old.exists || expired(old.expiry, now), nil
 }
 
 // DeleteKey implements store.Store.
 func (d *DB) DeleteKey(ctx context.Context, org, nsID, key string, now time.Time) (bool, error) {
-	if err := d.begin(); err != nil {
+	if err := d.begin(ctx); err != nil {
 		return false, err
 	}
 	defer d.end()
@@ -811,7 +777,7 @@ func (d *DB) DeleteKey(ctx context.Context, org, nsID, key string, now time.Time
 		return false, err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
-		return false, fmt.Errorf("pebble: delete: %w", err)
+		return false, fmt.Errorf("kvd/pebble: delete: %w", err)
 	}
 	return true, nil
 }
@@ -819,7 +785,7 @@ func (d *DB) DeleteKey(ctx context.Context, org, nsID, key string, now time.Time
 // ListKeys implements store.Store with one iterator over the namespace's
 // key range.
 func (d *DB) ListKeys(ctx context.Context, org, nsID, prefix, after string, limit int, now time.Time) ([]kv.KeyInfo, bool, error) {
-	if err := d.begin(); err != nil {
+	if err := d.begin(ctx); err != nil {
 		return nil, false, err
 	}
 	defer d.end()
@@ -832,7 +798,7 @@ func (d *DB) ListKeys(ctx context.Context, org, nsID, prefix, after string, limi
 	hi := store.PrefixEnd(lo)
 	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
-		return nil, false, fmt.Errorf("pebble: list: %w", err)
+		return nil, false, fmt.Errorf("kvd/pebble: list: %w", err)
 	}
 	defer it.Close()
 	var valid bool
@@ -870,7 +836,7 @@ func (d *DB) ListKeys(ctx context.Context, org, nsID, prefix, after string, limi
 // SweepExpired implements store.Store. It walks each namespace's expiry
 // index up to now and deletes the keys whose current expiry has passed.
 func (d *DB) SweepExpired(ctx context.Context, now time.Time, max int) (int, error) {
-	if err := d.begin(); err != nil {
+	if err := d.begin(ctx); err != nil {
 		return 0, err
 	}
 	defer d.end()
@@ -949,43 +915,36 @@ func (d *DB) sweepKey(e *nsEntry, x expiryEntry, now time.Time) (bool, error) {
 		b.Delete(appendExpiryKey(nil, e.id, x.expiry, x.key), nil)
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
-		return false, fmt.Errorf("pebble: sweep: %w", err)
+		return false, fmt.Errorf("kvd/pebble: sweep: %w", err)
 	}
 	return hit, nil
 }
 
-// pebbleLogger sends Pebble's errors to slog, drops its chatter, and turns
-// its fatal errors into a failed engine.
-type pebbleLogger struct {
-	l       *slog.Logger
-	onFatal func(msg string)
-	failed  *atomic.Bool
-}
+// pebbleLogger sends Pebble's errors to slog (at most one line per
+// logEvery for a repeated one), drops its chatter, and turns its fatal
+// errors into a failed engine.
+type pebbleLogger struct{ h *health }
 
-func (p *pebbleLogger) logger() *slog.Logger {
-	if p.l != nil {
-		return p.l
-	}
-	return slog.Default()
-}
+func (p pebbleLogger) Infof(format string, args ...any) {}
 
-func (p *pebbleLogger) Infof(format string, args ...any) {}
-
-func (p *pebbleLogger) Errorf(format string, args ...any) {
-	p.logger().Error("pebble: " + fmt.Sprintf(format, args...))
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.h.errLog.log(p.h.log, pebbleMessage(format, args...))
 }
 
 // Fatalf must not return: Pebble carries on as if it had not been called.
-func (p *pebbleLogger) Fatalf(format string, args ...any) {
-	msg := "pebble: fatal: " + fmt.Sprintf(format, args...)
-	p.failed.Store(true)
-	p.logger().Error(msg + "; the engine stops serving")
-	if p.onFatal == nil {
-		os.Exit(70)
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.h.fatal(errors.New(pebbleMessage(format, args...)))
+}
+
+// pebbleMessage formats one of Pebble's messages, prefixed "pebble:" as
+// Pebble prefixes most of its own.
+func pebbleMessage(format string, args ...any) string {
+	msg := fmt.Sprintf(format, args...)
+	if !strings.HasPrefix(msg, "pebble") {
+		msg = "pebble: " + msg
 	}
-	p.onFatal(msg)
-	panic(errFailed)
+	return msg
 }
 
 // errFailed is returned by every call once the engine has failed.
-var errFailed = errors.New("pebble: the engine failed after a storage error and must be restarted")
+var errFailed = errors.New("kvd/pebble: the engine failed after a storage error and must be restarted")

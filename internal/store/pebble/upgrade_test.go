@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -38,7 +40,8 @@ func TestUpgradeWritesKeyEntries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Make it a version 1 store.
+	// Make it a version 1 store, which an earlier kvd wrote: no key
+	// entries, no layout record, no identity file.
 	if err := d.db.DeleteRange([]byte{tagEntry}, []byte{tagEntry + 1}, pebbledb.Sync); err != nil {
 		t.Fatal(err)
 	}
@@ -49,6 +52,9 @@ func TestUpgradeWritesKeyEntries(t *testing.T) {
 		t.Fatalf("the version 1 store lists %d keys (%v); the test did not remove the entries", len(keys), err)
 	}
 	d.Close()
+	if err := os.Remove(filepath.Join(dir, identityName)); err != nil {
+		t.Fatal(err)
+	}
 
 	var logs bytes.Buffer
 	d, err = Open(dir, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})

@@ -59,7 +59,7 @@ func (r usageRecord) encode(dst []byte) []byte {
 
 func decodeUsage(b []byte) (usageRecord, error) {
 	if len(b) != usageRecordSize {
-		return usageRecord{}, errors.New("pebble: corrupt usage record")
+		return usageRecord{}, errors.New("kvd/pebble: corrupt usage record")
 	}
 	v := func(i int) int64 { return int64(binary.BigEndian.Uint64(b[i*8:])) }
 	return usageRecord{
@@ -151,7 +151,7 @@ func keySize(key string, valueLen int) int64 { return int64(len(key) + valueLen)
 
 // AddUsage implements store.Store.
 func (d *DB) AddUsage(ctx context.Context, counts []store.UsageDelta) error {
-	if err := d.begin(); err != nil {
+	if err := d.begin(ctx); err != nil {
 		return err
 	}
 	defer d.end()
@@ -172,7 +172,7 @@ func (d *DB) AddUsage(ctx context.Context, counts []store.UsageDelta) error {
 		}
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("pebble: add usage: %w", err)
+		return fmt.Errorf("kvd/pebble: add usage: %w", err)
 	}
 	return nil
 }
@@ -197,18 +197,18 @@ func (u *nsUsage) day(n int) *metering.DayRecord {
 
 // Usage implements store.Store.
 func (d *DB) Usage(ctx context.Context, org, nsID string, month, now time.Time) ([]store.NamespaceUsage, error) {
-	return d.usage(org, nsID, month, now, false)
+	return d.usage(ctx, org, nsID, month, now, false)
 }
 
 // UsageByDay implements store.Store.
 func (d *DB) UsageByDay(ctx context.Context, org, nsID string, month, now time.Time) ([]store.NamespaceUsage, error) {
-	return d.usage(org, nsID, month, now, true)
+	return d.usage(ctx, org, nsID, month, now, true)
 }
 
 // usage reads the records from one snapshot, so that the monthly records,
 // the daily ones and the expiry index agree.
-func (d *DB) usage(org, nsID string, month, now time.Time, byDay bool) ([]store.NamespaceUsage, error) {
-	if err := d.begin(); err != nil {
+func (d *DB) usage(ctx context.Context, org, nsID string, month, now time.Time, byDay bool) ([]store.NamespaceUsage, error) {
+	if err := d.begin(ctx); err != nil {
 		return nil, err
 	}
 	defer d.end()
