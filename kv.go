@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -54,7 +53,7 @@ const (
 
 // Namespace is a named, isolated set of keys owned by one organization.
 type Namespace struct {
-	ID        string // lowercase canonical UUID
+	ID        ID
 	Org       string // owning organization
 	Name      string
 	Status    Status
@@ -156,61 +155,95 @@ func ValidateNamespaceName(name string) error {
 	return nil
 }
 
-// NewID returns a random (version 4) UUID in canonical lowercase form.
-func NewID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
+// ID is a namespace id: the 16 bytes of a UUID. It is parsed once, where
+// it enters (a request path, a stored record), and travels as this type
+// from then on. The zero ID names no namespace.
+type ID [16]byte
+
+// NewID returns a random (version 4) UUID.
+func NewID() ID {
+	var id ID
+	if _, err := rand.Read(id[:]); err != nil {
 		panic("kv: no randomness: " + err.Error())
 	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return FormatID(b)
+	id[6] = id[6]&0x0f | 0x40
+	id[8] = id[8]&0x3f | 0x80
+	return id
 }
 
-// FormatID renders 16 bytes as a canonical lowercase UUID.
-func FormatID(b [16]byte) string {
+// String is the canonical lowercase form, 550e8400-e29b-41d4-a716-446655440000.
+func (id ID) String() string { return string(id.appendText(make([]byte, 0, 36))) }
+
+func (id ID) appendText(b []byte) []byte {
 	var s [36]byte
-	hex.Encode(s[0:8], b[0:4])
+	hex.Encode(s[0:8], id[0:4])
 	s[8] = '-'
-	hex.Encode(s[9:13], b[4:6])
+	hex.Encode(s[9:13], id[4:6])
 	s[13] = '-'
-	hex.Encode(s[14:18], b[6:8])
+	hex.Encode(s[14:18], id[6:8])
 	s[18] = '-'
-	hex.Encode(s[19:23], b[8:10])
+	hex.Encode(s[19:23], id[8:10])
 	s[23] = '-'
-	hex.Encode(s[24:], b[10:])
-	return string(s[:])
+	hex.Encode(s[24:], id[10:])
+	return append(b, s[:]...)
 }
 
-// ParseID parses a UUID in its 36-character hyphenated form, in either case,
-// and returns its 16 bytes.
-func ParseID(s string) ([16]byte, error) {
-	var b [16]byte
-	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
-		return b, Errorf(EInvalid, "namespace id %q is not a UUID (expected the form 550e8400-e29b-41d4-a716-446655440000)", truncate(s, 64)).WithParam("id")
-	}
-	hexs := s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:]
-	if _, err := hex.Decode(b[:], []byte(hexs)); err != nil {
-		return b, Errorf(EInvalid, "namespace id %q is not a UUID (expected the form 550e8400-e29b-41d4-a716-446655440000)", truncate(s, 64)).WithParam("id")
-	}
-	return b, nil
-}
+// IsZero reports whether id is the zero ID.
+func (id ID) IsZero() bool { return id == ID{} }
 
-// CanonicalID returns the canonical lowercase form of a UUID, or an EInvalid
-// error.
-func CanonicalID(s string) (string, error) {
-	b, err := ParseID(s)
+// MarshalText implements encoding.TextMarshaler with the canonical form.
+func (id ID) MarshalText() ([]byte, error) { return id.appendText(nil), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler, as ParseID.
+func (id *ID) UnmarshalText(b []byte) error {
+	p, err := ParseID(string(b))
 	if err != nil {
-		return "", err
+		return err
 	}
-	if isLowerCanonical(s) {
-		return s, nil
-	}
-	return FormatID(b), nil
+	*id = p
+	return nil
 }
 
-func isLowerCanonical(s string) bool {
-	return strings.ToLower(s) == s
+// ParseID parses a UUID in its 36-character hyphenated form, in either
+// case. The error is the API's 400 for a malformed id.
+func ParseID(s string) (ID, error) {
+	var id ID
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return id, errBadID(s)
+	}
+	nibble := 0
+	for i := 0; i < len(s); i++ {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			continue // the hyphens, checked above
+		}
+		v, ok := fromHex(s[i])
+		if !ok {
+			return ID{}, errBadID(s)
+		}
+		if nibble%2 == 0 {
+			id[nibble/2] = v << 4
+		} else {
+			id[nibble/2] |= v
+		}
+		nibble++
+	}
+	return id, nil
+}
+
+func fromHex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+func errBadID(s string) *Error {
+	return Errorf(EInvalid, "namespace id %q is not a UUID (expected the form 550e8400-e29b-41d4-a716-446655440000)", truncate(s, 64)).WithParam("id")
 }
 
 func truncate(s string, n int) string {

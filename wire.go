@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 )
@@ -22,7 +23,7 @@ type NamespaceRecord struct {
 func (ns Namespace) Record() NamespaceRecord {
 	return NamespaceRecord{
 		RecordType: "storage_kv",
-		ID:         ns.ID,
+		ID:         ns.ID.String(),
 		Name:       ns.Name,
 		Status:     string(ns.Status),
 		CreatedAt:  ns.CreatedAt.UTC().Format(NamespaceTimeFormat),
@@ -30,12 +31,36 @@ func (ns Namespace) Record() NamespaceRecord {
 	}
 }
 
-// Namespace returns the namespace r describes; timestamps that do not parse
-// are left zero. The organization is not on the wire.
-func (r NamespaceRecord) Namespace() Namespace {
+// Namespace returns the namespace r describes, or an error when its id is
+// not a UUID; timestamps that do not parse are left zero. The organization
+// is not on the wire.
+func (r NamespaceRecord) Namespace() (Namespace, error) {
+	id, err := ParseID(r.ID)
+	if err != nil {
+		return Namespace{}, fmt.Errorf("kv: a namespace record's id %.80q is not a UUID", r.ID)
+	}
 	created, _ := time.Parse(time.RFC3339Nano, r.CreatedAt)
 	updated, _ := time.Parse(time.RFC3339Nano, r.UpdatedAt)
-	return Namespace{ID: r.ID, Name: r.Name, Status: Status(r.Status), CreatedAt: created, UpdatedAt: updated}
+	return Namespace{ID: id, Name: r.Name, Status: Status(r.Status), CreatedAt: created, UpdatedAt: updated}, nil
+}
+
+// NamespaceEnvelope is the answer that carries one namespace.
+type NamespaceEnvelope struct {
+	Data NamespaceRecord `json:"data"`
+}
+
+// NamespaceListRecord is a page of the namespace listing.
+type NamespaceListRecord struct {
+	Data []NamespaceRecord `json:"data"`
+	Meta PageMeta          `json:"meta"`
+}
+
+// PageMeta is where a page of the namespace listing is.
+type PageMeta struct {
+	PageNumber   int `json:"page_number"`
+	PageSize     int `json:"page_size"`
+	TotalPages   int `json:"total_pages"`
+	TotalResults int `json:"total_results"`
 }
 
 // UsageRecord is metered usage in one calendar month (UTC), as

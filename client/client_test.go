@@ -32,10 +32,10 @@ func readyNamespace(t *testing.T, c *client.Client, name string) *client.Namespa
 	if err != nil {
 		t.Fatalf("CreateNamespace(%q): %v", name, err)
 	}
-	if _, err := c.WaitReady(ctx, ns.ID); err != nil {
+	if _, err := c.WaitReady(ctx, ns.ID.String()); err != nil {
 		t.Fatalf("WaitReady: %v", err)
 	}
-	return c.Namespace(ns.ID)
+	return c.Namespace(ns.ID.String())
 }
 
 func TestNamespaceLifecycle(t *testing.T) {
@@ -49,8 +49,8 @@ func TestNamespaceLifecycle(t *testing.T) {
 	if ns.Name != "my-cache" || ns.Status != kv.StatusPending || ns.CreatedAt.IsZero() {
 		t.Fatalf("created namespace = %+v; want name my-cache, status pending, a creation time", ns)
 	}
-	if _, err := kv.CanonicalID(ns.ID); err != nil {
-		t.Fatalf("id %q: %v", ns.ID, err)
+	if ns.ID.IsZero() {
+		t.Fatalf("created namespace %+v has no id", ns)
 	}
 
 	_, err = c.CreateNamespace(ctx, "my-cache")
@@ -67,11 +67,11 @@ func TestNamespaceLifecycle(t *testing.T) {
 		t.Fatalf("invalid name: err = %v (%+v); want kv.ErrInvalid with pointer /name", err, apiErr)
 	}
 
-	ready, err := c.WaitReady(ctx, ns.ID)
+	ready, err := c.WaitReady(ctx, ns.ID.String())
 	if err != nil || ready.Status != kv.StatusProvisionOK {
 		t.Fatalf("WaitReady = %+v, %v; want provision_ok", ready, err)
 	}
-	got, err := c.GetNamespace(ctx, ns.ID)
+	got, err := c.GetNamespace(ctx, ns.ID.String())
 	if err != nil || got.ID != ns.ID || got.Name != "my-cache" {
 		t.Fatalf("GetNamespace = %+v, %v", got, err)
 	}
@@ -102,11 +102,11 @@ func TestNamespaceLifecycle(t *testing.T) {
 		t.Fatalf("Namespaces = %v; want %v", names, want)
 	}
 
-	deleted, err := c.DeleteNamespace(ctx, ns.ID)
+	deleted, err := c.DeleteNamespace(ctx, ns.ID.String())
 	if err != nil || deleted.Status != kv.StatusDeleting {
 		t.Fatalf("DeleteNamespace = %+v, %v; want status deleting", deleted, err)
 	}
-	if _, err := c.WaitReady(ctx, ns.ID); !errors.Is(err, kv.ErrNotFound) {
+	if _, err := c.WaitReady(ctx, ns.ID.String()); !errors.Is(err, kv.ErrNotFound) {
 		var se *client.StatusError
 		if !errors.As(err, &se) || se.Namespace.Status != kv.StatusDeleting {
 			t.Fatalf("WaitReady on a deleted namespace: err = %v; want a StatusError (deleting) or not found", err)
@@ -116,7 +116,7 @@ func TestNamespaceLifecycle(t *testing.T) {
 	deadline, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
-		_, err := c.GetNamespace(deadline, ns.ID)
+		_, err := c.GetNamespace(deadline, ns.ID.String())
 		if errors.Is(err, client.ErrNotFound) {
 			break
 		}

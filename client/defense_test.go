@@ -90,7 +90,7 @@ func TestResponseBodiesAreBounded(t *testing.T) {
 	defer srv.Close()
 	var read atomic.Int64
 	c := New(WithBaseURL(srv.URL), WithAPIKey("k"), WithHTTPClient(countingClient(&read)), WithMaxAttempts(1))
-	ns := c.Namespace(kv.NewID())
+	ns := c.Namespace(kv.NewID().String())
 	ctx := context.Background()
 
 	cases := []struct {
@@ -107,7 +107,7 @@ func TestResponseBodiesAreBounded(t *testing.T) {
 		{"GetTo of a value announced as 7.4 GB", 0, func() error { _, _, err := ns.GetTo(ctx, "announced", &bytes.Buffer{}); return err }, true, nil},
 		{"List of an endless page", MaxJSONResponse, func() error { _, err := ns.List(ctx, "", "", 0); return err }, true, nil},
 		{"Usage of an endless report", MaxUsageResponse, func() error { _, err := c.Usage(ctx, ""); return err }, true, nil},
-		{"an endless error", 64 << 10, func() error { _, err := c.GetNamespace(ctx, kv.NewID()); return err }, false, nil},
+		{"an endless error", 64 << 10, func() error { _, err := c.GetNamespace(ctx, kv.NewID().String()); return err }, false, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -187,7 +187,7 @@ func TestRedirectToAnotherOriginIsRefused(t *testing.T) {
 
 	for _, hc := range []*http.Client{nil, {Timeout: time.Minute}} {
 		c := New(WithBaseURL(first.URL), WithAPIKey("secret"), WithHTTPClient(hc), WithMaxAttempts(1))
-		ns := c.Namespace(kv.NewID())
+		ns := c.Namespace(kv.NewID().String())
 		_, _, err := ns.Get(context.Background(), "elsewhere")
 		var re *RedirectError
 		if !errors.As(err, &re) || !strings.Contains(err.Error(), "another origin") {
@@ -321,7 +321,7 @@ func TestKeysStopsOnARepeatedCursor(t *testing.T) {
 	for name, next := range cases {
 		t.Run(name, func(t *testing.T) {
 			srv, requests := cursorServer(t, next)
-			ns := New(WithBaseURL(srv.URL), WithAPIKey("k")).Namespace(kv.NewID())
+			ns := New(WithBaseURL(srv.URL), WithAPIKey("k")).Namespace(kv.NewID().String())
 			var keys int
 			var err error
 			for _, e := range ns.Keys(context.Background(), "") {
@@ -345,7 +345,7 @@ func TestKeysStopsOnARepeatedCursor(t *testing.T) {
 		fmt.Sscanf(c, "c%d", &n)
 		return n < 299, fmt.Sprintf("c%d", n+1)
 	})
-	ns := New(WithBaseURL(srv.URL), WithAPIKey("k")).Namespace(kv.NewID())
+	ns := New(WithBaseURL(srv.URL), WithAPIKey("k")).Namespace(kv.NewID().String())
 	keys := 0
 	for _, err := range ns.Keys(context.Background(), "") {
 		if err != nil {
@@ -370,7 +370,7 @@ func TestWaitReadyHonoursContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	polls := 0
-	got, err := c.WaitReadyFunc(ctx, ns.ID, func(kv.Namespace) { polls++ })
+	got, err := c.WaitReadyFunc(ctx, ns.ID.String(), func(kv.Namespace) { polls++ })
 	var we *WaitError
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &we) || we.Namespace.Status != kv.StatusPending {
 		t.Fatalf("WaitReady of a namespace that stays pending: err = %v; want a WaitError (pending) matching the deadline", err)
@@ -488,7 +488,7 @@ func TestInfo(t *testing.T) {
 		}
 	}))
 	defer fake.Close()
-	fns := New(WithBaseURL(fake.URL), WithAPIKey("k")).Namespace(kv.NewID())
+	fns := New(WithBaseURL(fake.URL), WithAPIKey("k")).Namespace(kv.NewID().String())
 	info, err = fns.Info(ctx, "expiring")
 	want := KeyInfo{Key: "expiring", Size: 42, ContentType: "text/plain", ETag: `"e1"`,
 		UpdatedAt:   time.Date(2026, 6, 18, 14, 48, 17, 475129983, time.UTC),

@@ -27,6 +27,7 @@ var (
 	ErrTooLarge      = kv.ErrTooLarge
 	ErrRateLimited   = kv.ErrRateLimited
 	ErrUnavailable   = kv.ErrUnavailable
+	ErrQuota         = kv.ErrQuota
 )
 
 // APIError is an error answer of the service: a non-2xx status with the
@@ -72,19 +73,6 @@ func (e *APIError) Unwrap() error {
 	return &kv.Error{Code: e.Code, Title: e.Title, Detail: e.Detail, Pointer: e.Pointer, Parameter: e.Parameter}
 }
 
-// envelope is the service's error body.
-type envelope struct {
-	Errors []struct {
-		Code   string `json:"code"`
-		Title  string `json:"title"`
-		Detail string `json:"detail"`
-		Source struct {
-			Pointer   string `json:"pointer"`
-			Parameter string `json:"parameter"`
-		} `json:"source"`
-	} `json:"errors"`
-}
-
 // knownCode reports whether c is one of the codes of package kv: a known
 // code maps to a status that maps back to it (kv's table is one-to-one).
 func knownCode(c kv.ErrorCode) bool {
@@ -100,11 +88,13 @@ func readAPIError(resp *http.Response) *APIError {
 		e.RetryAfter = ra
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var env envelope
+	var env kv.ErrorEnvelope
 	if json.Unmarshal(body, &env) == nil && len(env.Errors) > 0 {
 		first := env.Errors[0]
 		e.RawCode, e.Title, e.Detail = first.Code, first.Title, first.Detail
-		e.Pointer, e.Parameter = first.Source.Pointer, first.Source.Parameter
+		if first.Source != nil {
+			e.Pointer, e.Parameter = first.Source.Pointer, first.Source.Parameter
+		}
 		e.Code = kv.ErrorCode(first.Code)
 	} else {
 		e.Title = http.StatusText(resp.StatusCode)

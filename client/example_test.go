@@ -24,10 +24,10 @@ func ExampleClient_CreateNamespace() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if ns, err = c.WaitReady(ctx, ns.ID); err != nil {
+	if ns, err = c.WaitReady(ctx, ns.ID.String()); err != nil {
 		log.Fatal(err)
 	}
-	cache := c.Namespace(ns.ID)
+	cache := c.Namespace(ns.ID.String())
 	if _, err := cache.Put(ctx, "user/123", []byte(`{"name":"Alice 👋"}`), &client.PutOptions{ContentType: "application/json"}); err != nil {
 		log.Fatal(err)
 	}

@@ -60,13 +60,11 @@ func (c *Client) DeleteNamespace(ctx context.Context, id string) (kv.Namespace, 
 }
 
 func (c *Client) namespaceCall(ctx context.Context, r request) (kv.Namespace, error) {
-	var out struct {
-		Data kv.NamespaceRecord `json:"data"`
-	}
+	var out kv.NamespaceEnvelope
 	if err := c.doJSON(ctx, r, &out); err != nil {
 		return kv.Namespace{}, err
 	}
-	return out.Data.Namespace(), nil
+	return fromRecord(out.Data)
 }
 
 // ListNamespaces returns one page of the organization's namespaces, oldest
@@ -80,15 +78,7 @@ func (c *Client) ListNamespaces(ctx context.Context, page, size int) (NamespaceP
 	if size > 0 {
 		q.Set("page[size]", strconv.Itoa(size))
 	}
-	var out struct {
-		Data []kv.NamespaceRecord `json:"data"`
-		Meta struct {
-			PageNumber   int `json:"page_number"`
-			PageSize     int `json:"page_size"`
-			TotalPages   int `json:"total_pages"`
-			TotalResults int `json:"total_results"`
-		} `json:"meta"`
-	}
+	var out kv.NamespaceListRecord
 	if err := c.doJSON(ctx, request{method: http.MethodGet, path: namespacesPath, query: q.Encode(), retry: true}, &out); err != nil {
 		return NamespacePage{}, err
 	}
@@ -100,7 +90,11 @@ func (c *Client) ListNamespaces(ctx context.Context, page, size int) (NamespaceP
 		TotalResults: out.Meta.TotalResults,
 	}
 	for i, n := range out.Data {
-		p.Namespaces[i] = n.Namespace()
+		ns, err := fromRecord(n)
+		if err != nil {
+			return NamespacePage{}, err
+		}
+		p.Namespaces[i] = ns
 	}
 	return p, nil
 }
@@ -119,7 +113,7 @@ func (c *Client) Namespaces(ctx context.Context) iter.Seq2[kv.Namespace, error] 
 		for page := 1; ; page++ {
 			p, err := c.ListNamespaces(ctx, page, kv.MaxPageSize)
 			if err == nil && len(p.Namespaces) > 0 {
-				err = guard.next(true, p.Namespaces[0].ID)
+				err = guard.next(true, p.Namespaces[0].ID.String())
 			}
 			if err != nil {
 				yield(kv.Namespace{}, err)
@@ -167,7 +161,7 @@ func (c *Client) WaitReadyFunc(ctx context.Context, id string, seen func(kv.Name
 	for {
 		ns, err := c.GetNamespace(ctx, id)
 		if err != nil {
-			if ctx.Err() != nil && last.ID != "" {
+			if ctx.Err() != nil && !last.ID.IsZero() {
 				return last, &WaitError{Namespace: last, Err: err}
 			}
 			return last, err
@@ -229,4 +223,15 @@ func (c *Client) doJSON(ctx context.Context, r request, out any) error {
 
 func namespacePath(id string) string {
 	return namespacesPath + "/" + url.PathEscape(id)
+}
+
+// fromRecord is the namespace a record of the service describes; one whose
+// id is not a UUID is refused, as anything else a hostile server sends that
+// a caller might act on.
+func fromRecord(r kv.NamespaceRecord) (kv.Namespace, error) {
+	ns, err := r.Namespace()
+	if err != nil {
+		return kv.Namespace{}, fmt.Errorf("client: %w", err)
+	}
+	return ns, nil
 }

@@ -98,10 +98,10 @@ func setup(t *testing.T) (srv *kvdtest.Server, nsID string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.WaitReady(context.Background(), ns.ID); err != nil {
+	if _, err := c.WaitReady(context.Background(), ns.ID.String()); err != nil {
 		t.Fatal(err)
 	}
-	return srv, ns.ID
+	return srv, ns.ID.String()
 }
 
 func TestRetryHonoursRetryAfterSeconds(t *testing.T) {
@@ -255,7 +255,7 @@ func TestRetryOnDialFailure(t *testing.T) {
 	l.Close() // nothing listens there now
 	c := New(WithBaseURL("http://"+addr), WithAPIKey("k"), WithMaxAttempts(3))
 	waits := recordWaits(c)
-	_, err = c.GetNamespace(context.Background(), kv.NewID())
+	_, err = c.GetNamespace(context.Background(), kv.NewID().String())
 	var op *net.OpError
 	if !errors.As(err, &op) || op.Op != "dial" {
 		t.Fatalf("err = %v; want a dial error", err)
@@ -325,7 +325,7 @@ func TestErrorMapping(t *testing.T) {
 			io.WriteString(w, tc.body)
 		}))
 		c := New(WithBaseURL(srv.URL), WithMaxAttempts(1))
-		_, _, err := c.Namespace(kv.NewID()).Get(context.Background(), "k")
+		_, _, err := c.Namespace(kv.NewID().String()).Get(context.Background(), "k")
 		srv.Close()
 		var apiErr *APIError
 		if !errors.As(err, &apiErr) {

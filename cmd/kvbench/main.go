@@ -32,7 +32,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/edgekv/kv/internal/bench"
+	"github.com/edgekv/kv/cmd/kvbench/internal/bench"
 )
 
 func main() {

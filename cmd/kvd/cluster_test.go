@@ -240,7 +240,7 @@ func TestClusterWaitsOutDeadHolder(t *testing.T) {
 		t.Fatal("delete")
 	}
 	ns, ok, err := st.ClaimLifecycleJob(context.Background(), "dead-holder", time.Now(), 2*time.Second)
-	if err != nil || !ok || ns.ID != id {
+	if err != nil || !ok || ns.ID.String() != id {
 		t.Fatalf("claim: %+v %v %v", ns, ok, err)
 	}
 	c := startNode(t, url)

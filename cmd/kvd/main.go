@@ -20,10 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/edgekv/kv/internal/api"
 	"github.com/edgekv/kv/internal/server"
-	"github.com/edgekv/kv/internal/service"
-	"github.com/edgekv/kv/internal/store/pebble"
 	"github.com/edgekv/kv/internal/version"
 )
 
@@ -194,7 +191,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	logLevel := fs.String("log-level", envOr(getenv, "KV_LOG_LEVEL", "info"), "debug, info, warn or error (env KV_LOG_LEVEL)")
 	logFormat := fs.String("log-format", envOr(getenv, "KV_LOG_FORMAT", "text"), "text or json (env KV_LOG_FORMAT)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a stop waits for requests in flight")
-	fs.DurationVar(&cfg.SlowBody, "slow-body-timeout", api.DefaultSlowBody, "each 64 KiB of a request body over 4 KiB must arrive within this (400 otherwise), each 64 KiB of a value over 4 KiB be taken by the client within this, and a request waits at most this for room in the memory budgets (503 otherwise)")
+	fs.DurationVar(&cfg.SlowBody, "slow-body-timeout", cfg.SlowBody, "each 64 KiB of a request body over 4 KiB must arrive within this (400 otherwise), each 64 KiB of a value over 4 KiB be taken by the client within this, and a request waits at most this for room in the memory budgets (503 otherwise)")
 	fs.IntVar(&cfg.MaxConnections, "max-connections", envInt(getenv, "KV_MAX_CONNECTIONS", 0), "most API connections open at once (env KV_MAX_CONNECTIONS; default: below the open-file limit, at most 10000)")
 	fs.Var(byteSize{&cfg.BodyBudget}, "body-memory", "memory for request bodies being received, shared fairly by organizations (default 16MiB)")
 	fs.Var(byteSize{&cfg.ResponseBudget}, "response-memory", "memory for values over 4 KiB being sent, shared fairly by organizations (default 16MiB)")
@@ -275,7 +272,7 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 	cfg := server.DefaultConfig()
 	cfg.Store, cfg.Logger = *storeSpec, slog.New(slog.NewTextHandler(stderr, nil))
 	st, err := server.OpenStore(ctx, cfg)
-	if errors.Is(err, pebble.ErrLocked) {
+	if errors.Is(err, server.ErrStoreLocked) {
 		fmt.Fprintf(stderr, "kvd: %s is in use by a running kvd; stop it, create the token, and start it again\n", *storeSpec)
 		return 1
 	}
@@ -283,7 +280,7 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 		fmt.Fprintln(stderr, "kvd:", err)
 		return 1
 	}
-	tok, err := service.NewToken(ctx, st, *org)
+	tok, err := server.NewToken(ctx, st, *org)
 	if cerr := st.Close(); err == nil {
 		err = cerr
 	}

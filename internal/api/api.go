@@ -212,6 +212,12 @@ type route struct {
 	kind routeKind
 	id   string // namespace id, as sent
 	key  string // decoded key
+	ns   kv.ID  // id, parsed once the request is authenticated
+}
+
+// hasNamespace reports whether the route names a namespace.
+func (rt route) hasNamespace() bool {
+	return rt.kind == routeNamespace || rt.kind == routeKeys || rt.kind == routeKey || rt.kind == routeNamespaceUsage
 }
 
 type routeKind int
@@ -310,6 +316,13 @@ func (h *Handler) route(w *recorder, r *http.Request) {
 		h.fail(w, kv.Errorf(kv.ENotFound, "no route %s %s", r.Method, truncate(path, 128)))
 		return
 	}
+	if rt.hasNamespace() {
+		// The id is parsed here, once: everything beyond takes a kv.ID.
+		if rt.ns, err = kv.ParseID(rt.id); err != nil {
+			h.fail(w, err)
+			return
+		}
+	}
 	switch rt.kind {
 	case routeNamespaces:
 		switch r.Method {
@@ -323,9 +336,9 @@ func (h *Handler) route(w *recorder, r *http.Request) {
 	case routeNamespace:
 		switch r.Method {
 		case http.MethodGet, http.MethodHead:
-			h.getNamespace(w, r, org, rt.id)
+			h.getNamespace(w, r, org, rt.ns)
 		case http.MethodDelete:
-			h.deleteNamespace(w, r, org, rt.id)
+			h.deleteNamespace(w, r, org, rt.ns)
 		default:
 			methodNotAllowed(w, "GET, DELETE")
 		}
@@ -339,7 +352,7 @@ func (h *Handler) route(w *recorder, r *http.Request) {
 	case routeKeys:
 		switch r.Method {
 		case http.MethodGet, http.MethodHead:
-			h.listKeys(w, r, org, rt.id)
+			h.listKeys(w, r, org, rt.ns)
 		default:
 			methodNotAllowed(w, "GET")
 		}

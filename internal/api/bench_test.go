@@ -40,7 +40,7 @@ func benchHandler(b *testing.B) (http.Handler, string) {
 	if err := db.CompleteProvision(b.Context(), ns.ID, "", kv.StatusProvisionOK, now); err != nil {
 		b.Fatal(err)
 	}
-	return h, ns.ID
+	return h, ns.ID.String()
 }
 
 // BenchmarkHandlerGetHit is the hot GET path from parsed request to

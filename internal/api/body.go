@@ -292,7 +292,7 @@ func (p *pacedWriter) preempt() {
 // once, the value is let go while the grant is waited for, and read again
 // (uncounted) once it is there.
 func (h *Handler) getValue(w *recorder, r *http.Request, org string, rt route, pw *pacedWriter) (*valueRead, error) {
-	v, err := h.svc.GetKey(r.Context(), org, rt.id, rt.key)
+	v, err := h.svc.GetKey(r.Context(), org, rt.ns, rt.key)
 	if err != nil || len(v.Data) <= smallBody {
 		return &valueRead{v: v}, err
 	}
@@ -307,7 +307,7 @@ func (h *Handler) getValue(w *recorder, r *http.Request, org string, rt route, p
 		if gerr != nil {
 			return nil, h.budgetError(w, r, gerr, errResponsesBusy)
 		}
-		v, err = h.svc.RereadKey(r.Context(), org, rt.id, rt.key)
+		v, err = h.svc.RereadKey(r.Context(), org, rt.ns, rt.key)
 		if err != nil || len(v.Data) <= size {
 			return &valueRead{v: v, grant: g}, err
 		}

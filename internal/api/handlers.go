@@ -36,7 +36,7 @@ func (h *Handler) createNamespace(w *recorder, r *http.Request, org string) {
 		h.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, namespaceEnvelope{Data: ns.Record()})
+	writeJSON(w, http.StatusCreated, kv.NamespaceEnvelope{Data: ns.Record()})
 }
 
 // parseCreateBody extracts the name from {"name": "..."}.
@@ -88,7 +88,7 @@ func (h *Handler) listNamespaces(w *recorder, r *http.Request, org string) {
 	writeJSON(w, http.StatusOK, toNamespaceList(page))
 }
 
-func (h *Handler) getNamespace(w *recorder, r *http.Request, org, id string) {
+func (h *Handler) getNamespace(w *recorder, r *http.Request, org string, id kv.ID) {
 	if _, err := parseQuery(r.URL.RawQuery); err != nil {
 		h.fail(w, err)
 		return
@@ -98,10 +98,10 @@ func (h *Handler) getNamespace(w *recorder, r *http.Request, org, id string) {
 		h.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, namespaceEnvelope{Data: ns.Record()})
+	writeJSON(w, http.StatusOK, kv.NamespaceEnvelope{Data: ns.Record()})
 }
 
-func (h *Handler) deleteNamespace(w *recorder, r *http.Request, org, id string) {
+func (h *Handler) deleteNamespace(w *recorder, r *http.Request, org string, id kv.ID) {
 	if _, err := parseQuery(r.URL.RawQuery); err != nil {
 		h.fail(w, err)
 		return
@@ -111,7 +111,7 @@ func (h *Handler) deleteNamespace(w *recorder, r *http.Request, org, id string) 
 		h.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, namespaceEnvelope{Data: ns.Record()})
+	writeJSON(w, http.StatusOK, kv.NamespaceEnvelope{Data: ns.Record()})
 }
 
 func (h *Handler) getKey(w *recorder, r *http.Request, org string, rt route) {
@@ -166,10 +166,6 @@ func (h *Handler) putKey(w *recorder, r *http.Request, org string, rt route) {
 		}
 	}
 	// Validate the cheap parts before reading the body.
-	if _, err := kv.CanonicalID(rt.id); err != nil {
-		h.fail(w, err)
-		return
-	}
 	if err := kv.ValidateKey(rt.key); err != nil {
 		h.fail(w, err)
 		return
@@ -186,7 +182,7 @@ func (h *Handler) putKey(w *recorder, r *http.Request, org string, rt route) {
 	}
 	defer b.release()
 	p.Data = b.Data
-	created, err := h.svc.PutKey(r.Context(), org, rt.id, rt.key, p)
+	created, err := h.svc.PutKey(r.Context(), org, rt.ns, rt.key, p)
 	if err != nil {
 		h.fail(w, err)
 		return
@@ -204,7 +200,7 @@ func (h *Handler) deleteKey(w *recorder, r *http.Request, org string, rt route) 
 		h.fail(w, err)
 		return
 	}
-	if err := h.svc.DeleteKey(r.Context(), org, rt.id, rt.key); err != nil {
+	if err := h.svc.DeleteKey(r.Context(), org, rt.ns, rt.key); err != nil {
 		h.fail(w, err)
 		return
 	}
@@ -212,7 +208,7 @@ func (h *Handler) deleteKey(w *recorder, r *http.Request, org string, rt route) 
 	w.WriteHeader(http.StatusOK)
 }
 
-func (h *Handler) listKeys(w *recorder, r *http.Request, org, id string) {
+func (h *Handler) listKeys(w *recorder, r *http.Request, org string, id kv.ID) {
 	q, err := parseQuery(r.URL.RawQuery, "prefix", "limit", "cursor")
 	if err != nil {
 		h.fail(w, err)

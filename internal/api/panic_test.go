@@ -22,11 +22,11 @@ import (
 // fails with an engine error: faults injected on purpose.
 type faultyStore struct{ store.Store }
 
-func (faultyStore) GetKey(context.Context, string, string, string, time.Time) (*store.Value, error) {
+func (faultyStore) GetKey(context.Context, string, kv.ID, string, time.Time) (*store.Value, error) {
 	panic("injected fault")
 }
 
-func (faultyStore) DeleteKey(context.Context, string, string, string, time.Time) (bool, error) {
+func (faultyStore) DeleteKey(context.Context, string, kv.ID, string, time.Time) (bool, error) {
 	return false, io.ErrUnexpectedEOF // an engine failure with internals in its text
 }
 
@@ -48,7 +48,7 @@ func TestInternalFaultsAreEnvelopes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, method := range []string{"GET", "DELETE"} {
-		req, _ := http.NewRequest(method, srv.URL+"/v2/storage/kvs/"+ns.ID+"/keys/k", nil)
+		req, _ := http.NewRequest(method, srv.URL+"/v2/storage/kvs/"+ns.ID.String()+"/keys/k", nil)
 		req.Header.Set("Authorization", "Bearer tok")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

@@ -72,14 +72,7 @@ func toBill(b metering.Bill) *kv.BillRecord {
 }
 
 func (h *Handler) usage(w *recorder, r *http.Request, org string, rt route) {
-	nsID := ""
-	if rt.kind == routeNamespaceUsage {
-		nsID = rt.id
-		if nsID == "" {
-			h.fail(w, kv.Errorf(kv.EInvalid, "namespace id is empty"))
-			return
-		}
-	}
+	nsID := rt.ns // zero for the organization's usage
 	q, err := parseQuery(r.URL.RawQuery, "month", "granularity")
 	if err != nil {
 		h.fail(w, err)
@@ -106,10 +99,10 @@ func (h *Handler) usage(w *recorder, r *http.Request, org string, rt route) {
 		PeriodEnd:    rep.PeriodEnd.UTC().Format(kv.NamespaceTimeFormat),
 		UsageFigures: figures(rep.Total),
 	}
-	if nsID == "" {
+	if nsID.IsZero() {
 		out.Namespaces = make([]kv.NamespaceUsageRecord, 0, len(rep.Namespaces))
 		for _, u := range rep.Namespaces {
-			out.Namespaces = append(out.Namespaces, kv.NamespaceUsageRecord{ID: u.ID, Name: u.Name, UsageFigures: figures(u)})
+			out.Namespaces = append(out.Namespaces, kv.NamespaceUsageRecord{ID: u.ID.String(), Name: u.Name, UsageFigures: figures(u)})
 		}
 		out.Bill = toBill(rep.Bill)
 	}

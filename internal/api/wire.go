@@ -10,26 +10,10 @@ import (
 
 // The JSON shapes of the wire contract.
 
-type namespaceEnvelope struct {
-	Data kv.NamespaceRecord `json:"data"`
-}
-
-type namespaceListJSON struct {
-	Data []kv.NamespaceRecord `json:"data"`
-	Meta pageMetaJSON         `json:"meta"`
-}
-
-type pageMetaJSON struct {
-	PageNumber   int `json:"page_number"`
-	PageSize     int `json:"page_size"`
-	TotalPages   int `json:"total_pages"`
-	TotalResults int `json:"total_results"`
-}
-
-func toNamespaceList(p service.NamespacePage) namespaceListJSON {
-	out := namespaceListJSON{
+func toNamespaceList(p service.NamespacePage) kv.NamespaceListRecord {
+	out := kv.NamespaceListRecord{
 		Data: make([]kv.NamespaceRecord, len(p.Namespaces)),
-		Meta: pageMetaJSON{PageNumber: p.PageNumber, PageSize: p.PageSize, TotalPages: p.TotalPages, TotalResults: p.TotalResults},
+		Meta: kv.PageMeta{PageNumber: p.PageNumber, PageSize: p.PageSize, TotalPages: p.TotalPages, TotalResults: p.TotalResults},
 	}
 	for i, ns := range p.Namespaces {
 		out.Data[i] = ns.Record()

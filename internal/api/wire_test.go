@@ -61,3 +61,24 @@ func BenchmarkAppendKeyTime(b *testing.B) {
 		buf = appendKeyTime(buf[:0], tm)
 	}
 }
+
+// appendKeyList writes keys into JSON strings without escaping them: that
+// holds only if no byte a key may contain needs escaping in JSON. Every one
+// of the 256 byte values is checked.
+func TestKeyBytesNeedNoJSONEscaping(t *testing.T) {
+	allowed := 0
+	for c := 0; c < 256; c++ {
+		key := "a" + string([]byte{byte(c)})
+		if kv.ValidateKey(key) != nil {
+			continue
+		}
+		allowed++
+		b, err := json.Marshal(key)
+		if err != nil || string(b) != `"`+key+`"` {
+			t.Errorf("byte %#02x is allowed in keys but JSON writes %q as %s", c, key, b)
+		}
+	}
+	if allowed != 26+26+10+5 {
+		t.Fatalf("%d byte values are allowed in keys; the contract allows 67", allowed)
+	}
+}

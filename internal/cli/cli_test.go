@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgekv/kv/internal/api/apitest"
 	"github.com/edgekv/kv/internal/kvdtest"
 )
 
@@ -238,7 +237,7 @@ func TestQuickStartGolden(t *testing.T) {
 
 // The month's usage and bill, on a server whose clock the test moves.
 func TestUsageGolden(t *testing.T) {
-	clock := apitest.NewClock(time.Date(2026, 11, 15, 12, 0, 0, 0, time.UTC))
+	clock := kvdtest.NewClock(time.Date(2026, 11, 15, 12, 0, 0, 0, time.UTC))
 	h := newHarness(t, kvdtest.WithClock(clock.Now))
 	h.must("", "storage", "kv", "create", "--name", "metered", "--wait")
 	for _, k := range []string{"a", "b", "c"} {

@@ -55,7 +55,7 @@ func (a *app) printNamespaces(list bool, meta any, nss ...kv.Namespace) error {
 	tw := a.table()
 	row(tw, "ID", "NAME", "STATUS", "CREATED")
 	for _, ns := range nss {
-		row(tw, ns.ID, ns.Name, string(ns.Status), ns.CreatedAt.UTC().Format(kv.NamespaceTimeFormat))
+		row(tw, ns.ID.String(), ns.Name, string(ns.Status), ns.CreatedAt.UTC().Format(kv.NamespaceTimeFormat))
 	}
 	return tw.Flush()
 }
@@ -147,7 +147,7 @@ the rest of the file as it is. Binding names match ^[A-Z][A-Z0-9_]*$.`,
 				return err
 			}
 			if bind != "" {
-				return a.bind(bind, ns.ID)
+				return a.bind(bind, ns.ID.String())
 			}
 			return nil
 		},
@@ -170,7 +170,7 @@ func (a *app) waitReady(ctx context.Context, c *client.Client, ns kv.Namespace, 
 	start := time.Now()
 	live := a.env.StderrIsTerminal()
 	last := ns
-	got, err := c.WaitReadyFunc(wctx, ns.ID, func(n kv.Namespace) {
+	got, err := c.WaitReadyFunc(wctx, ns.ID.String(), func(n kv.Namespace) {
 		last = n
 		if live {
 			fmt.Fprintf(a.env.Stderr, "\r\x1b[Kstatus: %s (%s)", esc(string(n.Status)), time.Since(start).Round(time.Second))
@@ -191,7 +191,7 @@ func (a *app) waitReady(ctx context.Context, c *client.Client, ns kv.Namespace, 
 
 // bind writes the binding to ./func.toml and says so.
 func (a *app) bind(name, id string) error {
-	if _, err := kv.CanonicalID(id); err != nil {
+	if _, err := kv.ParseID(id); err != nil {
 		return fmt.Errorf("not binding %s: the service gave the namespace id %.80q, which is not a UUID", name, id)
 	}
 	path := a.path(functoml.FileName)
@@ -384,8 +384,8 @@ func (a *app) resolveNS(ctx context.Context, c *client.Client, args []string, at
 		return bindings[0].ID, nil
 	}
 	ns := args[at]
-	if id, err := kv.CanonicalID(ns); err == nil {
-		return id, nil
+	if id, err := kv.ParseID(ns); err == nil {
+		return id.String(), nil
 	}
 	if functoml.ValidateBindingName(ns) == nil {
 		bindings, err := functoml.Read(path)
@@ -408,8 +408,8 @@ func (a *app) resolveNS(ctx context.Context, c *client.Client, args []string, at
 			return "", err
 		}
 		if n.Name == ns {
-			a.named(n.ID, n.Name)
-			return n.ID, nil
+			a.named(n.ID.String(), n.Name)
+			return n.ID.String(), nil
 		}
 	}
 	return "", kv.Errorf(kv.ENotFound, "namespace %s not found: no namespace has that name", ns)

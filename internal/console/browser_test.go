@@ -439,11 +439,11 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := api.WaitReady(ctx, big.ID); err != nil {
+	if _, err := api.WaitReady(ctx, big.ID.String()); err != nil {
 		t.Fatal(err)
 	}
-	fill(t, api.Namespace(big.ID), 1001)
-	b.run(chromedp.Navigate(s.URL + "/console/#/ns/" + big.ID))
+	fill(t, api.Namespace(big.ID.String()), 1001)
+	b.run(chromedp.Navigate(s.URL + "/console/#/ns/" + big.ID.String()))
 	b.waitJS(`document.querySelectorAll('#key-rows tr').length === 1000`)
 	var render struct {
 		Keys int
@@ -543,7 +543,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.waitJS(`document.querySelectorAll('#ns-rows tr').length === 2`)
 	b.noHorizontalScroll("namespaces at 375px")
 	b.screenshot("10-namespaces-375")
-	b.run(chromedp.Navigate(s.URL + "/console/#/ns/" + big.ID))
+	b.run(chromedp.Navigate(s.URL + "/console/#/ns/" + big.ID.String()))
 	b.waitJS(`document.querySelectorAll('#key-rows tr').length === 1000`)
 	b.noHorizontalScroll("keys at 375px")
 	b.screenshot("11-keys-375", true)
@@ -678,17 +678,17 @@ func TestConsoleKeyChangedInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := api.WaitReady(ctx, ns.ID); err != nil {
+	if _, err := api.WaitReady(ctx, ns.ID.String()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := api.Namespace(ns.ID).Put(ctx, "doc", []byte("first"), &client.PutOptions{ContentType: "text/plain"}); err != nil {
+	if _, err := api.Namespace(ns.ID.String()).Put(ctx, "doc", []byte("first"), &client.PutOptions{ContentType: "text/plain"}); err != nil {
 		t.Fatal(err)
 	}
 	target, err := url.Parse(s.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyPath := "/v2/storage/kvs/" + ns.ID + "/keys/doc"
+	keyPath := "/v2/storage/kvs/" + ns.ID.String() + "/keys/doc"
 	var (
 		mu      sync.Mutex
 		ifMatch []string
@@ -720,7 +720,7 @@ func TestConsoleKeyChangedInBrowser(t *testing.T) {
 	b.waitJS(`document.querySelector('#token') !== null`)
 	b.run(chromedp.SendKeys(chromedp.CSS("#token"), s.Token), chromedp.KeyEvent(kb.Enter))
 	b.waitJS(`document.querySelector('#ns-table') !== null`)
-	b.run(chromedp.Navigate(front.URL + "/console/#/ns/" + ns.ID + "/key/doc"))
+	b.run(chromedp.Navigate(front.URL + "/console/#/ns/" + ns.ID.String() + "/key/doc"))
 	b.waitJS(`document.querySelector('#key-h code') && document.querySelector('#key-h code').textContent === 'doc'`)
 	if etag, updated := b.text("#meta-etag"), b.text("#meta-updated"); etag != `"e1"` || updated != "2026-11-15T12:00:00.000000000Z" {
 		t.Fatalf("ETag %q, updated %q", etag, updated)
@@ -736,7 +736,7 @@ func TestConsoleKeyChangedInBrowser(t *testing.T) {
 	if len(sent) != 1 || sent[0] != `"e1"` {
 		t.Fatalf("If-Match sent: %q", sent)
 	}
-	if v, _, err := api.Namespace(ns.ID).Get(ctx, "doc"); err != nil || string(v) != "first" {
+	if v, _, err := api.Namespace(ns.ID.String()).Get(ctx, "doc"); err != nil || string(v) != "first" {
 		t.Fatalf("the refused write changed the key: %q %v", v, err)
 	}
 	b.screenshot("13-key-changed")

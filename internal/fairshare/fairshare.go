@@ -200,7 +200,7 @@ func (p *Pool) removeWaiterLocked(w *waiter) {
 	}
 }
 
-// share is each tenant's entitlement while those holding or waiting
+// shareLocked is each tenant's entitlement while those holding or waiting
 // compete.
 func (p *Pool) shareLocked() int64 {
 	return p.capacity / int64(max(1, len(p.tenants)))

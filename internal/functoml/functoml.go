@@ -108,7 +108,8 @@ func parse(data []byte, file string) ([]Binding, error) {
 		if !ok {
 			return nil, fmt.Errorf("%s: storage.kv.%s needs id = \"<namespace id>\"", file, name)
 		}
-		id, err := kv.CanonicalID(idAny)
+		parsed, err := kv.ParseID(idAny)
+		id := parsed.String()
 		if err != nil {
 			return nil, fmt.Errorf("%s: binding %s: id %.80q is not a namespace id (a UUID such as 550e8400-e29b-41d4-a716-446655440000)", file, name, idAny)
 		}
@@ -207,11 +208,11 @@ func SetKVBinding(src []byte, name, id string) ([]byte, error) {
 	if err := ValidateBindingName(name); err != nil {
 		return nil, err
 	}
-	canonical, err := kv.CanonicalID(id)
+	parsed, err := kv.ParseID(id)
 	if err != nil {
 		return nil, fmt.Errorf("binding %s: id %.80q is not a namespace id (a UUID such as 550e8400-e29b-41d4-a716-446655440000)", name, id)
 	}
-	id = canonical
+	id = parsed.String()
 	before, err := decode(src)
 	if err != nil {
 		return nil, err

@@ -58,7 +58,7 @@ func Config(t testing.TB) server.Config {
 	cfg := server.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Store = t.TempDir()
-	cfg.APIKey = "test-token-" + kv.NewID()
+	cfg.APIKey = "test-token-" + kv.NewID().String()
 	cfg.AccessLog = false
 	cfg.RateLimit = 0 // tests that want a limit set one
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

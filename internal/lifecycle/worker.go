@@ -19,7 +19,7 @@ import (
 
 // Config configures a Worker. Zero durations take the defaults.
 type Config struct {
-	Store  store.Store
+	Store  store.Lifecycle
 	Now    func() time.Time // nil: time.Now
 	Logger *slog.Logger     // nil: slog.Default()
 	// Holder names this worker in leases; "" picks a random one.

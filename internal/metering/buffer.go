@@ -7,7 +7,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/store"
+	"github.com/edgekv/kv/internal/usagemath"
 )
 
 // Buffer counts reads, lists and deletes of missing keys in memory and adds
@@ -15,7 +17,7 @@ import (
 // read costs no storage write. Counts that a flush fails to store stay in
 // memory for the next one. A crash loses at most one interval of them.
 type Buffer struct {
-	store  store.Store
+	store  store.UsageAdder
 	log    *slog.Logger
 	seed   maphash.Seed
 	shards [16]bufShard
@@ -32,13 +34,14 @@ type bufShard struct {
 }
 
 type bufKey struct {
-	org, ns string
-	month   uint32
-	day     uint8 // of the month, 1-31
+	org   string
+	ns    kv.ID
+	month uint32
+	day   uint8 // of the month, 1-31
 }
 
 // NewBuffer returns a Buffer over st; every <= 0 means one second.
-func NewBuffer(st store.Store, every time.Duration, log *slog.Logger) *Buffer {
+func NewBuffer(st store.UsageAdder, every time.Duration, log *slog.Logger) *Buffer {
 	if every <= 0 || every > time.Second {
 		every = time.Second
 	}
@@ -53,10 +56,10 @@ func NewBuffer(st store.Store, every time.Duration, log *slog.Logger) *Buffer {
 }
 
 // Add counts c for org's namespace ns at time at.
-func (b *Buffer) Add(org, ns string, at time.Time, c store.UsageCounts) {
-	m := MonthOf(at)
+func (b *Buffer) Add(org string, ns kv.ID, at time.Time, c store.UsageCounts) {
+	m := usagemath.MonthOf(at)
 	k := bufKey{org, ns, m.Index(), uint8(m.DayInMonth(at))}
-	sh := &b.shards[maphash.String(b.seed, ns)%uint64(len(b.shards))]
+	sh := &b.shards[maphash.Bytes(b.seed, ns[:])%uint64(len(b.shards))]
 	sh.mu.Lock()
 	if cur := sh.counts[k]; cur != nil {
 		cur.Add(c)
@@ -79,7 +82,7 @@ func (b *Buffer) Flush(ctx context.Context) error {
 		sh.counts = make(map[bufKey]*store.UsageCounts, len(taken))
 		sh.mu.Unlock()
 		for k, c := range taken {
-			m := MonthFromIndex(k.month).Start()
+			m := usagemath.MonthFromIndex(k.month).Start()
 			deltas = append(deltas, store.UsageDelta{Org: k.org, NamespaceID: k.ns, Month: m, Day: m.AddDate(0, 0, int(k.day)-1), UsageCounts: *c})
 		}
 	}

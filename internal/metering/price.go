@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/edgekv/kv/internal/store"
+	"github.com/edgekv/kv/internal/usagemath"
 )
 
 // A price list row: so much free each month, then a price per unit.
@@ -31,7 +32,7 @@ const BytesPerGB = 1_000_000_000
 
 // GBMonths converts byte-nanoseconds to GB-months of month m: a GB stored
 // for the whole month is one GB-month.
-func GBMonths(byteNanos *big.Int, m Month) *big.Rat {
+func GBMonths(byteNanos *big.Int, m usagemath.Month) *big.Rat {
 	den := new(big.Int).Mul(big.NewInt(BytesPerGB), big.NewInt(int64(m.Len()/time.Nanosecond)))
 	return new(big.Rat).SetFrac(byteNanos, den)
 }
@@ -85,6 +86,3 @@ func roundHalfUp(r *big.Rat) int64 {
 
 // Dollars formats cents as dollars ("12.34").
 func Dollars(cents int64) string { return fmt.Sprintf("%d.%02d", cents/100, cents%100) }
-
-// Decimal formats r with n decimals, rounded half up (r >= 0).
-func Decimal(r *big.Rat, n int) string { return r.FloatString(n) }

@@ -121,6 +121,7 @@ func DefaultConfig() Config {
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
+		SlowBody:          api.DefaultSlowBody,
 		ShutdownTimeout:   30 * time.Second,
 		RateLimit:         1000, // about what the hosted service allows
 		Console:           true,
@@ -153,6 +154,16 @@ type Server struct {
 	bg        sync.WaitGroup
 	serveErr  chan error
 	closed    bool
+}
+
+// ErrStoreLocked is returned by OpenStore when another process has the
+// embedded engine's directory open.
+var ErrStoreLocked = pebble.ErrLocked
+
+// NewToken makes a new token of org in st and returns it; only its digest
+// is stored.
+func NewToken(ctx context.Context, st store.Store, org string) (string, error) {
+	return service.NewToken(ctx, st, org)
 }
 
 // OpenStore opens the engine named by cfg.Store: a postgres:// or

@@ -20,10 +20,10 @@ const (
 	maxCursorLen = (1 + cursorCheckLen + kv.MaxKeyLen + 2) * 4 / 3
 )
 
-func cursorCheck(ns, prefix, last string) []byte {
+func cursorCheck(ns kv.ID, prefix, last string) []byte {
 	h := sha256.New()
 	h.Write([]byte("kv-cursor\x00"))
-	h.Write([]byte(ns))
+	h.Write([]byte(ns.String()))
 	h.Write([]byte{0})
 	h.Write([]byte(prefix))
 	h.Write([]byte{0})
@@ -33,7 +33,7 @@ func cursorCheck(ns, prefix, last string) []byte {
 
 // EncodeCursor returns the cursor that resumes a listing of namespace ns
 // with prefix after key last.
-func EncodeCursor(ns, prefix, last string) string {
+func EncodeCursor(ns kv.ID, prefix, last string) string {
 	b := make([]byte, 0, 1+cursorCheckLen+len(last))
 	b = append(b, cursorVersion)
 	b = append(b, cursorCheck(ns, prefix, last)...)
@@ -43,7 +43,7 @@ func EncodeCursor(ns, prefix, last string) string {
 
 // DecodeCursor returns the last key of a cursor made by EncodeCursor for the
 // same namespace and prefix, or an EInvalid error.
-func DecodeCursor(ns, prefix, cursor string) (string, error) {
+func DecodeCursor(ns kv.ID, prefix, cursor string) (string, error) {
 	bad := kv.Errorf(kv.EInvalid, "cursor is not valid for this listing; pass meta.cursor from the previous page unchanged, with the same prefix").WithParam("cursor")
 	// Strict decoding still skips CR and LF; a cursor never has them.
 	if len(cursor) > maxCursorLen || strings.ContainsAny(cursor, "\r\n") {

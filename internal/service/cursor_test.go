@@ -29,7 +29,7 @@ func TestCursorRoundTrip(t *testing.T) {
 // FuzzDecodeCursor checks that no input panics, that anything accepted is a
 // valid key with the listing's prefix, and that it re-encodes to itself.
 func FuzzDecodeCursor(f *testing.F) {
-	ns := "550e8400-e29b-41d4-a716-446655440000"
+	ns, _ := kv.ParseID("550e8400-e29b-41d4-a716-446655440000")
 	f.Fuzz(func(t *testing.T, prefix, cursor string) {
 		last, err := DecodeCursor(ns, prefix, cursor)
 		if err != nil {

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/edgekv/kv"
-	"github.com/edgekv/kv/internal/metering"
 	"github.com/edgekv/kv/internal/store"
+	"github.com/edgekv/kv/internal/usagemath"
 )
 
 // storageQuota enforces a limit on the bytes (keys plus values) each
@@ -25,7 +25,7 @@ import (
 type storageQuota struct {
 	limit int64
 	every time.Duration
-	store store.Store
+	store store.UsageReader
 	now   func() time.Time
 
 	mu   sync.Mutex
@@ -44,7 +44,7 @@ type orgStorage struct {
 // the store, are trusted.
 const quotaRefresh = time.Second
 
-func newStorageQuota(st store.Store, limit int64, now func() time.Time) *storageQuota {
+func newStorageQuota(st store.UsageReader, limit int64, now func() time.Time) *storageQuota {
 	return &storageQuota{limit: limit, every: quotaRefresh, store: st, now: now, orgs: map[string]*orgStorage{}}
 }
 
@@ -90,9 +90,9 @@ func (o *orgStorage) finish(n int64, written bool) {
 
 // read returns what org stores now, over all its namespaces.
 func (q *storageQuota) read(ctx context.Context, org string, now time.Time) (int64, error) {
-	list, err := q.store.Usage(ctx, org, "", metering.MonthOf(now.UTC()).Start(), now)
+	list, err := q.store.Usage(ctx, org, kv.ID{}, usagemath.MonthOf(now.UTC()).Start(), now)
 	if err != nil {
-		return 0, err
+		return 0, fromStore(err, "")
 	}
 	var total int64
 	for _, u := range list {

@@ -112,15 +112,12 @@ func (s *Service) Authenticate(ctx context.Context, token string) (string, error
 		return org, nil
 	}
 	org, err := s.store.OrgForToken(ctx, d)
-	if errors.Is(err, kv.ErrNotFound) {
-		return "", kv.Errorf(kv.EUnauthorized, "invalid API key")
-	}
-	return org, err
+	return org, fromStore(err, "")
 }
 
 // NewToken returns a new random token (256 bits) for org, stored as its
 // digest only.
-func NewToken(ctx context.Context, st store.Store, org string) (string, error) {
+func NewToken(ctx context.Context, st store.Tokens, org string) (string, error) {
 	if org == "" {
 		return "", kv.Errorf(kv.EInvalid, "organization name is empty")
 	}
@@ -130,7 +127,7 @@ func NewToken(ctx context.Context, st store.Store, org string) (string, error) {
 	}
 	tok := "KVD" + base64.RawURLEncoding.EncodeToString(b[:])
 	if err := st.PutToken(ctx, store.DigestToken(tok), org); err != nil {
-		return "", err
+		return "", fromStore(err, "")
 	}
 	return tok, nil
 }
@@ -148,7 +145,7 @@ func (s *Service) CreateNamespace(ctx context.Context, org, name string) (kv.Nam
 		// may overshoot the limit by as many as run at once.
 		_, total, err := s.store.ListNamespaces(ctx, org, 0, 1)
 		if err != nil {
-			return kv.Namespace{}, err
+			return kv.Namespace{}, fromStore(err, name)
 		}
 		if total >= s.maxNS {
 			return kv.Namespace{}, kv.Errorf(kv.EQuota, "this organization has %d namespaces, its limit; delete one to create another", total)
@@ -157,7 +154,7 @@ func (s *Service) CreateNamespace(ctx context.Context, org, name string) (kv.Nam
 	now := s.now().UTC().Truncate(time.Millisecond)
 	ns := kv.Namespace{ID: kv.NewID(), Org: org, Name: name, Status: kv.StatusPending, CreatedAt: now, UpdatedAt: now}
 	if err := s.store.CreateNamespace(ctx, ns); err != nil {
-		return kv.Namespace{}, err
+		return kv.Namespace{}, fromStore(err, name)
 	}
 	s.wake()
 	return ns, nil
@@ -196,65 +193,49 @@ func (s *Service) ListNamespaces(ctx context.Context, org string, number, size i
 	}
 	list, total, err := s.store.ListNamespaces(ctx, org, offset, size)
 	if err != nil {
-		return NamespacePage{}, err
+		return NamespacePage{}, fromStore(err, "")
 	}
 	return NamespacePage{Namespaces: list, PageNumber: number, PageSize: size, TotalPages: (total + size - 1) / size, TotalResults: total}, nil
 }
 
 // GetNamespace returns org's namespace id.
-func (s *Service) GetNamespace(ctx context.Context, org, id string) (kv.Namespace, error) {
-	id, err := kv.CanonicalID(id)
-	if err != nil {
-		return kv.Namespace{}, err
-	}
-	return s.store.GetNamespace(ctx, org, id)
+func (s *Service) GetNamespace(ctx context.Context, org string, id kv.ID) (kv.Namespace, error) {
+	ns, err := s.store.GetNamespace(ctx, org, id)
+	return ns, fromStore(err, "")
 }
 
 // DeleteNamespace marks org's namespace id deleting; the lifecycle worker
 // then removes it and all its keys.
-func (s *Service) DeleteNamespace(ctx context.Context, org, id string) (kv.Namespace, error) {
-	id, err := kv.CanonicalID(id)
-	if err != nil {
-		return kv.Namespace{}, err
-	}
+func (s *Service) DeleteNamespace(ctx context.Context, org string, id kv.ID) (kv.Namespace, error) {
 	ns, err := s.store.MarkDeleting(ctx, org, id, s.now().UTC().Truncate(time.Millisecond))
 	if err != nil {
-		return kv.Namespace{}, err
+		return kv.Namespace{}, fromStore(err, "")
 	}
 	s.wake()
 	return ns, nil
 }
 
-func checkKey(id, key string) (string, error) {
-	id, err := kv.CanonicalID(id)
-	if err != nil {
-		return "", err
-	}
-	return id, kv.ValidateKey(key)
-}
-
 // GetKey returns the value of key; the caller must Close it.
-func (s *Service) GetKey(ctx context.Context, org, id, key string) (*store.Value, error) {
-	id, err := checkKey(id, key)
-	if err != nil {
+func (s *Service) GetKey(ctx context.Context, org string, id kv.ID, key string) (*store.Value, error) {
+	if err := kv.ValidateKey(key); err != nil {
 		return nil, err
 	}
 	now := s.now()
 	v, err := s.store.GetKey(ctx, org, id, key, now)
-	if err == nil || kv.IsKeyNotFound(err) { // a read that finds nothing is billed too
+	if err == nil || errors.Is(err, store.ErrKeyNotFound) { // a read that finds nothing is billed too
 		s.meter.Add(org, id, now, store.UsageCounts{Reads: 1})
 	}
-	return v, err
+	return v, fromStore(err, "")
 }
 
 // RereadKey is GetKey without counting a read: for a request that has read
 // the key once already and must read it again before answering.
-func (s *Service) RereadKey(ctx context.Context, org, id, key string) (*store.Value, error) {
-	id, err := checkKey(id, key)
-	if err != nil {
+func (s *Service) RereadKey(ctx context.Context, org string, id kv.ID, key string) (*store.Value, error) {
+	if err := kv.ValidateKey(key); err != nil {
 		return nil, err
 	}
-	return s.store.GetKey(ctx, org, id, key, s.now())
+	v, err := s.store.GetKey(ctx, org, id, key, s.now())
+	return v, fromStore(err, "")
 }
 
 // Put is a write of one value.
@@ -268,15 +249,16 @@ type Put struct {
 // kv.MaxTTLSeconds.
 func ValidateTTL(secs int64) (time.Duration, error) {
 	if secs < 1 || secs > kv.MaxTTLSeconds {
-		return 0, kv.Errorf(kv.EUnprocessable, "ttl_secs must be a whole number of seconds from 1 to %d", kv.MaxTTLSeconds).WithParam("ttl_secs")
+		return 0, errTTL
 	}
 	return time.Duration(secs) * time.Second, nil
 }
 
+var errTTL = kv.Errorf(kv.EUnprocessable, "ttl_secs must be a whole number of seconds from 1 to %d", kv.MaxTTLSeconds).WithParam("ttl_secs")
+
 // PutKey stores p under key and reports whether the key was created.
-func (s *Service) PutKey(ctx context.Context, org, id, key string, p Put) (bool, error) {
-	id, err := checkKey(id, key)
-	if err != nil {
+func (s *Service) PutKey(ctx context.Context, org string, id kv.ID, key string, p Put) (bool, error) {
+	if err := kv.ValidateKey(key); err != nil {
 		return false, err
 	}
 	if len(p.Data) > kv.MaxValueSize {
@@ -289,8 +271,8 @@ func (s *Service) PutKey(ctx context.Context, org, id, key string, p Put) (bool,
 	if err := ValidateContentType(ct); err != nil {
 		return false, err
 	}
-	if p.TTL < 0 || p.TTL > kv.MaxTTLSeconds*time.Second {
-		return false, kv.Errorf(kv.EUnprocessable, "ttl must be from 1 to %d seconds", kv.MaxTTLSeconds)
+	if p.TTL != 0 && (p.TTL%time.Second != 0 || p.TTL < time.Second || p.TTL > kv.MaxTTLSeconds*time.Second) {
+		return false, errTTL
 	}
 	if err := s.spaceErr(); err != nil {
 		return false, err
@@ -308,13 +290,14 @@ func (s *Service) PutKey(ctx context.Context, org, id, key string, p Put) (bool,
 	return s.putKey(ctx, org, id, key, ct, p)
 }
 
-func (s *Service) putKey(ctx context.Context, org, id, key, ct string, p Put) (bool, error) {
+func (s *Service) putKey(ctx context.Context, org string, id kv.ID, key, ct string, p Put) (bool, error) {
 	now := s.now()
 	v := store.PutValue{Data: p.Data, ContentType: ct}
 	if p.TTL > 0 {
 		v.ExpiresAt = now.Add(p.TTL)
 	}
-	return s.store.PutKey(ctx, org, id, key, v, now)
+	created, err := s.store.PutKey(ctx, org, id, key, v, now)
+	return created, fromStore(err, "")
 }
 
 // ValidateContentType accepts what a header can carry: up to
@@ -332,9 +315,8 @@ func ValidateContentType(ct string) error {
 }
 
 // DeleteKey removes key; a missing key is not an error.
-func (s *Service) DeleteKey(ctx context.Context, org, id, key string) error {
-	id, err := checkKey(id, key)
-	if err != nil {
+func (s *Service) DeleteKey(ctx context.Context, org string, id kv.ID, key string) error {
+	if err := kv.ValidateKey(key); err != nil {
 		return err
 	}
 	now := s.now()
@@ -342,7 +324,7 @@ func (s *Service) DeleteKey(ctx context.Context, org, id, key string) error {
 	if err == nil && !deleted { // the store counts the deletes that change something
 		s.meter.Add(org, id, now, store.UsageCounts{Deletes: 1})
 	}
-	return err
+	return fromStore(err, "")
 }
 
 // KeyPage is one page of a key listing. Cursor is set when More is.
@@ -355,28 +337,25 @@ type KeyPage struct {
 // ListKeys returns up to limit keys of namespace id starting with prefix,
 // after the position in cursor ("" for the first page). Limits over
 // kv.MaxListLimit are clamped.
-func (s *Service) ListKeys(ctx context.Context, org, id, prefix, cursor string, limit int) (KeyPage, error) {
-	id, err := kv.CanonicalID(id)
-	if err != nil {
-		return KeyPage{}, err
-	}
+func (s *Service) ListKeys(ctx context.Context, org string, id kv.ID, prefix, cursor string, limit int) (KeyPage, error) {
 	if limit < 1 {
 		return KeyPage{}, kv.Errorf(kv.EInvalid, "limit must be an integer from 1 to %d", kv.MaxListLimit).WithParam("limit")
 	}
 	limit = min(limit, kv.MaxListLimit)
+	if len(prefix) > kv.MaxKeyLen {
+		return KeyPage{}, kv.Errorf(kv.EInvalid, "prefix is longer than any key can be (%d characters)", kv.MaxKeyLen).WithParam("prefix")
+	}
 	after := ""
 	if cursor != "" {
+		var err error
 		if after, err = DecodeCursor(id, prefix, cursor); err != nil {
 			return KeyPage{}, err
 		}
 	}
-	if len(prefix) > kv.MaxKeyLen*4 {
-		return KeyPage{}, kv.Errorf(kv.EInvalid, "prefix is longer than any key can be (%d characters)", kv.MaxKeyLen).WithParam("prefix")
-	}
 	now := s.now()
 	keys, more, err := s.store.ListKeys(ctx, org, id, prefix, after, limit, now)
 	if err != nil {
-		return KeyPage{}, err
+		return KeyPage{}, fromStore(err, "")
 	}
 	s.meter.Add(org, id, now, store.UsageCounts{Lists: 1})
 	p := KeyPage{Keys: keys, More: more}

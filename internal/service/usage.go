@@ -1,23 +1,24 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/big"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/metering"
 	"github.com/edgekv/kv/internal/store"
+	"github.com/edgekv/kv/internal/usagemath"
 )
 
 // UsageReport is an organization's (or one namespace's) usage in a month,
 // with its bill.
 type UsageReport struct {
-	Month metering.Month
+	Month usagemath.Month
 	// PeriodEnd is when the figures stop: the month's end, or now for the
 	// current month.
 	PeriodEnd time.Time
@@ -40,7 +41,7 @@ type DayUsage struct {
 
 // NamespaceUsage is one namespace's (or the total) usage in a report.
 type NamespaceUsage struct {
-	ID   string
+	ID   kv.ID
 	Name string // "" once the namespace is gone
 	store.UsageCounts
 	ByteNanos *big.Int
@@ -49,32 +50,26 @@ type NamespaceUsage struct {
 }
 
 // Usage reports org's usage in month ("YYYY-MM"; "" means the current
-// month): per namespace, in total, and priced. nsID limits it to one
-// namespace, which must exist or have had usage that month.
-func (s *Service) Usage(ctx context.Context, org, nsID, month string) (UsageReport, error) {
+// month): per namespace, in total, and priced. A non-zero nsID limits it to
+// one namespace, which must exist or have had usage that month.
+func (s *Service) Usage(ctx context.Context, org string, nsID kv.ID, month string) (UsageReport, error) {
 	return s.usage(ctx, org, nsID, month, false)
 }
 
 // UsageByDay is Usage with the total split by day as well; the month's
 // figures and the days come from one read of the store, so the days add up
 // to the month.
-func (s *Service) UsageByDay(ctx context.Context, org, nsID, month string) (UsageReport, error) {
+func (s *Service) UsageByDay(ctx context.Context, org string, nsID kv.ID, month string) (UsageReport, error) {
 	return s.usage(ctx, org, nsID, month, true)
 }
 
-func (s *Service) usage(ctx context.Context, org, nsID, month string, byDay bool) (UsageReport, error) {
+func (s *Service) usage(ctx context.Context, org string, nsID kv.ID, month string, byDay bool) (UsageReport, error) {
 	now := s.now().UTC()
-	m := metering.MonthOf(now)
+	m := usagemath.MonthOf(now)
 	if month != "" {
-		var err error
-		if m, err = metering.ParseMonth(month); err != nil {
-			return UsageReport{}, err
-		}
-	}
-	if nsID != "" {
-		var err error
-		if nsID, err = kv.CanonicalID(nsID); err != nil {
-			return UsageReport{}, err
+		var ok bool
+		if m, ok = usagemath.ParseMonth(month); !ok {
+			return UsageReport{}, kv.Errorf(kv.EInvalid, "month must be YYYY-MM, e.g. 2026-11; got %q", truncate(month, 32)).WithParam("month")
 		}
 	}
 	// What is buffered now belongs in the report.
@@ -87,11 +82,11 @@ func (s *Service) usage(ctx context.Context, org, nsID, month string, byDay bool
 	}
 	list, err := read(ctx, org, nsID, m.Start(), now)
 	if err != nil {
-		return UsageReport{}, err
+		return UsageReport{}, fromStore(err, "")
 	}
-	if nsID != "" && len(list) == 0 {
+	if !nsID.IsZero() && len(list) == 0 {
 		if _, err := s.store.GetNamespace(ctx, org, nsID); err != nil {
-			return UsageReport{}, err
+			return UsageReport{}, fromStore(err, "")
 		}
 	}
 	r := UsageReport{Month: m, PeriodEnd: m.End(), Total: NamespaceUsage{ByteNanos: new(big.Int)}}
@@ -119,16 +114,23 @@ func (s *Service) usage(ctx context.Context, org, nsID, month string, byDay bool
 		nu := NamespaceUsage{ID: u.NamespaceID, UsageCounts: u.UsageCounts, ByteNanos: u.ByteNanos, GBMonths: metering.GBMonths(u.ByteNanos, m), Bytes: u.Bytes}
 		if ns, err := s.store.GetNamespace(ctx, org, u.NamespaceID); err == nil {
 			nu.Name = ns.Name
-		} else if !errors.Is(err, kv.ErrNotFound) {
-			return UsageReport{}, err
+		} else if !errors.Is(err, store.ErrNamespaceNotFound) {
+			return UsageReport{}, fromStore(err, "")
 		}
 		r.Namespaces = append(r.Namespaces, nu)
 		r.Total.UsageCounts.Add(u.UsageCounts)
 		r.Total.ByteNanos.Add(r.Total.ByteNanos, u.ByteNanos)
 		r.Total.Bytes += u.Bytes
 	}
-	slices.SortFunc(r.Namespaces, func(a, b NamespaceUsage) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(r.Namespaces, func(a, b NamespaceUsage) int { return bytes.Compare(a.ID[:], b.ID[:]) })
 	r.Total.GBMonths = metering.GBMonths(r.Total.ByteNanos, m)
 	r.Bill = metering.NewBill(r.Total.UsageCounts, r.Total.GBMonths)
 	return r, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

@@ -1,17 +1,27 @@
-// Package store defines the storage engine interface behind kvd. Engines
-// live in subpackages (pebble, postgres) and all pass the conformance suite
-// in storetest.
+// Package store defines the storage engines behind kvd: the Store interface
+// the service needs, made of one role interface per kind of consumer, and
+// the errors engines return. Engines live in subpackages (pebble, postgres)
+// and all pass the conformance suite in storetest.
 //
-// Every method is safe for concurrent use by many goroutines and, for
-// engines shared by several kvd processes, by many processes. Methods take
-// ctx first and honour its deadline. Conditions a caller can act on are
-// returned as *kv.Error values (match them with errors.Is against kv.ErrNotFound,
-// kv.ErrConflict); any other error is an engine failure that the API reports
-// as an internal error without showing it.
+// The contract of every method of every role:
 //
-// Every method that changes state returns only after the change is durable
-// (synced to disk, or committed by the database): an acknowledged change
-// survives a crash of the process or the machine.
+//   - It is safe for concurrent use by many goroutines and, for an engine
+//     that several kvd processes share, by many processes.
+//   - It takes ctx first. Called with a ctx that is done, it changes
+//     nothing and returns an error matching ctx.Err() (context.Canceled or
+//     context.DeadlineExceeded). While it waits (for a lock, for the
+//     database) it stops waiting when ctx ends. A call that ends with ctx's
+//     error part way may have made its change or not, like one that ends
+//     with ErrUnavailable.
+//   - Its errors are the sentinels of this package (match them with
+//     errors.Is), *NotReadyError (errors.As), ctx's errors, or an engine
+//     failure. No error carries text meant for the API's clients: the
+//     service alone turns them into what users read. An engine failure is
+//     reported as an internal error and only logged.
+//   - A method that changes state returns only after the change is durable
+//     (synced to disk, or committed by the database): an acknowledged change
+//     survives a crash of the process or the machine.
+//   - Times come in as arguments (now), never from a clock of the engine's.
 package store
 
 import (
@@ -31,42 +41,94 @@ type TokenDigest [sha256.Size]byte
 // DigestToken returns the digest under which a token is stored.
 func DigestToken(token string) TokenDigest { return sha256.Sum256([]byte(token)) }
 
-// Store is the storage engine of kvd.
+// Store is a whole storage engine: every role, and Close.
 type Store interface {
+	Tokens
+	Namespaces
+	Keys
+	Lifecycle
+	UsageAdder
+	UsageReader
+
+	// Close releases the engine, after the calls in flight have returned.
+	// Calls after Close return ErrClosed.
+	Close() error
+}
+
+// Tokens stores the digests of bearer tokens and their organizations.
+type Tokens interface {
 	// PutToken records that the token with digest d authenticates org. Putting
 	// a digest again replaces its organization (other processes that share
 	// the engine may keep the old one cached: tokens are random and kvd never
 	// puts one twice).
 	PutToken(ctx context.Context, d TokenDigest, org string) error
 
-	// OrgForToken returns the organization of the token with digest d, or an
-	// error matching kv.ErrNotFound when no such token is stored. Revocation
-	// is not supported yet; an engine may cache digests it has seen.
+	// OrgForToken returns the organization of the token with digest d, or
+	// ErrTokenNotFound. An engine may cache digests it has seen.
 	OrgForToken(ctx context.Context, d TokenDigest) (string, error)
+}
 
+// Namespaces stores namespace records.
+type Namespaces interface {
 	// CreateNamespace stores ns, which has a fresh ID, status pending and its
-	// timestamps set. It returns an error matching kv.ErrConflict when ns.Org
-	// already has a namespace called ns.Name in any status; a name is freed
-	// only when its namespace is purged.
+	// timestamps set. It returns ErrNameTaken when ns.Org already has a
+	// namespace called ns.Name in any status (a name is freed only when its
+	// namespace is purged), and ErrIDTaken when ns.ID is in use.
 	CreateNamespace(ctx context.Context, ns kv.Namespace) error
 
 	// GetNamespace returns namespace id of org. A namespace of another
-	// organization, and one that was purged, is kv.NamespaceNotFound().
-	GetNamespace(ctx context.Context, org, id string) (kv.Namespace, error)
+	// organization, and one that was purged, is ErrNamespaceNotFound.
+	GetNamespace(ctx context.Context, org string, id kv.ID) (kv.Namespace, error)
 
 	// ListNamespaces returns org's namespaces ordered by CreatedAt, then ID,
-	// skipping offset of them and returning at most limit (limit > 0), with
-	// the total number org has.
+	// skipping offset (>= 0) of them and returning at most limit (> 0), with
+	// the total number org has. An offset past the end gives an empty page.
+	// A negative offset or a limit below 1 is ErrInvalidArgument.
 	ListNamespaces(ctx context.Context, org string, offset, limit int) (page []kv.Namespace, total int, err error)
 
 	// MarkDeleting moves namespace id of org to status deleting, whatever
-	// its status, and returns it as it now is. It is kv.NamespaceNotFound()
-	// as GetNamespace, and an error matching kv.ErrConflict when the
-	// namespace is already deleting. Once it returns, no key operation on the
-	// namespace succeeds, and its stored bytes stop counting at now, in the
+	// its status, and returns it as it now is. It is ErrNamespaceNotFound as
+	// GetNamespace, and ErrAlreadyDeleting when the namespace is deleting
+	// already. Once it returns, no key operation on the namespace succeeds,
+	// in any process, and its stored bytes stop counting at now, in the
 	// same commit as the status change.
-	MarkDeleting(ctx context.Context, org, id string, now time.Time) (kv.Namespace, error)
+	MarkDeleting(ctx context.Context, org string, id kv.ID, now time.Time) (kv.Namespace, error)
+}
 
+// Keys reads and writes the keys of a namespace. Every method checks the
+// namespace in the same operation as the key: ErrNamespaceNotFound when
+// org has no namespace ns, *NotReadyError when it is not provision_ok.
+type Keys interface {
+	// GetKey returns the value of key in namespace ns of org. A missing
+	// key, or one whose expiry is at or before now, is ErrKeyNotFound. The
+	// caller must Close the value.
+	GetKey(ctx context.Context, org string, ns kv.ID, key string, now time.Time) (*Value, error)
+
+	// PutKey stores v under key in namespace ns of org, replacing any
+	// value, and reports whether the key was created (it did not exist, or
+	// had expired by now) rather than replaced. Of concurrent first writes
+	// of one key exactly one reports created. On any error nothing is
+	// written. In the same commit it counts one write and the change of
+	// stored bytes (see Usage).
+	PutKey(ctx context.Context, org string, ns kv.ID, key string, v PutValue, now time.Time) (created bool, err error)
+
+	// DeleteKey removes key from namespace ns of org and reports whether
+	// there was a key to remove (an expired one counts). Deleting a missing
+	// key succeeds, changes nothing and counts nothing; a removal counts one
+	// delete and the change of stored bytes in the same commit.
+	DeleteKey(ctx context.Context, org string, ns kv.ID, key string, now time.Time) (deleted bool, err error)
+
+	// ListKeys returns up to limit (> 0; less is ErrInvalidArgument) live
+	// keys of namespace ns of org that start with prefix and sort after
+	// `after` in byte order ("" is before every key), and whether more such
+	// keys follow. Expired keys are skipped.
+	ListKeys(ctx context.Context, org string, ns kv.ID, prefix, after string, limit int, now time.Time) (keys []kv.KeyInfo, more bool, err error)
+}
+
+// Lifecycle is the background work on namespaces and keys: provisioning,
+// purging, sweeping. Its methods name namespaces by id alone; the worker
+// acts for every organization.
+type Lifecycle interface {
 	// ClaimLifecycleJob finds a namespace whose status is pending or deleting
 	// and which no live lease holds, leases it to holder until now+lease, and
 	// returns it with ok true. ok is false when there is no such namespace.
@@ -74,66 +136,46 @@ type Store interface {
 	// most one holder at a time; a lease whose holder died expires.
 	ClaimLifecycleJob(ctx context.Context, holder string, now time.Time, lease time.Duration) (ns kv.Namespace, ok bool, err error)
 
-	// CompleteProvision moves namespace id from pending to status to
-	// (provision_ok or provision_failed) and releases holder's lease. When
-	// the namespace is no longer pending (it was marked deleting meanwhile)
-	// it changes nothing and returns nil.
-	CompleteProvision(ctx context.Context, id, holder string, to kv.Status, now time.Time) error
+	// CompleteProvision moves namespace id from pending to status to and
+	// releases holder's lease; to must be provision_ok or provision_failed
+	// (any other is ErrInvalidArgument, and changes nothing). A namespace
+	// that is no longer pending (it was marked deleting meanwhile), or is
+	// gone, is left as it is and the call returns nil.
+	CompleteProvision(ctx context.Context, id kv.ID, holder string, to kv.Status, now time.Time) error
 
 	// PurgeNamespace removes every key of namespace id, its expiry entries
-	// and the namespace itself, freeing its name, as one range deletion. It
-	// does so only while the namespace is deleting; it returns nil when the
-	// namespace no longer exists.
-	PurgeNamespace(ctx context.Context, id, holder string) error
-
-	// GetKey returns the value of key in namespace nsID of org. Within the
-	// same operation it checks the namespace: kv.NamespaceNotFound() when org
-	// has no such namespace, kv.NotReady(status) when it is not provision_ok.
-	// A missing key, or one whose expiry is at or before now, is
-	// kv.KeyNotFound(). The caller must Close the value.
-	GetKey(ctx context.Context, org, nsID, key string, now time.Time) (*Value, error)
-
-	// PutKey stores v under key in namespace nsID of org, replacing any
-	// value, and reports whether the key was created (it did not exist, or
-	// had expired by now) rather than replaced. Of concurrent first writes
-	// of one key exactly one reports created. The namespace is checked as
-	// in GetKey; on any error nothing is written. In the same commit it
-	// counts one write and the change of stored bytes (see Usage).
-	PutKey(ctx context.Context, org, nsID, key string, v PutValue, now time.Time) (created bool, err error)
-
-	// DeleteKey removes key from namespace nsID of org and reports whether
-	// there was a key to remove (an expired one counts). Deleting a missing
-	// key succeeds, changes nothing and counts nothing; a removal counts one
-	// delete and the change of stored bytes in the same commit. The
-	// namespace is checked as in GetKey.
-	DeleteKey(ctx context.Context, org, nsID, key string, now time.Time) (deleted bool, err error)
-
-	// ListKeys returns up to limit (> 0) live keys of namespace nsID of org
-	// that start with prefix and sort after `after` in byte order ("" is
-	// before every key), and whether more such keys follow. Expired keys
-	// are skipped. The namespace is checked as in GetKey.
-	ListKeys(ctx context.Context, org, nsID, prefix, after string, limit int, now time.Time) (keys []kv.KeyInfo, more bool, err error)
+	// and the namespace itself, freeing its name. It does so only while
+	// the namespace is deleting: one that exists in another status is left
+	// as it is and the call returns ErrNotDeleting. One that no longer
+	// exists is not an error (nil): purging is idempotent.
+	PurgeNamespace(ctx context.Context, id kv.ID, holder string) error
 
 	// SweepExpired removes up to max keys whose expiry is at or before now
-	// and returns how many it removed. Running it in several processes at
-	// once is safe. A key's bytes stop counting at its expiry, whenever it
-	// is swept.
+	// and returns how many it removed (max < 1: none). Running it in several
+	// processes at once is safe. A key's bytes stop counting at its expiry,
+	// whenever it is swept.
 	SweepExpired(ctx context.Context, now time.Time, max int) (int, error)
+}
 
-	// AddUsage adds counts kept in memory for a while (reads, lists, deletes
-	// of missing keys) to the usage of their namespaces. It is durable when
-	// it returns.
+// UsageAdder records counts kept in memory for a while (reads, lists,
+// deletes of missing keys).
+type UsageAdder interface {
+	// AddUsage adds counts to the usage of their namespaces. It is durable
+	// when it returns.
 	AddUsage(ctx context.Context, counts []UsageDelta) error
+}
 
+// UsageReader reports metered usage.
+type UsageReader interface {
 	// Usage returns org's usage in the calendar month (UTC) that starts at
-	// month, per namespace: nsID's only, or, when nsID is "", every
+	// month, per namespace: ns's only, or, when ns is the zero ID, every
 	// namespace that had counts or stored bytes in that month, deleted ones
 	// included, in no particular order. Stored bytes are keys plus values,
 	// integrated from the month's start up to the month's end or now,
 	// whichever is first; a key stops counting at its expiry and a
 	// namespace's keys when it is marked deleting. A month after now has no
 	// usage.
-	Usage(ctx context.Context, org, nsID string, month, now time.Time) ([]NamespaceUsage, error)
+	Usage(ctx context.Context, org string, ns kv.ID, month, now time.Time) ([]NamespaceUsage, error)
 
 	// UsageByDay is Usage with each namespace's usage also split by
 	// calendar day (UTC): Days has one entry for each day of the month
@@ -145,10 +187,7 @@ type Store interface {
 	// namespace stores at the day's end (or now), its ByteNanos the stored
 	// bytes integrated over the day (up to now). Operations from before
 	// the engine kept daily figures count in their month only.
-	UsageByDay(ctx context.Context, org, nsID string, month, now time.Time) ([]NamespaceUsage, error)
-
-	// Close releases the engine. Methods called after Close return errors.
-	Close() error
+	UsageByDay(ctx context.Context, org string, ns kv.ID, month, now time.Time) ([]NamespaceUsage, error)
 }
 
 // UsageCounts counts billable operations.
@@ -167,8 +206,9 @@ func (c *UsageCounts) Add(o UsageCounts) {
 // UsageDelta is a count to add to one namespace's usage in one month, and
 // in one day of it.
 type UsageDelta struct {
-	Org, NamespaceID string
-	Month            time.Time // the first instant of the month, UTC
+	Org         string
+	NamespaceID kv.ID
+	Month       time.Time // the first instant of the month, UTC
 	// Day is an instant of the day (UTC) the counts belong to, within
 	// Month; zero, or a day outside Month, means Month's first day.
 	Day time.Time
@@ -177,7 +217,7 @@ type UsageDelta struct {
 
 // NamespaceUsage is one namespace's usage in one month.
 type NamespaceUsage struct {
-	NamespaceID string
+	NamespaceID kv.ID
 	UsageCounts
 	// ByteNanos is stored bytes integrated over time, in byte-nanoseconds.
 	ByteNanos *big.Int

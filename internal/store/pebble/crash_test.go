@@ -275,7 +275,7 @@ func powerLoss(t *testing.T, seed uint64) (acked, nops, large int) {
 			t.Errorf("seed %d: namespace %s after the crash: %+v, %v; want status %s", seed, want.Name, got, err, want.Status)
 		}
 	}
-	if _, err := db.GetNamespace(ctx, crashOrg, purged.ID); !errors.Is(err, kv.ErrNotFound) {
+	if _, err := db.GetNamespace(ctx, crashOrg, purged.ID); !errors.Is(err, store.ErrNamespaceNotFound) {
 		t.Errorf("seed %d: purged namespace after the crash: %v; want not found", seed, err)
 	}
 	checkNamespaceChanges(t, seed, db, changes, c0, c1)
@@ -302,8 +302,8 @@ func checkNamespaceChanges(t *testing.T, seed uint64, db *pebble.DB, changes []n
 		acked   *kv.Namespace
 		allowed []kv.Status
 	}
-	byID := map[string]*states{}
-	var order []string
+	byID := map[kv.ID]*states{}
+	var order []kv.ID
 	for _, c := range changes {
 		s := byID[c.ns.ID]
 		if s == nil {
@@ -368,9 +368,9 @@ func newNS(t *testing.T, db *pebble.DB, name string, at time.Time, to kv.Status)
 }
 
 // getOutput reads key as a linearizability output.
-func getOutput(db *pebble.DB, nsID, key string) (linearizability.Output, error) {
+func getOutput(db *pebble.DB, nsID kv.ID, key string) (linearizability.Output, error) {
 	v, err := db.GetKey(context.Background(), crashOrg, nsID, key, time.Now())
-	if errors.Is(err, kv.ErrNotFound) {
+	if errors.Is(err, store.ErrKeyNotFound) {
 		return linearizability.Output{}, nil
 	}
 	if err != nil {
@@ -381,7 +381,7 @@ func getOutput(db *pebble.DB, nsID, key string) (linearizability.Output, error) 
 }
 
 // getPadded reads a value written by padValue.
-func getPadded(db *pebble.DB, nsID, key string, size int) (linearizability.Output, error) {
+func getPadded(db *pebble.DB, nsID kv.ID, key string, size int) (linearizability.Output, error) {
 	out, err := getOutput(db, nsID, key)
 	if err != nil || !out.Found {
 		return out, err

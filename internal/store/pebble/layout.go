@@ -16,8 +16,6 @@ import (
 // table tag; namespaces are named by their fixed-width 16-byte id, so one
 // namespace's range can never overlap another's, whatever the keys:
 //
-//	0x01 nsid(16)                         -> namespace record (JSON)
-//	0x02 digest(32)                       -> organization of a token
 //	0x00 "format"                         -> the layout's version (formatVersion)
 //	0x01 nsid(16)                         -> namespace record (JSON)
 //	0x02 digest(32)                       -> organization of a token
@@ -209,7 +207,7 @@ func decodeNamespace(id [16]byte, b []byte) (kv.Namespace, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return kv.Namespace{}, errors.New("kvd/pebble: corrupt namespace record")
 	}
-	return kv.Namespace{ID: kv.FormatID(id), Org: r.Org, Name: r.Name, Status: r.Status, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}, nil
+	return kv.Namespace{ID: kv.ID(id), Org: r.Org, Name: r.Name, Status: r.Status, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}, nil
 }
 
 // keyBufs holds buffers for record keys, so that a read does not allocate

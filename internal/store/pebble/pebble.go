@@ -257,8 +257,6 @@ func compareEntries(a, b *nsEntry) int {
 	return bytes.Compare(a.id[:], b.id[:])
 }
 
-var errClosed = errors.New("kvd/pebble: closed")
-
 // Close closes the engine. It waits for running operations to finish. A
 // failed engine is not closed (Pebble cannot close cleanly after a fatal
 // error); the process is expected to end.
@@ -269,7 +267,7 @@ func (d *DB) Close() error {
 	d.ops.Lock()
 	defer d.ops.Unlock()
 	if d.closed {
-		return errClosed
+		return store.ErrClosed
 	}
 	d.closed = true
 	if d.guard != nil {
@@ -295,7 +293,7 @@ func (d *DB) begin(ctx context.Context) error {
 	d.ops.RLock()
 	if d.closed {
 		d.ops.RUnlock()
-		return errClosed
+		return store.ErrClosed
 	}
 	return nil
 }
@@ -327,17 +325,14 @@ func (d *DB) OrgForToken(ctx context.Context, dg store.TokenDigest) (string, err
 	defer d.mu.RUnlock()
 	org, ok := d.tokens[dg]
 	if !ok {
-		return "", kv.Errorf(kv.ENotFound, "unknown token")
+		return "", store.ErrTokenNotFound
 	}
 	return org, nil
 }
 
 // CreateNamespace implements store.Store.
 func (d *DB) CreateNamespace(ctx context.Context, ns kv.Namespace) error {
-	id, err := kv.ParseID(ns.ID)
-	if err != nil {
-		return err
-	}
+	id := [16]byte(ns.ID)
 	if err := d.begin(ctx); err != nil {
 		return err
 	}
@@ -345,10 +340,10 @@ func (d *DB) CreateNamespace(ctx context.Context, ns kv.Namespace) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, ok := d.byName[orgName{ns.Org, ns.Name}]; ok {
-		return kv.Errorf(kv.EConflict, "namespace name %q is already in use", ns.Name).WithPointer("/name")
+		return store.ErrNameTaken
 	}
 	if _, ok := d.byID[id]; ok {
-		return kv.Errorf(kv.EConflict, "namespace id %s is already in use", ns.ID)
+		return store.ErrIDTaken
 	}
 	if err := d.db.Set(namespaceKey(id), encodeNamespace(ns), pebble.Sync); err != nil {
 		return fmt.Errorf("kvd/pebble: create namespace: %w", err)
@@ -358,24 +353,20 @@ func (d *DB) CreateNamespace(ctx context.Context, ns kv.Namespace) error {
 }
 
 // entry returns the namespace entry for org's namespace id, or
-// kv.NamespaceNotFound().
-func (d *DB) entry(org, id string) (*nsEntry, error) {
-	idb, err := kv.ParseID(id)
-	if err != nil {
-		return nil, kv.NamespaceNotFound()
-	}
+// store.ErrNamespaceNotFound.
+func (d *DB) entry(org string, id kv.ID) (*nsEntry, error) {
 	d.mu.RLock()
-	e, ok := d.byID[idb]
+	e, ok := d.byID[id]
 	d.mu.RUnlock()
 	// Org and ID never change, so reading them needs no lock.
 	if !ok || e.ns.Org != org {
-		return nil, kv.NamespaceNotFound()
+		return nil, store.ErrNamespaceNotFound
 	}
 	return e, nil
 }
 
 // GetNamespace implements store.Store.
-func (d *DB) GetNamespace(ctx context.Context, org, id string) (kv.Namespace, error) {
+func (d *DB) GetNamespace(ctx context.Context, org string, id kv.ID) (kv.Namespace, error) {
 	if err := d.begin(ctx); err != nil {
 		return kv.Namespace{}, err
 	}
@@ -391,6 +382,9 @@ func (d *DB) GetNamespace(ctx context.Context, org, id string) (kv.Namespace, er
 
 // ListNamespaces implements store.Store.
 func (d *DB) ListNamespaces(ctx context.Context, org string, offset, limit int) ([]kv.Namespace, int, error) {
+	if offset < 0 || limit < 1 {
+		return nil, 0, fmt.Errorf("kvd/pebble: ListNamespaces offset %d, limit %d: %w", offset, limit, store.ErrInvalidArgument)
+	}
 	if err := d.begin(ctx); err != nil {
 		return nil, 0, err
 	}
@@ -412,7 +406,8 @@ func (d *DB) ListNamespaces(ctx context.Context, org string, offset, limit int) 
 	return out, total, nil
 }
 
-// setStatus persists e with status to; the caller holds e.mu exclusively.
+// setStatusLocked persists e with status to; the caller holds e.mu
+// exclusively.
 func (d *DB) setStatusLocked(e *nsEntry, to kv.Status, now time.Time) error {
 	ns := e.ns
 	ns.Status = to
@@ -427,7 +422,7 @@ func (d *DB) setStatusLocked(e *nsEntry, to kv.Status, now time.Time) error {
 }
 
 // MarkDeleting implements store.Store.
-func (d *DB) MarkDeleting(ctx context.Context, org, id string, now time.Time) (kv.Namespace, error) {
+func (d *DB) MarkDeleting(ctx context.Context, org string, id kv.ID, now time.Time) (kv.Namespace, error) {
 	if err := d.begin(ctx); err != nil {
 		return kv.Namespace{}, err
 	}
@@ -439,7 +434,7 @@ func (d *DB) MarkDeleting(ctx context.Context, org, id string, now time.Time) (k
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.ns.Status == kv.StatusDeleting {
-		return kv.Namespace{}, kv.Errorf(kv.EConflict, "namespace is already being deleted")
+		return kv.Namespace{}, store.ErrAlreadyDeleting
 	}
 	// One batch: the status, the end of the namespace's storage at now (its
 	// keys expired by now stop at their expiry), and its expiry index.
@@ -499,14 +494,10 @@ func (d *DB) ClaimLifecycleJob(ctx context.Context, holder string, now time.Time
 	return kv.Namespace{}, false, nil
 }
 
-func (d *DB) byIDString(id string) (*nsEntry, error) {
-	idb, err := kv.ParseID(id)
-	if err != nil {
-		return nil, err
-	}
+func (d *DB) byIDLocked(id kv.ID) *nsEntry {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	return d.byID[idb], nil
+	return d.byID[id]
 }
 
 func (d *DB) releaseLease(e *nsEntry, holder string) {
@@ -519,34 +510,38 @@ func (d *DB) releaseLease(e *nsEntry, holder string) {
 
 // finishJob runs fn on namespace id, locked exclusively, if it still has
 // status want, and releases holder's lease on it afterwards. A namespace
-// that is gone, or has moved on, is not an error.
-func (d *DB) finishJob(ctx context.Context, id, holder string, want kv.Status, fn func(e *nsEntry) error) error {
+// that is gone is not an error; one in another status is moved, which
+// finishJob returns.
+func (d *DB) finishJob(ctx context.Context, id kv.ID, holder string, want kv.Status, moved error, fn func(e *nsEntry) error) error {
 	if err := d.begin(ctx); err != nil {
 		return err
 	}
 	defer d.end()
-	e, err := d.byIDString(id)
-	if err != nil || e == nil {
-		return err
+	e := d.byIDLocked(id)
+	if e == nil {
+		return nil
 	}
 	defer d.releaseLease(e, holder)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.ns.Status != want {
-		return nil
+		return moved
 	}
 	return fn(e)
 }
 
 // CompleteProvision implements store.Store.
-func (d *DB) CompleteProvision(ctx context.Context, id, holder string, to kv.Status, now time.Time) error {
-	return d.finishJob(ctx, id, holder, kv.StatusPending, func(e *nsEntry) error { return d.setStatusLocked(e, to, now) })
+func (d *DB) CompleteProvision(ctx context.Context, id kv.ID, holder string, to kv.Status, now time.Time) error {
+	if to != kv.StatusProvisionOK && to != kv.StatusProvisionFailed {
+		return fmt.Errorf("kvd/pebble: CompleteProvision to status %q: %w", to, store.ErrInvalidArgument)
+	}
+	return d.finishJob(ctx, id, holder, kv.StatusPending, nil, func(e *nsEntry) error { return d.setStatusLocked(e, to, now) })
 }
 
 // PurgeNamespace implements store.Store: two range deletions (keys and
 // expiry index) and the namespace record, in one synced batch.
-func (d *DB) PurgeNamespace(ctx context.Context, id, holder string) error {
-	return d.finishJob(ctx, id, holder, kv.StatusDeleting, d.purgeLocked)
+func (d *DB) PurgeNamespace(ctx context.Context, id kv.ID, holder string) error {
+	return d.finishJob(ctx, id, holder, kv.StatusDeleting, store.ErrNotDeleting, d.purgeLocked)
 }
 
 func (d *DB) purgeLocked(e *nsEntry) error {
@@ -572,7 +567,7 @@ func (d *DB) purgeLocked(e *nsEntry) error {
 
 // readyEntry returns org's namespace id locked shared for a key operation;
 // the caller must RUnlock it.
-func (d *DB) readyEntry(org, id string) (*nsEntry, error) {
+func (d *DB) readyEntry(org string, id kv.ID) (*nsEntry, error) {
 	e, err := d.entry(org, id)
 	if err != nil {
 		return nil, err
@@ -581,7 +576,7 @@ func (d *DB) readyEntry(org, id string) (*nsEntry, error) {
 	if !e.ns.Ready() {
 		s := e.ns.Status
 		e.mu.RUnlock()
-		return nil, kv.NotReady(s)
+		return nil, &store.NotReadyError{Status: s}
 	}
 	return e, nil
 }
@@ -596,7 +591,7 @@ func (d *DB) keyLock(id [16]byte, key string) *sync.RWMutex {
 
 // GetKey implements store.Store. The value's bytes are Pebble's own, valid
 // until the Value is closed.
-func (d *DB) GetKey(ctx context.Context, org, nsID, key string, now time.Time) (*store.Value, error) {
+func (d *DB) GetKey(ctx context.Context, org string, nsID kv.ID, key string, now time.Time) (*store.Value, error) {
 	if err := d.begin(ctx); err != nil {
 		return nil, err
 	}
@@ -615,7 +610,7 @@ func (d *DB) GetKey(ctx context.Context, org, nsID, key string, now time.Time) (
 	*kb = rk
 	keyBufs.Put(kb)
 	if err == pebble.ErrNotFound {
-		return nil, kv.KeyNotFound()
+		return nil, store.ErrKeyNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("kvd/pebble: get: %w", err)
@@ -627,7 +622,7 @@ func (d *DB) GetKey(ctx context.Context, org, nsID, key string, now time.Time) (
 	}
 	if expired(rec.expiry, now) {
 		closer.Close()
-		return nil, kv.KeyNotFound()
+		return nil, store.ErrKeyNotFound
 	}
 	return store.NewValue(rec.data, internContentType(rec.contentType), time.Unix(0, rec.updated).UTC(), decodeExpiry(rec.expiry), closer), nil
 }
@@ -689,13 +684,13 @@ func appendSize(dst []byte, size int64) []byte {
 }
 
 // PutKey implements store.Store.
-func (d *DB) PutKey(ctx context.Context, org, nsID, key string, v store.PutValue, now time.Time) (bool, error) {
+func (d *DB) PutKey(ctx context.Context, org string, nsID kv.ID, key string, v store.PutValue, now time.Time) (bool, error) {
 	if err := d.begin(ctx); err != nil {
 		return false, err
 	}
 	defer d.end()
 	if len(v.ContentType) > kv.MaxContentTypeLen {
-		return false, kv.Errorf(kv.EInvalid, "Content-Type is longer than %d bytes", kv.MaxContentTypeLen)
+		return false, fmt.Errorf("kvd/pebble: a Content-Type of %d bytes: %w", len(v.ContentType), store.ErrInvalidArgument)
 	}
 	e, err := d.readyEntry(org, nsID)
 	if err != nil {
@@ -746,7 +741,7 @@ func (d *DB) PutKey(ctx context.Context, org, nsID, key string, v store.PutValue
 }
 
 // DeleteKey implements store.Store.
-func (d *DB) DeleteKey(ctx context.Context, org, nsID, key string, now time.Time) (bool, error) {
+func (d *DB) DeleteKey(ctx context.Context, org string, nsID kv.ID, key string, now time.Time) (bool, error) {
 	if err := d.begin(ctx); err != nil {
 		return false, err
 	}
@@ -784,7 +779,10 @@ func (d *DB) DeleteKey(ctx context.Context, org, nsID, key string, now time.Time
 
 // ListKeys implements store.Store with one iterator over the namespace's
 // key range.
-func (d *DB) ListKeys(ctx context.Context, org, nsID, prefix, after string, limit int, now time.Time) ([]kv.KeyInfo, bool, error) {
+func (d *DB) ListKeys(ctx context.Context, org string, nsID kv.ID, prefix, after string, limit int, now time.Time) ([]kv.KeyInfo, bool, error) {
+	if limit < 1 {
+		return nil, false, fmt.Errorf("kvd/pebble: ListKeys limit %d: %w", limit, store.ErrInvalidArgument)
+	}
 	if err := d.begin(ctx); err != nil {
 		return nil, false, err
 	}

@@ -176,13 +176,13 @@ func TestCanceledContext(t *testing.T) {
 		}
 	}
 	live := context.Background()
-	if _, err := d.GetKey(live, "org", ns.ID, "k", damageAt); !kv.IsKeyNotFound(err) {
+	if _, err := d.GetKey(live, "org", ns.ID, "k", damageAt); !errors.Is(err, store.ErrKeyNotFound) {
 		t.Errorf("the canceled PutKey wrote: %v", err)
 	}
 	if got, err := d.GetNamespace(live, "org", ns.ID); err != nil || got.Status != kv.StatusProvisionOK {
 		t.Errorf("the canceled MarkDeleting changed the namespace: %+v, %v", got, err)
 	}
-	if _, err := d.GetNamespace(live, "org", other.ID); !errors.Is(err, kv.ErrNotFound) {
+	if _, err := d.GetNamespace(live, "org", other.ID); !errors.Is(err, store.ErrNamespaceNotFound) {
 		t.Errorf("the canceled CreateNamespace created it: %v", err)
 	}
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/edgekv/kv"
-	"github.com/edgekv/kv/internal/metering"
 	"github.com/edgekv/kv/internal/store"
+	"github.com/edgekv/kv/internal/usagemath"
 )
 
 // Usage metering. Each namespace has one usage record per month:
@@ -44,8 +44,8 @@ const tagUsage byte = 0x05
 // usageRecord is the decoded form of a usage record.
 type usageRecord struct {
 	counts   store.UsageCounts
-	delta    int64           // bytes added (or removed) within the month
-	weighted metering.Int128 // Σ delta × nanoseconds since the month's start
+	delta    int64            // bytes added (or removed) within the month
+	weighted usagemath.Int128 // Σ delta × nanoseconds since the month's start
 }
 
 const usageRecordSize = 5*8 + 16
@@ -65,7 +65,7 @@ func decodeUsage(b []byte) (usageRecord, error) {
 	return usageRecord{
 		counts:   store.UsageCounts{Reads: v(0), Writes: v(1), Deletes: v(2), Lists: v(3)},
 		delta:    v(4),
-		weighted: metering.Int128FromBinary(b[40:]),
+		weighted: usagemath.Int128FromBinary(b[40:]),
 	}, nil
 }
 
@@ -113,13 +113,13 @@ func appendUsagePrefix(dst []byte, org string) []byte {
 	return append(dst, org...)
 }
 
-func usageKey(org string, m metering.Month, id [16]byte) []byte {
+func usageKey(org string, m usagemath.Month, id [16]byte) []byte {
 	k := appendUsagePrefix(make([]byte, 0, 1+2+len(org)+4+16), org)
 	k = binary.BigEndian.AppendUint32(k, m.Index())
 	return append(k, id[:]...)
 }
 
-func appendUsageDayPrefix(dst []byte, org string, m metering.Month) []byte {
+func appendUsageDayPrefix(dst []byte, org string, m usagemath.Month) []byte {
 	dst = append(dst, tagUsageDay)
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(org)))
 	dst = append(dst, org...)
@@ -127,7 +127,7 @@ func appendUsageDayPrefix(dst []byte, org string, m metering.Month) []byte {
 }
 
 // usageDayKey is the key of namespace id's record of day (1-31) of month m.
-func usageDayKey(org string, m metering.Month, day int, id [16]byte) []byte {
+func usageDayKey(org string, m usagemath.Month, day int, id [16]byte) []byte {
 	k := appendUsageDayPrefix(make([]byte, 0, 1+2+len(org)+4+1+16), org, m)
 	k = append(k, byte(day))
 	return append(k, id[:]...)
@@ -136,13 +136,13 @@ func usageDayKey(org string, m metering.Month, day int, id [16]byte) []byte {
 // addUsage merges counts and a change of delta bytes at time at into the
 // batch, in the records of at's month and of its day.
 func addUsage(b *pebble.Batch, org string, id [16]byte, at time.Time, delta int64, counts store.UsageCounts) error {
-	m := metering.MonthOf(at)
-	r := usageRecord{counts: counts, delta: delta, weighted: metering.Mul64(delta, int64(at.Sub(m.Start())))}
+	m := usagemath.MonthOf(at)
+	r := usageRecord{counts: counts, delta: delta, weighted: usagemath.Mul64(delta, int64(at.Sub(m.Start())))}
 	buf := r.encode(make([]byte, 0, 2*usageRecordSize))
 	if err := b.Merge(usageKey(org, m, id), buf, nil); err != nil {
 		return err
 	}
-	r.weighted = metering.Mul64(delta, int64(at.Sub(metering.DayOf(at))))
+	r.weighted = usagemath.Mul64(delta, int64(at.Sub(usagemath.DayOf(at))))
 	return b.Merge(usageDayKey(org, m, m.DayInMonth(at), id), r.encode(buf[usageRecordSize:]), nil)
 }
 
@@ -158,12 +158,9 @@ func (d *DB) AddUsage(ctx context.Context, counts []store.UsageDelta) error {
 	b := d.db.NewBatch()
 	defer b.Close()
 	for _, c := range counts {
-		id, err := kv.ParseID(c.NamespaceID)
-		if err != nil {
-			return err
-		}
+		id := [16]byte(c.NamespaceID)
 		r := usageRecord{counts: c.UsageCounts}
-		m := metering.MonthOf(c.Month)
+		m := usagemath.MonthOf(c.Month)
 		if err := b.Merge(usageKey(c.Org, m, id), r.encode(nil), nil); err != nil {
 			return err
 		}
@@ -183,36 +180,36 @@ type nsUsage struct {
 	month    usageRecord
 	inMonth  bool
 	weighted *big.Int
-	days     map[int]*metering.DayRecord // by day of month, for UsageByDay
+	days     map[int]*usagemath.DayRecord // by day of month, for UsageByDay
 }
 
-func (u *nsUsage) day(n int) *metering.DayRecord {
+func (u *nsUsage) day(n int) *usagemath.DayRecord {
 	r := u.days[n]
 	if r == nil {
-		r = &metering.DayRecord{Weighted: new(big.Int)}
+		r = &usagemath.DayRecord{Weighted: new(big.Int)}
 		u.days[n] = r
 	}
 	return r
 }
 
 // Usage implements store.Store.
-func (d *DB) Usage(ctx context.Context, org, nsID string, month, now time.Time) ([]store.NamespaceUsage, error) {
+func (d *DB) Usage(ctx context.Context, org string, nsID kv.ID, month, now time.Time) ([]store.NamespaceUsage, error) {
 	return d.usage(ctx, org, nsID, month, now, false)
 }
 
 // UsageByDay implements store.Store.
-func (d *DB) UsageByDay(ctx context.Context, org, nsID string, month, now time.Time) ([]store.NamespaceUsage, error) {
+func (d *DB) UsageByDay(ctx context.Context, org string, nsID kv.ID, month, now time.Time) ([]store.NamespaceUsage, error) {
 	return d.usage(ctx, org, nsID, month, now, true)
 }
 
 // usage reads the records from one snapshot, so that the monthly records,
 // the daily ones and the expiry index agree.
-func (d *DB) usage(ctx context.Context, org, nsID string, month, now time.Time, byDay bool) ([]store.NamespaceUsage, error) {
+func (d *DB) usage(ctx context.Context, org string, nsID kv.ID, month, now time.Time, byDay bool) ([]store.NamespaceUsage, error) {
 	if err := d.begin(ctx); err != nil {
 		return nil, err
 	}
 	defer d.end()
-	m := metering.MonthOf(month)
+	m := usagemath.MonthOf(month)
 	end := m.End()
 	if now.Before(end) {
 		end = now
@@ -220,13 +217,7 @@ func (d *DB) usage(ctx context.Context, org, nsID string, month, now time.Time, 
 	if end.Before(m.Start()) {
 		return nil, nil
 	}
-	var only [16]byte
-	if nsID != "" {
-		var err error
-		if only, err = kv.ParseID(nsID); err != nil {
-			return nil, err
-		}
-	}
+	only := [16]byte(nsID) // zero: every namespace
 	snap := d.db.NewSnapshot()
 	defer snap.Close()
 	byNS := map[[16]byte]*nsUsage{}
@@ -235,7 +226,7 @@ func (d *DB) usage(ctx context.Context, org, nsID string, month, now time.Time, 
 		if u == nil {
 			u = &nsUsage{weighted: new(big.Int)}
 			if byDay {
-				u.days = map[int]*metering.DayRecord{}
+				u.days = map[int]*usagemath.DayRecord{}
 			}
 			byNS[id] = u
 		}
@@ -252,7 +243,7 @@ func (d *DB) usage(ctx context.Context, org, nsID string, month, now time.Time, 
 		k := it.Key()[len(lo):]
 		var id [16]byte
 		copy(id[:], k[4:])
-		if nsID != "" && id != only {
+		if only != ([16]byte{}) && id != only {
 			continue
 		}
 		r, err := decodeUsage(it.Value())
@@ -272,24 +263,24 @@ func (d *DB) usage(ctx context.Context, org, nsID string, month, now time.Time, 
 		return nil, err
 	}
 	if byDay {
-		if err := d.dayRecords(snap, org, m, nsID, only, get); err != nil {
+		if err := d.dayRecords(snap, org, m, only, get); err != nil {
 			return nil, err
 		}
 	}
 	// Keys that expired by the period's end but are not swept yet.
-	if err := d.pendingExpiries(snap, org, nsID, only, end, func(id [16]byte, at time.Time, size int64) {
+	if err := d.pendingExpiries(snap, org, only, end, func(id [16]byte, at time.Time, size int64) {
 		u := get(id)
 		if at.Before(m.Start()) {
 			u.carried -= size
 			return
 		}
 		u.month.delta -= size
-		u.month.weighted = u.month.weighted.Add(metering.Mul64(-size, int64(at.Sub(m.Start()))))
+		u.month.weighted = u.month.weighted.Add(usagemath.Mul64(-size, int64(at.Sub(m.Start()))))
 		u.inMonth = true
 		if byDay {
 			r := u.day(m.DayInMonth(at))
 			r.Delta -= size
-			r.Weighted.Sub(r.Weighted, metering.Mul64(size, int64(at.Sub(metering.DayOf(at)))).Big())
+			r.Weighted.Sub(r.Weighted, usagemath.Mul64(size, int64(at.Sub(usagemath.DayOf(at)))).Big())
 		}
 	}); err != nil {
 		return nil, err
@@ -300,22 +291,22 @@ func (d *DB) usage(ctx context.Context, org, nsID string, month, now time.Time, 
 			continue
 		}
 		nu := store.NamespaceUsage{
-			NamespaceID: kv.FormatID(id),
+			NamespaceID: kv.ID(id),
 			UsageCounts: u.month.counts,
-			ByteNanos:   metering.StorageIntegral(u.carried, u.month.delta, u.month.weighted.Big(), end.Sub(m.Start())),
+			ByteNanos:   usagemath.StorageIntegral(u.carried, u.month.delta, u.month.weighted.Big(), end.Sub(m.Start())),
 			Bytes:       u.carried + u.month.delta,
 		}
 		if byDay {
-			nu.Days = metering.Days(m, end, nu.Bytes, u.days)
+			nu.Days = usagemath.Days(m, end, nu.Bytes, u.days)
 		}
 		out = append(out, nu)
 	}
 	return out, nil
 }
 
-// dayRecords adds org's daily records of month m (nsID's only, when set)
+// dayRecords adds org's daily records of month m (only's, when not zero)
 // to the namespaces' usage.
-func (d *DB) dayRecords(r pebble.Reader, org string, m metering.Month, nsID string, only [16]byte, get func([16]byte) *nsUsage) error {
+func (d *DB) dayRecords(r pebble.Reader, org string, m usagemath.Month, only [16]byte, get func([16]byte) *nsUsage) error {
 	lo := appendUsageDayPrefix(nil, org, m)
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: store.PrefixEnd(lo)})
 	if err != nil {
@@ -329,7 +320,7 @@ func (d *DB) dayRecords(r pebble.Reader, org string, m metering.Month, nsID stri
 		}
 		var id [16]byte
 		copy(id[:], k[1:])
-		if nsID != "" && id != only {
+		if only != ([16]byte{}) && id != only {
 			continue
 		}
 		rec, err := decodeUsage(it.Value())
@@ -337,19 +328,19 @@ func (d *DB) dayRecords(r pebble.Reader, org string, m metering.Month, nsID stri
 			it.Close()
 			return err
 		}
-		get(id).day(int(k[0])).Add(metering.DayRecord{Counts: rec.counts, Delta: rec.delta, Weighted: rec.weighted.Big()})
+		get(id).day(int(k[0])).Add(usagemath.DayRecord{Counts: rec.counts, Delta: rec.delta, Weighted: rec.weighted.Big()})
 	}
 	return errors.Join(it.Error(), it.Close())
 }
 
 // pendingExpiries calls fn for each key of org's live namespaces (or of
-// nsID's only) whose expiry is at or before until and which is not swept
+// only's, when not zero) whose expiry is at or before until and which is not swept
 // in r.
-func (d *DB) pendingExpiries(r pebble.Reader, org, nsID string, only [16]byte, until time.Time, fn func(id [16]byte, at time.Time, size int64)) error {
+func (d *DB) pendingExpiries(r pebble.Reader, org string, only [16]byte, until time.Time, fn func(id [16]byte, at time.Time, size int64)) error {
 	d.mu.RLock()
 	entries := make([]*nsEntry, 0, len(d.byOrg[org]))
 	for _, e := range d.byOrg[org] {
-		if nsID == "" || e.id == only {
+		if only == ([16]byte{}) || e.id == only {
 			entries = append(entries, e)
 		}
 	}

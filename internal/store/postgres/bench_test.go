@@ -60,7 +60,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 			b.Fatal(err)
 		}
 	}
-	id, _ := kv.ParseID(ns.ID)
+	id := [16]byte(ns.ID)
 	return &benchEnv{url: url, db: db, ns: ns, id: id, now: now, conc: conc}
 }
 

@@ -120,14 +120,11 @@ func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
 	return db, nil
 }
 
-// errClosed is returned by every method called after Close.
-var errClosed = errors.New("postgres: closed")
-
 // Close waits for calls in flight and closes the engine's connections.
 // Calls after Close return an error.
 func (db *DB) Close() error {
 	if db.closed.Swap(true) {
-		return errClosed
+		return store.ErrClosed
 	}
 	db.pool.Close()
 	return nil
@@ -138,7 +135,10 @@ func (db *DB) Close() error {
 // transaction.
 func (db *DB) conn(ctx context.Context, op string, fn func(c *pgx.Conn) error) error {
 	if db.closed.Load() {
-		return errClosed
+		return store.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err // called with a done context: nothing is tried
 	}
 	c, err := db.pool.Acquire(ctx)
 	if err != nil {
@@ -151,37 +151,41 @@ func (db *DB) conn(ctx context.Context, op string, fn func(c *pgx.Conn) error) e
 	return wrap(ctx, op, err, err != nil && c.Conn().IsClosed())
 }
 
-// errUnavailable is the store's answer to a call that could not reach the
-// database, or lost its connection before the outcome was known: a write
-// that lost it may have been made or not.
-var errUnavailable = kv.Errorf(kv.EUnavailable, "The database is unavailable; try again later")
-
-// wrap maps an error to the store's vocabulary: *kv.Error values pass
-// through; a failure to reach the database, or the loss of the connection
-// (lost), matches kv.ErrUnavailable; anything else is an engine failure
-// named after op. The original error stays in the chain, for logs.
+// wrap maps an error to the store's vocabulary: the contract's errors
+// pass through; a failure to reach the database, the loss of the
+// connection (lost), or a statement the server canceled (statement_timeout)
+// matches store.ErrUnavailable; a call whose context ended matches ctx's
+// error; anything else is an engine failure named after op. The original
+// error stays in the chain, for logs.
 func wrap(ctx context.Context, op string, err error, lost bool) error {
-	var ke *kv.Error
 	switch {
 	case err == nil:
 		return nil
-	case errors.As(err, &ke):
+	case contractError(err):
 		return err
-	case errors.Is(err, errClosed):
-		return errClosed
 	case ctx.Err() != nil && !errors.Is(err, ctx.Err()):
 		return fmt.Errorf("postgres: %s: %w: %w", op, ctx.Err(), err)
-	case ctx.Err() == nil && (lost || unreachable(err)):
-		return fmt.Errorf("postgres: %s: %w: %w", op, errUnavailable, err)
-	case ctx.Err() == nil && timedOut(err):
-		return fmt.Errorf("postgres: %s: %w: %w", op, errTimedOut, err)
+	case ctx.Err() == nil && (lost || unreachable(err) || timedOut(err)):
+		return fmt.Errorf("postgres: %s: %w: %w", op, store.ErrUnavailable, err)
 	}
 	return fmt.Errorf("postgres: %s: %w", op, err)
 }
 
-// errTimedOut is the store's answer to a statement the database canceled
-// for running past statement_timeout (or an operator's cancel request).
-var errTimedOut = kv.Errorf(kv.EUnavailable, "The database did not answer in time; try again later")
+// contractError reports whether err is one of the store's own errors,
+// which pass through wrap as they are.
+func contractError(err error) bool {
+	var nr *store.NotReadyError
+	if errors.As(err, &nr) {
+		return true
+	}
+	for _, e := range []error{store.ErrNamespaceNotFound, store.ErrKeyNotFound, store.ErrTokenNotFound, store.ErrNameTaken,
+		store.ErrIDTaken, store.ErrAlreadyDeleting, store.ErrNotDeleting, store.ErrInvalidArgument, store.ErrUnavailable, store.ErrClosed} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
 
 // timedOut reports whether err is a statement the server canceled:
 // query_canceled, which statement_timeout raises.
@@ -226,9 +230,9 @@ const (
 func nsCheck(status *string) error {
 	switch {
 	case status == nil:
-		return kv.NamespaceNotFound()
+		return store.ErrNamespaceNotFound
 	case *status != statusReady:
-		return kv.NotReady(kv.Status(*status))
+		return &store.NotReadyError{Status: kv.Status(*status)}
 	}
 	return nil
 }
@@ -238,7 +242,7 @@ func nsCheck(status *string) error {
 // otherwise the namespace's status decides.
 func checkKeyRow(err error, status *string) error {
 	if errors.Is(err, pgx.ErrNoRows) {
-		return kv.NamespaceNotFound()
+		return store.ErrNamespaceNotFound
 	}
 	if err != nil {
 		return err
@@ -308,7 +312,7 @@ func (db *DB) OrgForToken(ctx context.Context, d store.TokenDigest) (string, err
 	err := db.conn(ctx, "org for token", func(c *pgx.Conn) error {
 		err := c.QueryRow(ctx, sqlOrgForToken, d[:]).Scan(&org)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return kv.Errorf(kv.ENotFound, "token not found")
+			return store.ErrTokenNotFound
 		}
 		return err
 	})
@@ -395,7 +399,7 @@ func scanNamespace(r rowScanner) (kv.Namespace, error) {
 	if err := r.Scan(&id, &ns.Org, &ns.Name, &status, &created, &updatedAt); err != nil {
 		return kv.Namespace{}, err
 	}
-	ns.ID = kv.FormatID(id)
+	ns.ID = kv.ID(id)
 	ns.Status = kv.Status(status)
 	ns.CreatedAt = created.UTC()
 	ns.UpdatedAt = updatedAt.UTC()
@@ -405,35 +409,29 @@ func scanNamespace(r rowScanner) (kv.Namespace, error) {
 // CreateNamespace implements store.Store. A name already used in ns.Org is
 // an error matching kv.ErrConflict.
 func (db *DB) CreateNamespace(ctx context.Context, ns kv.Namespace) error {
-	id, err := kv.ParseID(ns.ID)
-	if err != nil {
-		return err
-	}
+	id := [16]byte(ns.ID)
 	return db.conn(ctx, "create namespace", func(c *pgx.Conn) error {
 		_, err := c.Exec(ctx, sqlCreateNamespace, id, ns.Org, ns.Name, string(ns.Status), ns.CreatedAt, ns.UpdatedAt)
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" {
 			if pe.ConstraintName == "namespaces_org_name_key" {
-				return kv.Errorf(kv.EConflict, "namespace name %q is already in use", ns.Name).WithPointer("/name")
+				return store.ErrNameTaken
 			}
-			return kv.Errorf(kv.EConflict, "namespace id %s already exists", ns.ID)
+			return store.ErrIDTaken
 		}
 		return err
 	})
 }
 
 // GetNamespace implements store.Store.
-func (db *DB) GetNamespace(ctx context.Context, org, id string) (kv.Namespace, error) {
-	nsID, err := kv.ParseID(id)
-	if err != nil {
-		return kv.Namespace{}, kv.NamespaceNotFound()
-	}
+func (db *DB) GetNamespace(ctx context.Context, org string, id kv.ID) (kv.Namespace, error) {
+	nsID := [16]byte(id)
 	var ns kv.Namespace
-	err = db.conn(ctx, "get namespace", func(c *pgx.Conn) error {
+	err := db.conn(ctx, "get namespace", func(c *pgx.Conn) error {
 		var err error
 		ns, err = scanNamespace(c.QueryRow(ctx, sqlGetNamespace, nsID, org))
 		if errors.Is(err, pgx.ErrNoRows) {
-			return kv.NamespaceNotFound()
+			return store.ErrNamespaceNotFound
 		}
 		return err
 	})
@@ -442,11 +440,8 @@ func (db *DB) GetNamespace(ctx context.Context, org, id string) (kv.Namespace, e
 
 // ListNamespaces implements store.Store.
 func (db *DB) ListNamespaces(ctx context.Context, org string, offset, limit int) ([]kv.Namespace, int, error) {
-	if offset < 0 {
-		offset = 0
-	}
-	if limit < 1 {
-		return nil, 0, fmt.Errorf("postgres: ListNamespaces limit %d, want > 0", limit)
+	if offset < 0 || limit < 1 {
+		return nil, 0, fmt.Errorf("postgres: ListNamespaces offset %d, limit %d: %w", offset, limit, store.ErrInvalidArgument)
 	}
 	var (
 		page  []kv.Namespace
@@ -471,7 +466,7 @@ func (db *DB) ListNamespaces(ctx context.Context, org string, offset, limit int)
 				continue // the page is empty
 			}
 			page = append(page, kv.Namespace{
-				ID: kv.FormatID(*id), Org: *o, Name: *name, Status: kv.Status(*status),
+				ID: kv.ID(*id), Org: *o, Name: *name, Status: kv.Status(*status),
 				CreatedAt: created.UTC(), UpdatedAt: updated.UTC(),
 			})
 		}
@@ -488,13 +483,10 @@ func (db *DB) ListNamespaces(ctx context.Context, org string, offset, limit int)
 // writes that start later find it deleting. In the same transaction, with
 // a snapshot taken after the UPDATE (READ COMMITTED: each statement takes
 // its own), sqlEndStorage ends the namespace's stored bytes at now.
-func (db *DB) MarkDeleting(ctx context.Context, org, id string, now time.Time) (kv.Namespace, error) {
-	nsID, err := kv.ParseID(id)
-	if err != nil {
-		return kv.Namespace{}, kv.NamespaceNotFound()
-	}
+func (db *DB) MarkDeleting(ctx context.Context, org string, id kv.ID, now time.Time) (kv.Namespace, error) {
+	nsID := [16]byte(id)
 	var ns kv.Namespace
-	err = db.conn(ctx, "mark deleting", func(c *pgx.Conn) error {
+	err := db.conn(ctx, "mark deleting", func(c *pgx.Conn) error {
 		// The namespace can change between the UPDATE and the look that
 		// explains why it matched nothing; then try again.
 		for range 5 {
@@ -524,11 +516,11 @@ func (db *DB) MarkDeleting(ctx context.Context, org, id string, now time.Time) (
 			cur, err := scanNamespace(c.QueryRow(ctx, sqlGetNamespace, nsID, org))
 			switch {
 			case errors.Is(err, pgx.ErrNoRows):
-				return kv.NamespaceNotFound()
+				return store.ErrNamespaceNotFound
 			case err != nil:
 				return err
 			case cur.Status == kv.StatusDeleting:
-				return kv.Errorf(kv.EConflict, "Namespace is already being deleted")
+				return store.ErrAlreadyDeleting
 			}
 		}
 		return errors.New("namespace changed under every attempt")
@@ -558,14 +550,11 @@ func (db *DB) ClaimLifecycleJob(ctx context.Context, holder string, now time.Tim
 // CompleteProvision implements store.Store. It does not check that holder
 // still holds the lease: completing a provision twice is harmless, and the
 // second completion finds the namespace no longer pending.
-func (db *DB) CompleteProvision(ctx context.Context, id, holder string, to kv.Status, now time.Time) error {
+func (db *DB) CompleteProvision(ctx context.Context, id kv.ID, holder string, to kv.Status, now time.Time) error {
 	if to != kv.StatusProvisionOK && to != kv.StatusProvisionFailed {
-		return fmt.Errorf("postgres: CompleteProvision to status %q, want provision_ok or provision_failed", to)
+		return fmt.Errorf("postgres: CompleteProvision to status %q: %w", to, store.ErrInvalidArgument)
 	}
-	nsID, err := kv.ParseID(id)
-	if err != nil {
-		return nil // no such namespace
-	}
+	nsID := [16]byte(id)
 	return db.conn(ctx, "complete provision", func(c *pgx.Conn) error {
 		_, err := c.Exec(ctx, sqlCompleteProvision, nsID, string(to), now)
 		return err
@@ -583,11 +572,8 @@ func (db *DB) CompleteProvision(ctx context.Context, id, holder string, to kv.St
 // hits statement_timeout, and on CockroachDB exceeds its transaction size
 // limits. Deleting in batches is safe because no key can be added to a
 // namespace once it is deleting.
-func (db *DB) PurgeNamespace(ctx context.Context, id, holder string) error {
-	nsID, err := kv.ParseID(id)
-	if err != nil {
-		return nil // no such namespace
-	}
+func (db *DB) PurgeNamespace(ctx context.Context, id kv.ID, holder string) error {
+	nsID := [16]byte(id)
 	return db.conn(ctx, "purge namespace", func(c *pgx.Conn) error {
 		for {
 			tag, err := c.Exec(ctx, sqlPurgeKeys, nsID, db.purgeBatch)
@@ -613,7 +599,7 @@ func (db *DB) PurgeNamespace(ctx context.Context, id, holder string) error {
 		case err != nil:
 			return err
 		}
-		return kv.Errorf(kv.EConflict, "namespace %s is not being deleted (status: %s)", id, status)
+		return store.ErrNotDeleting
 	})
 }
 
@@ -790,13 +776,10 @@ var (
 
 // GetKey implements store.Store. The value is copied out of the
 // connection's buffers; Close on it is a no-op.
-func (db *DB) GetKey(ctx context.Context, org, nsID, key string, now time.Time) (*store.Value, error) {
-	id, err := kv.ParseID(nsID)
-	if err != nil {
-		return nil, kv.NamespaceNotFound()
-	}
+func (db *DB) GetKey(ctx context.Context, org string, nsID kv.ID, key string, now time.Time) (*store.Value, error) {
+	id := [16]byte(nsID)
 	var v *store.Value
-	err = db.conn(ctx, "get key", func(c *pgx.Conn) error {
+	err := db.conn(ctx, "get key", func(c *pgx.Conn) error {
 		var (
 			status      *string
 			data        []byte
@@ -809,7 +792,7 @@ func (db *DB) GetKey(ctx context.Context, org, nsID, key string, now time.Time) 
 			return err
 		}
 		if updated == nil || expires != nil && *expires <= encodeTime(now) {
-			return kv.KeyNotFound()
+			return store.ErrKeyNotFound
 		}
 		if data == nil {
 			data = []byte{}
@@ -825,17 +808,14 @@ func (db *DB) GetKey(ctx context.Context, org, nsID, key string, now time.Time) 
 }
 
 // PutKey implements store.Store.
-func (db *DB) PutKey(ctx context.Context, org, nsID, key string, v store.PutValue, now time.Time) (bool, error) {
-	id, err := kv.ParseID(nsID)
-	if err != nil {
-		return false, kv.NamespaceNotFound()
-	}
+func (db *DB) PutKey(ctx context.Context, org string, nsID kv.ID, key string, v store.PutValue, now time.Time) (bool, error) {
+	id := [16]byte(nsID)
 	data := v.Data
 	if data == nil {
 		data = []byte{} // NULL would violate NOT NULL
 	}
 	var created bool
-	err = db.conn(ctx, "put key", func(c *pgx.Conn) error {
+	err := db.conn(ctx, "put key", func(c *pgx.Conn) error {
 		return retryTransient(ctx, func() error {
 			var (
 				status  *string
@@ -858,13 +838,10 @@ func (db *DB) PutKey(ctx context.Context, org, nsID, key string, v store.PutValu
 }
 
 // DeleteKey implements store.Store.
-func (db *DB) DeleteKey(ctx context.Context, org, nsID, key string, now time.Time) (bool, error) {
-	id, err := kv.ParseID(nsID)
-	if err != nil {
-		return false, kv.NamespaceNotFound()
-	}
+func (db *DB) DeleteKey(ctx context.Context, org string, nsID kv.ID, key string, now time.Time) (bool, error) {
+	id := [16]byte(nsID)
 	var deleted bool
-	err = db.conn(ctx, "delete key", func(c *pgx.Conn) error {
+	err := db.conn(ctx, "delete key", func(c *pgx.Conn) error {
 		return retryTransient(ctx, func() error {
 			var (
 				status *string
@@ -883,13 +860,10 @@ func (db *DB) DeleteKey(ctx context.Context, org, nsID, key string, now time.Tim
 }
 
 // ListKeys implements store.Store.
-func (db *DB) ListKeys(ctx context.Context, org, nsID, prefix, after string, limit int, now time.Time) ([]kv.KeyInfo, bool, error) {
-	id, err := kv.ParseID(nsID)
-	if err != nil {
-		return nil, false, kv.NamespaceNotFound()
-	}
+func (db *DB) ListKeys(ctx context.Context, org string, nsID kv.ID, prefix, after string, limit int, now time.Time) ([]kv.KeyInfo, bool, error) {
+	id := [16]byte(nsID)
 	if limit < 1 {
-		return nil, false, fmt.Errorf("postgres: ListKeys limit %d, want > 0", limit)
+		return nil, false, fmt.Errorf("postgres: ListKeys limit %d: %w", limit, store.ErrInvalidArgument)
 	}
 	query, hi := sqlListKeysUnbounded, []byte(nil)
 	if end := store.PrefixEnd([]byte(prefix)); end != nil {
@@ -899,7 +873,7 @@ func (db *DB) ListKeys(ctx context.Context, org, nsID, prefix, after string, lim
 		keys []kv.KeyInfo
 		more bool
 	)
-	err = db.conn(ctx, "list keys", func(c *pgx.Conn) error {
+	err := db.conn(ctx, "list keys", func(c *pgx.Conn) error {
 		rows, err := c.Query(ctx, query, id, org, []byte(after), []byte(prefix), hi, encodeTime(now), limit+1)
 		if err != nil {
 			return err
@@ -933,7 +907,7 @@ func (db *DB) ListKeys(ctx context.Context, org, nsID, prefix, after string, lim
 			return err
 		}
 		if !found {
-			return kv.NamespaceNotFound()
+			return store.ErrNamespaceNotFound
 		}
 		return nil
 	})

@@ -23,13 +23,33 @@ var (
 	base = time.Date(2030, time.March, 4, 5, 6, 7, 0, time.UTC)
 )
 
+// TestConformance runs the conformance suite: each store on a database of
+// its own; a restart closes the engine and opens the database again; a
+// second handle is a second engine on the same database, as a second kvd
+// process would have.
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
-		db, err := postgres.Open(ctx, pgtest.URL(t), postgres.Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
+	var mu sync.Mutex
+	urls := map[store.Store]string{}
+	openOn := func(t *testing.T, url string) store.Store {
+		db := open(t, url, postgres.Config{})
+		mu.Lock()
+		urls[db] = url
+		mu.Unlock()
 		return db
+	}
+	urlOf := func(s store.Store) string {
+		mu.Lock()
+		defer mu.Unlock()
+		return urls[s]
+	}
+	storetest.Run(t, storetest.Funcs{
+		OpenFunc: func(t *testing.T) store.Store { return openOn(t, pgtest.URL(t)) },
+		ReopenFunc: func(t *testing.T, s store.Store) store.Store {
+			url := urlOf(s)
+			s.Close()
+			return openOn(t, url)
+		},
+		SecondFunc: func(t *testing.T, s store.Store) store.Store { return openOn(t, urlOf(s)) },
 	})
 }
 
@@ -128,8 +148,8 @@ func TestTwoHandles(t *testing.T) {
 		t.Fatalf("namespace created through a, read through b: %+v, %v", got, err)
 	}
 	err := b.CreateNamespace(ctx, kv.Namespace{ID: kv.NewID(), Org: "org", Name: "shared", Status: kv.StatusPending, CreatedAt: base, UpdatedAt: base})
-	if !errors.Is(err, kv.ErrConflict) {
-		t.Fatalf("same name through the other handle: %v, want conflict", err)
+	if !errors.Is(err, store.ErrNameTaken) {
+		t.Fatalf("same name through the other handle: %v, want store.ErrNameTaken", err)
 	}
 
 	// Leases are exclusive across handles.
@@ -173,7 +193,7 @@ func TestTwoHandles(t *testing.T) {
 	wantNotReady(t, "ListKeys through b", err)
 
 	// Concurrent claimers on both handles lease each job to one holder.
-	ids := map[string]bool{}
+	ids := map[kv.ID]bool{}
 	for i := range 4 {
 		p := kv.Namespace{ID: kv.NewID(), Org: "org", Name: fmt.Sprintf("p%d", i), Status: kv.StatusPending, CreatedAt: base, UpdatedAt: base}
 		if err := a.CreateNamespace(ctx, p); err != nil {
@@ -185,7 +205,7 @@ func TestTwoHandles(t *testing.T) {
 	now := base.Add(time.Hour)
 	var (
 		mu      sync.Mutex
-		holders = map[string]string{}
+		holders = map[kv.ID]string{}
 		wg      sync.WaitGroup
 		errs    []error
 	)
@@ -229,9 +249,9 @@ func TestTwoHandles(t *testing.T) {
 
 func wantNotReady(t *testing.T, what string, err error) {
 	t.Helper()
-	var ke *kv.Error
-	if !errors.As(err, &ke) || ke.Detail != kv.NotReady(kv.StatusDeleting).Detail {
-		t.Fatalf("%s = %v, want %q", what, err, kv.NotReady(kv.StatusDeleting).Detail)
+	var nr *store.NotReadyError
+	if !errors.As(err, &nr) || nr.Status != kv.StatusDeleting {
+		t.Fatalf("%s = %v, want a *store.NotReadyError for deleting", what, err)
 	}
 }
 
@@ -372,8 +392,8 @@ func TestStatementTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = db.PutKey(ctx, "org", ns.ID, "k", store.PutValue{Data: []byte("v"), ContentType: "text/plain"}, base)
-	if !errors.Is(err, kv.ErrUnavailable) {
-		t.Fatalf("PutKey past statement_timeout = %v, want it to match kv.ErrUnavailable (a 503, not an internal error)", err)
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("PutKey past statement_timeout = %v, want it to match store.ErrUnavailable (a 503, not an internal error)", err)
 	}
 }
 

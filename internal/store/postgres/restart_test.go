@@ -6,7 +6,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/pgtest"
 	"github.com/edgekv/kv/internal/store"
 	"github.com/edgekv/kv/internal/store/postgres"
@@ -14,7 +13,7 @@ import (
 
 // TestDatabaseRestart crashes the database server under a DB and starts it
 // again: calls made while it is down fail with an error matching
-// kv.ErrUnavailable, and once it is back every call succeeds, even when no
+// store.ErrUnavailable, and once it is back every call succeeds, even when no
 // call was made while it was down and the pool still holds the connections
 // of before the crash. Connections of a healthy server are reused.
 func TestDatabaseRestart(t *testing.T) {
@@ -55,11 +54,11 @@ func TestDatabaseRestart(t *testing.T) {
 	srv.Crash(t)
 	for i := range 2 * conns {
 		err := put("down", "v")
-		if !errors.Is(err, kv.ErrUnavailable) {
-			t.Fatalf("PutKey %d with the database down = %v, want an error matching kv.ErrUnavailable", i, err)
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("PutKey %d with the database down = %v, want an error matching store.ErrUnavailable", i, err)
 		}
-		if _, err := db.GetKey(ctx, "org", ns.ID, "k0", base); !errors.Is(err, kv.ErrUnavailable) {
-			t.Fatalf("GetKey %d with the database down = %v, want an error matching kv.ErrUnavailable", i, err)
+		if _, err := db.GetKey(ctx, "org", ns.ID, "k0", base); !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("GetKey %d with the database down = %v, want an error matching store.ErrUnavailable", i, err)
 		}
 	}
 	srv.Restart(t)

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/edgekv/kv"
-	"github.com/edgekv/kv/internal/metering"
 	"github.com/edgekv/kv/internal/store"
+	"github.com/edgekv/kv/internal/usagemath"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -73,7 +73,7 @@ type at struct {
 }
 
 func atTime(t time.Time) at {
-	m := metering.MonthOf(t)
+	m := usagemath.MonthOf(t)
 	n := encodeTime(t)
 	return at{month: m.Start(), ns: n, offset: n - m.Start().UnixNano()}
 }
@@ -270,7 +270,7 @@ var (
 // AddUsage implements store.Store with one statement.
 func (db *DB) AddUsage(ctx context.Context, counts []store.UsageDelta) error {
 	if db.closed.Load() {
-		return errClosed
+		return store.ErrClosed
 	}
 	type rowKey struct {
 		org        string
@@ -279,11 +279,8 @@ func (db *DB) AddUsage(ctx context.Context, counts []store.UsageDelta) error {
 	}
 	sums := map[rowKey]store.UsageCounts{}
 	for _, c := range counts {
-		id, err := kv.ParseID(c.NamespaceID)
-		if err != nil {
-			return err
-		}
-		m := metering.MonthOf(c.Month)
+		id := [16]byte(c.NamespaceID)
+		m := usagemath.MonthOf(c.Month)
 		k := rowKey{c.Org, id, m.Start(), m.Start().AddDate(0, 0, m.DayInMonth(c.Day)-1)}
 		s := sums[k]
 		s.Add(c.UsageCounts)
@@ -320,21 +317,24 @@ func (db *DB) AddUsage(ctx context.Context, counts []store.UsageDelta) error {
 }
 
 // Usage implements store.Store.
-func (db *DB) Usage(ctx context.Context, org, nsID string, month, now time.Time) ([]store.NamespaceUsage, error) {
+func (db *DB) Usage(ctx context.Context, org string, nsID kv.ID, month, now time.Time) ([]store.NamespaceUsage, error) {
 	return db.usage(ctx, org, nsID, month, now, false)
 }
 
 // UsageByDay implements store.Store. The month's figures and the days are
 // read in one read-only REPEATABLE READ transaction: one snapshot.
-func (db *DB) UsageByDay(ctx context.Context, org, nsID string, month, now time.Time) ([]store.NamespaceUsage, error) {
+func (db *DB) UsageByDay(ctx context.Context, org string, nsID kv.ID, month, now time.Time) ([]store.NamespaceUsage, error) {
 	return db.usage(ctx, org, nsID, month, now, true)
 }
 
-func (db *DB) usage(ctx context.Context, org, nsID string, month, now time.Time, byDay bool) ([]store.NamespaceUsage, error) {
+func (db *DB) usage(ctx context.Context, org string, nsID kv.ID, month, now time.Time, byDay bool) ([]store.NamespaceUsage, error) {
 	if db.closed.Load() {
-		return nil, errClosed
+		return nil, store.ErrClosed
 	}
-	m := metering.MonthOf(month)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m := usagemath.MonthOf(month)
 	end := m.End()
 	if now.Before(end) {
 		end = now
@@ -345,13 +345,9 @@ func (db *DB) usage(ctx context.Context, org, nsID string, month, now time.Time,
 	start, until := m.Start().UnixNano(), end.UnixNano()
 	query, args := sqlUsageOrg, []any{org, m.Start(), start, until}
 	daysQuery, daysArgs := sqlUsageDaysOrg, []any{org, m.Start(), m.End(), start, until}
-	if nsID != "" {
-		id, err := kv.ParseID(nsID)
-		if err != nil {
-			return nil, err
-		}
-		query, args = sqlUsageNS, append(args, id)
-		daysQuery, daysArgs = sqlUsageDaysNS, append(daysArgs, id)
+	if !nsID.IsZero() {
+		query, args = sqlUsageNS, append(args, [16]byte(nsID))
+		daysQuery, daysArgs = sqlUsageDaysNS, append(daysArgs, [16]byte(nsID))
 	}
 	var out []store.NamespaceUsage
 	read := func(q pgxQuerier) error {
@@ -380,16 +376,16 @@ func (db *DB) usage(ctx context.Context, org, nsID string, month, now time.Time,
 				return fmt.Errorf("weighted sum %q is not an integer", weighted)
 			}
 			out = append(out, store.NamespaceUsage{
-				NamespaceID: kv.FormatID(id),
+				NamespaceID: kv.ID(id),
 				UsageCounts: counts,
-				ByteNanos:   metering.StorageIntegral(carried, delta, w, end.Sub(m.Start())),
+				ByteNanos:   usagemath.StorageIntegral(carried, delta, w, end.Sub(m.Start())),
 				Bytes:       carried + delta,
 			})
 		}
 		return rows.Err()
 	}
 	readDays := func(q pgxQuerier) error {
-		recs := map[string]map[int]*metering.DayRecord{}
+		recs := map[kv.ID]map[int]*usagemath.DayRecord{}
 		rows, err := q.Query(ctx, daysQuery, daysArgs...)
 		if err != nil {
 			return err
@@ -399,7 +395,7 @@ func (db *DB) usage(ctx context.Context, org, nsID string, month, now time.Time,
 			var (
 				id       [16]byte
 				day      time.Time
-				r        metering.DayRecord
+				r        usagemath.DayRecord
 				weighted string
 			)
 			if err := rows.Scan(&id, &day, &r.Counts.Reads, &r.Counts.Writes, &r.Counts.Deletes, &r.Counts.Lists, &r.Delta, &weighted); err != nil {
@@ -409,14 +405,14 @@ func (db *DB) usage(ctx context.Context, org, nsID string, month, now time.Time,
 			if r.Weighted, ok = new(big.Int).SetString(weighted, 10); !ok {
 				return fmt.Errorf("weighted sum %q is not an integer", weighted)
 			}
-			byDay := recs[kv.FormatID(id)]
+			byDay := recs[kv.ID(id)]
 			if byDay == nil {
-				byDay = map[int]*metering.DayRecord{}
-				recs[kv.FormatID(id)] = byDay
+				byDay = map[int]*usagemath.DayRecord{}
+				recs[kv.ID(id)] = byDay
 			}
 			n := m.DayInMonth(day)
 			if byDay[n] == nil {
-				byDay[n] = &metering.DayRecord{}
+				byDay[n] = &usagemath.DayRecord{}
 			}
 			byDay[n].Add(r)
 		}
@@ -424,7 +420,7 @@ func (db *DB) usage(ctx context.Context, org, nsID string, month, now time.Time,
 			return err
 		}
 		for i := range out {
-			out[i].Days = metering.Days(m, end, out[i].Bytes, recs[out[i].NamespaceID])
+			out[i].Days = usagemath.Days(m, end, out[i].Bytes, recs[out[i].NamespaceID])
 		}
 		return nil
 	}

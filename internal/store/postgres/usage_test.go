@@ -12,15 +12,15 @@ import (
 	"time"
 
 	"github.com/edgekv/kv"
-	"github.com/edgekv/kv/internal/metering"
 	"github.com/edgekv/kv/internal/pgtest"
 	"github.com/edgekv/kv/internal/store"
 	"github.com/edgekv/kv/internal/store/postgres"
+	"github.com/edgekv/kv/internal/usagemath"
 )
 
 // usageOf returns the usage of namespace id in the month of now, as of
 // then, failing the test unless there is exactly one entry.
-func usageOf(t *testing.T, s store.Store, org, id string, month, now time.Time) store.NamespaceUsage {
+func usageOf(t *testing.T, s store.Store, org string, id kv.ID, month, now time.Time) store.NamespaceUsage {
 	t.Helper()
 	list, err := s.Usage(ctx, org, id, month, now)
 	if err != nil {
@@ -57,7 +57,7 @@ func TestUsageConcurrentHandles(t *testing.T) {
 	exp := t0.Add(10 * time.Minute) // phase 1's expiring values
 	t1 := t0.Add(24 * time.Hour)    // phase 2, the next day, after them
 	T := t1.Add(time.Hour)          // the report
-	midnight := metering.DayOf(t1)
+	midnight := usagemath.DayOf(t1)
 	key := func(i int) string { return fmt.Sprintf("key/%02d", i) }
 
 	var writes, deletes, reads atomic.Int64
@@ -129,7 +129,7 @@ func TestUsageConcurrentHandles(t *testing.T) {
 							touched[k].Store(true)
 						}
 					}
-					err := s.AddUsage(ctx, []store.UsageDelta{{Org: "org", NamespaceID: ns.ID, Month: metering.MonthOf(now).Start(), Day: now, UsageCounts: store.UsageCounts{Reads: 1}}})
+					err := s.AddUsage(ctx, []store.UsageDelta{{Org: "org", NamespaceID: ns.ID, Month: usagemath.MonthOf(now).Start(), Day: now, UsageCounts: store.UsageCounts{Reads: 1}}})
 					if err != nil {
 						errs <- fmt.Errorf("AddUsage: %w", err)
 						return
@@ -160,7 +160,7 @@ func TestUsageConcurrentHandles(t *testing.T) {
 		out := make([]*value, nkeys)
 		for i := range nkeys {
 			v, err := h[0].GetKey(ctx, "org", ns.ID, key(i), now)
-			if errors.Is(err, kv.ErrNotFound) {
+			if errors.Is(err, store.ErrKeyNotFound) {
 				continue
 			}
 			if err != nil {
@@ -230,8 +230,8 @@ func TestUsageConcurrentHandles(t *testing.T) {
 			t.Fatalf("handle %d: UsageByDay = %+v, %v", i, list, err)
 		}
 		days := list[0].Days
-		if n := len(days); n != T.Day() || !days[n-2].Day.Equal(metering.DayOf(t0)) || !days[n-1].Day.Equal(midnight) {
-			t.Fatalf("handle %d: %d days, want %d ending with %v and %v: %+v", i, n, T.Day(), metering.DayOf(t0), midnight, days)
+		if n := len(days); n != T.Day() || !days[n-2].Day.Equal(usagemath.DayOf(t0)) || !days[n-1].Day.Equal(midnight) {
+			t.Fatalf("handle %d: %d days, want %d ending with %v and %v: %+v", i, n, T.Day(), usagemath.DayOf(t0), midnight, days)
 		}
 		for j, d := range days[len(days)-2:] {
 			wantBytes := []int64{liveDay, live}[j]
@@ -265,7 +265,7 @@ func TestUsageMarkDeletingRacesSweep(t *testing.T) {
 	T := t0.Add(time.Hour)
 	const nss, nkeys = 8, 24
 	var list []kv.Namespace
-	want := map[string]*big.Int{}
+	want := map[kv.ID]*big.Int{}
 	for n := range nss {
 		ns := readyNamespace(t, a, "org", fmt.Sprintf("ns%d", n))
 		list = append(list, ns)
@@ -319,7 +319,7 @@ func TestUsageMarkDeletingRacesSweep(t *testing.T) {
 
 	check := func(when string) {
 		t.Helper()
-		got, err := b.Usage(ctx, "org", "", t0, T)
+		got, err := b.Usage(ctx, "org", kv.ID{}, t0, T)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -389,7 +389,7 @@ func TestUsageMigrationBackfill(t *testing.T) {
 	if err := c.QueryRow(ctx, `SELECT month FROM ns_usage WHERE delta_sum = 100`).Scan(&first); err != nil {
 		t.Fatalf("the live key's backfill row: %v", err)
 	}
-	month := metering.MonthOf(first)
+	month := usagemath.MonthOf(first)
 	end := month.End().Add(time.Hour) // the whole month
 	got := usageOf(t, db2, "org", ready.ID, month.Start(), end)
 	if got.Bytes != 100 || got.UsageCounts != (store.UsageCounts{}) {
@@ -415,7 +415,7 @@ func TestUsageMigrationBackfill(t *testing.T) {
 	if n, err := db2.SweepExpired(ctx, now, 10); err != nil || n != 1 {
 		t.Fatalf("SweepExpired = %d, %v", n, err)
 	}
-	if got := usageOf(t, db2, "org", ready.ID, metering.MonthOf(now).Start(), now); got.Bytes != 0 {
+	if got := usageOf(t, db2, "org", ready.ID, usagemath.MonthOf(now).Start(), now); got.Bytes != 0 {
 		t.Fatalf("after deleting everything: %d bytes, want 0", got.Bytes)
 	}
 }

@@ -7,12 +7,12 @@ import (
 	"net"
 	"testing"
 
-	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/store"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // wrap maps the errors that say the database cannot be reached, or went
-// away, to kv.ErrUnavailable (503 at the API) and keeps the cause; other
+// away, to store.ErrUnavailable (503 at the API) and keeps the cause; other
 // engine errors stay internal.
 func TestWrapUnavailable(t *testing.T) {
 	ctx := context.Background()
@@ -51,11 +51,8 @@ func TestWrapUnavailable(t *testing.T) {
 		{"caller gone", cancelled, errors.New("unexpected EOF"), true, false},
 	} {
 		err := wrap(c.ctx, "op", c.err, c.lost)
-		if got := errors.Is(err, kv.ErrUnavailable); got != c.unavailable {
-			t.Errorf("%s: wrap = %v; matches kv.ErrUnavailable: %v, want %v", c.name, err, got, c.unavailable)
-		}
-		if code := kv.ErrorCodeOf(err); c.unavailable && code != kv.EUnavailable || !c.unavailable && code != kv.EInternal {
-			t.Errorf("%s: code %s", c.name, code)
+		if got := errors.Is(err, store.ErrUnavailable); got != c.unavailable {
+			t.Errorf("%s: wrap = %v; matches store.ErrUnavailable: %v, want %v", c.name, err, got, c.unavailable)
 		}
 		if !errors.Is(err, c.err) {
 			t.Errorf("%s: wrap = %v, which lost its cause %v", c.name, err, c.err)
@@ -66,8 +63,8 @@ func TestWrapUnavailable(t *testing.T) {
 	if err := wrap(cancelled, "op", errors.New("unexpected EOF"), true); !errors.Is(err, context.Canceled) {
 		t.Errorf("wrap with a canceled context = %v, want it to match context.Canceled", err)
 	}
-	// A *kv.Error passes through as it is.
-	nf := kv.KeyNotFound()
+	// The contract's errors pass through as they are.
+	nf := store.ErrKeyNotFound
 	if err := wrap(ctx, "op", nf, true); err != error(nf) {
 		t.Errorf("wrap(KeyNotFound) = %v", err)
 	}

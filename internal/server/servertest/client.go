@@ -1,6 +1,7 @@
-// Package apitest is the black-box test suite of the HTTP API. It drives a
-// real kvd over real HTTP and runs against every storage engine.
-package apitest
+// Package servertest is the black-box test suite of the whole server: it
+// drives a real kvd over real HTTP and raw TCP, and runs against every
+// storage engine.
+package servertest
 
 import (
 	"bytes"
@@ -9,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,29 +20,6 @@ import (
 // StartFunc starts a kvd for a test on a fresh, empty store of the engine
 // under test.
 type StartFunc func(t *testing.T, opts ...kvdtest.Option) *kvdtest.Server
-
-// Clock is a settable clock for TTL tests.
-type Clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-// NewClock returns a clock reading start.
-func NewClock(start time.Time) *Clock { return &Clock{t: start} }
-
-// Now reads the clock.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// Advance moves the clock forward.
-func (c *Clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // client sends raw requests; paths are sent exactly as given (escaped form).
 type client struct {

@@ -1,4 +1,4 @@
-package api_test
+package server_test
 
 import (
 	"context"
@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgekv/kv/internal/api/apitest"
 	"github.com/edgekv/kv/internal/kvdtest"
 	"github.com/edgekv/kv/internal/pgtest"
 	"github.com/edgekv/kv/internal/server"
+	"github.com/edgekv/kv/internal/server/servertest"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // TestAPIPostgres runs the black-box suite on the PostgreSQL engine.
 func TestAPIPostgres(t *testing.T) {
-	apitest.Run(t, func(t *testing.T, opts ...kvdtest.Option) *kvdtest.Server {
+	servertest.Run(t, func(t *testing.T, opts ...kvdtest.Option) *kvdtest.Server {
 		return kvdtest.Start(t, append([]kvdtest.Option{kvdtest.WithStore(pgtest.URL(t))}, opts...)...)
 	})
 }

@@ -1,4 +1,4 @@
-package api_test
+package server_test
 
 import (
 	"crypto/ecdsa"
@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgekv/kv/internal/api/apitest"
 	"github.com/edgekv/kv/internal/kvdtest"
 	"github.com/edgekv/kv/internal/server"
 )
@@ -49,7 +48,7 @@ func errCode(t *testing.T, body string) string {
 }
 
 func TestRateLimit(t *testing.T) {
-	clock := apitest.NewClock(time.Unix(1_800_000_000, 0))
+	clock := kvdtest.NewClock(time.Unix(1_800_000_000, 0))
 	s := kvdtest.Start(t, kvdtest.WithClock(clock.Now), kvdtest.WithConfig(func(c *server.Config) { c.RateLimit = 5 }))
 	url := s.URL + "/v2/storage/kvs"
 	for i := range 5 {

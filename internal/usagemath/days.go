@@ -1,4 +1,4 @@
-package metering
+package usagemath
 
 import (
 	"math/big"

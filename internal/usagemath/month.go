@@ -1,14 +1,10 @@
-// Package metering meters the service for billing: it buffers read and list
-// counts for at most a second, names calendar months, and prices a month's
-// usage from the published table.
-package metering
+// Package usagemath is the exact arithmetic of metered usage, shared by the
+// storage engines (which record usage in the commits that cause it) and the
+// service (which reports and prices it): calendar months and days in UTC,
+// and 128-bit sums of bytes times nanoseconds.
+package usagemath
 
-import (
-	"fmt"
-	"time"
-
-	"github.com/edgekv/kv"
-)
+import "time"
 
 // Month is a calendar month in UTC, named by its first instant.
 type Month struct{ start time.Time }
@@ -19,13 +15,13 @@ func MonthOf(t time.Time) Month {
 	return Month{time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)}
 }
 
-// ParseMonth parses "YYYY-MM".
-func ParseMonth(s string) (Month, error) {
+// ParseMonth parses "YYYY-MM"; ok is false for anything else.
+func ParseMonth(s string) (m Month, ok bool) {
 	t, err := time.Parse("2006-01", s)
 	if err != nil || len(s) != 7 {
-		return Month{}, kv.Errorf(kv.EInvalid, "month must be YYYY-MM, e.g. 2026-11; got %q", truncate(s, 32)).WithParam("month")
+		return Month{}, false
 	}
-	return Month{t}, nil
+	return Month{t}, true
 }
 
 // Start is the month's first instant.
@@ -48,11 +44,4 @@ func (m Month) Index() uint32 { return uint32(m.start.Year()*12 + int(m.start.Mo
 // MonthFromIndex is the inverse of Index.
 func MonthFromIndex(i uint32) Month {
 	return Month{time.Date(int(i/12), time.Month(i%12+1), 1, 0, 0, 0, 0, time.UTC)}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return fmt.Sprintf("%s…", s[:n])
 }

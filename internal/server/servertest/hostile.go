@@ -1,4 +1,4 @@
-package apitest
+package servertest
 
 import (
 	"bufio"
@@ -360,7 +360,7 @@ func testRetryHints(t *testing.T, start StartFunc) {
 	}{
 		{"not ready", c.do("GET", "/v2/storage/kvs/"+pending.ID+"/keys/k", nil), 409, "true"},
 		{"duplicate name", c.do("POST", "/v2/storage/kvs", []byte(`{"name":"hints"}`)), 409, "false"},
-		{"missing namespace", c.do("GET", "/v2/storage/kvs/"+kv.NewID(), nil), 404, "false"},
+		{"missing namespace", c.do("GET", "/v2/storage/kvs/"+kv.NewID().String(), nil), 404, "false"},
 		{"bad key", c.do("GET", "/v2/storage/kvs/"+pending.ID+"/keys/a:b", nil), 400, "false"},
 		{"bad ttl", c.do("PUT", "/v2/storage/kvs/"+pending.ID+"/keys/k?ttl_secs=0", []byte("v")), 422, "false"},
 		{"unauthorized", newClient(t, s, "nope").do("GET", "/v2/storage/kvs", nil), 401, "false"},

@@ -1,4 +1,4 @@
-package apitest
+package servertest
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ import (
 // write nothing; the limit counts every namespace of the organization and
 // no other organization's; deletes free room once the figure is read again.
 func testStorageQuota(t *testing.T, start StartFunc) {
-	clock := NewClock(time.Date(2026, 6, 18, 14, 0, 0, 0, time.UTC))
+	clock := kvdtest.NewClock(time.Date(2026, 6, 18, 14, 0, 0, 0, time.UTC))
 	s := start(t, kvdtest.WithClock(clock.Now), kvdtest.WithConfig(func(c *server.Config) { c.MaxStoredBytes = 1000 }))
 	c := newClient(t, s, s.Token)
 	a, b := c.readyNS("quota-a"), c.readyNS("quota-b")

@@ -1,4 +1,4 @@
-package apitest
+package servertest
 
 import (
 	"bufio"
@@ -87,12 +87,12 @@ func testAuth(t *testing.T, start StartFunc) {
 	c := newClient(t, s, "")
 	for _, rt := range [][2]string{
 		{"POST", "/v2/storage/kvs"},
-		{"GET", "/v2/storage/kvs/" + kv.NewID()},
-		{"DELETE", "/v2/storage/kvs/" + kv.NewID()},
-		{"GET", "/v2/storage/kvs/" + kv.NewID() + "/keys"},
-		{"GET", "/v2/storage/kvs/" + kv.NewID() + "/keys/k"},
-		{"PUT", "/v2/storage/kvs/" + kv.NewID() + "/keys/k"},
-		{"DELETE", "/v2/storage/kvs/" + kv.NewID() + "/keys/k"},
+		{"GET", "/v2/storage/kvs/" + kv.NewID().String()},
+		{"DELETE", "/v2/storage/kvs/" + kv.NewID().String()},
+		{"GET", "/v2/storage/kvs/" + kv.NewID().String() + "/keys"},
+		{"GET", "/v2/storage/kvs/" + kv.NewID().String() + "/keys/k"},
+		{"PUT", "/v2/storage/kvs/" + kv.NewID().String() + "/keys/k"},
+		{"DELETE", "/v2/storage/kvs/" + kv.NewID().String() + "/keys/k"},
 	} {
 		wantError(t, c.do(rt[0], rt[1], nil), http.StatusUnauthorized, kv.EUnauthorized, "")
 	}
@@ -220,7 +220,7 @@ func testNamespaceGetDelete(t *testing.T, start StartFunc) {
 		wantError(t, c.do("GET", "/v2/storage/kvs/"+bad, nil), http.StatusBadRequest, kv.EInvalid, "UUID")
 		wantError(t, c.do("DELETE", "/v2/storage/kvs/"+bad, nil), http.StatusBadRequest, kv.EInvalid, "UUID")
 	}
-	missing := kv.NewID()
+	missing := kv.NewID().String()
 	wantError(t, c.do("GET", "/v2/storage/kvs/"+missing, nil), http.StatusNotFound, kv.ENotFound, "Namespace not found")
 	wantError(t, c.do("DELETE", "/v2/storage/kvs/"+missing, nil), http.StatusNotFound, kv.ENotFound, "Namespace not found")
 
@@ -312,7 +312,7 @@ func testKeyPutGetDelete(t *testing.T, start StartFunc) {
 	}
 	// Missing keys and namespaces.
 	wantError(t, c.do("GET", base+"nope", nil), http.StatusNotFound, kv.ENotFound, "Key not found")
-	missing := "/v2/storage/kvs/" + kv.NewID() + "/keys/"
+	missing := "/v2/storage/kvs/" + kv.NewID().String() + "/keys/"
 	wantError(t, c.do("GET", missing+"k", nil), http.StatusNotFound, kv.ENotFound, "Namespace not found")
 	wantError(t, c.do("PUT", missing+"k", []byte("v")), http.StatusNotFound, kv.ENotFound, "Namespace not found")
 	wantError(t, c.do("DELETE", missing+"k", nil), http.StatusNotFound, kv.ENotFound, "Namespace not found")
@@ -462,7 +462,7 @@ func testValueLimits(t *testing.T, start StartFunc) {
 }
 
 func testTTL(t *testing.T, start StartFunc) {
-	clock := NewClock(time.Date(2026, 6, 18, 14, 0, 0, 0, time.UTC))
+	clock := kvdtest.NewClock(time.Date(2026, 6, 18, 14, 0, 0, 0, time.UTC))
 	s := start(t, kvdtest.WithClock(clock.Now))
 	c := newClient(t, s, s.Token)
 	id := c.readyNS("ttl")
@@ -637,7 +637,7 @@ func testTenantIsolation(t *testing.T, start StartFunc) {
 	b := newClient(t, s, s.NewToken(t, "intruder"))
 	id := a.readyNS("private")
 	wantStatus(t, a.do("PUT", "/v2/storage/kvs/"+id+"/keys/secret", []byte("s")), http.StatusCreated)
-	missing := kv.NewID()
+	missing := kv.NewID().String()
 	for _, rt := range []struct{ method, path string }{
 		{"GET", "/v2/storage/kvs/%s"},
 		{"DELETE", "/v2/storage/kvs/%s"},
@@ -791,7 +791,7 @@ func checkStatus(t testing.TB, r response, want int) {
 }
 
 func testUsage(t *testing.T, start StartFunc) {
-	clock := NewClock(time.Date(2026, 11, 15, 12, 0, 0, 0, time.UTC))
+	clock := kvdtest.NewClock(time.Date(2026, 11, 15, 12, 0, 0, 0, time.UTC))
 	s := start(t, kvdtest.WithClock(clock.Now))
 	c := newClient(t, s, s.Token)
 	id := c.readyNS("metered")
@@ -826,7 +826,7 @@ func testUsage(t *testing.T, start StartFunc) {
 			check(c.do("PUT", base+"k?ttl_secs=0", []byte("x")), http.StatusUnprocessableEntity)
 			check(c.do("GET", "/v2/storage/kvs/"+id+"/keys?limit=0", nil), http.StatusBadRequest)
 			check(newClient(t, s, "wrong").do("GET", base+"w0/k5", nil), http.StatusUnauthorized)
-			check(c.do("GET", "/v2/storage/kvs/"+kv.NewID()+"/keys/k", nil), http.StatusNotFound)
+			check(c.do("GET", "/v2/storage/kvs/"+kv.NewID().String()+"/keys/k", nil), http.StatusNotFound)
 			mu.Lock()
 			liveBytes += 8 * int64(len(fmt.Sprintf("w%d/k0", w))+10)
 			mu.Unlock()
@@ -887,7 +887,7 @@ func testUsage(t *testing.T, start StartFunc) {
 		t.Fatalf("October: %s", r.body)
 	}
 	wantError(t, c.do("GET", "/v2/storage/kvs/usage?month=2026-13", nil), http.StatusBadRequest, kv.EInvalid, "YYYY-MM")
-	wantError(t, c.do("GET", "/v2/storage/kvs/"+kv.NewID()+"/usage", nil), http.StatusNotFound, kv.ENotFound, "")
+	wantError(t, c.do("GET", "/v2/storage/kvs/"+kv.NewID().String()+"/usage", nil), http.StatusNotFound, kv.ENotFound, "")
 	wantStatus(t, c.do("GET", "/v2/storage/kvs/"+other+"/usage", nil), http.StatusOK)
 	intruder := newClient(t, s, s.NewToken(t, "intruder"))
 	wantError(t, intruder.do("GET", "/v2/storage/kvs/"+id+"/usage", nil), http.StatusNotFound, kv.ENotFound, "")
@@ -900,7 +900,7 @@ func testUsage(t *testing.T, start StartFunc) {
 // testUsageByDay goes on from testUsage, whose workload ran at 12:00 on
 // November 15 and left live bytes in namespace id: a second concurrent
 // workload at 01:00 on the 16th, then the month by day at 01:30.
-func testUsageByDay(t *testing.T, s *kvdtest.Server, c *client, id string, clock *Clock, day1Bytes int64) {
+func testUsageByDay(t *testing.T, s *kvdtest.Server, c *client, id string, clock *kvdtest.Clock, day1Bytes int64) {
 	clock.Advance(13*time.Hour - 10*time.Second) // November 16, 01:00
 	base := "/v2/storage/kvs/" + id + "/keys/"
 	const workers = 8

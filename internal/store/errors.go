@@ -1,0 +1,45 @@
+package store
+
+import (
+	"errors"
+
+	"github.com/edgekv/kv"
+)
+
+// The errors of the contract. They say what happened in the store's terms;
+// the service maps them to what the API's clients read, in one table.
+var (
+	// ErrNamespaceNotFound: no such namespace for the organization (it
+	// never existed, was purged, or is another organization's).
+	ErrNamespaceNotFound = errors.New("store: namespace not found")
+	// ErrKeyNotFound: no such key, or it has expired.
+	ErrKeyNotFound = errors.New("store: key not found")
+	// ErrTokenNotFound: no token has the digest.
+	ErrTokenNotFound = errors.New("store: token not found")
+	// ErrNameTaken: the organization has a namespace of that name already.
+	ErrNameTaken = errors.New("store: namespace name taken")
+	// ErrIDTaken: a namespace has that id already.
+	ErrIDTaken = errors.New("store: namespace id taken")
+	// ErrAlreadyDeleting: the namespace is being deleted already.
+	ErrAlreadyDeleting = errors.New("store: namespace already deleting")
+	// ErrNotDeleting: PurgeNamespace of a namespace that is not deleting.
+	ErrNotDeleting = errors.New("store: namespace not deleting")
+	// ErrInvalidArgument: the caller broke the contract (a limit below 1, a
+	// status a method does not move to). Nothing was changed.
+	ErrInvalidArgument = errors.New("store: invalid argument")
+	// ErrUnavailable: the storage could not be reached, or was lost in the
+	// middle of the call, so a change may have been made or not; the call
+	// may succeed if tried again. The engine's own error is kept in the
+	// chain, for logs.
+	ErrUnavailable = errors.New("store: storage unavailable")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("store: closed")
+)
+
+// NotReadyError is a key operation on a namespace that is not
+// provision_ok.
+type NotReadyError struct {
+	Status kv.Status
+}
+
+func (e *NotReadyError) Error() string { return "store: namespace not ready: " + string(e.Status) }
