@@ -41,9 +41,14 @@ import (
 // use, and any number of DBs, in any number of processes, may share one
 // database.
 type DB struct {
-	pool   *pgxpool.Pool
-	closed atomic.Bool
-	tokens sync.Map // store.TokenDigest -> organization; see OrgForToken
+	pool    *pgxpool.Pool
+	breaker *breaker
+	closed  atomic.Bool
+	tokens  sync.Map // store.TokenDigest -> organization; see OrgForToken
+
+	// resetAt is when the pool was last emptied because a statement found
+	// the server read-only (Unix nanoseconds); see dropReadOnly.
+	resetAt atomic.Int64
 
 	// purgeBatch is the most keys PurgeNamespace deletes per statement.
 	purgeBatch int
@@ -55,10 +60,20 @@ var _ store.Store = (*DB)(nil)
 // transaction; see PurgeNamespace.
 const defaultPurgeBatch = 10000
 
+// openLogEvery is the least time between two lines of Open saying that it
+// is still waiting for the database.
+const openLogEvery = 5 * time.Second
+
 // Open connects to the database at url (a postgres:// URL or a libpq
-// key=value string, as pgx.ParseConfig accepts), applies any schema
+// key=value string, as pgx.ParseConfig accepts; several hosts with
+// target_session_attrs=read-write follow a failover), applies any schema
 // migrations it lacks, and returns the engine. Several processes may Open
 // the same empty database at once.
+//
+// A database that does not accept connections yet is waited for, up to
+// cfg.OpenTimeout, with a growing pause between attempts; Open logs why it
+// waits, at most every few seconds, and returns the last attempt's error
+// when it gives up, or ctx's when ctx ends first.
 func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
 	cfg = cfg.EnsureDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -101,15 +116,27 @@ func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
 		return !peerClosed(c.PgConn().Conn()), nil
 	}
 
+	// Every new connection asks the breaker first, and reports to it how
+	// the attempt went (the attempt is the connection's tracer).
+	br := newBreaker()
+	pc.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
+		a, err := br.admit()
+		if err != nil {
+			return err
+		}
+		cc.Tracer = a
+		return nil
+	}
+
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	db := &DB{pool: pool, purgeBatch: defaultPurgeBatch}
-	c, err := pool.Acquire(ctx)
+	db := &DB{pool: pool, breaker: br, purgeBatch: defaultPurgeBatch}
+	c, err := db.waitForDatabase(ctx, cfg)
 	if err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("postgres: connect: %w", err)
+		return nil, err
 	}
 	err = migrate(ctx, c.Conn())
 	c.Release()
@@ -117,7 +144,50 @@ func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
 		pool.Close()
 		return nil, err
 	}
+	br.setLogger(cfg.Logger)
 	return db, nil
+}
+
+// waitForDatabase returns a connection of the pool as soon as the database
+// gives one, trying at the breaker's pace for up to cfg.OpenTimeout.
+func (db *DB) waitForDatabase(ctx context.Context, cfg Config) (*pgxpool.Conn, error) {
+	start := time.Now()
+	if cfg.OpenTimeout < 0 {
+		c, err := db.pool.Acquire(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: connect: %w", err)
+		}
+		return c, nil
+	}
+	actx, cancel := context.WithTimeout(ctx, cfg.OpenTimeout)
+	defer cancel()
+	var logged time.Time
+	for attempt := 1; ; attempt++ {
+		c, err := db.pool.Acquire(actx)
+		if err == nil {
+			if attempt > 1 {
+				cfg.Logger.Info("postgres: connected to the database", "attempts", attempt, "waited", time.Since(start).Round(time.Millisecond))
+			}
+			return c, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("postgres: stopped waiting for the database: %w", ctx.Err())
+		}
+		if actx.Err() != nil {
+			// The attempt under way at the deadline was cut short:
+			// the one before it tells why the database is not there.
+			if last := db.breaker.lastError(); last != nil {
+				err = last
+			}
+			return nil, fmt.Errorf("postgres: the database did not accept a connection within %v (%d attempts); the last attempt: %w", cfg.OpenTimeout, attempt, err)
+		}
+		if now := time.Now(); logged.IsZero() || now.Sub(logged) >= openLogEvery {
+			logged = now
+			cfg.Logger.Warn("postgres: waiting for the database", "attempt", attempt, "err", err,
+				"waited", now.Sub(start).Round(time.Millisecond), "gives_up_in", (cfg.OpenTimeout - now.Sub(start)).Round(time.Second))
+		}
+		db.breaker.wait(actx) // the next Acquire sees actx's end, if it came
+	}
 }
 
 // errClosed is returned by every method called after Close.
@@ -135,20 +205,53 @@ func (db *DB) Close() error {
 
 // conn runs fn with a connection of the pool and maps its error. The pool
 // destroys, rather than reuses, a connection left broken or inside a
-// transaction.
+// transaction. A call that needs a new connection while the breaker is open
+// fails at once with errUnavailable.
 func (db *DB) conn(ctx context.Context, op string, fn func(c *pgx.Conn) error) error {
 	if db.closed.Load() {
 		return errClosed
 	}
 	c, err := db.pool.Acquire(ctx)
+	if errors.Is(err, errBreakerOpen) {
+		// The breaker logs the outage; one line per refused call would
+		// bury it.
+		return errUnavailable
+	}
 	if err != nil {
 		return wrap(ctx, op, err, false)
 	}
 	defer c.Release()
 	err = fn(c.Conn())
+	if readOnly(err) {
+		db.dropReadOnly(c)
+	}
 	// A call that failed on a connection that is now closed lost it: the
 	// server went away, or the network failed, in the middle of the call.
 	return wrap(ctx, op, err, err != nil && c.Conn().IsClosed())
+}
+
+// resetEvery is the least time between two resets of the pool by
+// dropReadOnly.
+const resetEvery = time.Second
+
+// dropReadOnly handles a statement on c that found the server read-only: a
+// primary demoted to a standby, or a server a failover manager has made
+// read-only while it promotes another. c is closed, so that the pool
+// destroys it rather than reuse it, and so is every other connection of the
+// pool, made to the same server as like as not: new connections go where
+// the URL sends them, which with target_session_attrs=read-write is the
+// server that accepts writes now. Resets are at most one a second, so a
+// URL that leads to a read-only server alone does not have every write
+// empty the pool.
+func (db *DB) dropReadOnly(c *pgxpool.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	c.Conn().Close(ctx)
+	cancel()
+	now := time.Now().UnixNano()
+	last := db.resetAt.Load()
+	if now-last >= int64(resetEvery) && db.resetAt.CompareAndSwap(last, now) {
+		db.pool.Reset()
+	}
 }
 
 // errUnavailable is the store's answer to a call that could not reach the
@@ -157,8 +260,8 @@ func (db *DB) conn(ctx context.Context, op string, fn func(c *pgx.Conn) error) e
 var errUnavailable = kv.Errorf(kv.EUnavailable, "The database is unavailable; try again later")
 
 // wrap maps an error to the store's vocabulary: *kv.Error values pass
-// through; a failure to reach the database, or the loss of the connection
-// (lost), matches kv.ErrUnavailable; anything else is an engine failure
+// through; a failure to reach the database, the loss of the connection
+// (lost), or a server that has become read-only matches kv.ErrUnavailable; anything else is an engine failure
 // named after op. The original error stays in the chain, for logs.
 func wrap(ctx context.Context, op string, err error, lost bool) error {
 	var ke *kv.Error
@@ -171,7 +274,7 @@ func wrap(ctx context.Context, op string, err error, lost bool) error {
 		return errClosed
 	case ctx.Err() != nil && !errors.Is(err, ctx.Err()):
 		return fmt.Errorf("postgres: %s: %w: %w", op, ctx.Err(), err)
-	case ctx.Err() == nil && (lost || unreachable(err)):
+	case ctx.Err() == nil && (lost || unreachable(err) || readOnly(err)):
 		return fmt.Errorf("postgres: %s: %w: %w", op, errUnavailable, err)
 	case ctx.Err() == nil && timedOut(err):
 		return fmt.Errorf("postgres: %s: %w: %w", op, errTimedOut, err)
@@ -188,6 +291,14 @@ var errTimedOut = kv.Errorf(kv.EUnavailable, "The database did not answer in tim
 func timedOut(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "57014"
+}
+
+// readOnly reports whether err is a write refused by a read-only server:
+// read_only_sql_transaction, which a standby raises, and a primary whose
+// default_transaction_read_only was turned on.
+func readOnly(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "25006"
 }
 
 // unreachable reports whether err says that the database cannot be
