@@ -179,16 +179,33 @@ func (db *DB) waitForDatabase(ctx context.Context, cfg Config) (*pgxpool.Conn, e
 			if last := db.breaker.lastError(); last != nil {
 				err = last
 			}
-			return nil, fmt.Errorf("postgres: the database did not accept a connection within %v (%d attempts); the last attempt: %w", cfg.OpenTimeout, attempt, err)
+			return nil, &lineError{fmt.Sprintf("postgres: the database did not accept a connection within %v (%d attempts); the last attempt: %s", cfg.OpenTimeout, attempt, oneLine(err)), err}
 		}
 		if now := time.Now(); logged.IsZero() || now.Sub(logged) >= openLogEvery {
 			logged = now
-			cfg.Logger.Warn("postgres: waiting for the database", "attempt", attempt, "err", err,
+			cfg.Logger.Warn("postgres: waiting for the database", "attempt", attempt, "err", oneLine(err),
 				"waited", now.Sub(start).Round(time.Millisecond), "gives_up_in", (cfg.OpenTimeout - now.Sub(start)).Round(time.Second))
 		}
 		db.breaker.wait(actx) // the next Acquire sees actx's end, if it came
 	}
 }
+
+// oneLine is err's message on one line: pgx puts each host it tried (a
+// multi-host URL, or sslmode=prefer's two tries) on a line of its own.
+func oneLine(err error) string {
+	s := strings.ReplaceAll(err.Error(), ":\n", ": ")
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+}
+
+// lineError is an error with a message of its own, on one line, that wraps
+// its cause.
+type lineError struct {
+	msg string
+	err error
+}
+
+func (e *lineError) Error() string { return e.msg }
+func (e *lineError) Unwrap() error { return e.err }
 
 // errClosed is returned by every method called after Close.
 var errClosed = errors.New("postgres: closed")
