@@ -178,7 +178,9 @@ func TestProxyCountsConnections(t *testing.T) {
 		c.Close(ctx)
 		t.Fatal("connected through the proxy to a stopped server")
 	}
-	if n := p.Accepted(); n != 4 {
-		t.Fatalf("the proxy accepted %d connections, want 4 (one to the stopped server)", n)
+	// pgx follows a start-up that failed on a closed connection with a
+	// cancel request, a connection of its own, sent in the background.
+	if n := p.Accepted(); n < 4 || n > 5 {
+		t.Fatalf("the proxy accepted %d connections, want 4 or 5 (one to the stopped server, and maybe pgx's cancel request)", n)
 	}
 }
