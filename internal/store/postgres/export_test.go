@@ -1,6 +1,8 @@
 package postgres
 
-import "time"
+import (
+	"time"
+)
 
 // SetPurgeBatch sets how many keys PurgeNamespace deletes per statement, so
 // tests can exercise batching without writing tens of thousands of keys.
@@ -24,3 +26,7 @@ func MaxProbes(d time.Duration) int {
 		}
 	}
 }
+
+// NotConnecting reports whether err is the breaker's refusal: no attempt to
+// connect was made, the last one having failed.
+func NotConnecting(err error) bool { return err == error(errNotConnecting) }

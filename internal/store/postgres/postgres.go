@@ -155,7 +155,7 @@ func (db *DB) waitForDatabase(ctx context.Context, cfg Config) (*pgxpool.Conn, e
 	if cfg.OpenTimeout < 0 {
 		c, err := db.pool.Acquire(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("postgres: connect: %w", err)
+			return nil, &lineError{"postgres: connect: " + oneLine(err), err}
 		}
 		return c, nil
 	}
@@ -172,6 +172,9 @@ func (db *DB) waitForDatabase(ctx context.Context, cfg Config) (*pgxpool.Conn, e
 		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("postgres: stopped waiting for the database: %w", ctx.Err())
+		}
+		if last := db.breaker.lastError(); errors.Is(err, errBreakerOpen) && last != nil {
+			err = last // refused before dialing: the last attempt says why
 		}
 		if actx.Err() != nil {
 			// The attempt under way at the deadline was cut short:
@@ -223,7 +226,7 @@ func (db *DB) Close() error {
 // conn runs fn with a connection of the pool and maps its error. The pool
 // destroys, rather than reuses, a connection left broken or inside a
 // transaction. A call that needs a new connection while the breaker is open
-// fails at once with errUnavailable.
+// fails at once with errNotConnecting.
 func (db *DB) conn(ctx context.Context, op string, fn func(c *pgx.Conn) error) error {
 	if db.closed.Load() {
 		return errClosed
@@ -232,7 +235,7 @@ func (db *DB) conn(ctx context.Context, op string, fn func(c *pgx.Conn) error) e
 	if errors.Is(err, errBreakerOpen) {
 		// The breaker logs the outage; one line per refused call would
 		// bury it.
-		return errUnavailable
+		return errNotConnecting
 	}
 	if err != nil {
 		return wrap(ctx, op, err, false)
@@ -275,6 +278,13 @@ func (db *DB) dropReadOnly(c *pgxpool.Conn) {
 // database, or lost its connection before the outcome was known: a write
 // that lost it may have been made or not.
 var errUnavailable = kv.Errorf(kv.EUnavailable, "The database is unavailable; try again later")
+
+// errNotConnecting is the store's answer to a call that needed a new
+// connection while the breaker is open: the last attempt to connect
+// failed, and the next is not due yet. The call reached no database. Until
+// the next attempt succeeds (one interval, at most breakerMax, after the
+// database is back), calls get it although the database may be up again.
+var errNotConnecting = kv.Errorf(kv.EUnavailable, "The database could not be reached at the last attempt; kvd tries again shortly")
 
 // wrap maps an error to the store's vocabulary: *kv.Error values pass
 // through; a failure to reach the database, the loss of the connection
