@@ -265,18 +265,19 @@ func (w *failoverRun) judge(res linearizability.Result) bool {
 
 func registerKey(i int) string { return fmt.Sprintf("k%02d", i) }
 
-// waitServing waits until a request sent after the event succeeds: kvd
-// serves again without a restart. It fails the test if kvd does not
-// within a few minutes.
+// waitServing waits until a request sent from now on succeeds: kvd
+// serves again, without a restart, once the formation has a primary. It
+// fails the test if kvd does not within a few minutes.
 func (w *failoverRun) waitServing(e *event) {
 	w.t.Helper()
+	since := w.rec.Now()
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		w.mu.Lock()
 		served := false
 		for i := len(w.results) - 1; i >= 0 && !served; i-- {
 			r := w.results[i]
-			served = r.ok && r.call > e.rec && w.failedSince(e)
+			served = r.ok && r.call > since
 		}
 		w.mu.Unlock()
 		if served {
@@ -287,16 +288,6 @@ func (w *failoverRun) waitServing(e *event) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// failedSince reports whether a request failed after e; w.mu is held.
-func (w *failoverRun) failedSince(e *event) bool {
-	for i := len(w.results) - 1; i >= 0; i-- {
-		if r := w.results[i]; !r.ok && r.ret > e.rec {
-			return true
-		}
-	}
-	return false
 }
 
 // logWindow logs the window of unavailability after e: from the first

@@ -56,6 +56,7 @@ type Formation struct {
 	env     []string
 
 	monitor *autoctl
+	monPort int
 	nodes   []*Node
 }
 
@@ -185,7 +186,7 @@ func NewFormation(t testing.TB) *Formation {
 	}
 	common := []string{"--hostname", "127.0.0.1", "--listen", "127.0.0.1", "--auth", "trust", "--no-ssl", "--ssl-mode", "disable", "--pgctl", filepath.Join(bin, "pg_ctl")}
 
-	f.monitor = f.newAutoctl("monitor")
+	f.monitor, f.monPort = f.newAutoctl("monitor"), ports[0]
 	f.monitor.start(t, f, append([]string{"create", "monitor", "--pgdata", f.monitor.pgdata, "--pgport", strconv.Itoa(ports[0]), "--run"}, common...)...)
 	f.waitMonitor(t, ports[0])
 
@@ -213,15 +214,7 @@ func (f *Formation) monitorURL() string {
 	return fmt.Sprintf("postgres://autoctl_node@127.0.0.1:%d/pg_auto_failover?sslmode=disable", f.monitorPort())
 }
 
-func (f *Formation) monitorPort() int {
-	for i, a := range f.monitor.cmd.Args {
-		if a == "--pgport" {
-			n, _ := strconv.Atoi(f.monitor.cmd.Args[i+1])
-			return n
-		}
-	}
-	return 0
-}
+func (f *Formation) monitorPort() int { return f.monPort }
 
 // start runs pg_autoctl with args in a process group of its own, with
 // its output appended to its log.
