@@ -29,6 +29,9 @@ const EnvRequireFailover = "KV_REQUIRE_FAILOVER"
 // pg_autoctl on the first primary and replicated to the other node.
 const FormationDB = "kv"
 
+// socketDir is where Debian's PostgreSQL puts its Unix sockets by default.
+const socketDir = "/var/run/postgresql"
+
 // formationWait bounds every wait for a formation's state: generous, for a
 // loaded machine; the waits end as soon as the state is reached.
 const formationWait = 3 * time.Minute
@@ -145,6 +148,15 @@ func NewFormation(t testing.TB) *Formation {
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		f.cred = &runAs{uid: uint32(uid), gid: uint32(gid)}
+	}
+	// The nodes' servers put their Unix sockets in Debian's default
+	// directory (pg_autoctl starts them without -k); the package creates it,
+	// but it lives under /run, which a reboot empties.
+	if _, err := os.Stat(socketDir); err != nil && f.cred != nil {
+		if err := os.MkdirAll(socketDir, 0o2775); err != nil {
+			t.Fatalf("pgtest: %v", err)
+		}
+		os.Chown(socketDir, int(f.cred.uid), int(f.cred.gid))
 	}
 	if f.dir, err = os.MkdirTemp("", "kv-pgautofailover-"); err != nil {
 		t.Fatal(err)
@@ -298,6 +310,19 @@ func (f *Formation) remove() {
 	}
 	if f.t.Failed() {
 		f.t.Logf("pg_auto_failover logs:\n%s", f.Logs())
+	}
+	// A server killed and not started again leaves its socket and lock
+	// file behind; the ports were the formation's.
+	ports := []int{f.monPort}
+	for _, n := range f.nodes {
+		ports = append(ports, n.Port)
+	}
+	for _, port := range ports {
+		if port != 0 {
+			sock := filepath.Join(socketDir, ".s.PGSQL."+strconv.Itoa(port))
+			os.Remove(sock)
+			os.Remove(sock + ".lock")
+		}
 	}
 	os.RemoveAll(f.dir)
 }
