@@ -154,7 +154,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: kvd [flags]\n       kvd token create --org NAME [--store DIR|URL]\n       kvd version\n\nFlags:\n")
 		fs.PrintDefaults()
-		fmt.Fprintf(stderr, "\nEnvironment: KV_LISTEN, KV_STORE (flag defaults), TELNYX_API_KEY (accepted as a token of the %q organization).\n", "default")
+		fmt.Fprintf(stderr, "\nEnvironment: KV_LISTEN, KV_STORE, KV_PG_CONNECT_TIMEOUT (flag defaults), TELNYX_API_KEY (accepted as a token of the %q organization).\n", "default")
 	}
 	fs.StringVar(&cfg.Listen, "listen", envOr(getenv, "KV_LISTEN", cfg.Listen), "address to serve the API on (env KV_LISTEN)")
 	fs.StringVar(&cfg.Store, "store", envOr(getenv, "KV_STORE", cfg.Store), "data directory of the embedded engine, or a postgres:// URL (env KV_STORE)")
@@ -176,6 +176,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.Var(byteSize{&cfg.MinFreeSpace}, "min-free-space", "embedded engine: free space to keep on the store's disk; below it, writes get 507 until space is freed, e.g. 1GiB; 0 turns the check off (env KV_MIN_FREE_SPACE)")
 	fs.IntVar(&cfg.Postgres.MaxConns, "pg-max-conns", 0, "PostgreSQL: most connections this process opens (default 4 per CPU, at least 8)")
 	fs.DurationVar(&cfg.Postgres.StatementTimeout, "pg-statement-timeout", 0, "PostgreSQL: server-side statement_timeout (default 30s)")
+	pgConnectTimeout := fs.Duration("pg-connect-timeout", 60*time.Second, "PostgreSQL: how long to wait at start for the database to accept a connection, trying again with backoff; 0 for one attempt (env KV_PG_CONNECT_TIMEOUT)")
 	fs.DurationVar(&cfg.Lifecycle.Lease, "job-lease", 0, "how long a background job is one process's before another may take it over (default 30s)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", getenv("KV_METRICS_LISTEN"), "serve Prometheus /metrics and /debug/pprof/ on this address; off when empty (env KV_METRICS_LISTEN)")
 	fs.BoolVar(&cfg.AccessLog, "access-log", cfg.AccessLog, "log one line per request")
@@ -196,8 +197,23 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.Var(byteSize{&cfg.BodyBudget}, "body-memory", "memory for request bodies being received, shared fairly by organizations (default 16MiB)")
 	fs.Var(byteSize{&cfg.ResponseBudget}, "response-memory", "memory for values over 4 KiB being sent, shared fairly by organizations (default 16MiB)")
 	fs.Var(byteSize{&cfg.HeaderBudget}, "header-memory", "memory for request headers being received, beyond 8 KiB per request (default 32MiB)")
+	if v := getenv("KV_PG_CONNECT_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return cfg, nil, fmt.Errorf("KV_PG_CONNECT_TIMEOUT=%q is not a duration (e.g. 60s, 2m)", v)
+		}
+		*pgConnectTimeout = d
+	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, nil, err
+	}
+	switch {
+	case *pgConnectTimeout < 0:
+		return cfg, nil, errors.New("--pg-connect-timeout must not be negative")
+	case *pgConnectTimeout == 0:
+		cfg.Postgres.OpenTimeout = -1 // one attempt
+	default:
+		cfg.Postgres.OpenTimeout = *pgConnectTimeout
 	}
 	if v := getenv("KV_RATE_LIMIT"); v != "" {
 		if _, err := strconv.Atoi(v); err != nil {

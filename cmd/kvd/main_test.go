@@ -169,7 +169,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 }
 
 func TestBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"--nope"}, {"extra"}, {"--log-level", "loud"}, {"token"}, {"token", "create"}, {"--max-stored-bytes", "10 apples"}, {"--max-stored-bytes", "-1"}, {"--slow-body-timeout", "0s"}, {"--min-free-space", "lots"}} {
+	for _, args := range [][]string{{"--nope"}, {"extra"}, {"--log-level", "loud"}, {"token"}, {"token", "create"}, {"--max-stored-bytes", "10 apples"}, {"--max-stored-bytes", "-1"}, {"--slow-body-timeout", "0s"}, {"--min-free-space", "lots"}, {"--pg-connect-timeout", "-1s"}, {"--pg-connect-timeout", "soon"}} {
 		var stderr bytes.Buffer
 		code := run(context.Background(), args, func(string) string { return "" }, io.Discard, &stderr)
 		if code != 2 || stderr.Len() == 0 {

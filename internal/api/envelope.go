@@ -54,8 +54,9 @@ func writeError(w *recorder, log *slog.Logger, err error) {
 }
 
 var (
-	retryTrue  = []string{"true"}
-	retryFalse = []string{"false"}
+	retryTrue     = []string{"true"}
+	retryFalse    = []string{"false"}
+	retryAfterOne = []string{"1"}
 )
 
 // writeErrorStatus sends e in the envelope with status, and the
@@ -65,6 +66,11 @@ func writeErrorStatus(w http.ResponseWriter, status int, e *kv.Error) {
 		w.Header()["X-Should-Retry"] = retryTrue
 	} else {
 		w.Header()["X-Should-Retry"] = retryFalse
+	}
+	// Every 503 says when to come back: a second, unless the error's
+	// source said otherwise.
+	if status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+		w.Header()["Retry-After"] = retryAfterOne
 	}
 	if e == kv.KeyNotFound() { // the most common error: a read of a missing key
 		writeBody(w, status, keyNotFoundBody, keyNotFoundLen)

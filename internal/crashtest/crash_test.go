@@ -130,8 +130,10 @@ func TestDatabaseCrash(t *testing.T) {
 			// database is down: kvd's connections of before the crash
 			// are all dead, and the next cycle's reads must not fail on
 			// them.
+			r.databaseDown()
 			srv.Crash(t)
 			srv.Restart(t)
+			r.databaseUp()
 			r.quietCrashes++
 		}
 		if !r.k.running() {
@@ -321,13 +323,39 @@ func (r *crashRun) duringOutage(call, ret int64) bool {
 	return false
 }
 
+// breakerWindow is how long after the database is back kvd may still
+// refuse a request without trying the database: its breaker makes the
+// next connection attempt within its longest interval (2s) of the last
+// failed one. Generous, for a loaded machine.
+const breakerWindow = 5 * time.Second
+
+// breakerRefusal reports whether body is the refusal of kvd's breaker: the
+// last attempt to connect failed and the next is not due yet.
+func breakerRefusal(body string) bool {
+	return errorCode(body) == "10033" && strings.Contains(body, "could not be reached")
+}
+
+// afterOutage reports whether a request called at call was sent within
+// breakerWindow of the end of a database outage.
+func (r *crashRun) afterOutage(call int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, o := range r.outages {
+		if o.up != 0 && call > o.up && call <= o.up+int64(breakerWindow) {
+			return true
+		}
+	}
+	return false
+}
+
 // failed judges a request that did not get an answer it expects: status
 // is the HTTP status, or 0 with err when there was no answer. When kvd is
 // killed, a request without an answer is the kill's doing. When the
 // database is crashed, kvd never goes away, so every request must be
 // answered, and a 5xx is acceptable only for a request that overlapped an
-// outage, and only as 503 with code 10033 in the error envelope. Anything
-// else is a problem.
+// outage, and only as 503 with code 10033 in the error envelope, or for
+// one sent shortly after an outage and refused by kvd's breaker, whose next
+// attempt to connect was not due yet. Anything else is a problem.
 func (r *crashRun) failed(what string, call, ret int64, status int, body string, err error) {
 	if err != nil {
 		status = 0 // no answer, or not all of it
@@ -336,7 +364,7 @@ func (r *crashRun) failed(what string, call, ret int64, status int, body string,
 	case status == 0 && r.db == nil:
 	case status == 0:
 		r.problem("%s: no answer from kvd, which was not restarted: %v", what, err)
-	case status >= 500 && r.db != nil && r.duringOutage(call, ret):
+	case status >= 500 && r.db != nil && (r.duringOutage(call, ret) || r.afterOutage(call) && breakerRefusal(body)):
 		if status != http.StatusServiceUnavailable || errorCode(body) != "10033" {
 			r.problem("%s while the database was down: status %d: %s; want 503 with code 10033 in the error envelope", what, status, body)
 			return
@@ -451,8 +479,11 @@ func (b *backoff) reset() { *b = 0 }
 // namespaces are checked as well.
 func (r *crashRun) verify(cycle int) {
 	t := r.t
-	ops := r.rec.Operations()
 	c := r.client(crashWorkers)
+	if r.db != nil {
+		r.waitBreaker(cycle, c)
+	}
+	ops := r.rec.Operations()
 	for i := range crashKeys {
 		key := keyName(i)
 		res := c.Get(context.Background(), key)
@@ -466,6 +497,24 @@ func (r *crashRun) verify(cycle int) {
 	}
 	r.verifyTTL(cycle)
 	r.verifyDoomed(cycle)
+}
+
+// waitBreaker waits, after a database restart, until kvd's breaker has
+// made its next connection attempt and lets requests through again (see
+// breakerWindow).
+func (r *crashRun) waitBreaker(cycle int, c *linearizability.Client) {
+	deadline := time.Now().Add(breakerWindow)
+	for {
+		res := c.Get(context.Background(), keyName(0))
+		var se *linearizability.StatusError
+		if !errors.As(res.Err, &se) || !breakerRefusal(se.Body) {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("cycle %d: kvd's breaker still refuses requests %v after the database came back: %s", cycle, breakerWindow, se.Body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // ttlWrite is one write of a key with ttl_secs=1; each TTL key is written

@@ -11,8 +11,14 @@
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
 //
 // NewServer starts another server, for one test alone, which the test can
-// crash (Server.Crash) and start again on the same data (Server.Restart);
-// it is stopped and removed when the test ends.
+// crash (Server.Crash) or stop cleanly (Server.Stop) and start again on the
+// same data (Server.Restart); it is stopped and removed when the test ends.
+//
+// NewProxy puts a TCP proxy in front of a server that counts the
+// connections a client opens. NewFormation starts a pg_auto_failover
+// formation (a monitor, a primary and a synchronous secondary) for tests
+// of failover. Binary finds the client programs (pg_dump, pg_restore) that
+// match the servers.
 //
 // Environment:
 //
@@ -21,6 +27,8 @@
 //	                      crash an external server, so NewServer skips its
 //	                      test when this is set, even with KV_REQUIRE_POSTGRES=1.
 //	KV_REQUIRE_POSTGRES=1 fail, rather than skip, when no server is available
+//	KV_REQUIRE_FAILOVER=1 fail, rather than skip, when NewFormation finds no
+//	                      pg_auto_failover (pg_autoctl and its extension)
 //
 // PostgreSQL refuses to run as root; when the tests run as root the servers
 // run as the "postgres" system user.
@@ -118,13 +126,13 @@ func unavailable(t testing.TB, err error) {
 }
 
 // Server is a PostgreSQL server that one test has to itself, started from
-// the machine's binaries like the shared one. The test can crash it and
-// start it again on the same data directory and port; it is stopped and
+// the machine's binaries like the shared one. The test can crash it, or
+// stop it cleanly, and start it again on the same data directory and port; it is stopped and
 // its directory removed when the test ends. Its methods are meant for the
 // test's goroutine and are not safe for concurrent use.
 type Server struct {
-	s       *server
-	crashed bool
+	s    *server
+	down bool
 }
 
 // NewServer starts a server for t alone and waits until it accepts
@@ -164,19 +172,32 @@ func (s *Server) URL(t testing.TB) string {
 // still running after 15s is killed.
 func (s *Server) Crash(t testing.TB) {
 	t.Helper()
-	if s.crashed {
+	if s.down {
 		t.Fatal("pgtest: Crash of a server that is down")
 	}
 	s.s.crash()
-	s.crashed = true
+	s.down = true
 }
 
-// Restart starts the crashed server again, on the same data directory and
-// port, and returns once it accepts connections, that is, once it has
-// recovered. It fails t if the server does not come back.
+// Stop stops the server cleanly: a fast shutdown (SIGINT to the
+// postmaster), which ends every session and writes a checkpoint, as an
+// operator's restart or a planned maintenance does. It returns once the
+// postmaster has exited: the port then refuses connections.
+func (s *Server) Stop(t testing.TB) {
+	t.Helper()
+	if s.down {
+		t.Fatal("pgtest: Stop of a server that is down")
+	}
+	s.s.kill()
+	s.down = true
+}
+
+// Restart starts the server, crashed or stopped, again on the same data
+// directory and port, and returns once it accepts connections, that is,
+// once it has recovered. It fails t if the server does not come back.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
-	if !s.crashed {
+	if !s.down {
 		t.Fatal("pgtest: Restart of a server that is running")
 	}
 	// The port was just given up; if something else holds it for a
@@ -184,13 +205,16 @@ func (s *Server) Restart(t testing.TB) {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		if err = s.s.launch(); err == nil {
-			s.crashed = false
+			s.down = false
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("pgtest: restart: %v", err)
 }
+
+// Addr is the server's host:port on loopback, the same across restarts.
+func (s *Server) Addr() string { return s.s.url.Host }
 
 // Log returns the server's log so far, of every start.
 func (s *Server) Log() string {
@@ -272,6 +296,21 @@ func findBinaries() (string, error) {
 		}
 	}
 	return "", errors.New("no PostgreSQL server binaries (initdb, postgres) on PATH or under /usr/lib/postgresql/*/bin")
+}
+
+// Binary returns the path of one of the PostgreSQL client or server
+// programs (pg_dump, pg_restore, psql, ...) of the installation the test
+// servers are started from, so that its major version matches theirs.
+func Binary(name string) (string, error) {
+	dir, err := findBinaries()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("no %s beside the server binaries in %s: %v", name, dir, err)
+	}
+	return p, nil
 }
 
 func versionOf(binDir string) int {

@@ -113,3 +113,74 @@ func TestServerCrashRestart(t *testing.T) {
 		t.Fatalf("after the second restart t has %d rows (%v); want 1001", n, err)
 	}
 }
+
+// A stopped server comes back on the same data and port after a clean
+// shutdown (no recovery from the write-ahead log).
+func TestServerStopRestart(t *testing.T) {
+	ctx := context.Background()
+	srv := pgtest.NewServer(t)
+	url := srv.URL(t)
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, "CREATE TABLE t AS SELECT generate_series(1, 10) AS x"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop(t)
+	if err := c.Ping(ctx); err == nil {
+		t.Fatal("a connection made before the stop still answers")
+	}
+	if c2, err := pgx.Connect(ctx, url); err == nil {
+		c2.Close(ctx)
+		t.Fatal("the stopped server accepts connections")
+	}
+	srv.Restart(t)
+	c3, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connect after restart: %v", err)
+	}
+	defer c3.Close(ctx)
+	var n int
+	if err := c3.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != 10 {
+		t.Fatalf("after the restart t has %d rows (%v); want 10", n, err)
+	}
+	log := srv.Log()
+	if !strings.Contains(log, "database system was shut down at") || strings.Contains(log, "not properly shut down") {
+		t.Fatalf("the restart did not follow a clean shutdown; server log:\n%s", log)
+	}
+}
+
+// The proxy relays a session and counts every connection it accepts,
+// including those it cannot pass on because the server is down.
+func TestProxyCountsConnections(t *testing.T) {
+	ctx := context.Background()
+	srv := pgtest.NewServer(t)
+	p := pgtest.NewProxy(t, srv.Addr())
+	url := p.URL(srv.URL(t))
+	for i := range 3 {
+		c, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Fatalf("connect %d through the proxy: %v", i, err)
+		}
+		var one int
+		if err := c.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+			t.Fatalf("query through the proxy: %d, %v", one, err)
+		}
+		c.Close(ctx)
+	}
+	if n := p.Accepted(); n != 3 {
+		t.Fatalf("the proxy accepted %d connections, want 3", n)
+	}
+	srv.Stop(t)
+	if c, err := pgx.Connect(ctx, url); err == nil {
+		c.Close(ctx)
+		t.Fatal("connected through the proxy to a stopped server")
+	}
+	// pgx follows a start-up that failed on a closed connection with a
+	// cancel request, a connection of its own, sent in the background.
+	if n := p.Accepted(); n < 4 || n > 5 {
+		t.Fatalf("the proxy accepted %d connections, want 4 or 5 (one to the stopped server, and maybe pgx's cancel request)", n)
+	}
+}

@@ -15,3 +15,14 @@ func sysProcAttr(cred *runAs, server bool) *syscall.SysProcAttr {
 	}
 	return a
 }
+
+// groupProcAttr runs a long-lived child as cred (when set) in a process
+// group of its own, so that one signal reaches it and all its descendants,
+// and asks the kernel to send it SIGTERM, a request to stop, if the test
+// binary dies.
+func groupProcAttr(cred *runAs) *syscall.SysProcAttr {
+	a := sysProcAttr(cred, false)
+	a.Setpgid = true
+	a.Pdeathsig = syscall.SIGTERM
+	return a
+}

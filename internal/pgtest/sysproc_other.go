@@ -12,3 +12,11 @@ func sysProcAttr(cred *runAs, server bool) *syscall.SysProcAttr {
 	}
 	return a
 }
+
+// groupProcAttr runs a long-lived child as cred (when set) in a process
+// group of its own, so that one signal reaches it and all its descendants.
+func groupProcAttr(cred *runAs) *syscall.SysProcAttr {
+	a := sysProcAttr(cred, false)
+	a.Setpgid = true
+	return a
+}

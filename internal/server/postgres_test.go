@@ -69,8 +69,8 @@ func TestPostgresAbandonedAndTimedOut(t *testing.T) {
 	}
 	// A client that waits: the database cancels the statement.
 	resp, body := call(t, http.DefaultClient, "PUT", s.URL+"/v2/storage/kvs/"+id+"/keys/k", s.Token, "timed out")
-	if resp.StatusCode != http.StatusServiceUnavailable || errCode(t, body) != "10033" || resp.Header.Get("X-Should-Retry") != "true" {
-		t.Fatalf("PUT past statement_timeout: %d %s", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusServiceUnavailable || errCode(t, body) != "10033" || resp.Header.Get("X-Should-Retry") != "true" || resp.Header.Get("Retry-After") != "1" {
+		t.Fatalf("PUT past statement_timeout: %d Retry-After %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
 	tx.Rollback(t.Context())
 

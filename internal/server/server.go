@@ -37,7 +37,9 @@ type Config struct {
 	// Store is a data directory for the embedded engine, or a postgres://
 	// URL for the PostgreSQL engine.
 	Store string
-	// Postgres tunes the PostgreSQL engine (pool size, statement timeout).
+	// Postgres tunes the PostgreSQL engine (pool size, statement timeout,
+	// how long to wait for the database at start). Its Logger defaults to
+	// Logger.
 	Postgres postgres.Config
 
 	// APIKey, when set, is accepted as a token of the default organization
@@ -170,7 +172,11 @@ func NewToken(ctx context.Context, st store.Store, org string) (string, error) {
 // postgresql:// URL, or else a directory for the embedded engine.
 func OpenStore(ctx context.Context, cfg Config) (store.Store, error) {
 	if isPostgresURL(cfg.Store) {
-		return postgres.Open(ctx, cfg.Store, cfg.Postgres)
+		pc := cfg.Postgres
+		if pc.Logger == nil {
+			pc.Logger = cfg.Logger
+		}
+		return postgres.Open(ctx, cfg.Store, pc)
 	}
 	if cfg.Store == "" {
 		return nil, errors.New("no store given; pass --store DIR or --store postgres://...")

@@ -16,7 +16,10 @@ import (
 
 // errStorageUnavailable is what a client reads when the storage could not
 // be reached; the engine's error stays in the chain, for the log.
-var errStorageUnavailable = kv.Errorf(kv.EUnavailable, "The storage is unavailable; try again later")
+var (
+	errStorageUnavailable = kv.Errorf(kv.EUnavailable, "The storage is unavailable; try again later")
+	errStorageNotReached  = kv.Errorf(kv.EUnavailable, "The storage could not be reached; nothing was done; try again shortly")
+)
 
 // fromStore maps err, an error of a store call, to the service's
 // vocabulary. name is the namespace name of the request, for the details
@@ -42,6 +45,8 @@ func fromStore(err error, name string) error {
 		return kv.Errorf(kv.EConflict, "Namespace is already being deleted")
 	case errors.Is(err, store.ErrTokenNotFound):
 		return kv.Errorf(kv.EUnauthorized, "invalid API key")
+	case errors.Is(err, store.ErrNotReached):
+		return fmt.Errorf("%w: %w", errStorageNotReached, err)
 	case errors.Is(err, store.ErrUnavailable):
 		return fmt.Errorf("%w: %w", errStorageUnavailable, err)
 	}

@@ -32,6 +32,10 @@ var (
 	// may succeed if tried again. The engine's own error is kept in the
 	// chain, for logs.
 	ErrUnavailable = errors.New("store: storage unavailable")
+	// ErrNotReached: the storage could not be reached at all (no
+	// connection could be had), so the call did nothing. It matches
+	// ErrUnavailable too.
+	ErrNotReached error = notReached{}
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store: closed")
 )
@@ -43,3 +47,11 @@ type NotReadyError struct {
 }
 
 func (e *NotReadyError) Error() string { return "store: namespace not ready: " + string(e.Status) }
+
+type notReached struct{}
+
+func (notReached) Error() string { return "store: storage not reached" }
+
+// Is makes ErrNotReached match ErrUnavailable: a call that reached no
+// storage is unavailability whose outcome is known.
+func (notReached) Is(target error) bool { return target == ErrUnavailable }

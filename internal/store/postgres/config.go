@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"errors"
+	"log/slog"
 	"runtime"
 	"time"
 )
@@ -27,6 +28,17 @@ type Config struct {
 	// Default: 10s.
 	ConnectTimeout time.Duration
 
+	// OpenTimeout bounds how long Open waits for the database to accept a
+	// connection: it tries again and again, with a growing pause between
+	// attempts (see breaker.go), and logs why it waits. Default: 60s.
+	// Negative: one attempt.
+	OpenTimeout time.Duration
+
+	// Logger receives the engine's own lines: Open waiting for the
+	// database, and the database becoming unreachable and reachable again.
+	// Default: slog.Default().
+	Logger *slog.Logger
+
 	// ApplicationName is shown in pg_stat_activity. Default: "kvd".
 	ApplicationName string
 }
@@ -41,6 +53,8 @@ func DefaultConfig() Config {
 		MaxConns:         n,
 		StatementTimeout: 30 * time.Second,
 		ConnectTimeout:   10 * time.Second,
+		OpenTimeout:      60 * time.Second,
+		Logger:           slog.Default(),
 		ApplicationName:  "kvd",
 	}
 }
@@ -57,8 +71,14 @@ func (c Config) EnsureDefaults() Config {
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = d.ConnectTimeout
 	}
+	if c.OpenTimeout == 0 {
+		c.OpenTimeout = d.OpenTimeout
+	}
 	if c.ApplicationName == "" {
 		c.ApplicationName = d.ApplicationName
+	}
+	if c.Logger == nil {
+		c.Logger = d.Logger
 	}
 	return c
 }

@@ -1,8 +1,32 @@
 package postgres
 
+import (
+	"time"
+)
+
 // SetPurgeBatch sets how many keys PurgeNamespace deletes per statement, so
 // tests can exercise batching without writing tens of thousands of keys.
 func SetPurgeBatch(db *DB, n int) { db.purgeBatch = n }
 
 // NewConns is how many connections db's pool has made.
 func NewConns(db *DB) int64 { return db.pool.Stat().NewConnsCount() }
+
+// ConnectAttempts is how many connection attempts db's breaker let
+// through (refused ones are not attempts).
+func ConnectAttempts(db *DB) int64 { return db.breaker.attempts.Load() }
+
+// MaxProbes is the most probes the breaker can make in d after it opens:
+// each wait is at least half its nominal length.
+func MaxProbes(d time.Duration) int {
+	n := 0
+	for sum := time.Duration(0); ; n++ {
+		sum += min(breakerMax, breakerMin<<min(n, 15)) / 2
+		if sum > d {
+			return n
+		}
+	}
+}
+
+// NotConnecting reports whether err is the breaker's refusal: no attempt to
+// connect was made, the last one having failed.
+func NotConnecting(err error) bool { return err == error(errNotConnecting) }

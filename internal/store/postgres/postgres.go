@@ -41,9 +41,14 @@ import (
 // use, and any number of DBs, in any number of processes, may share one
 // database.
 type DB struct {
-	pool   *pgxpool.Pool
-	closed atomic.Bool
-	tokens sync.Map // store.TokenDigest -> organization; see OrgForToken
+	pool    *pgxpool.Pool
+	breaker *breaker
+	closed  atomic.Bool
+	tokens  sync.Map // store.TokenDigest -> organization; see OrgForToken
+
+	// resetAt is when the pool was last emptied because a statement found
+	// the server read-only (Unix nanoseconds); see dropReadOnly.
+	resetAt atomic.Int64
 
 	// purgeBatch is the most keys PurgeNamespace deletes per statement.
 	purgeBatch int
@@ -55,10 +60,20 @@ var _ store.Store = (*DB)(nil)
 // transaction; see PurgeNamespace.
 const defaultPurgeBatch = 10000
 
+// openLogEvery is the least time between two lines of Open saying that it
+// is still waiting for the database.
+const openLogEvery = 5 * time.Second
+
 // Open connects to the database at url (a postgres:// URL or a libpq
-// key=value string, as pgx.ParseConfig accepts), applies any schema
+// key=value string, as pgx.ParseConfig accepts; several hosts with
+// target_session_attrs=read-write follow a failover), applies any schema
 // migrations it lacks, and returns the engine. Several processes may Open
 // the same empty database at once.
+//
+// A database that does not accept connections yet is waited for, up to
+// cfg.OpenTimeout, with a growing pause between attempts; Open logs why it
+// waits, at most every few seconds, and returns the last attempt's error
+// when it gives up, or ctx's when ctx ends first.
 func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
 	cfg = cfg.EnsureDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -101,15 +116,27 @@ func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
 		return !peerClosed(c.PgConn().Conn()), nil
 	}
 
+	// Every new connection asks the breaker first, and reports to it how
+	// the attempt went (the attempt is the connection's tracer).
+	br := newBreaker()
+	pc.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
+		a, err := br.admit()
+		if err != nil {
+			return err
+		}
+		cc.Tracer = a
+		return nil
+	}
+
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	db := &DB{pool: pool, purgeBatch: defaultPurgeBatch}
-	c, err := pool.Acquire(ctx)
+	db := &DB{pool: pool, breaker: br, purgeBatch: defaultPurgeBatch}
+	c, err := db.waitForDatabase(ctx, cfg)
 	if err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("postgres: connect: %w", err)
+		return nil, err
 	}
 	err = migrate(ctx, c.Conn())
 	c.Release()
@@ -117,8 +144,71 @@ func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
 		pool.Close()
 		return nil, err
 	}
+	br.setLogger(cfg.Logger)
 	return db, nil
 }
+
+// waitForDatabase returns a connection of the pool as soon as the database
+// gives one, trying at the breaker's pace for up to cfg.OpenTimeout.
+func (db *DB) waitForDatabase(ctx context.Context, cfg Config) (*pgxpool.Conn, error) {
+	start := time.Now()
+	if cfg.OpenTimeout < 0 {
+		c, err := db.pool.Acquire(ctx)
+		if err != nil {
+			return nil, &lineError{"postgres: connect: " + oneLine(err), err}
+		}
+		return c, nil
+	}
+	actx, cancel := context.WithTimeout(ctx, cfg.OpenTimeout)
+	defer cancel()
+	var logged time.Time
+	for attempt := 1; ; attempt++ {
+		c, err := db.pool.Acquire(actx)
+		if err == nil {
+			if attempt > 1 {
+				cfg.Logger.Info("postgres: connected to the database", "attempts", attempt, "waited", time.Since(start).Round(time.Millisecond))
+			}
+			return c, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("postgres: stopped waiting for the database: %w", ctx.Err())
+		}
+		if last := db.breaker.lastError(); errors.Is(err, errBreakerOpen) && last != nil {
+			err = last // refused before dialing: the last attempt says why
+		}
+		if actx.Err() != nil {
+			// The attempt under way at the deadline was cut short:
+			// the one before it tells why the database is not there.
+			if last := db.breaker.lastError(); last != nil {
+				err = last
+			}
+			return nil, &lineError{fmt.Sprintf("postgres: the database did not accept a connection within %v (%d attempts); the last attempt: %s", cfg.OpenTimeout, attempt, oneLine(err)), err}
+		}
+		if now := time.Now(); logged.IsZero() || now.Sub(logged) >= openLogEvery {
+			logged = now
+			cfg.Logger.Warn("postgres: waiting for the database", "attempt", attempt, "err", oneLine(err),
+				"waited", now.Sub(start).Round(time.Millisecond), "gives_up_in", (cfg.OpenTimeout - now.Sub(start)).Round(time.Second))
+		}
+		db.breaker.wait(actx) // the next Acquire sees actx's end, if it came
+	}
+}
+
+// oneLine is err's message on one line: pgx puts each host it tried (a
+// multi-host URL, or sslmode=prefer's two tries) on a line of its own.
+func oneLine(err error) string {
+	s := strings.ReplaceAll(err.Error(), ":\n", ": ")
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+}
+
+// lineError is an error with a message of its own, on one line, that wraps
+// its cause.
+type lineError struct {
+	msg string
+	err error
+}
+
+func (e *lineError) Error() string { return e.msg }
+func (e *lineError) Unwrap() error { return e.err }
 
 // Close waits for calls in flight and closes the engine's connections.
 // Calls after Close return an error.
@@ -132,7 +222,8 @@ func (db *DB) Close() error {
 
 // conn runs fn with a connection of the pool and maps its error. The pool
 // destroys, rather than reuses, a connection left broken or inside a
-// transaction.
+// transaction. A call that needs a new connection while the breaker is open
+// fails at once with errNotConnecting.
 func (db *DB) conn(ctx context.Context, op string, fn func(c *pgx.Conn) error) error {
 	if db.closed.Load() {
 		return store.ErrClosed
@@ -141,20 +232,61 @@ func (db *DB) conn(ctx context.Context, op string, fn func(c *pgx.Conn) error) e
 		return err // called with a done context: nothing is tried
 	}
 	c, err := db.pool.Acquire(ctx)
+	if errors.Is(err, errBreakerOpen) {
+		// The breaker logs the outage; one line per refused call would
+		// bury it.
+		return errNotConnecting
+	}
 	if err != nil {
 		return wrap(ctx, op, err, false)
 	}
 	defer c.Release()
 	err = fn(c.Conn())
+	if readOnly(err) {
+		db.dropReadOnly(c)
+	}
 	// A call that failed on a connection that is now closed lost it: the
 	// server went away, or the network failed, in the middle of the call.
 	return wrap(ctx, op, err, err != nil && c.Conn().IsClosed())
 }
 
+// resetEvery is the least time between two resets of the pool by
+// dropReadOnly.
+const resetEvery = time.Second
+
+// dropReadOnly handles a statement on c that found the server read-only: a
+// primary demoted to a standby, or a server a failover manager has made
+// read-only while it promotes another. c is closed, so that the pool
+// destroys it rather than reuse it, and so is every other connection of the
+// pool, made to the same server as like as not: new connections go where
+// the URL sends them, which with target_session_attrs=read-write is the
+// server that accepts writes now. Resets are at most one a second, so a
+// URL that leads to a read-only server alone does not have every write
+// empty the pool.
+func (db *DB) dropReadOnly(c *pgxpool.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	c.Conn().Close(ctx)
+	cancel()
+	now := time.Now().UnixNano()
+	last := db.resetAt.Load()
+	if now-last >= int64(resetEvery) && db.resetAt.CompareAndSwap(last, now) {
+		db.pool.Reset()
+	}
+}
+
+// errNotConnecting is the store's answer to a call that needed a new
+// connection while the breaker is open: the last attempt to connect
+// failed, and the next is not due yet. The call reached no database. Until
+// the next attempt succeeds (one interval, at most breakerMax, after the
+// database is back), calls get it although the database may be up again.
+var errNotConnecting = fmt.Errorf("postgres: the database could not be reached at the last attempt, and the next attempt is not due yet: %w", store.ErrNotReached)
+
 // wrap maps an error to the store's vocabulary: the contract's errors
 // pass through; a failure to reach the database, the loss of the
 // connection (lost), or a statement the server canceled (statement_timeout)
-// matches store.ErrUnavailable; a call whose context ended matches ctx's
+// matches store.ErrUnavailable (store.ErrNotReached when no connection
+// could be made, so nothing was done), and so does a server that has
+// become read-only; a call whose context ended matches ctx's
 // error; anything else is an engine failure named after op. The original
 // error stays in the chain, for logs.
 func wrap(ctx context.Context, op string, err error, lost bool) error {
@@ -165,7 +297,9 @@ func wrap(ctx context.Context, op string, err error, lost bool) error {
 		return err
 	case ctx.Err() != nil && !errors.Is(err, ctx.Err()):
 		return fmt.Errorf("postgres: %s: %w: %w", op, ctx.Err(), err)
-	case ctx.Err() == nil && (lost || unreachable(err) || timedOut(err)):
+	case ctx.Err() == nil && notReached(err):
+		return fmt.Errorf("postgres: %s: %w: %w", op, store.ErrNotReached, err)
+	case ctx.Err() == nil && (lost || unreachable(err) || readOnly(err) || timedOut(err)):
 		return fmt.Errorf("postgres: %s: %w: %w", op, store.ErrUnavailable, err)
 	}
 	return fmt.Errorf("postgres: %s: %w", op, err)
@@ -179,7 +313,7 @@ func contractError(err error) bool {
 		return true
 	}
 	for _, e := range []error{store.ErrNamespaceNotFound, store.ErrKeyNotFound, store.ErrTokenNotFound, store.ErrNameTaken,
-		store.ErrIDTaken, store.ErrAlreadyDeleting, store.ErrNotDeleting, store.ErrInvalidArgument, store.ErrUnavailable, store.ErrClosed} {
+		store.ErrIDTaken, store.ErrAlreadyDeleting, store.ErrNotDeleting, store.ErrInvalidArgument, store.ErrUnavailable, store.ErrNotReached, store.ErrClosed} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -187,11 +321,26 @@ func contractError(err error) bool {
 	return false
 }
 
+// notReached reports whether err says no connection could be made, so the
+// call reached no database.
+func notReached(err error) bool {
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ce)
+}
+
 // timedOut reports whether err is a statement the server canceled:
 // query_canceled, which statement_timeout raises.
 func timedOut(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "57014"
+}
+
+// readOnly reports whether err is a write refused by a read-only server:
+// read_only_sql_transaction, which a standby raises, and a primary whose
+// default_transaction_read_only was turned on.
+func readOnly(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "25006"
 }
 
 // unreachable reports whether err says that the database cannot be

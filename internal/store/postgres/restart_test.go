@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/edgekv/kv/internal/pgtest"
 	"github.com/edgekv/kv/internal/store"
@@ -13,7 +14,8 @@ import (
 
 // TestDatabaseRestart crashes the database server under a DB and starts it
 // again: calls made while it is down fail with an error matching
-// store.ErrUnavailable, and once it is back every call succeeds, even when no
+// store.ErrUnavailable, and once it is back (and the breaker has made its
+// next attempt, within one interval) every call succeeds, even when no
 // call was made while it was down and the pool still holds the connections
 // of before the crash. Connections of a healthy server are reused.
 func TestDatabaseRestart(t *testing.T) {
@@ -62,6 +64,15 @@ func TestDatabaseRestart(t *testing.T) {
 		}
 	}
 	srv.Restart(t)
+	// The breaker makes its next attempt within one interval: until then
+	// calls are refused without dialing, and only so.
+	deadline := time.Now().Add(10 * time.Second)
+	for err := put("probe", "v"); err != nil; err = put("probe", "v") {
+		if !postgres.NotConnecting(err) || time.Now().After(deadline) {
+			t.Fatalf("PutKey after the restart: %v; want success, or the breaker's refusal until its next attempt", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	for i := range 2 * conns {
 		if err := put(fmt.Sprintf("after%d", i), "v"); err != nil {
 			t.Fatalf("PutKey %d after the restart: %v", i, err)

@@ -46,6 +46,7 @@ func TestWrapUnavailable(t *testing.T) {
 		{"connection failure", ctx, fmt.Errorf("in tx: %w", &pgconn.PgError{Code: "08006"}), false, true},
 		{"connection lost mid-call", ctx, errors.New("unexpected EOF"), true, true},
 		{"statement timeout", ctx, &pgconn.PgError{Code: "57014"}, false, true},
+		{"read-only server", ctx, &pgconn.PgError{Code: "25006", Message: "cannot execute INSERT in a read-only transaction"}, false, true},
 		{"unique violation", ctx, &pgconn.PgError{Code: "23505"}, false, false},
 		{"other failure", ctx, errors.New("boom"), false, false},
 		{"caller gone", cancelled, errors.New("unexpected EOF"), true, false},
