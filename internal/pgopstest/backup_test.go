@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgekv/kv/internal/kvdtest"
+	"github.com/edgekv/kv/internal/pgserver"
 	"github.com/edgekv/kv/internal/pgtest"
 	"github.com/edgekv/kv/internal/server"
 	"github.com/jackc/pgx/v5"
@@ -47,7 +48,7 @@ func TestDumpRestore(t *testing.T) {
 	src := pgtest.URL(t)
 	var tools [2]string
 	for i, name := range []string{"pg_dump", "pg_restore"} {
-		p, err := pgtest.Binary(name)
+		p, err := pgserver.Binary(name)
 		switch {
 		case err != nil && os.Getenv(pgtest.EnvRequire) == "1":
 			t.Fatalf("pgtest: %v", err)

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgekv/kv/internal/pgserver"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -55,7 +55,7 @@ type Formation struct {
 	dir     string
 	bin     string // PostgreSQL's binaries, with pg_ctl
 	autoctl string
-	cred    *runAs
+	cred    *pgserver.RunAs
 	env     []string
 
 	monitor *autoctl
@@ -98,7 +98,7 @@ func (s NodeState) String() string {
 // has the pgautofailover extension the monitor needs.
 func findAutoctl() (autoctl, bin string, err error) {
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
+	sort.Slice(dirs, func(i, j int) bool { return pgserver.VersionOf(dirs[i]) > pgserver.VersionOf(dirs[j]) })
 	for _, d := range dirs {
 		if _, err := os.Stat(filepath.Join(d, "..", "lib", "pgautofailover.so")); err != nil {
 			continue
@@ -140,14 +140,9 @@ func NewFormation(t testing.TB) *Formation {
 		t.Skipf("pgtest: %v\n(install it, e.g. apt-get install postgresql-15-auto-failover; set %s=1 to fail instead of skip)", err, EnvRequireFailover)
 	}
 	f := &Formation{t: t, bin: bin, autoctl: autoctlBin}
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("pgtest: running as root, and PostgreSQL refuses to run as root, but there is no postgres user to run it as: %v", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		f.cred = &runAs{uid: uint32(uid), gid: uint32(gid)}
+
+	if f.cred, err = pgserver.PostgresUser(); err != nil {
+		t.Fatalf("pgtest: %v", err)
 	}
 	// The nodes' servers put their Unix sockets in Debian's default
 	// directory (pg_autoctl starts them without -k); the package creates it,
@@ -156,7 +151,7 @@ func NewFormation(t testing.TB) *Formation {
 		if err := os.MkdirAll(socketDir, 0o2775); err != nil {
 			t.Fatalf("pgtest: %v", err)
 		}
-		os.Chown(socketDir, int(f.cred.uid), int(f.cred.gid))
+		os.Chown(socketDir, int(f.cred.UID), int(f.cred.GID))
 	}
 	if f.dir, err = os.MkdirTemp("", "kv-pgautofailover-"); err != nil {
 		t.Fatal(err)
@@ -170,7 +165,7 @@ func NewFormation(t testing.TB) *Formation {
 	if f.cred != nil {
 		filepath.Walk(f.dir, func(p string, _ os.FileInfo, err error) error {
 			if err == nil {
-				err = os.Chown(p, int(f.cred.uid), int(f.cred.gid))
+				err = os.Chown(p, int(f.cred.UID), int(f.cred.GID))
 			}
 			return err
 		})
@@ -192,7 +187,7 @@ func NewFormation(t testing.TB) *Formation {
 
 	ports := make([]int, 3)
 	for i := range ports {
-		if ports[i], err = freePort(); err != nil {
+		if ports[i], err = pgserver.FreePort(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -245,7 +240,7 @@ func (p *autoctl) start(t testing.TB, f *Formation, args ...string) {
 	// keeper, the postmaster and every backend at once (pg_autoctl runs
 	// postgres without a session of its own). If the test binary dies, the
 	// supervisor is told to stop.
-	cmd.SysProcAttr = groupProcAttr(f.cred)
+	cmd.SysProcAttr = pgserver.GroupProcAttr(f.cred)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("pgtest: start pg_autoctl: %v", err)
 	}
@@ -413,7 +408,7 @@ func (f *Formation) autoctlCmd(args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, f.autoctl, args...)
 	cmd.Dir = f.dir
 	cmd.Env = f.env
-	cmd.SysProcAttr = sysProcAttr(f.cred, false)
+	cmd.SysProcAttr = pgserver.SysProcAttr(f.cred, false)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

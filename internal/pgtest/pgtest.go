@@ -35,25 +35,14 @@
 package pgtest
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"sort"
-	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/edgekv/kv/internal/pgserver"
 )
 
 // Environment variables read by the harness.
@@ -62,15 +51,10 @@ const (
 	EnvRequire = "KV_REQUIRE_POSTGRES"
 )
 
-const (
-	startTimeout = 60 * time.Second
-	stopTimeout  = 15 * time.Second
-)
-
 // shared is the server of this test binary that URL creates databases on.
 var (
 	once   sync.Once
-	shared *server
+	shared *pgserver.Server
 	srvErr error
 )
 
@@ -85,7 +69,7 @@ func Main(m *testing.M) {
 func Run(m *testing.M) int {
 	code := m.Run()
 	if shared != nil {
-		shared.remove()
+		shared.Remove()
 	}
 	return code
 }
@@ -99,15 +83,15 @@ func URL(t testing.TB) string {
 	if srvErr != nil {
 		unavailable(t, srvErr)
 	}
-	u, name, err := shared.createDatabase()
+	u, name, err := shared.CreateDatabase()
 	if err != nil {
 		t.Fatalf("pgtest: create database: %v", err)
 	}
 	t.Cleanup(func() {
 		// FORCE ends sessions a test left open (PostgreSQL 13+); servers
 		// that do not know it get a plain DROP.
-		if err := shared.execAdmin(fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", name)); err != nil {
-			if err := shared.execAdmin(fmt.Sprintf("DROP DATABASE IF EXISTS %s", name)); err != nil {
+		if err := shared.ExecAdmin(fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", name)); err != nil {
+			if err := shared.ExecAdmin(fmt.Sprintf("DROP DATABASE IF EXISTS %s", name)); err != nil {
 				t.Logf("pgtest: drop database %s: %v", name, err)
 			}
 		}
@@ -131,7 +115,7 @@ func unavailable(t testing.TB, err error) {
 // its directory removed when the test ends. Its methods are meant for the
 // test's goroutine and are not safe for concurrent use.
 type Server struct {
-	s    *server
+	s    *pgserver.Server
 	down bool
 }
 
@@ -145,11 +129,11 @@ func NewServer(t testing.TB) *Server {
 	if os.Getenv(EnvURL) != "" {
 		t.Skipf("pgtest: this test crashes and restarts a PostgreSQL server of its own, and %s is set: the tests use that external server, which they cannot crash; unset %s to run this test on a local server", EnvURL, EnvURL)
 	}
-	s, err := startLocal()
+	s, err := pgserver.Start()
 	if err != nil {
 		unavailable(t, err)
 	}
-	t.Cleanup(s.remove)
+	t.Cleanup(s.Remove)
 	return &Server{s: s}
 }
 
@@ -157,7 +141,7 @@ func NewServer(t testing.TB) *Server {
 // database goes with the server when the test ends.
 func (s *Server) URL(t testing.TB) string {
 	t.Helper()
-	u, _, err := s.s.createDatabase()
+	u, _, err := s.s.CreateDatabase()
 	if err != nil {
 		t.Fatalf("pgtest: create database: %v", err)
 	}
@@ -175,7 +159,7 @@ func (s *Server) Crash(t testing.TB) {
 	if s.down {
 		t.Fatal("pgtest: Crash of a server that is down")
 	}
-	s.s.crash()
+	s.s.Crash()
 	s.down = true
 }
 
@@ -188,7 +172,7 @@ func (s *Server) Stop(t testing.TB) {
 	if s.down {
 		t.Fatal("pgtest: Stop of a server that is down")
 	}
-	s.s.kill()
+	s.s.Kill()
 	s.down = true
 }
 
@@ -204,7 +188,7 @@ func (s *Server) Restart(t testing.TB) {
 	// moment, try again.
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		if err = s.s.launch(); err == nil {
+		if err = s.s.Launch(); err == nil {
 			s.down = false
 			return
 		}
@@ -214,331 +198,24 @@ func (s *Server) Restart(t testing.TB) {
 }
 
 // Addr is the server's host:port on loopback, the same across restarts.
-func (s *Server) Addr() string { return s.s.url.Host }
+func (s *Server) Addr() string { return s.s.Addr() }
 
 // Log returns the server's log so far, of every start.
 func (s *Server) Log() string {
-	b, err := os.ReadFile(s.s.logPath())
+	b, err := os.ReadFile(s.s.LogPath())
 	if err != nil {
 		return fmt.Sprintf("(no server log: %v)", err)
 	}
 	return string(b)
 }
 
-// Throwaway starts a PostgreSQL server of its own outside any test (the
-// benchmark uses it), from the machine's binaries as for tests, and returns
-// the URL of a new, empty database on it and a function that stops the
-// server and removes its files.
-func Throwaway() (dbURL string, stop func(), err error) {
-	s, err := startLocal()
-	if err != nil {
-		return "", nil, err
-	}
-	u, _, err := s.createDatabase()
-	if err != nil {
-		s.remove()
-		return "", nil, err
-	}
-	return u, s.remove, nil
-}
-
-// server is a running PostgreSQL: one started here (bin set) or an
-// external one.
-type server struct {
-	url *url.URL // admin URL: database "postgres", or the external one's
-
-	// A local server's binaries, directory (holding data/ and server.log)
-	// and user to run as (nil: this process's).
-	bin  string
-	dir  string
-	cred *runAs
-
-	// The running postmaster, when started here; exited is closed once it
-	// has exited.
-	cmd    *exec.Cmd
-	exited chan struct{}
-
-	adminMu sync.Mutex // serializes statements on the admin connection
-	admin   *pgx.Conn
-}
-
-func start() (*server, error) {
+func start() (*pgserver.Server, error) {
 	if s := os.Getenv(EnvURL); s != "" {
 		u, err := url.Parse(s)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %v", EnvURL, err)
 		}
-		return &server{url: u}, nil
+		return pgserver.External(u), nil
 	}
-	return startLocal()
+	return pgserver.Start()
 }
-
-// findBinaries returns the directory holding initdb and postgres.
-func findBinaries() (string, error) {
-	if p, err := exec.LookPath("initdb"); err == nil {
-		dir := filepath.Dir(p)
-		if real, err := filepath.EvalSymlinks(p); err == nil {
-			dir = filepath.Dir(real)
-		}
-		if _, err := os.Stat(filepath.Join(dir, "postgres")); err == nil {
-			return dir, nil
-		}
-	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	// Newest major version first.
-	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "initdb")); err != nil {
-			continue
-		}
-		if _, err := os.Stat(filepath.Join(d, "postgres")); err == nil {
-			return d, nil
-		}
-	}
-	return "", errors.New("no PostgreSQL server binaries (initdb, postgres) on PATH or under /usr/lib/postgresql/*/bin")
-}
-
-// Binary returns the path of one of the PostgreSQL client or server
-// programs (pg_dump, pg_restore, psql, ...) of the installation the test
-// servers are started from, so that its major version matches theirs.
-func Binary(name string) (string, error) {
-	dir, err := findBinaries()
-	if err != nil {
-		return "", err
-	}
-	p := filepath.Join(dir, name)
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("no %s beside the server binaries in %s: %v", name, dir, err)
-	}
-	return p, nil
-}
-
-func versionOf(binDir string) int {
-	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
-	return n
-}
-
-// startLocal creates a cluster in a new temporary directory and starts a
-// server on it, on a free loopback port.
-func startLocal() (*server, error) {
-	bin, err := findBinaries()
-	if err != nil {
-		return nil, err
-	}
-	s := &server{bin: bin}
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return nil, fmt.Errorf("running as root, and PostgreSQL refuses to run as root, but there is no postgres user to run it as: %v", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		s.cred = &runAs{uid: uint32(uid), gid: uint32(gid)}
-	}
-	if s.dir, err = os.MkdirTemp("", "kv-pgtest-"); err != nil {
-		return nil, err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			os.RemoveAll(s.dir)
-		}
-	}()
-	if s.cred != nil {
-		if err := os.Chown(s.dir, int(s.cred.uid), int(s.cred.gid)); err != nil {
-			return nil, err
-		}
-	}
-
-	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", s.dataDir(), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
-	initdb.Dir = s.dir
-	initdb.SysProcAttr = sysProcAttr(s.cred, false)
-	if out, err := initdb.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
-	}
-
-	// A free port can be taken between probing and binding: try again.
-	for attempt := 0; attempt < 3; attempt++ {
-		var port int
-		if port, err = freePort(); err != nil {
-			return nil, err
-		}
-		s.url = &url.URL{Scheme: "postgres", User: url.User("postgres"), Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Path: "/postgres", RawQuery: "sslmode=disable"}
-		if err = s.launch(); err == nil {
-			ok = true
-			return s, nil
-		}
-	}
-	return nil, err
-}
-
-func (s *server) dataDir() string { return filepath.Join(s.dir, "data") }
-func (s *server) logPath() string { return filepath.Join(s.dir, "server.log") }
-
-// launch starts the postmaster of a local server on its data directory
-// and port, and waits until it accepts connections.
-func (s *server) launch() error {
-	logFile, err := os.OpenFile(s.logPath(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logFile.Close() // the child has its own descriptor
-	cmd := exec.Command(filepath.Join(s.bin, "postgres"),
-		"-D", s.dataDir(),
-		"-p", s.url.Port(),
-		"-k", s.dir, // unix socket in the temp dir, away from /var/run/postgresql
-		"-c", "listen_addresses=127.0.0.1",
-		"-c", "max_connections=300",
-		"-c", "shared_buffers=128MB",
-		"-c", "logging_collector=off",
-	)
-	cmd.Dir = s.dir
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	cmd.SysProcAttr = sysProcAttr(s.cred, true)
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start postgres: %v", err)
-	}
-	exited := make(chan struct{})
-	s.cmd, s.exited = cmd, exited
-	go func() { cmd.Wait(); close(exited) }()
-
-	if err := s.waitReady(); err != nil {
-		s.kill()
-		log, _ := os.ReadFile(s.logPath())
-		return fmt.Errorf("postgres did not start: %v\nserver log:\n%s", err, log)
-	}
-	return nil
-}
-
-// waitReady polls by connecting until the server answers, it exits, or
-// startTimeout passes.
-func (s *server) waitReady() error {
-	deadline := time.Now().Add(startTimeout)
-	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case <-s.exited:
-			return fmt.Errorf("server exited: %v", s.cmd.ProcessState)
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		c, err := pgx.Connect(ctx, s.url.String())
-		if err == nil {
-			err = c.Ping(ctx)
-			c.Close(ctx)
-		}
-		cancel()
-		if err == nil {
-			return nil
-		}
-		last = err
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("not ready after %v: %v", startTimeout, last)
-}
-
-// running reports whether a local server's postmaster is up.
-func (s *server) running() bool {
-	if s.cmd == nil {
-		return false
-	}
-	select {
-	case <-s.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-// stopWith sends sig to the postmaster and waits for it to exit, killing
-// it after stopTimeout.
-func (s *server) stopWith(sig os.Signal) {
-	if !s.running() {
-		return
-	}
-	s.cmd.Process.Signal(sig)
-	select {
-	case <-s.exited:
-	case <-time.After(stopTimeout):
-		s.cmd.Process.Kill()
-		<-s.exited
-	}
-}
-
-// kill stops a local server with a fast shutdown (SIGINT).
-func (s *server) kill() { s.stopWith(os.Interrupt) }
-
-// crash stops a local server with an immediate shutdown (SIGQUIT). The
-// postmaster passes it on to every server process, which exits at once,
-// and exits itself once they have all gone.
-func (s *server) crash() { s.stopWith(syscall.SIGQUIT) }
-
-// remove stops a local server and deletes its directory.
-func (s *server) remove() {
-	s.adminMu.Lock()
-	if s.admin != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		s.admin.Close(ctx)
-		cancel()
-		s.admin = nil
-	}
-	s.adminMu.Unlock()
-	if s.bin == "" {
-		return
-	}
-	s.kill()
-	os.RemoveAll(s.dir)
-}
-
-// createDatabase creates a new, empty database and returns its URL and
-// name.
-func (s *server) createDatabase() (string, string, error) {
-	name := "kvtest_" + randomHex(8)
-	if err := s.execAdmin(fmt.Sprintf("CREATE DATABASE %s", name)); err != nil {
-		return "", "", err
-	}
-	u := *s.url
-	u.Path = "/" + name
-	return u.String(), name, nil
-}
-
-// execAdmin runs sql on the admin connection, connecting again if the
-// connection was lost (as a crash does).
-func (s *server) execAdmin(sql string) error {
-	s.adminMu.Lock()
-	defer s.adminMu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if s.admin != nil && (s.admin.IsClosed() || s.admin.Ping(ctx) != nil) {
-		s.admin.Close(ctx)
-		s.admin = nil
-	}
-	if s.admin == nil {
-		c, err := pgx.Connect(ctx, s.url.String())
-		if err != nil {
-			return err
-		}
-		s.admin = c
-	}
-	_, err := s.admin.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol)
-	return err
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// runAs is the user a local server runs as when the tests run as root.
-type runAs struct{ uid, gid uint32 }

@@ -150,7 +150,7 @@ func TestOpenWaitsForDatabase(t *testing.T) {
 	defer o.db.Close()
 	waited := time.Since(start)
 	ns := readyNamespace(t, o.db, "org", "ns") // migrated, and serving
-	if _, err := o.db.GetKey(ctx, "org", ns.ID, "k", base); !errors.Is(err, kv.ErrNotFound) {
+	if _, err := o.db.GetKey(ctx, "org", ns.ID, "k", base); !errors.Is(err, store.ErrKeyNotFound) {
 		t.Fatalf("GetKey after Open = %v, want not found", err)
 	}
 	mu.Lock()

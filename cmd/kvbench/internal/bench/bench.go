@@ -24,7 +24,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgekv/kv/internal/pgtest"
+	"github.com/edgekv/kv/internal/pgserver"
 )
 
 // The workloads, in the order a run drives them.
@@ -266,7 +266,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	switch cfg.Postgres {
 	case "", PostgresOff:
 	case PostgresAuto:
-		url, stop, err := pgtest.Throwaway()
+		url, stop, err := pgserver.Throwaway()
 		if err != nil {
 			cfg.logf("kvd on PostgreSQL left out: %v", err)
 			rep.Notes = append(rep.Notes, "kvd on PostgreSQL left out: "+firstLine(err.Error()))
