@@ -107,12 +107,19 @@ func (s *Server) Restart(t testing.TB) {
 	t.Cleanup(func() { srv.Close() })
 }
 
-// NewToken returns a new token of organization org.
+// NewToken returns a new token of organization org, with every
+// permission.
 func (s *Server) NewToken(t testing.TB, org string) string {
 	t.Helper()
-	tok, err := service.NewToken(context.Background(), s.Store, org)
+	return s.NewScopedToken(t, service.TokenSpec{Org: org})
+}
+
+// NewScopedToken returns a new token made to spec.
+func (s *Server) NewScopedToken(t testing.TB, spec service.TokenSpec) string {
+	t.Helper()
+	secret, _, err := s.Service.CreateToken(context.Background(), spec)
 	if err != nil {
 		t.Fatalf("kvdtest: new token: %v", err)
 	}
-	return tok
+	return secret
 }
