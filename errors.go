@@ -27,6 +27,9 @@ const (
 	// EInsufficientStorage is 507: the store's disk has less free space than
 	// kvd keeps in reserve; writes are refused until space is freed.
 	EInsufficientStorage ErrorCode = "10038"
+	// EForbidden is 403: the token's permissions or scope do not allow
+	// the operation or the key.
+	EForbidden ErrorCode = "10036"
 )
 
 var codeInfo = map[ErrorCode]struct {
@@ -45,6 +48,13 @@ var codeInfo = map[ErrorCode]struct {
 	EQuota:         {http.StatusForbidden, "Quota exceeded"},
 
 	EInsufficientStorage: {http.StatusInsufficientStorage, "Insufficient storage"},
+	EForbidden:           {http.StatusForbidden, "Forbidden"},
+}
+
+// statusCodes is the code an answer without a recognised code is taken
+// to have, for the statuses that several codes share.
+var statusCodes = map[int]ErrorCode{
+	http.StatusForbidden: EForbidden,
 }
 
 // HTTPStatus is the HTTP status that carries the code; unknown codes map to 500.
@@ -63,9 +73,19 @@ func (c ErrorCode) Title() string {
 	return "Error"
 }
 
+// KnownCode reports whether c is one of the service's codes.
+func KnownCode(c ErrorCode) bool {
+	_, ok := codeInfo[c]
+	return ok
+}
+
 // CodeForStatus is the reverse of HTTPStatus, for clients that receive an
-// error without a recognised code.
+// error without a recognised code. A status that several codes share has
+// one of them chosen (403: EForbidden).
 func CodeForStatus(status int) ErrorCode {
+	if c, ok := statusCodes[status]; ok {
+		return c
+	}
 	for c, i := range codeInfo {
 		if i.status == status {
 			return c
@@ -136,6 +156,7 @@ var (
 	ErrQuota         = &Error{Code: EQuota}
 
 	ErrInsufficientStorage = &Error{Code: EInsufficientStorage}
+	ErrForbidden           = &Error{Code: EForbidden}
 )
 
 // ErrorCodeOf returns the code of err: its own if it is (or wraps) an *Error,

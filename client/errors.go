@@ -28,6 +28,7 @@ var (
 	ErrRateLimited   = kv.ErrRateLimited
 	ErrUnavailable   = kv.ErrUnavailable
 	ErrQuota         = kv.ErrQuota
+	ErrForbidden     = kv.ErrForbidden
 )
 
 // APIError is an error answer of the service: a non-2xx status with the
@@ -73,11 +74,8 @@ func (e *APIError) Unwrap() error {
 	return &kv.Error{Code: e.Code, Title: e.Title, Detail: e.Detail, Pointer: e.Pointer, Parameter: e.Parameter}
 }
 
-// knownCode reports whether c is one of the codes of package kv: a known
-// code maps to a status that maps back to it (kv's table is one-to-one).
-func knownCode(c kv.ErrorCode) bool {
-	return kv.CodeForStatus(c.HTTPStatus()) == c
-}
+// knownCode reports whether c is one of the codes of package kv.
+func knownCode(c kv.ErrorCode) bool { return kv.KnownCode(c) }
 
 // readAPIError turns a non-2xx response into an *APIError and closes its
 // body.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/kvdtest"
 )
 
@@ -40,7 +41,7 @@ func TestQuickstartJavaScript(t *testing.T) {
 	json.NewDecoder(resp.Body).Decode(&created)
 	resp.Body.Close()
 	id := created.Data.ID
-	s.Worker.RunJobs(t.Context()) // provision now rather than poll
+	s.Provision(t, kv.DefaultOrg, id) // now rather than poll
 
 	for _, base := range []string{s.URL, s.URL + "/v2", s.URL + "/"} {
 		cmd := exec.Command(node, "quickstart.mjs")

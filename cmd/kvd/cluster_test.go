@@ -171,7 +171,7 @@ func TestClusterActsAsOne(t *testing.T) {
 	if err != nil {
 		t.Fatalf("token create against a running cluster: %v", err)
 	}
-	tok := strings.TrimSpace(string(out))
+	tok := lastLine(string(out))
 	for _, nd := range []*node{a, b} {
 		req, _ := http.NewRequest("GET", nd.base, nil)
 		req.Header.Set("Authorization", "Bearer "+tok)

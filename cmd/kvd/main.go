@@ -159,7 +159,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.StringVar(&cfg.Listen, "listen", envOr(getenv, "KV_LISTEN", cfg.Listen), "address to serve the API on (env KV_LISTEN)")
 	fs.StringVar(&cfg.Store, "store", envOr(getenv, "KV_STORE", cfg.Store), "data directory of the embedded engine, or a postgres:// URL (env KV_STORE)")
 	fs.BoolVar(&cfg.NoBackground, "no-background", false, "run no background jobs here (namespace provisioning and removal, expiry sweeps); other kvd sharing the database must")
-	fs.IntVar(&cfg.RateLimit, "rate-limit", envInt(getenv, "KV_RATE_LIMIT", cfg.RateLimit), "requests per minute per token; 0 for no limit (env KV_RATE_LIMIT)")
+	fs.IntVar(&cfg.RateLimit, "rate-limit", envInt(getenv, "KV_RATE_LIMIT", cfg.RateLimit), "requests per minute per token; 0 (the default) for no limit (env KV_RATE_LIMIT)")
+	fs.IntVar(&cfg.AuthFailureLimit, "auth-failure-limit", envInt(getenv, "KV_AUTH_FAILURE_LIMIT", cfg.AuthFailureLimit), "failed authentications a client address may make per minute before its unknown tokens get 429; 0 for no limit (env KV_AUTH_FAILURE_LIMIT)")
 	fs.IntVar(&cfg.RateBurst, "rate-burst", cfg.RateBurst, "requests a token may make at once (default: the rate limit)")
 	fs.IntVar(&cfg.MaxNamespaces, "max-namespaces", cfg.MaxNamespaces, "namespaces per organization; 0 for no limit")
 	fs.Var(byteSize{&cfg.MaxStoredBytes}, "max-stored-bytes", "bytes (keys plus values) per organization, e.g. 10GiB or 500MB; 0 for no limit")
@@ -215,16 +216,18 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	default:
 		cfg.Postgres.OpenTimeout = *pgConnectTimeout
 	}
-	if v := getenv("KV_RATE_LIMIT"); v != "" {
-		if _, err := strconv.Atoi(v); err != nil {
-			return cfg, nil, fmt.Errorf("KV_RATE_LIMIT=%q is not a whole number", v)
+	for _, name := range []string{"KV_RATE_LIMIT", "KV_AUTH_FAILURE_LIMIT"} {
+		if v := getenv(name); v != "" {
+			if _, err := strconv.Atoi(v); err != nil {
+				return cfg, nil, fmt.Errorf("%s=%q is not a whole number", name, v)
+			}
 		}
 	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return cfg, nil, errors.New("--tls-cert and --tls-key go together")
 	}
-	if cfg.RateLimit < 0 || cfg.RateBurst < 0 || cfg.MaxNamespaces < 0 || cfg.MaxConnections < 0 {
-		return cfg, nil, errors.New("--rate-limit, --rate-burst, --max-namespaces and --max-connections must not be negative")
+	if cfg.RateLimit < 0 || cfg.RateBurst < 0 || cfg.MaxNamespaces < 0 || cfg.MaxConnections < 0 || cfg.AuthFailureLimit < 0 {
+		return cfg, nil, errors.New("--rate-limit, --rate-burst, --max-namespaces, --max-connections and --auth-failure-limit must not be negative")
 	}
 	for _, b := range []struct {
 		name string
@@ -262,48 +265,4 @@ func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
-}
-
-// runToken implements "kvd token create".
-func runToken(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	usage := "Usage: kvd token create --org NAME [--store DIR|URL]"
-	if len(args) == 0 || args[0] != "create" {
-		fmt.Fprintln(stderr, usage)
-		return exitUsage
-	}
-	fs := flag.NewFlagSet("kvd token create", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	org := fs.String("org", "", "organization the token belongs to (required)")
-	storeSpec := fs.String("store", envOr(getenv, "KV_STORE", "./data"), "data directory or postgres:// URL (env KV_STORE)")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if *org == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, usage)
-		return 2
-	}
-	cfg := server.DefaultConfig()
-	cfg.Store, cfg.Logger = *storeSpec, slog.New(slog.NewTextHandler(stderr, nil))
-	st, err := server.OpenStore(ctx, cfg)
-	if errors.Is(err, server.ErrStoreLocked) {
-		fmt.Fprintf(stderr, "kvd: %s is in use by a running kvd; stop it, create the token, and start it again\n", *storeSpec)
-		return 1
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "kvd:", err)
-		return 1
-	}
-	tok, err := server.NewToken(ctx, st, *org)
-	if cerr := st.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "kvd:", err)
-		return 1
-	}
-	fmt.Fprintln(stdout, tok)
-	return 0
 }

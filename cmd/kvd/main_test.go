@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -85,9 +86,9 @@ func TestTokenCreateAndServe(t *testing.T) {
 	if err != nil {
 		t.Fatalf("token create: %v", err)
 	}
-	tok := strings.TrimSpace(string(out))
-	if strings.Count(string(out), "\n") != 1 || len(tok) < 43 {
-		t.Fatalf("token create printed %q; want one token of at least 256 bits", out)
+	tok := lastLine(string(out))
+	if !strings.HasPrefix(tok, "kvd_") || len(tok) < 4+43 || !strings.Contains(string(out), "org:") {
+		t.Fatalf("token create printed %q; want the token's record, then a kvd_ secret of at least 256 bits", out)
 	}
 	addr := kvdtest.FreeAddr(t)
 	cmd, logs := startKVD(t, []string{"KV_LISTEN=" + addr, "KV_STORE=" + dir, "TELNYX_API_KEY=env-key"})
@@ -100,12 +101,33 @@ func TestTokenCreateAndServe(t *testing.T) {
 			t.Fatalf("token %q: status %d, want %d", tc.token, got, tc.want)
 		}
 	}
-	// The embedded engine's directory is locked while kvd runs.
-	c := exec.Command(kvdBin, "token", "create", "--org", "x", "--store", dir)
-	var stderr bytes.Buffer
-	c.Stderr = &stderr
-	if err := c.Run(); err == nil || !strings.Contains(stderr.String(), "in use by a running kvd") {
-		t.Fatalf("token create on a running store: err %v, stderr %q", err, stderr.String())
+	// While kvd runs, the token commands reach it through its admin
+	// channel: a token made now works at once, and one revoked now is
+	// refused at once.
+	out, err = exec.Command(kvdBin, "token", "create", "--org", "acme", "--name", "live", "--store", dir).Output()
+	if err != nil {
+		t.Fatalf("token create while kvd runs: %v", err)
+	}
+	live := lastLine(string(out))
+	if got := get(t, "http://"+addr+"/v2/storage/kvs", live); got != 200 {
+		t.Fatalf("a token made while kvd runs: %d", got)
+	}
+	out, err = exec.Command(kvdBin, "token", "list", "--org", "acme", "-o", "json", "--store", dir).Output()
+	if err != nil {
+		t.Fatalf("token list while kvd runs: %v", err)
+	}
+	var list []struct{ ID, Name, Status string }
+	if err := json.Unmarshal(out, &list); err != nil || len(list) != 2 || list[1].Name != "live" || strings.Contains(string(out), "kvd_") {
+		t.Fatalf("token list = %s (%v); want both tokens, no secret", out, err)
+	}
+	if out, err := exec.Command(kvdBin, "token", "revoke", list[1].ID, "--store", dir).CombinedOutput(); err != nil || !strings.Contains(string(out), "revoked") {
+		t.Fatalf("token revoke: %v %s", err, out)
+	}
+	if got := get(t, "http://"+addr+"/v2/storage/kvs", live); got != 401 {
+		t.Fatalf("a revoked token: %d, want 401 at once", got)
+	}
+	if got := get(t, "http://"+addr+"/v2/storage/kvs", tok); got != 200 {
+		t.Fatalf("the other token after a revocation: %d", got)
 	}
 	// SIGTERM stops it cleanly.
 	cmd.Process.Signal(syscall.SIGTERM)

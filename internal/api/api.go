@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -136,6 +137,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				slog.Int("status", rec.status),
 				slog.Int64("bytes", rec.bytes),
 				slog.String("org", rec.org),
+				slog.String("token_id", rec.tokenID),
 				slog.Duration("duration", time.Since(start)))
 		}
 		if !rec.wrote {
@@ -182,7 +184,7 @@ type recorder struct {
 	idHdr, ctHdr, lenHdr [1]string
 	ctx                  context.Context // the request's
 	id                   string
-	org                  string
+	org, tokenID         string
 	route                string // the route's name, for metrics
 	status               int
 	bytes                int64
@@ -302,13 +304,18 @@ func (h *Handler) route(w *recorder, r *http.Request) {
 		return
 	}
 	token := bearerToken(r)
-	org, err := h.svc.Authenticate(r.Context(), token)
+	who, err := h.svc.Authenticate(r.Context(), token, r.RemoteAddr)
 	if err != nil {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="kvd"`)
+		var limited *service.RateLimitError
+		if errors.As(err, &limited) {
+			w.Header().Set("Retry-After", strconv.Itoa(limited.Retry))
+		} else {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="kvd"`)
+		}
 		h.fail(w, err)
 		return
 	}
-	w.org = org
+	w.org, w.tokenID = who.Org, who.TokenID
 	if h.limiter != nil && !h.allow(w, token) {
 		return
 	}
@@ -327,43 +334,43 @@ func (h *Handler) route(w *recorder, r *http.Request) {
 	case routeNamespaces:
 		switch r.Method {
 		case http.MethodPost:
-			h.createNamespace(w, r, org)
+			h.createNamespace(w, r, who)
 		case http.MethodGet, http.MethodHead:
-			h.listNamespaces(w, r, org)
+			h.listNamespaces(w, r, who)
 		default:
 			methodNotAllowed(w, "GET, POST")
 		}
 	case routeNamespace:
 		switch r.Method {
 		case http.MethodGet, http.MethodHead:
-			h.getNamespace(w, r, org, rt.ns)
+			h.getNamespace(w, r, who, rt.ns)
 		case http.MethodDelete:
-			h.deleteNamespace(w, r, org, rt.ns)
+			h.deleteNamespace(w, r, who, rt.ns)
 		default:
 			methodNotAllowed(w, "GET, DELETE")
 		}
 	case routeUsage, routeNamespaceUsage:
 		switch r.Method {
 		case http.MethodGet, http.MethodHead:
-			h.usage(w, r, org, rt)
+			h.usage(w, r, who, rt)
 		default:
 			methodNotAllowed(w, "GET")
 		}
 	case routeKeys:
 		switch r.Method {
 		case http.MethodGet, http.MethodHead:
-			h.listKeys(w, r, org, rt.ns)
+			h.listKeys(w, r, who, rt.ns)
 		default:
 			methodNotAllowed(w, "GET")
 		}
 	case routeKey:
 		switch r.Method {
 		case http.MethodGet, http.MethodHead:
-			h.getKey(w, r, org, rt)
+			h.getKey(w, r, who, rt)
 		case http.MethodPut:
-			h.putKey(w, r, org, rt)
+			h.putKey(w, r, who, rt)
 		case http.MethodDelete:
-			h.deleteKey(w, r, org, rt)
+			h.deleteKey(w, r, who, rt)
 		default:
 			methodNotAllowed(w, "GET, PUT, DELETE")
 		}

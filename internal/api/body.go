@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/fairshare"
+	"github.com/edgekv/kv/internal/service"
 	"github.com/edgekv/kv/internal/store"
 )
 
@@ -291,23 +292,23 @@ func (p *pacedWriter) preempt() {
 // with a grant of the response budget for it: when none is to be had at
 // once, the value is let go while the grant is waited for, and read again
 // (uncounted) once it is there.
-func (h *Handler) getValue(w *recorder, r *http.Request, org string, rt route, pw *pacedWriter) (*valueRead, error) {
-	v, err := h.svc.GetKey(r.Context(), org, rt.ns, rt.key)
+func (h *Handler) getValue(w *recorder, r *http.Request, who service.Principal, rt route, pw *pacedWriter) (*valueRead, error) {
+	v, err := h.svc.GetKey(r.Context(), who, rt.ns, rt.key)
 	if err != nil || len(v.Data) <= smallBody {
 		return &valueRead{v: v}, err
 	}
 	for range 3 {
-		g, gerr := h.responses.Acquire(r.Context(), org, int64(len(v.Data)), 0, pw.preempt)
+		g, gerr := h.responses.Acquire(r.Context(), who.Org, int64(len(v.Data)), 0, pw.preempt)
 		if gerr == nil {
 			return &valueRead{v: v, grant: g}, nil
 		}
 		size := len(v.Data)
 		v.Close()
-		g, gerr = h.responses.Acquire(r.Context(), org, int64(size), h.slowBody, pw.preempt)
+		g, gerr = h.responses.Acquire(r.Context(), who.Org, int64(size), h.slowBody, pw.preempt)
 		if gerr != nil {
 			return nil, h.budgetError(w, r, gerr, errResponsesBusy)
 		}
-		v, err = h.svc.RereadKey(r.Context(), org, rt.ns, rt.key)
+		v, err = h.svc.RereadKey(r.Context(), who, rt.ns, rt.key)
 		if err != nil || len(v.Data) <= size {
 			return &valueRead{v: v, grant: g}, err
 		}

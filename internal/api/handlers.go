@@ -15,12 +15,12 @@ import (
 // maxJSONBody bounds the JSON body of a namespace creation.
 const maxJSONBody = 64 << 10
 
-func (h *Handler) createNamespace(w *recorder, r *http.Request, org string) {
+func (h *Handler) createNamespace(w *recorder, r *http.Request, who service.Principal) {
 	if _, err := parseQuery(r.URL.RawQuery); err != nil {
 		h.fail(w, err)
 		return
 	}
-	b, err := h.readBody(w, r, org, maxJSONBody)
+	b, err := h.readBody(w, r, who.Org, maxJSONBody)
 	if err != nil {
 		h.fail(w, err)
 		return
@@ -31,7 +31,7 @@ func (h *Handler) createNamespace(w *recorder, r *http.Request, org string) {
 		h.fail(w, err)
 		return
 	}
-	ns, err := h.svc.CreateNamespace(r.Context(), org, name)
+	ns, err := h.svc.CreateNamespace(r.Context(), who, name)
 	if err != nil {
 		h.fail(w, err)
 		return
@@ -64,7 +64,7 @@ func parseCreateBody(body []byte) (string, error) {
 	return name, nil
 }
 
-func (h *Handler) listNamespaces(w *recorder, r *http.Request, org string) {
+func (h *Handler) listNamespaces(w *recorder, r *http.Request, who service.Principal) {
 	q, err := parseQuery(r.URL.RawQuery, "page[number]", "page[size]")
 	if err != nil {
 		h.fail(w, err)
@@ -80,7 +80,7 @@ func (h *Handler) listNamespaces(w *recorder, r *http.Request, org string) {
 		h.fail(w, err)
 		return
 	}
-	page, err := h.svc.ListNamespaces(r.Context(), org, number, size)
+	page, err := h.svc.ListNamespaces(r.Context(), who, number, size)
 	if err != nil {
 		h.fail(w, err)
 		return
@@ -88,12 +88,12 @@ func (h *Handler) listNamespaces(w *recorder, r *http.Request, org string) {
 	writeJSON(w, http.StatusOK, toNamespaceList(page))
 }
 
-func (h *Handler) getNamespace(w *recorder, r *http.Request, org string, id kv.ID) {
+func (h *Handler) getNamespace(w *recorder, r *http.Request, who service.Principal, id kv.ID) {
 	if _, err := parseQuery(r.URL.RawQuery); err != nil {
 		h.fail(w, err)
 		return
 	}
-	ns, err := h.svc.GetNamespace(r.Context(), org, id)
+	ns, err := h.svc.GetNamespace(r.Context(), who, id)
 	if err != nil {
 		h.fail(w, err)
 		return
@@ -101,12 +101,12 @@ func (h *Handler) getNamespace(w *recorder, r *http.Request, org string, id kv.I
 	writeJSON(w, http.StatusOK, kv.NamespaceEnvelope{Data: ns.Record()})
 }
 
-func (h *Handler) deleteNamespace(w *recorder, r *http.Request, org string, id kv.ID) {
+func (h *Handler) deleteNamespace(w *recorder, r *http.Request, who service.Principal, id kv.ID) {
 	if _, err := parseQuery(r.URL.RawQuery); err != nil {
 		h.fail(w, err)
 		return
 	}
-	ns, err := h.svc.DeleteNamespace(r.Context(), org, id)
+	ns, err := h.svc.DeleteNamespace(r.Context(), who, id)
 	if err != nil {
 		h.fail(w, err)
 		return
@@ -114,13 +114,13 @@ func (h *Handler) deleteNamespace(w *recorder, r *http.Request, org string, id k
 	writeJSON(w, http.StatusOK, kv.NamespaceEnvelope{Data: ns.Record()})
 }
 
-func (h *Handler) getKey(w *recorder, r *http.Request, org string, rt route) {
+func (h *Handler) getKey(w *recorder, r *http.Request, who service.Principal, rt route) {
 	if _, err := parseQuery(r.URL.RawQuery); err != nil {
 		h.fail(w, err)
 		return
 	}
 	pw := &pacedWriter{w: w, rc: http.NewResponseController(w), every: h.slowBody}
-	vr, err := h.getValue(w, r, org, rt, pw)
+	vr, err := h.getValue(w, r, who, rt, pw)
 	if err != nil {
 		h.fail(w, err)
 		return
@@ -144,7 +144,7 @@ func (h *Handler) getKey(w *recorder, r *http.Request, org string, rt route) {
 	pw.write(v.Data)
 }
 
-func (h *Handler) putKey(w *recorder, r *http.Request, org string, rt route) {
+func (h *Handler) putKey(w *recorder, r *http.Request, who service.Principal, rt route) {
 	var p service.Put
 	q, err := parseQuery(r.URL.RawQuery, "ttl_secs", "ttl")
 	if err != nil {
@@ -175,14 +175,14 @@ func (h *Handler) putKey(w *recorder, r *http.Request, org string, rt route) {
 		h.fail(w, err)
 		return
 	}
-	b, err := h.readBody(w, r, org, kv.MaxValueSize)
+	b, err := h.readBody(w, r, who.Org, kv.MaxValueSize)
 	if err != nil {
 		h.fail(w, err)
 		return
 	}
 	defer b.release()
 	p.Data = b.Data
-	created, err := h.svc.PutKey(r.Context(), org, rt.ns, rt.key, p)
+	created, err := h.svc.PutKey(r.Context(), who, rt.ns, rt.key, p)
 	if err != nil {
 		h.fail(w, err)
 		return
@@ -195,12 +195,12 @@ func (h *Handler) putKey(w *recorder, r *http.Request, org string, rt route) {
 	}
 }
 
-func (h *Handler) deleteKey(w *recorder, r *http.Request, org string, rt route) {
+func (h *Handler) deleteKey(w *recorder, r *http.Request, who service.Principal, rt route) {
 	if _, err := parseQuery(r.URL.RawQuery); err != nil {
 		h.fail(w, err)
 		return
 	}
-	if err := h.svc.DeleteKey(r.Context(), org, rt.ns, rt.key); err != nil {
+	if err := h.svc.DeleteKey(r.Context(), who, rt.ns, rt.key); err != nil {
 		h.fail(w, err)
 		return
 	}
@@ -208,7 +208,7 @@ func (h *Handler) deleteKey(w *recorder, r *http.Request, org string, rt route) 
 	w.WriteHeader(http.StatusOK)
 }
 
-func (h *Handler) listKeys(w *recorder, r *http.Request, org string, id kv.ID) {
+func (h *Handler) listKeys(w *recorder, r *http.Request, who service.Principal, id kv.ID) {
 	q, err := parseQuery(r.URL.RawQuery, "prefix", "limit", "cursor")
 	if err != nil {
 		h.fail(w, err)
@@ -219,7 +219,7 @@ func (h *Handler) listKeys(w *recorder, r *http.Request, org string, id kv.ID) {
 		h.fail(w, err)
 		return
 	}
-	page, err := h.svc.ListKeys(r.Context(), org, id, q["prefix"], q["cursor"], limit)
+	page, err := h.svc.ListKeys(r.Context(), who, id, q["prefix"], q["cursor"], limit)
 	if err != nil {
 		h.fail(w, err)
 		return

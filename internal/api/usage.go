@@ -71,7 +71,7 @@ func toBill(b metering.Bill) *kv.BillRecord {
 	return out
 }
 
-func (h *Handler) usage(w *recorder, r *http.Request, org string, rt route) {
+func (h *Handler) usage(w *recorder, r *http.Request, who service.Principal, rt route) {
 	nsID := rt.ns // zero for the organization's usage
 	q, err := parseQuery(r.URL.RawQuery, "month", "granularity")
 	if err != nil {
@@ -87,7 +87,7 @@ func (h *Handler) usage(w *recorder, r *http.Request, org string, rt route) {
 	if byDay {
 		read = h.svc.UsageByDay
 	}
-	rep, err := read(r.Context(), org, nsID, q["month"])
+	rep, err := read(r.Context(), who, nsID, q["month"])
 	if err != nil {
 		h.fail(w, err)
 		return

@@ -107,12 +107,48 @@ func (s *Server) Restart(t testing.TB) {
 	t.Cleanup(func() { srv.Close() })
 }
 
-// NewToken returns a new token of organization org.
+// NewToken returns a new token of organization org, with every
+// permission.
 func (s *Server) NewToken(t testing.TB, org string) string {
 	t.Helper()
-	tok, err := service.NewToken(context.Background(), s.Store, org)
+	return s.NewScopedToken(t, service.TokenSpec{Org: org})
+}
+
+// NewScopedToken returns a new token made to spec.
+func (s *Server) NewScopedToken(t testing.TB, spec service.TokenSpec) string {
+	t.Helper()
+	secret, _, err := s.Service.CreateToken(context.Background(), spec)
 	if err != nil {
 		t.Fatalf("kvdtest: new token: %v", err)
 	}
-	return tok
+	return secret
+}
+
+// Provision runs the pending lifecycle jobs now and returns once
+// namespace id is ready. The background worker may have claimed the job
+// first, so it waits for the outcome rather than trusting RunJobs alone.
+func (s *Server) Provision(t testing.TB, org, namespaceID string) {
+	t.Helper()
+	id, err := kv.ParseID(namespaceID)
+	if err != nil {
+		t.Fatalf("kvdtest: provision: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.Worker.RunJobs(context.Background())
+		ns, err := s.Store.GetNamespace(context.Background(), org, id)
+		if err != nil {
+			t.Fatalf("kvdtest: provision %s: %v", id, err)
+		}
+		if ns.Status != kv.StatusPending {
+			if !ns.Ready() {
+				t.Fatalf("kvdtest: namespace %s is %s, not ready", id, ns.Status)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kvdtest: namespace %s still pending after 10s", id)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -22,6 +22,11 @@ type Config struct {
 	Burst int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// MaxKeys bounds the keys tracked at once (0: no bound). A key that
+	// arrives while as many are tracked, none of them idle enough to be
+	// dropped, is treated as out of requests: a limiter keyed by something
+	// a client chooses (its address) must not grow without bound.
+	MaxKeys int
 }
 
 // Limiter decides whether a request may proceed. It is safe for concurrent
@@ -33,7 +38,9 @@ type Limiter struct {
 	window time.Duration
 	now    func() time.Time
 	seed   maphash.Seed
-	shards [64]shard
+	// perShard bounds each shard's buckets (0: no bound).
+	perShard int
+	shards   [64]shard
 }
 
 type shard struct {
@@ -69,6 +76,9 @@ func New(cfg Config) *Limiter {
 		now:    cfg.Now,
 		seed:   maphash.MakeSeed(),
 	}
+	if cfg.MaxKeys > 0 {
+		l.perShard = max(1, cfg.MaxKeys/len(l.shards))
+	}
 	for i := range l.shards {
 		l.shards[i].buckets = map[string]*bucket{}
 	}
@@ -89,10 +99,50 @@ type Decision struct {
 }
 
 // Allow takes one request from key's bucket.
-func (l *Limiter) Allow(key string) Decision {
+func (l *Limiter) Allow(key string) Decision { return l.take(key, true) }
+
+// Check reports what Allow would decide, taking nothing: for a limit on
+// failures, checked before the attempt and spent (Spend) only if it fails.
+func (l *Limiter) Check(key string) Decision { return l.take(key, false) }
+
+// Spend takes one request from key's bucket, even one that is empty (it
+// then goes below empty, and refills from there).
+func (l *Limiter) Spend(key string) {
+	if l == nil {
+		return
+	}
+	l.withBucket(key, func(b *bucket) {
+		b.tokens = math.Max(b.tokens-1, -l.burst)
+	})
+}
+
+func (l *Limiter) take(key string, consume bool) Decision {
 	if l == nil {
 		return Decision{Allowed: true}
 	}
+	d := Decision{Limit: l.limit}
+	tracked := l.withBucket(key, func(b *bucket) {
+		if b.tokens >= 1 {
+			if consume {
+				b.tokens--
+			}
+			d.Allowed = true
+		} else {
+			d.RetryAfter = seconds((1 - b.tokens) / l.rate)
+		}
+		d.Remaining = int(math.Max(b.tokens, 0))
+		d.Reset = seconds((l.burst - b.tokens) / l.rate)
+	})
+	if !tracked {
+		d.RetryAfter = l.window / time.Duration(max(1, l.limit))
+		d.Reset = d.RetryAfter
+	}
+	return d
+}
+
+// withBucket runs fn on key's bucket, refilled to now, and reports whether
+// there was (or could be made) one.
+func (l *Limiter) withBucket(key string, fn func(*bucket)) bool {
 	now := l.now()
 	sh := &l.shards[maphash.String(l.seed, key)%uint64(len(l.shards))]
 	sh.mu.Lock()
@@ -100,6 +150,13 @@ func (l *Limiter) Allow(key string) Decision {
 	sh.sweep(now, l)
 	b, ok := sh.buckets[key]
 	if !ok {
+		if l.perShard > 0 && len(sh.buckets) >= l.perShard {
+			sh.swept = time.Time{}
+			sh.sweep(now, l) // make room, if some have refilled
+			if len(sh.buckets) >= l.perShard {
+				return false
+			}
+		}
 		b = &bucket{tokens: l.burst, last: now}
 		sh.buckets[key] = b
 	}
@@ -107,16 +164,8 @@ func (l *Limiter) Allow(key string) Decision {
 		b.tokens = math.Min(l.burst, b.tokens+el*l.rate)
 		b.last = now
 	}
-	d := Decision{Limit: l.limit}
-	if b.tokens >= 1 {
-		b.tokens--
-		d.Allowed = true
-	} else {
-		d.RetryAfter = seconds((1 - b.tokens) / l.rate)
-	}
-	d.Remaining = int(b.tokens)
-	d.Reset = seconds((l.burst - b.tokens) / l.rate)
-	return d
+	fn(b)
+	return true
 }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

@@ -76,9 +76,16 @@ type Config struct {
 	// processes sharing the database.
 	NoBackground bool
 
-	// RateLimit is the number of requests a token may make per minute (0:
-	// unlimited), RateBurst how many at once (0: RateLimit).
+	// RateLimit is the number of requests a token may make per minute (0,
+	// the default: unlimited), RateBurst how many at once (0: RateLimit).
 	RateLimit int
+	// AuthFailureLimit is how many failed authentications a client address
+	// may make per minute before its unknown tokens get 429 without a
+	// lookup (0: no limit; default service.DefaultAuthFailureLimit).
+	AuthFailureLimit int
+	// TokenPoll is how often this process reads the revocations made
+	// anywhere (0: DefaultTokenPoll).
+	TokenPoll time.Duration
 	RateBurst int
 	// MaxNamespaces limits each organization's namespaces (0: no limit).
 	MaxNamespaces int
@@ -125,7 +132,7 @@ func DefaultConfig() Config {
 		MaxHeaderBytes:    64 << 10,
 		SlowBody:          api.DefaultSlowBody,
 		ShutdownTimeout:   30 * time.Second,
-		RateLimit:         1000, // about what the hosted service allows
+		AuthFailureLimit:  service.DefaultAuthFailureLimit,
 		Console:           true,
 		MinFreeSpace:      DefaultMinFreeSpace,
 		AccessLog:         true,
@@ -150,6 +157,7 @@ type Server struct {
 	api       *api.Handler
 	ln        net.Listener
 	conns     *httpconn.Listener
+	admin     *adminServer // nil: none
 	tls       bool
 	stopping  atomic.Bool
 	cancel    context.CancelFunc
@@ -158,15 +166,13 @@ type Server struct {
 	closed    bool
 }
 
+// DefaultTokenPoll is how often a kvd reads the token revocations made in
+// any process: a revoked token is refused everywhere within about this.
+const DefaultTokenPoll = 250 * time.Millisecond
+
 // ErrStoreLocked is returned by OpenStore when another process has the
 // embedded engine's directory open.
 var ErrStoreLocked = pebble.ErrLocked
-
-// NewToken makes a new token of org in st and returns it; only its digest
-// is stored.
-func NewToken(ctx context.Context, st store.Store, org string) (string, error) {
-	return service.NewToken(ctx, st, org)
-}
 
 // OpenStore opens the engine named by cfg.Store: a postgres:// or
 // postgresql:// URL, or else a directory for the embedded engine.
@@ -262,7 +268,8 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 	}
 	meter := metering.NewBuffer(st, time.Second, cfg.Logger)
 	meter.Start()
-	svc := service.New(service.Config{Store: st, Now: cfg.Now, Wake: worker.Wake, StaticTokens: statics, MaxNamespaces: cfg.MaxNamespaces, MaxStoredBytes: cfg.MaxStoredBytes, Meter: meter, Space: spaceOf(st)})
+	svc := service.New(service.Config{Store: st, Now: cfg.Now, Wake: worker.Wake, StaticTokens: statics, MaxNamespaces: cfg.MaxNamespaces, MaxStoredBytes: cfg.MaxStoredBytes, Meter: meter, Space: spaceOf(st),
+		Auth: service.AuthConfig{FailureLimit: cfg.AuthFailureLimit, Log: cfg.Logger}})
 	s := &Server{cfg: cfg, Store: st, Service: svc, Worker: worker, meter: meter, ln: ln, tls: tlsConfig != nil, serveErr: make(chan error, 1)}
 	var httpMetrics *metrics.HTTP
 	if cfg.MetricsListen != "" {
@@ -308,6 +315,19 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
+	poll := cfg.TokenPoll
+	if poll <= 0 {
+		poll = DefaultTokenPoll
+	}
+	s.bg.Add(1)
+	go func() { defer s.bg.Done(); svc.WatchTokens(ctx, poll) }()
+	if _, embedded := st.(*pebble.DB); embedded && !isPostgresURL(cfg.Store) {
+		if a, err := startAdmin(cfg.Store, svc, cfg.Logger); err != nil {
+			cfg.Logger.Warn("kvd: no admin channel; `kvd token` needs this kvd stopped", "err", err)
+		} else {
+			s.admin = a
+		}
+	}
 	if !cfg.NoBackground {
 		s.bg.Add(1)
 		go func() { defer s.bg.Done(); worker.Run(ctx) }()
@@ -378,6 +398,9 @@ func (s *Server) Close() error {
 	}
 	if s.metrics != nil {
 		s.metrics.Close()
+	}
+	if s.admin != nil {
+		s.admin.close()
 	}
 	s.cancel()
 	s.bg.Wait()

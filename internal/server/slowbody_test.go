@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/kvdtest"
 	"github.com/edgekv/kv/internal/server"
 )
@@ -153,6 +154,6 @@ func readyNamespace(t *testing.T, s *kvdtest.Server) string {
 	if err := json.Unmarshal([]byte(body), &ns); err != nil {
 		t.Fatal(err)
 	}
-	s.Worker.RunJobs(t.Context())
+	s.Provision(t, kv.DefaultOrg, ns.Data.ID)
 	return ns.Data.ID
 }

@@ -4,15 +4,18 @@
 package service
 
 import (
+	"bytes"
+	"cmp"
 	"context"
-	"crypto/rand"
-	"crypto/subtle"
-	"encoding/base64"
 	"errors"
+	"log/slog"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/metering"
+	"github.com/edgekv/kv/internal/ratelimit"
 	"github.com/edgekv/kv/internal/store"
 )
 
@@ -42,6 +45,8 @@ type Config struct {
 	// the store's disk is nearly full; reads and deletes are never refused,
 	// so that space can be freed. nil means no check (PostgreSQL).
 	Space Space
+	// Auth tunes authentication.
+	Auth AuthConfig
 }
 
 // Space is a check of the store's free space.
@@ -63,6 +68,12 @@ type Service struct {
 	meter   *metering.Buffer
 	storage *storageQuota // nil: no limit
 	space   Space         // nil: no check
+
+	tokens       *tokenCache
+	authFailures *ratelimit.Limiter // nil: no limit
+	authLog      *slog.Logger
+	logMu        sync.Mutex
+	logged       map[string]time.Time // see logOncePer
 }
 
 type staticToken struct {
@@ -88,52 +99,29 @@ func New(cfg Config) *Service {
 	for tok, org := range cfg.StaticTokens {
 		s.statics = append(s.statics, staticToken{store.DigestToken(tok), org})
 	}
+	s.tokens = newTokenCache()
+	s.authFailures = newAuthFailures(cfg.Auth.FailureLimit, s.now)
+	s.authLog = cfg.Auth.Log
+	if s.authLog == nil {
+		s.authLog = slog.Default()
+	}
+	s.logged = map[string]time.Time{}
 	return s
 }
 
 // Now returns the service's clock reading, in UTC.
 func (s *Service) Now() time.Time { return s.now().UTC() }
 
-// Authenticate returns the organization of a bearer token, or an
-// EUnauthorized error. Only digests are compared: static tokens in constant
-// time, stored ones by digest lookup.
-func (s *Service) Authenticate(ctx context.Context, token string) (string, error) {
-	if token == "" {
-		return "", kv.Errorf(kv.EUnauthorized, "missing API key; send the header Authorization: Bearer <API key>")
+// CreateNamespace creates a pending namespace called name for p's
+// organization. A token scoped to namespaces cannot create one.
+func (s *Service) CreateNamespace(ctx context.Context, p Principal, name string) (kv.Namespace, error) {
+	if err := p.can(kv.PermNamespacesWrite); err != nil {
+		return kv.Namespace{}, err
 	}
-	d := store.DigestToken(token)
-	org := ""
-	for _, st := range s.statics {
-		if subtle.ConstantTimeCompare(d[:], st.digest[:]) == 1 {
-			org = st.org
-		}
+	if p.Scoped() {
+		return kv.Namespace{}, kv.Errorf(kv.EForbidden, "this API key is scoped to namespaces of its own and cannot create namespaces")
 	}
-	if org != "" {
-		return org, nil
-	}
-	org, err := s.store.OrgForToken(ctx, d)
-	return org, fromStore(err, "")
-}
-
-// NewToken returns a new random token (256 bits) for org, stored as its
-// digest only.
-func NewToken(ctx context.Context, st store.Tokens, org string) (string, error) {
-	if org == "" {
-		return "", kv.Errorf(kv.EInvalid, "organization name is empty")
-	}
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", err
-	}
-	tok := "KVD" + base64.RawURLEncoding.EncodeToString(b[:])
-	if err := st.PutToken(ctx, store.DigestToken(tok), org); err != nil {
-		return "", fromStore(err, "")
-	}
-	return tok, nil
-}
-
-// CreateNamespace creates a pending namespace called name for org.
-func (s *Service) CreateNamespace(ctx context.Context, org, name string) (kv.Namespace, error) {
+	org := p.Org
 	if err := kv.ValidateNamespaceName(name); err != nil {
 		return kv.Namespace{}, err
 	}
@@ -179,7 +167,10 @@ type NamespacePage struct {
 
 // ListNamespaces returns page number (from 1) of org's namespaces, size per
 // page; sizes over kv.MaxPageSize are clamped.
-func (s *Service) ListNamespaces(ctx context.Context, org string, number, size int) (NamespacePage, error) {
+func (s *Service) ListNamespaces(ctx context.Context, p Principal, number, size int) (NamespacePage, error) {
+	if err := p.can(kv.PermNamespacesRead); err != nil {
+		return NamespacePage{}, err
+	}
 	if number < 1 {
 		return NamespacePage{}, kv.Errorf(kv.EInvalid, "page[number] must be an integer of at least 1").WithParam("page[number]")
 	}
@@ -191,23 +182,57 @@ func (s *Service) ListNamespaces(ctx context.Context, org string, number, size i
 	if number > (1<<31)/size { // an offset no organization can reach
 		offset = 1 << 31
 	}
-	list, total, err := s.store.ListNamespaces(ctx, org, offset, size)
+	if p.Scoped() {
+		return s.listScopedNamespaces(ctx, p, number, size, offset)
+	}
+	list, total, err := s.store.ListNamespaces(ctx, p.Org, offset, size)
 	if err != nil {
 		return NamespacePage{}, fromStore(err, "")
 	}
 	return NamespacePage{Namespaces: list, PageNumber: number, PageSize: size, TotalPages: (total + size - 1) / size, TotalResults: total}, nil
 }
 
-// GetNamespace returns org's namespace id.
-func (s *Service) GetNamespace(ctx context.Context, org string, id kv.ID) (kv.Namespace, error) {
-	ns, err := s.store.GetNamespace(ctx, org, id)
+// listScopedNamespaces is ListNamespaces for a token scoped to namespaces:
+// its namespaces that exist, in the listing's order, paged in memory (a
+// scope holds at most kv.MaxTokenScopes).
+func (s *Service) listScopedNamespaces(ctx context.Context, p Principal, number, size, offset int) (NamespacePage, error) {
+	var all []kv.Namespace
+	for _, id := range p.namespaces {
+		ns, err := s.store.GetNamespace(ctx, p.Org, id)
+		if errors.Is(err, store.ErrNamespaceNotFound) {
+			continue
+		}
+		if err != nil {
+			return NamespacePage{}, fromStore(err, "")
+		}
+		all = append(all, ns)
+	}
+	slices.SortFunc(all, func(a, b kv.Namespace) int {
+		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), bytes.Compare(a.ID[:], b.ID[:]))
+	})
+	page := []kv.Namespace{}
+	if offset < len(all) {
+		page = all[offset:min(len(all), offset+size)]
+	}
+	return NamespacePage{Namespaces: page, PageNumber: number, PageSize: size, TotalPages: (len(all) + size - 1) / size, TotalResults: len(all)}, nil
+}
+
+// GetNamespace returns namespace id.
+func (s *Service) GetNamespace(ctx context.Context, p Principal, id kv.ID) (kv.Namespace, error) {
+	if err := p.namespace(id, kv.PermNamespacesRead); err != nil {
+		return kv.Namespace{}, err
+	}
+	ns, err := s.store.GetNamespace(ctx, p.Org, id)
 	return ns, fromStore(err, "")
 }
 
 // DeleteNamespace marks org's namespace id deleting; the lifecycle worker
 // then removes it and all its keys.
-func (s *Service) DeleteNamespace(ctx context.Context, org string, id kv.ID) (kv.Namespace, error) {
-	ns, err := s.store.MarkDeleting(ctx, org, id, s.now().UTC().Truncate(time.Millisecond))
+func (s *Service) DeleteNamespace(ctx context.Context, p Principal, id kv.ID) (kv.Namespace, error) {
+	if err := p.namespace(id, kv.PermNamespacesWrite); err != nil {
+		return kv.Namespace{}, err
+	}
+	ns, err := s.store.MarkDeleting(ctx, p.Org, id, s.now().UTC().Truncate(time.Millisecond))
 	if err != nil {
 		return kv.Namespace{}, fromStore(err, "")
 	}
@@ -216,10 +241,14 @@ func (s *Service) DeleteNamespace(ctx context.Context, org string, id kv.ID) (kv
 }
 
 // GetKey returns the value of key; the caller must Close it.
-func (s *Service) GetKey(ctx context.Context, org string, id kv.ID, key string) (*store.Value, error) {
+func (s *Service) GetKey(ctx context.Context, p Principal, id kv.ID, key string) (*store.Value, error) {
 	if err := kv.ValidateKey(key); err != nil {
 		return nil, err
 	}
+	if err := p.key(id, key, kv.PermKeysRead); err != nil {
+		return nil, err
+	}
+	org := p.Org
 	now := s.now()
 	v, err := s.store.GetKey(ctx, org, id, key, now)
 	if err == nil || errors.Is(err, store.ErrKeyNotFound) { // a read that finds nothing is billed too
@@ -230,11 +259,14 @@ func (s *Service) GetKey(ctx context.Context, org string, id kv.ID, key string) 
 
 // RereadKey is GetKey without counting a read: for a request that has read
 // the key once already and must read it again before answering.
-func (s *Service) RereadKey(ctx context.Context, org string, id kv.ID, key string) (*store.Value, error) {
+func (s *Service) RereadKey(ctx context.Context, p Principal, id kv.ID, key string) (*store.Value, error) {
 	if err := kv.ValidateKey(key); err != nil {
 		return nil, err
 	}
-	v, err := s.store.GetKey(ctx, org, id, key, s.now())
+	if err := p.key(id, key, kv.PermKeysRead); err != nil {
+		return nil, err
+	}
+	v, err := s.store.GetKey(ctx, p.Org, id, key, s.now())
 	return v, fromStore(err, "")
 }
 
@@ -257,10 +289,14 @@ func ValidateTTL(secs int64) (time.Duration, error) {
 var errTTL = kv.Errorf(kv.EUnprocessable, "ttl_secs must be a whole number of seconds from 1 to %d", kv.MaxTTLSeconds).WithParam("ttl_secs")
 
 // PutKey stores p under key and reports whether the key was created.
-func (s *Service) PutKey(ctx context.Context, org string, id kv.ID, key string, p Put) (bool, error) {
+func (s *Service) PutKey(ctx context.Context, who Principal, id kv.ID, key string, p Put) (bool, error) {
 	if err := kv.ValidateKey(key); err != nil {
 		return false, err
 	}
+	if err := who.key(id, key, kv.PermKeysWrite); err != nil {
+		return false, err
+	}
+	org := who.Org
 	if len(p.Data) > kv.MaxValueSize {
 		return false, kv.Errorf(kv.ETooLarge, "value is %d bytes; the limit is %d bytes (1 MiB)", len(p.Data), kv.MaxValueSize)
 	}
@@ -315,10 +351,14 @@ func ValidateContentType(ct string) error {
 }
 
 // DeleteKey removes key; a missing key is not an error.
-func (s *Service) DeleteKey(ctx context.Context, org string, id kv.ID, key string) error {
+func (s *Service) DeleteKey(ctx context.Context, p Principal, id kv.ID, key string) error {
 	if err := kv.ValidateKey(key); err != nil {
 		return err
 	}
+	if err := p.key(id, key, kv.PermKeysWrite); err != nil {
+		return err
+	}
+	org := p.Org
 	now := s.now()
 	deleted, err := s.store.DeleteKey(ctx, org, id, key, now)
 	if err == nil && !deleted { // the store counts the deletes that change something
@@ -337,7 +377,14 @@ type KeyPage struct {
 // ListKeys returns up to limit keys of namespace id starting with prefix,
 // after the position in cursor ("" for the first page). Limits over
 // kv.MaxListLimit are clamped.
-func (s *Service) ListKeys(ctx context.Context, org string, id kv.ID, prefix, cursor string, limit int) (KeyPage, error) {
+func (s *Service) ListKeys(ctx context.Context, p Principal, id kv.ID, prefix, cursor string, limit int) (KeyPage, error) {
+	if err := p.namespace(id, kv.PermKeysList); err != nil {
+		return KeyPage{}, err
+	}
+	if err := p.listPrefix(prefix); err != nil {
+		return KeyPage{}, err
+	}
+	org := p.Org
 	if limit < 1 {
 		return KeyPage{}, kv.Errorf(kv.EInvalid, "limit must be an integer from 1 to %d", kv.MaxListLimit).WithParam("limit")
 	}
@@ -358,9 +405,9 @@ func (s *Service) ListKeys(ctx context.Context, org string, id kv.ID, prefix, cu
 		return KeyPage{}, fromStore(err, "")
 	}
 	s.meter.Add(org, id, now, store.UsageCounts{Lists: 1})
-	p := KeyPage{Keys: keys, More: more}
+	page := KeyPage{Keys: keys, More: more}
 	if more && len(keys) > 0 {
-		p.Cursor = EncodeCursor(id, prefix, keys[len(keys)-1].Key)
+		page.Cursor = EncodeCursor(id, prefix, keys[len(keys)-1].Key)
 	}
-	return p, nil
+	return page, nil
 }

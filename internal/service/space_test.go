@@ -36,7 +36,7 @@ func TestSpaceRefusesWritesOnly(t *testing.T) {
 	defer db.Close()
 	disk := &fullDisk{}
 	svc := service.New(service.Config{Store: db, Space: disk})
-	ns, err := svc.CreateNamespace(ctx, "org", "n")
+	ns, err := svc.CreateNamespace(ctx, service.FullPrincipal("org"), "n")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestSpaceRefusesWritesOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"a", "b"} {
-		if _, err := svc.PutKey(ctx, "org", ns.ID, k, service.Put{Data: []byte("v")}); err != nil {
+		if _, err := svc.PutKey(ctx, service.FullPrincipal("org"), ns.ID, k, service.Put{Data: []byte("v")}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -59,32 +59,32 @@ func TestSpaceRefusesWritesOnly(t *testing.T) {
 			t.Errorf("%s on a full disk: %v, want %s", what, err, kv.EInsufficientStorage)
 		}
 	}
-	_, err = svc.PutKey(ctx, "org", ns.ID, "c", service.Put{Data: []byte("v")})
+	_, err = svc.PutKey(ctx, service.FullPrincipal("org"), ns.ID, "c", service.Put{Data: []byte("v")})
 	refused("a new key", err)
-	_, err = svc.PutKey(ctx, "org", ns.ID, "a", service.Put{Data: []byte("w")})
+	_, err = svc.PutKey(ctx, service.FullPrincipal("org"), ns.ID, "a", service.Put{Data: []byte("w")})
 	refused("an overwrite", err)
-	_, err = svc.CreateNamespace(ctx, "org", "m")
+	_, err = svc.CreateNamespace(ctx, service.FullPrincipal("org"), "m")
 	refused("a namespace", err)
-	if _, err := svc.GetKey(ctx, "org", ns.ID, "c"); !kv.IsKeyNotFound(err) {
+	if _, err := svc.GetKey(ctx, service.FullPrincipal("org"), ns.ID, "c"); !kv.IsKeyNotFound(err) {
 		t.Errorf("the refused write of c: %v", err)
 	}
-	v, err := svc.GetKey(ctx, "org", ns.ID, "a")
+	v, err := svc.GetKey(ctx, service.FullPrincipal("org"), ns.ID, "a")
 	if err != nil || string(v.Data) != "v" {
 		t.Fatalf("read on a full disk: %v", err)
 	}
 	v.Close()
-	if page, err := svc.ListKeys(ctx, "org", ns.ID, "", "", 10); err != nil || len(page.Keys) != 2 {
+	if page, err := svc.ListKeys(ctx, service.FullPrincipal("org"), ns.ID, "", "", 10); err != nil || len(page.Keys) != 2 {
 		t.Errorf("listing on a full disk: %+v, %v", page, err)
 	}
-	if err := svc.DeleteKey(ctx, "org", ns.ID, "b"); err != nil {
+	if err := svc.DeleteKey(ctx, service.FullPrincipal("org"), ns.ID, "b"); err != nil {
 		t.Errorf("delete on a full disk: %v", err)
 	}
-	if _, err := svc.DeleteNamespace(ctx, "org", ns.ID); err != nil {
+	if _, err := svc.DeleteNamespace(ctx, service.FullPrincipal("org"), ns.ID); err != nil {
 		t.Errorf("namespace delete on a full disk: %v", err)
 	}
 
 	disk.full.Store(false)
-	if _, err := svc.CreateNamespace(ctx, "org", "m"); err != nil {
+	if _, err := svc.CreateNamespace(ctx, service.FullPrincipal("org"), "m"); err != nil {
 		t.Errorf("a namespace once there is room: %v", err)
 	}
 }

@@ -52,18 +52,31 @@ type NamespaceUsage struct {
 // Usage reports org's usage in month ("YYYY-MM"; "" means the current
 // month): per namespace, in total, and priced. A non-zero nsID limits it to
 // one namespace, which must exist or have had usage that month.
-func (s *Service) Usage(ctx context.Context, org string, nsID kv.ID, month string) (UsageReport, error) {
-	return s.usage(ctx, org, nsID, month, false)
+func (s *Service) Usage(ctx context.Context, p Principal, nsID kv.ID, month string) (UsageReport, error) {
+	return s.usage(ctx, p, nsID, month, false)
 }
 
 // UsageByDay is Usage with the total split by day as well; the month's
 // figures and the days come from one read of the store, so the days add up
 // to the month.
-func (s *Service) UsageByDay(ctx context.Context, org string, nsID kv.ID, month string) (UsageReport, error) {
-	return s.usage(ctx, org, nsID, month, true)
+func (s *Service) UsageByDay(ctx context.Context, p Principal, nsID kv.ID, month string) (UsageReport, error) {
+	return s.usage(ctx, p, nsID, month, true)
 }
 
-func (s *Service) usage(ctx context.Context, org string, nsID kv.ID, month string, byDay bool) (UsageReport, error) {
+// A token scoped to namespaces reads only their usage, one at a time: the
+// organization's report (and its bill) covers namespaces it does not see.
+func (s *Service) usage(ctx context.Context, p Principal, nsID kv.ID, month string, byDay bool) (UsageReport, error) {
+	if nsID.IsZero() {
+		if err := p.can(kv.PermUsageRead); err != nil {
+			return UsageReport{}, err
+		}
+		if p.Scoped() {
+			return UsageReport{}, kv.Errorf(kv.EForbidden, "this API key is scoped to namespaces; read their usage one at a time, at /v2/storage/kvs/{id}/usage")
+		}
+	} else if err := p.namespace(nsID, kv.PermUsageRead); err != nil {
+		return UsageReport{}, err
+	}
+	org := p.Org
 	now := s.now().UTC()
 	m := usagemath.MonthOf(now)
 	if month != "" {

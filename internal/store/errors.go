@@ -14,8 +14,10 @@ var (
 	ErrNamespaceNotFound = errors.New("store: namespace not found")
 	// ErrKeyNotFound: no such key, or it has expired.
 	ErrKeyNotFound = errors.New("store: key not found")
-	// ErrTokenNotFound: no token has the digest.
+	// ErrTokenNotFound: no token has the digest, or the id.
 	ErrTokenNotFound = errors.New("store: token not found")
+	// ErrTokenTaken: a token has the id, or the digest, already.
+	ErrTokenTaken = errors.New("store: token id or digest taken")
 	// ErrNameTaken: the organization has a namespace of that name already.
 	ErrNameTaken = errors.New("store: namespace name taken")
 	// ErrIDTaken: a namespace has that id already.

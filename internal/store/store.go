@@ -55,17 +55,50 @@ type Store interface {
 	Close() error
 }
 
-// Tokens stores the digests of bearer tokens and their organizations.
+// Tokens stores bearer tokens: their records, under the SHA-256 digests of
+// their secrets (a store never sees a secret).
 type Tokens interface {
-	// PutToken records that the token with digest d authenticates org. Putting
-	// a digest again replaces its organization (other processes that share
-	// the engine may keep the old one cached: tokens are random and kvd never
-	// puts one twice).
-	PutToken(ctx context.Context, d TokenDigest, org string) error
+	// CreateToken stores t under digest d. An id or digest already stored
+	// is ErrTokenTaken.
+	CreateToken(ctx context.Context, t Token, d TokenDigest) error
 
-	// OrgForToken returns the organization of the token with digest d, or
-	// ErrTokenNotFound. An engine may cache digests it has seen.
-	OrgForToken(ctx context.Context, d TokenDigest) (string, error)
+	// TokenByDigest returns the token stored under d, whatever its status
+	// (revoked and expired tokens included), or ErrTokenNotFound.
+	TokenByDigest(ctx context.Context, d TokenDigest) (Token, error)
+
+	// ListTokens returns org's tokens ("": every organization's), ordered
+	// by CreatedAt, then ID.
+	ListTokens(ctx context.Context, org string) ([]Token, error)
+
+	// RevokeToken marks token id revoked at now and returns it as it now
+	// is. A token revoked already stays as it was (its first revocation
+	// time). An unknown id is ErrTokenNotFound.
+	RevokeToken(ctx context.Context, id string, now time.Time) (Token, error)
+
+	// TouchTokens records when tokens were last used: each id's LastUsedAt
+	// becomes the later of its own and the time given. Unknown ids are
+	// ignored. It is best effort, for display.
+	TouchTokens(ctx context.Context, used map[string]time.Time) error
+
+	// RevokedSince returns the digests of the tokens revoked after mark,
+	// in every process sharing the engine, and the mark to pass next time.
+	// Mark 0 is before every revocation. A process that caches tokens
+	// calls it often, to refuse a revoked token at once everywhere.
+	RevokedSince(ctx context.Context, mark uint64) (digests []TokenDigest, next uint64, err error)
+}
+
+// Token is a stored bearer token: everything about it but its secret.
+type Token struct {
+	ID          string
+	Name        string
+	Org         string
+	Permissions []kv.Permission // in kv.AllPermissions' order
+	Namespaces  []kv.ID         // nil: every namespace of Org
+	Prefixes    []string        // nil: every key
+	ExpiresAt   time.Time       // zero: never
+	CreatedAt   time.Time
+	LastUsedAt  time.Time // zero: not used, as far as recorded
+	RevokedAt   time.Time // zero: not revoked
 }
 
 // Namespaces stores namespace records.

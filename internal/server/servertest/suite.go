@@ -57,6 +57,9 @@ func Run(t *testing.T, start StartFunc) {
 		{"ContentLengthAndChunked", testContentLengthAndChunked},
 		{"FairBodies", testFairBodies},
 		{"RetryHints", testRetryHints},
+		{"ScopeMatrix", testScopeMatrix},
+		{"TokenLifecycle", testTokenLifecycle},
+		{"AuthFailureLimit", testAuthFailureLimit},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -123,7 +123,7 @@ func powerLoss(t *testing.T, seed uint64) (acked, nops, large int) {
 		t.Fatal(err)
 	}
 	tok := store.DigestToken("token-" + strconv.FormatUint(seed, 10))
-	if err := db.PutToken(ctx, tok, crashOrg); err != nil {
+	if err := db.CreateToken(ctx, store.Token{ID: "tok_crash", Org: crashOrg, Permissions: kv.AllPermissions, CreatedAt: time.Now()}, tok); err != nil {
 		t.Fatal(err)
 	}
 
@@ -279,8 +279,8 @@ func powerLoss(t *testing.T, seed uint64) (acked, nops, large int) {
 		t.Errorf("seed %d: purged namespace after the crash: %v; want not found", seed, err)
 	}
 	checkNamespaceChanges(t, seed, db, changes, c0, c1)
-	if org, err := db.OrgForToken(ctx, tok); err != nil || org != crashOrg {
-		t.Errorf("seed %d: token after the crash: %q, %v", seed, org, err)
+	if got, err := db.TokenByDigest(ctx, tok); err != nil || got.Org != crashOrg {
+		t.Errorf("seed %d: token after the crash: %+v, %v", seed, got, err)
 	}
 	// The engine works on: a write after the crash is read back.
 	if _, err := db.PutKey(ctx, crashOrg, live.ID, "after", store.PutValue{Data: []byte("x"), ContentType: "a/b"}, time.Now()); err != nil {

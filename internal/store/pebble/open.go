@@ -22,7 +22,6 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/edgekv/kv/internal/diskguard"
-	"github.com/edgekv/kv/internal/store"
 )
 
 // Opening a store safely.
@@ -48,6 +47,10 @@ import (
 // and which layout it has, so that a store whose Pebble files are damaged
 // is recognised as one.
 const identityName = "KVDSTORE"
+
+// AdminSocket is the name of the Unix socket a running kvd keeps in its
+// store's directory for `kvd token` (not the engine's: Open ignores it).
+const AdminSocket = "kvd.sock"
 
 type identity struct {
 	Store  string `json:"store"` // always "kvd"
@@ -189,7 +192,7 @@ func openLocked(dir string, fs *engineFS, lock *pebble.Lock, h *health, o Option
 		byID:   map[[16]byte]*nsEntry{},
 		byName: map[orgName]*nsEntry{},
 		byOrg:  map[string][]*nsEntry{},
-		tokens: map[store.TokenDigest]string{},
+		tokens: newTokenTable(),
 	}
 	fail := func(err error) (*DB, error) {
 		pdb.Close()
@@ -240,7 +243,7 @@ func classify(name string) entryKind {
 		return err == nil
 	}
 	switch {
-	case name == "lost+found":
+	case name == "lost+found", name == AdminSocket:
 		return entryIgnored
 	case name == identityName, name == identityName+".tmp":
 		return entryIdentity

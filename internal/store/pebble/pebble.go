@@ -88,7 +88,8 @@ type DB struct {
 	byID   map[[16]byte]*nsEntry
 	byName map[orgName]*nsEntry
 	byOrg  map[string][]*nsEntry // ordered by CreatedAt, then ID
-	tokens map[store.TokenDigest]string
+
+	tokens *tokenTable
 }
 
 // stripeCount is the number of per-key locks. Writers of one key hold its
@@ -204,6 +205,7 @@ func (d *DB) load() error {
 		return err
 	}
 	defer it.Close()
+	var legacy []store.TokenDigest // tokens stored before token records
 	for it.First(); it.Valid(); it.Next() {
 		k := it.Key()
 		switch {
@@ -218,12 +220,21 @@ func (d *DB) load() error {
 		case k[0] == tagToken && len(k) == 33:
 			var dg store.TokenDigest
 			copy(dg[:], k[1:])
-			d.tokens[dg] = string(it.Value())
+			rewrite, err := d.tokens.loadToken(dg, it.Value())
+			if err != nil {
+				return err
+			}
+			if rewrite {
+				legacy = append(legacy, dg)
+			}
 		default:
 			return fmt.Errorf("kvd/pebble: unexpected record %x", k)
 		}
 	}
-	return it.Error()
+	if err := it.Error(); err != nil {
+		return err
+	}
+	return d.rewriteLegacyTokens(legacy)
 }
 
 func (d *DB) insertLocked(e *nsEntry) {
@@ -299,36 +310,6 @@ func (d *DB) begin(ctx context.Context) error {
 }
 
 func (d *DB) end() { d.ops.RUnlock() }
-
-// PutToken implements store.Store.
-func (d *DB) PutToken(ctx context.Context, dg store.TokenDigest, org string) error {
-	if err := d.begin(ctx); err != nil {
-		return err
-	}
-	defer d.end()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.db.Set(tokenKey(dg), []byte(org), pebble.Sync); err != nil {
-		return fmt.Errorf("kvd/pebble: put token: %w", err)
-	}
-	d.tokens[dg] = org
-	return nil
-}
-
-// OrgForToken implements store.Store from memory.
-func (d *DB) OrgForToken(ctx context.Context, dg store.TokenDigest) (string, error) {
-	if err := d.begin(ctx); err != nil {
-		return "", err
-	}
-	defer d.end()
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	org, ok := d.tokens[dg]
-	if !ok {
-		return "", store.ErrTokenNotFound
-	}
-	return org, nil
-}
 
 // CreateNamespace implements store.Store.
 func (d *DB) CreateNamespace(ctx context.Context, ns kv.Namespace) error {

@@ -151,8 +151,10 @@ func TestCanceledContext(t *testing.T) {
 	v := store.PutValue{Data: []byte("v"), ContentType: kv.DefaultContentType}
 	other := kv.Namespace{ID: kv.NewID(), Org: "org", Name: "other", Status: kv.StatusPending, CreatedAt: damageAt, UpdatedAt: damageAt}
 	calls := map[string]func() error{
-		"PutToken":          func() error { return d.PutToken(ctx, dg, "org") },
-		"OrgForToken":       func() error { _, err := d.OrgForToken(ctx, dg); return err },
+		"CreateToken": func() error {
+			return d.CreateToken(ctx, store.Token{ID: "tok_x", Org: "org", Permissions: kv.AllPermissions}, dg)
+		},
+		"TokenByDigest":     func() error { _, err := d.TokenByDigest(ctx, dg); return err },
 		"CreateNamespace":   func() error { return d.CreateNamespace(ctx, other) },
 		"GetNamespace":      func() error { _, err := d.GetNamespace(ctx, "org", ns.ID); return err },
 		"ListNamespaces":    func() error { _, _, err := d.ListNamespaces(ctx, "org", 0, 10); return err },

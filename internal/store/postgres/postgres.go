@@ -25,7 +25,6 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,7 +43,6 @@ type DB struct {
 	pool    *pgxpool.Pool
 	breaker *breaker
 	closed  atomic.Bool
-	tokens  sync.Map // store.TokenDigest -> organization; see OrgForToken
 
 	// resetAt is when the pool was last emptied because a statement found
 	// the server read-only (Unix nanoseconds); see dropReadOnly.
@@ -424,51 +422,6 @@ func encodeExpiry(t time.Time) *int64 {
 	}
 	n := encodeTime(t)
 	return &n
-}
-
-// ---- tokens
-
-const (
-	sqlPutToken = `INSERT INTO tokens (digest, org) VALUES ($1, $2)
-ON CONFLICT (digest) DO UPDATE SET org = excluded.org`
-	sqlOrgForToken = `SELECT org FROM tokens WHERE digest = $1`
-)
-
-// PutToken implements store.Store.
-func (db *DB) PutToken(ctx context.Context, d store.TokenDigest, org string) error {
-	err := db.conn(ctx, "put token", func(c *pgx.Conn) error {
-		_, err := c.Exec(ctx, sqlPutToken, d[:], org)
-		return err
-	})
-	if err == nil {
-		db.tokens.Store(d, org)
-	}
-	return err
-}
-
-// OrgForToken implements store.Store.
-//
-// A token's organization never changes once stored (tokens are 256-bit
-// random values, and there is no revocation yet), so each process keeps the
-// digests it has seen: a warm request costs no token query. Unknown digests
-// are always asked of the database, so a token made by another process works
-// at once.
-func (db *DB) OrgForToken(ctx context.Context, d store.TokenDigest) (string, error) {
-	if org, ok := db.tokens.Load(d); ok {
-		return org.(string), nil
-	}
-	var org string
-	err := db.conn(ctx, "org for token", func(c *pgx.Conn) error {
-		err := c.QueryRow(ctx, sqlOrgForToken, d[:]).Scan(&org)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return store.ErrTokenNotFound
-		}
-		return err
-	})
-	if err == nil {
-		db.tokens.Store(d, org)
-	}
-	return org, err
 }
 
 // ---- namespaces

@@ -2,8 +2,11 @@ package postgres_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -439,5 +442,38 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if got := (postgres.Config{}).EnsureDefaults(); got != d {
 		t.Fatalf("EnsureDefaults of zero = %+v, want %+v", got, d)
+	}
+}
+
+// Migration 0004 makes every token stored before it a full token of its
+// organization, with the id derived from its digest that the embedded
+// engine derives too.
+func TestTokenMigration(t *testing.T) {
+	url := pgtest.URL(t)
+	db := open(t, url, postgres.Config{})
+	db.Close()
+	c := rawConn(t, url)
+	d := store.DigestToken("an old token")
+	for _, q := range []string{
+		`DELETE FROM kv_migrations WHERE version = 4`,
+		`ALTER TABLE tokens DROP COLUMN id, DROP COLUMN name, DROP COLUMN permissions, DROP COLUMN namespaces, DROP COLUMN prefixes,
+			DROP COLUMN expires_at, DROP COLUMN created_at, DROP COLUMN last_used_at, DROP COLUMN revoked_at, DROP COLUMN revoked_seq`,
+	} {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Exec(ctx, `INSERT INTO tokens (digest, org) VALUES ($1, 'acme')`, d[:]); err != nil {
+		t.Fatal(err)
+	}
+	db = open(t, url, postgres.Config{})
+	tok, err := db.TokenByDigest(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(d[:])
+	if want := "tok_" + hex.EncodeToString(sum[:12]); tok.ID != want || tok.Org != "acme" || !slices.Equal(tok.Permissions, kv.AllPermissions) ||
+		tok.Namespaces != nil || tok.Prefixes != nil || !tok.ExpiresAt.IsZero() || !tok.RevokedAt.IsZero() {
+		t.Fatalf("the migrated token = %+v; want a full token of acme with id %s", tok, want)
 	}
 }

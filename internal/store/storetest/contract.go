@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -22,12 +23,20 @@ var baseMonth = time.Date(base.Year(), base.Month(), 1, 0, 0, 0, 0, time.UTC)
 
 // everyCall is one call of every method of a store on namespace ns (which
 // holds key "k"), with the context given. CreateNamespace creates "x";
-// PutToken puts the digest of "t".
+// CreateToken creates token tok_t, of digest of "t".
 func everyCall(s store.Store, ns kv.Namespace) map[string]func(ctx context.Context) error {
 	d := store.DigestToken("t")
 	return map[string]func(ctx context.Context) error{
-		"PutToken":    func(ctx context.Context) error { return s.PutToken(ctx, d, "org") },
-		"OrgForToken": func(ctx context.Context) error { _, err := s.OrgForToken(ctx, d); return err },
+		"CreateToken": func(ctx context.Context) error {
+			return s.CreateToken(ctx, store.Token{ID: "tok_t", Org: "org", Permissions: kv.AllPermissions, CreatedAt: base}, d)
+		},
+		"TokenByDigest": func(ctx context.Context) error { _, err := s.TokenByDigest(ctx, d); return err },
+		"ListTokens":    func(ctx context.Context) error { _, err := s.ListTokens(ctx, ""); return err },
+		"RevokeToken":   func(ctx context.Context) error { _, err := s.RevokeToken(ctx, "tok_t", base); return err },
+		"TouchTokens": func(ctx context.Context) error {
+			return s.TouchTokens(ctx, map[string]time.Time{"tok_t": base})
+		},
+		"RevokedSince": func(ctx context.Context) error { _, _, err := s.RevokedSince(ctx, 0); return err },
 		"CreateNamespace": func(ctx context.Context) error {
 			return s.CreateNamespace(ctx, kv.Namespace{ID: kv.NewID(), Org: ns.Org, Name: "x", Status: kv.StatusPending, CreatedAt: base, UpdatedAt: base})
 		},
@@ -137,8 +146,8 @@ func testContextDone(t *testing.T, s store.Store) {
 	if _, total, err := s.ListNamespaces(ctx, "org-a", 0, 10); err != nil || total != 1 {
 		t.Fatalf("namespaces after calls with a done context: %d, %v; want 1", total, err)
 	}
-	_, err := s.OrgForToken(ctx, store.DigestToken("t"))
-	wantIs(t, "OrgForToken of a token put with a done context", err, store.ErrTokenNotFound)
+	_, err := s.TokenByDigest(ctx, store.DigestToken("t"))
+	wantIs(t, "TokenByDigest of a token created with a done context", err, store.ErrTokenNotFound)
 	after := usageByNS(t, s, "org-a", kv.ID{}, baseMonth, base.Add(time.Minute))
 	if b, a := before[ns.ID], after[ns.ID]; b.UsageCounts != a.UsageCounts || b.Bytes != a.Bytes {
 		t.Fatalf("usage changed under calls with a done context: %+v -> %+v", b, a)
@@ -171,7 +180,8 @@ func testAfterClose(t *testing.T, s store.Store) {
 // usage.
 func testRestart(t *testing.T, h Harness, s store.Store) {
 	d := store.DigestToken("restart-token")
-	if err := s.PutToken(ctx, d, "org-r"); err != nil {
+	tok := newToken(t, s, "org-r", "restart", "restart-token", base)
+	if _, err := s.RevokeToken(ctx, newToken(t, s, "org-r", "gone", "revoked-token", base).ID, base.Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	ready := readyNamespace(t, s, "org-r", "ready")
@@ -201,8 +211,13 @@ func testRestart(t *testing.T, h Harness, s store.Store) {
 
 	s = h.Reopen(t, s)
 	t.Cleanup(func() { s.Close() })
-	if org, err := s.OrgForToken(ctx, d); err != nil || org != "org-r" {
-		t.Fatalf("token after restart: %q, %v", org, err)
+	if got, err := s.TokenByDigest(ctx, d); err != nil {
+		t.Fatalf("token after restart: %v", err)
+	} else {
+		sameToken(t, "token after restart", got, tok)
+	}
+	if got, err := s.TokenByDigest(ctx, store.DigestToken("revoked-token")); err != nil || !got.RevokedAt.Equal(base.Add(time.Second)) {
+		t.Fatalf("revoked token after restart: %+v, %v", got, err)
 	}
 	for _, want := range []kv.Namespace{ready, failed, pending, deleting} {
 		got, err := s.GetNamespace(ctx, "org-r", want.ID)
@@ -258,17 +273,26 @@ func testTwoHandles(t *testing.T, h Harness, a store.Store) {
 	t.Cleanup(func() { b.Close() })
 
 	d := store.DigestToken("shared-token")
-	if err := a.PutToken(ctx, d, "org-s"); err != nil {
+	tok := newToken(t, a, "org-s", "shared", "shared-token", base)
+	if got, err := b.TokenByDigest(ctx, d); err != nil || got.Org != "org-s" {
+		t.Fatalf("a token created through one handle, read through the other: %+v, %v", got, err)
+	}
+	// A revocation through one handle reaches the other's RevokedSince.
+	_, mark, err := b.RevokedSince(ctx, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if org, err := b.OrgForToken(ctx, d); err != nil || org != "org-s" {
-		t.Fatalf("a token put through one handle, read through the other: %q, %v", org, err)
+	if _, err := a.RevokeToken(ctx, tok.ID, base.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if digests, _, err := b.RevokedSince(ctx, mark); err != nil || !slices.Contains(digests, d) {
+		t.Fatalf("RevokedSince through the other handle = %x, %v; want the revoked digest", digests, err)
 	}
 	ns := readyNamespace(t, a, "org-s", "shared")
 	if got, err := b.GetNamespace(ctx, "org-s", ns.ID); err != nil || got.Status != kv.StatusProvisionOK {
 		t.Fatalf("namespace through the other handle: %+v, %v", got, err)
 	}
-	err := b.CreateNamespace(ctx, kv.Namespace{ID: kv.NewID(), Org: "org-s", Name: "shared", Status: kv.StatusPending, CreatedAt: base, UpdatedAt: base})
+	err = b.CreateNamespace(ctx, kv.Namespace{ID: kv.NewID(), Org: "org-s", Name: "shared", Status: kv.StatusPending, CreatedAt: base, UpdatedAt: base})
 	wantIs(t, "CreateNamespace of a name taken through the other handle", err, store.ErrNameTaken)
 
 	mustPut(t, a, ns, "k", putValue("from a"), base)

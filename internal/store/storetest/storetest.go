@@ -84,6 +84,7 @@ func Run(t *testing.T, h Harness) {
 		fn   func(t *testing.T, s store.Store)
 	}{
 		{"Tokens", testTokens},
+		{"TokenManyRevocations", testTokenManyRevocations},
 		{"CreateGetNamespace", testCreateGetNamespace},
 		{"NamespaceNameUniqueness", testNamespaceNameUniqueness},
 		{"ListNamespaces", testListNamespaces},
@@ -282,35 +283,6 @@ func keyNames(infos []kv.KeyInfo) []string {
 }
 
 // ---- tokens
-
-func testTokens(t *testing.T, s store.Store) {
-	d1, d2 := store.DigestToken("token-one"), store.DigestToken("token-two")
-	_, err := s.OrgForToken(ctx, d1)
-	wantIs(t, "OrgForToken(missing)", err, store.ErrTokenNotFound)
-
-	if err := s.PutToken(ctx, d1, "org-a"); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.PutToken(ctx, d2, "org-b"); err != nil {
-		t.Fatal(err)
-	}
-	for d, want := range map[store.TokenDigest]string{d1: "org-a", d2: "org-b"} {
-		if org, err := s.OrgForToken(ctx, d); err != nil || org != want {
-			t.Fatalf("OrgForToken = %q, %v; want %q", org, err, want)
-		}
-	}
-	if err := s.PutToken(ctx, d1, "org-c"); err != nil {
-		t.Fatal(err)
-	}
-	if org, err := s.OrgForToken(ctx, d1); err != nil || org != "org-c" {
-		t.Fatalf("OrgForToken after replacing = %q, %v; want org-c", org, err)
-	}
-	if org, err := s.OrgForToken(ctx, d2); err != nil || org != "org-b" {
-		t.Fatalf("OrgForToken of the other digest = %q, %v; want org-b", org, err)
-	}
-	_, err = s.OrgForToken(ctx, store.DigestToken("token-three"))
-	wantIs(t, "OrgForToken(missing)", err, store.ErrTokenNotFound)
-}
 
 // ---- namespaces
 
