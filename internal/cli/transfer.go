@@ -109,9 +109,11 @@ func (p *progress) add(n int64) {
 }
 
 // done removes the display, so that the summary line stands alone.
+// Finish, not Exit: a spinner's goroutine redraws until the bar is
+// finished.
 func (p *progress) done() {
 	if p.bar != nil {
-		p.bar.Exit()
+		p.bar.Finish()
 		p.bar.Clear()
 	}
 }

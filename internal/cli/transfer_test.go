@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -527,4 +528,63 @@ func TestImportHostileInput(t *testing.T) {
 	h.note("a missing file")
 	h.expect(ExitError, "storage", "kv", "import", ns.ID(), "missing.ndjson")
 	h.checkGolden("import-errors.golden")
+}
+
+// TestTransferProgressOnTerminal: on a terminal, export and import show a
+// progress display on stderr, cleared before the summary line.
+func TestTransferProgressOnTerminal(t *testing.T) {
+	h := newHarness(t)
+	c := client.New(client.WithBaseURL(h.srv.URL), client.WithAPIKey(h.srv.Token))
+	src := readyNS(t, c, "shown")
+	dst := readyNS(t, c, "shown-too")
+	fill(t, src, transferData())
+	run := func(stdin string, args ...string) *lockedBuffer {
+		t.Helper()
+		var stdout bytes.Buffer
+		stderr := &lockedBuffer{}
+		env := Env{Stdin: strings.NewReader(stdin), Stdout: &stdout, Stderr: stderr, Dir: h.dir,
+			Getenv: func(k string) string { return h.env[k] }, StderrIsTerminal: func() bool { return true }}
+		if code := Run(context.Background(), env, args); code != 0 {
+			t.Fatalf("%q: exit %d: %s", args, code, stderr.String())
+		}
+		return stderr
+	}
+	for _, tc := range []struct {
+		args    []string
+		shows   string
+		summary string
+	}{
+		{[]string{"storage", "kv", "export", src.ID(), "-o", "shown.ndjson"}, "exporting", "Exported 10 keys, "},
+		{[]string{"storage", "kv", "import", dst.ID(), "shown.ndjson"}, "importing", "Imported 10 keys, "},
+	} {
+		buf := run("", tc.args...)
+		stderr := buf.String()
+		last := stderr[strings.LastIndexAny(strings.TrimSuffix(stderr, "\n"), "\r\n")+1:]
+		if !strings.Contains(stderr, tc.shows) || !strings.Contains(stderr, "\r") || !strings.HasPrefix(last, tc.summary) {
+			t.Errorf("%s: stderr %q; want a progress display, then the summary on a line of its own", tc.args[2], stderr)
+		}
+		// A spinner must not go on drawing after the summary.
+		time.Sleep(300 * time.Millisecond)
+		if buf.String() != stderr {
+			t.Errorf("%s: the progress display was drawn after the summary", tc.args[2])
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
