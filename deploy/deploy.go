@@ -16,3 +16,8 @@ var Unit string
 //
 //go:embed kvd.env.example
 var EnvExample string
+
+// Dashboard is deploy/grafana/kvd.json.
+//
+//go:embed grafana/kvd.json
+var Dashboard []byte
