@@ -234,7 +234,7 @@ func (im *importer) read(ctx context.Context, r *bufio.Reader, send func(job) bo
 		if ctx.Err() != nil || im.stopped() {
 			return nil
 		}
-		line, err := readLine(r)
+		line, err := readLine(r, header && im.keepGoing)
 		if err == io.EOF {
 			break
 		}
@@ -282,16 +282,20 @@ func (im *importer) read(ctx context.Context, r *bufio.Reader, send func(job) bo
 
 var errLineTooLong = errors.New("line too long")
 
-// readLine returns the next line without its newline, reading at most
-// maxExportLine bytes of it: a longer line is consumed and reported as
-// errLineTooLong. It returns io.EOF at the end of the input.
-func readLine(r *bufio.Reader) ([]byte, error) {
+// readLine returns the next line without its newline, holding at most
+// maxExportLine bytes of it: a longer line is reported as errLineTooLong,
+// at once, or with skip once the rest of it has been read and dropped. It
+// returns io.EOF at the end of the input.
+func readLine(r *bufio.Reader, skip bool) ([]byte, error) {
 	var line []byte
 	long := false
 	for {
 		chunk, err := r.ReadSlice('\n')
 		if !long {
 			if len(line)+len(chunk) > maxExportLine+1 { // +1: the newline
+				if !skip {
+					return nil, errLineTooLong
+				}
 				long, line = true, nil
 			} else {
 				line = append(line, chunk...)

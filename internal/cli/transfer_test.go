@@ -588,3 +588,36 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestExportSkipsVanishedKeys: a key listed but gone when read (a proxy
+// answers its GET with kvd's own 404, as for a key deleted in between) is
+// skipped and counted, and the export succeeds without it.
+func TestExportSkipsVanishedKeys(t *testing.T) {
+	h := newHarness(t)
+	c := client.New(client.WithBaseURL(h.srv.URL), client.WithAPIKey(h.srv.Token))
+	ns := readyNS(t, c, "vanishing")
+	fill(t, ns, transferData())
+	target, _ := url.Parse(h.srv.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	vanishing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/keys/quote") {
+			r.URL.Path = strings.TrimSuffix(r.URL.Path, "quote") + "never-written"
+			r.URL.RawPath = ""
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer vanishing.Close()
+	r := h.must("", "storage", "kv", "export", ns.ID(), "-o", "out.ndjson", "--endpoint", vanishing.URL)
+	if !strings.Contains(r.stderr, "Exported 9 keys, ") || !strings.Contains(r.stderr, "skipped 1 (1 deleted before it was read)") {
+		t.Errorf("summary %q", r.stderr)
+	}
+	_, recs := exportLines(t, filepath.Join(h.dir, "out.ndjson"))
+	for _, rec := range recs {
+		if rec["key"] == "quote" {
+			t.Error("the vanished key is in the export")
+		}
+	}
+	if len(recs) != 9 {
+		t.Errorf("%d keys exported; want 9", len(recs))
+	}
+}
