@@ -92,7 +92,7 @@ func (a *app) newProgress(max int64, desc string, bytes bool, what string) *prog
 		progressbar.OptionSetRenderBlankState(true),
 	}
 	if bytes {
-		opts = append(opts, progressbar.OptionShowBytes(true), progressbar.OptionShowTotalBytes(true), progressbar.OptionUseIECUnits(true))
+		opts = append(opts, progressbar.OptionShowBytes(true), progressbar.OptionShowTotalBytes(true), progressbar.OptionShowCount(), progressbar.OptionUseIECUnits(true))
 	} else {
 		opts = append(opts, progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString(what))
 	}
