@@ -40,6 +40,9 @@ type Config struct {
 	Limiter *ratelimit.Limiter
 	// Metrics records every request; nil records nothing.
 	Metrics *metrics.HTTP
+	// Refusals counts the requests refused by a limit (rate, quotas,
+	// authentication, free space, memory budgets); nil counts nothing.
+	Refusals *metrics.Refusals
 	// SlowBody is the pace of bodies and large responses: each 64 KiB of
 	// a request body over 4 KiB must arrive within it, and each 64 KiB of
 	// a value over 4 KiB be taken by the client within it; it is also the
@@ -65,6 +68,7 @@ type Handler struct {
 	ready     func() bool
 	limiter   *ratelimit.Limiter
 	metrics   *metrics.HTTP
+	refusals  *metrics.Refusals
 	reqSeq    atomic.Uint64
 	inFlight  atomic.Int64
 	slowBody  time.Duration
@@ -76,7 +80,7 @@ type Handler struct {
 
 // New returns the API handler.
 func New(cfg Config) *Handler {
-	h := &Handler{svc: cfg.Service, log: cfg.Logger, accessLog: cfg.AccessLog, ready: cfg.Ready, limiter: cfg.Limiter, metrics: cfg.Metrics,
+	h := &Handler{svc: cfg.Service, log: cfg.Logger, accessLog: cfg.AccessLog, ready: cfg.Ready, limiter: cfg.Limiter, metrics: cfg.Metrics, refusals: cfg.Refusals,
 		slowBody: cfg.SlowBody}
 	if h.slowBody <= 0 {
 		h.slowBody = DefaultSlowBody

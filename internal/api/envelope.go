@@ -39,6 +39,9 @@ func (h *Handler) fail(w *recorder, err error) {
 		h.log.LogAttrs(context.Background(), slog.LevelError, "internal error", slog.String("request_id", w.id), slog.String("err", err.Error()))
 		e = &kv.Error{Code: kv.EInternal, Detail: "An internal error occurred; the request id is " + w.id}
 	}
+	if reason := refusal(w.route, e); reason != "" {
+		h.refusals.Inc(reason)
+	}
 	writeErrorStatus(w, e.Code.HTTPStatus(), e)
 }
 

@@ -130,6 +130,14 @@ func (h *Handler) getKey(w *recorder, r *http.Request, who service.Principal, rt
 	hd := w.Header()
 	w.ctHdr[0], w.lenHdr[0] = v.ContentType, strconv.Itoa(len(v.Data))
 	hd["Content-Type"], hd["Content-Length"] = w.ctHdr[:], w.lenHdr[:]
+	// The key's metadata, an extension the hosted service does not send:
+	// an export reads the expiry from it.
+	if !v.UpdatedAt.IsZero() {
+		hd["Kv-Updated-At"] = []string{v.UpdatedAt.UTC().Format(kv.KeyTimeFormat)}
+	}
+	if !v.ExpiresAt.IsZero() {
+		hd["Kv-Expires-At"] = []string{v.ExpiresAt.UTC().Format(kv.KeyTimeFormat)}
+	}
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodHead {
 		return

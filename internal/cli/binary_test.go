@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgekv/kv/internal/kvdtest"
+	"github.com/edgekv/kv/internal/pgtest"
 )
 
 // The built telnyx-edge, for tests of what only a real process shows: the
@@ -46,7 +47,7 @@ func telnyxEdge(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := pgtest.Run(m) // stops the PostgreSQL server the export tests start
 	if built.path != "" {
 		os.RemoveAll(filepath.Dir(built.path))
 	}

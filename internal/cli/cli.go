@@ -23,6 +23,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -70,6 +71,9 @@ type Env struct {
 	// progress may be shown on one rewritten line; nil means a check of
 	// Stderr's file descriptor.
 	StderrIsTerminal func() bool
+	// Now is the clock of export and import (their timestamps, the
+	// remaining TTLs, the elapsed time of summaries); nil means time.Now.
+	Now func() time.Time
 }
 
 // Main runs the command line args (without the program name) in the
@@ -115,6 +119,9 @@ func Run(ctx context.Context, env Env, args []string) int {
 	}
 	if env.StderrIsTerminal == nil {
 		env.StderrIsTerminal = func() bool { return isTerminal(env.Stderr) }
+	}
+	if env.Now == nil {
+		env.Now = time.Now
 	}
 	if env.Stdin == nil {
 		env.Stdin = strings.NewReader("")

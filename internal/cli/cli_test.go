@@ -30,7 +30,8 @@ type harness struct {
 	dir      string
 	env      map[string]string
 	terminal bool
-	log      bytes.Buffer // transcript for golden files
+	now      func() time.Time // the CLI's clock; nil: time.Now
+	log      bytes.Buffer     // transcript for golden files
 	// replace maps text that changes from run to run (a fake server's
 	// address) to what the transcript shows instead.
 	replace map[string]string
@@ -66,6 +67,7 @@ func (h *harness) run(stdin string, args ...string) result {
 		Environ:    h.environ,
 		Dir:        h.dir,
 		IsTerminal: func() bool { return h.terminal },
+		Now:        h.now,
 	}
 	code := Run(context.Background(), env, args)
 	r := result{code, stdout.String(), stderr.String()}

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgekv/kv"
@@ -41,6 +42,10 @@ type Config struct {
 type Worker struct {
 	cfg  Config
 	wake chan struct{}
+
+	// Counters for metrics (Stats).
+	jobsDone, sweeps, sweptKeys                                 atomic.Int64
+	claimFailures, provisionFailures, purgeFailures, sweepFails atomic.Int64
 }
 
 // New returns a Worker with defaults applied.
@@ -126,6 +131,7 @@ func (w *Worker) RunJobs(ctx context.Context) int {
 		jobCtx := context.WithoutCancel(ctx)
 		ns, ok, err := w.cfg.Store.ClaimLifecycleJob(jobCtx, w.cfg.Holder, w.cfg.Now(), w.cfg.Lease)
 		if err != nil {
+			w.claimFailures.Add(1)
 			w.cfg.Logger.Error("lifecycle: claim job", "err", err)
 			return done
 		}
@@ -139,11 +145,17 @@ func (w *Worker) RunJobs(ctx context.Context) int {
 			err = w.cfg.Store.PurgeNamespace(jobCtx, ns.ID, w.cfg.Holder)
 		}
 		if err != nil {
+			if ns.Status == kv.StatusPending {
+				w.provisionFailures.Add(1)
+			} else {
+				w.purgeFailures.Add(1)
+			}
 			// The lease runs out and the job is tried again.
 			w.cfg.Logger.Error("lifecycle: job failed", "namespace", ns.ID, "status", ns.Status, "err", err)
 			return done
 		}
 		w.cfg.Logger.Debug("lifecycle: job done", "namespace", ns.ID, "status", ns.Status)
+		w.jobsDone.Add(1)
 		done++
 	}
 	return done
@@ -153,10 +165,13 @@ func (w *Worker) RunJobs(ctx context.Context) int {
 // many it removed.
 func (w *Worker) SweepOnce(ctx context.Context) int {
 	total := 0
+	w.sweeps.Add(1)
 	for ctx.Err() == nil {
 		n, err := w.cfg.Store.SweepExpired(ctx, w.cfg.Now(), w.cfg.SweepBatch)
 		total += n
+		w.sweptKeys.Add(int64(n))
 		if err != nil {
+			w.sweepFails.Add(1)
 			w.cfg.Logger.Error("lifecycle: sweep expired keys", "err", err)
 			break
 		}
@@ -165,4 +180,42 @@ func (w *Worker) SweepOnce(ctx context.Context) int {
 		}
 	}
 	return total
+}
+
+// Stats counts the worker's work since it was made.
+type Stats struct {
+	// JobsDone counts the namespaces provisioned and removed.
+	JobsDone int64
+	// ClaimFailures, ProvisionFailures and PurgeFailures count the jobs
+	// that failed (to be claimed, or to finish; a failed job is tried
+	// again once its lease runs out); SweepFailures the sweeps that
+	// stopped on an error.
+	ClaimFailures, ProvisionFailures, PurgeFailures, SweepFailures int64
+	// Sweeps counts the sweeps of expired keys, SweptKeys the keys they
+	// removed.
+	Sweeps, SweptKeys int64
+}
+
+// Stats returns the counts so far. It is safe to call from any goroutine.
+func (w *Worker) Stats() Stats {
+	return Stats{
+		JobsDone:          w.jobsDone.Load(),
+		ClaimFailures:     w.claimFailures.Load(),
+		ProvisionFailures: w.provisionFailures.Load(),
+		PurgeFailures:     w.purgeFailures.Load(),
+		SweepFailures:     w.sweepFails.Load(),
+		Sweeps:            w.sweeps.Load(),
+		SweptKeys:         w.sweptKeys.Load(),
+	}
+}
+
+// Backlog returns the jobs waiting in the store, when the store can count
+// them (store.Backlogger); ok is false when it cannot.
+func (w *Worker) Backlog(ctx context.Context) (b store.JobBacklog, ok bool, err error) {
+	bl, ok := w.cfg.Store.(store.Backlogger)
+	if !ok {
+		return store.JobBacklog{}, false, nil
+	}
+	b, err = bl.JobBacklog(ctx)
+	return b, true, err
 }

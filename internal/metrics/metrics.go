@@ -1,7 +1,9 @@
 // Package metrics exports kvd's operational metrics in the Prometheus
-// format: request counts and latencies by route, method and status, plus
-// the Go runtime's and the process's own. They are served on a listener of
-// their own (with pprof), never beside the public API.
+// format: request counts and latencies by route, method and status,
+// refusals by reason, the storage engine's figures (Pebble's, or the
+// PostgreSQL pool's and errors), the background worker's, plus the Go
+// runtime's and the process's own. They are served on a listener of their
+// own (with pprof), never beside the public API.
 package metrics
 
 import (
@@ -111,12 +113,37 @@ type Refusals struct {
 	c *prometheus.CounterVec
 }
 
+// The reasons of refusals. Every one is exported from the start (at 0),
+// so that a dashboard or an alert finds the series before the first
+// refusal.
+const (
+	// Connections (internal/httpconn).
+	RefusedMaxConnections = "max_connections" // over --max-connections
+	RefusedEvicted        = "evicted"         // an idle connection closed to make room
+	RefusedHeaderBudget   = "header_budget"   // request headers over --header-memory
+	// Requests (internal/api).
+	RefusedRateLimited      = "rate_limited"       // 429, over --rate-limit
+	RefusedQuotaNamespaces  = "quota_namespaces"   // 403, over --max-namespaces
+	RefusedQuotaStoredBytes = "quota_stored_bytes" // 403, over --max-stored-bytes
+	RefusedAuth             = "auth_failed"        // 401, a missing or unknown token
+	RefusedFreeSpace        = "free_space"         // 507, the disk below --min-free-space
+	RefusedBodyBudget       = "body_budget"        // 503, request bodies over --body-memory
+	RefusedResponseBudget   = "response_budget"    // 503, values being sent over --response-memory
+)
+
+// RefusalReasons lists every reason, in the order of the documentation.
+var RefusalReasons = []string{RefusedMaxConnections, RefusedEvicted, RefusedHeaderBudget, RefusedRateLimited, RefusedQuotaNamespaces,
+	RefusedQuotaStoredBytes, RefusedAuth, RefusedFreeSpace, RefusedBodyBudget, RefusedResponseBudget}
+
 // NewRefusals registers the refusal counter with reg.
 func NewRefusals(reg prometheus.Registerer) *Refusals {
 	r := &Refusals{c: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kvd_refused_total",
-		Help: "Connections and requests refused to keep kvd within its limits, by reason (max_connections, evicted, header_budget).",
+		Help: "Connections and requests refused to keep kvd within its limits, by reason: max_connections, evicted, header_budget (connections); rate_limited (429), quota_namespaces and quota_stored_bytes (403), auth_failed (401), free_space (507), body_budget and response_budget (503).",
 	}, []string{"reason"})}
+	for _, reason := range RefusalReasons {
+		r.c.WithLabelValues(reason)
+	}
 	reg.MustRegister(r.c)
 	return r
 }

@@ -282,6 +282,7 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 			return nil, fmt.Errorf("metrics: listen on %s: %w", cfg.MetricsListen, err)
 		}
 		refusals = metrics.NewRefusals(reg)
+		registerCollectors(reg, st, worker, cfg.Now)
 		s.metricsLn = mln
 		s.metrics = &http.Server{Handler: metrics.Handler(reg), ReadHeaderTimeout: 10 * time.Second}
 		go s.metrics.Serve(mln)
@@ -292,6 +293,7 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 		AccessLog:      cfg.AccessLog,
 		Ready:          func() bool { return !s.stopping.Load() },
 		Metrics:        httpMetrics,
+		Refusals:       refusals,
 		Limiter:        ratelimit.New(ratelimit.Config{Limit: cfg.RateLimit, Burst: cfg.RateBurst, Window: time.Minute, Now: cfg.Now}),
 		SlowBody:       cfg.SlowBody,
 		BodyBudget:     cfg.BodyBudget,

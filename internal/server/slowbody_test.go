@@ -111,6 +111,7 @@ func TestLargeBodiesWaitBounded(t *testing.T) {
 	s := kvdtest.Start(t, kvdtest.WithConfig(func(c *server.Config) {
 		c.SlowBody = every
 		c.BodyBudget = slots * (1<<20 + 1)
+		c.MetricsListen = "127.0.0.1:0"
 	}))
 	ns := readyNamespace(t, s)
 	var wg sync.WaitGroup
@@ -139,6 +140,9 @@ func TestLargeBodiesWaitBounded(t *testing.T) {
 	resp, body := call(t, http.DefaultClient, "PUT", s.URL+"/v2/storage/kvs/"+ns+"/keys/waiting", s.Token, strings.Repeat("w", 1<<20))
 	if resp.StatusCode != http.StatusServiceUnavailable || errCode(t, body) != "10033" || resp.Header.Get("Retry-After") != "1" {
 		t.Errorf("a large PUT while every slot is held: %d Retry-After %q %s; want 503", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if v, _ := value(scrape(t, s), "kvd_refused_total", "reason", "body_budget"); v != 1 {
+		t.Errorf("kvd_refused_total{reason=\"body_budget\"} = %v; want 1", v)
 	}
 	wg.Wait()
 }

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"context"
 	"time"
 )
 
@@ -30,3 +31,11 @@ func MaxProbes(d time.Duration) int {
 // NotConnecting reports whether err is the breaker's refusal: no attempt to
 // connect was made, the last one having failed.
 func NotConnecting(err error) bool { return err == error(errNotConnecting) }
+
+// CountedAs is how Stats counts a call that ended with err (as wrap maps
+// it) while ctx is as given.
+func CountedAs(ctx context.Context, op string, err error) ErrorCounts {
+	var c errorCounters
+	c.count(ctx, wrap(ctx, op, err, false))
+	return ErrorCounts{Unavailable: c.unavailable.Load(), TimedOut: c.timedOut.Load(), EngineFailures: c.failures.Load()}
+}

@@ -50,6 +50,9 @@ type DB struct {
 
 	// purgeBatch is the most keys PurgeNamespace deletes per statement.
 	purgeBatch int
+
+	// errs counts failed calls by kind, for metrics (Stats).
+	errs errorCounters
 }
 
 var _ store.Store = (*DB)(nil)
@@ -222,7 +225,8 @@ func (db *DB) Close() error {
 // destroys, rather than reuses, a connection left broken or inside a
 // transaction. A call that needs a new connection while the breaker is open
 // fails at once with errNotConnecting.
-func (db *DB) conn(ctx context.Context, op string, fn func(c *pgx.Conn) error) error {
+func (db *DB) conn(ctx context.Context, op string, fn func(c *pgx.Conn) error) (err error) {
+	defer func() { db.errs.count(ctx, err) }()
 	if db.closed.Load() {
 		return store.ErrClosed
 	}
