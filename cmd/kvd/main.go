@@ -3,6 +3,9 @@
 //
 //	kvd [--listen ADDR] [--store DIR|postgres://...]
 //	kvd token create --org NAME [--store DIR|postgres://...]
+//	kvd backup --out DEST [--store DIR]
+//	kvd restore --from DEST [--store DIR]
+//	kvd check [--store DIR]
 //	kvd version
 package main
 
@@ -45,6 +48,9 @@ const (
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if len(args) >= 1 && args[0] == "token" {
 		return runToken(ctx, args[1:], getenv, stdout, stderr)
+	}
+	if len(args) >= 1 && (args[0] == "backup" || args[0] == "restore" || args[0] == "check") {
+		return runBackup(ctx, args[0], args[1:], getenv, stdout, stderr)
 	}
 	if len(args) == 1 && (args[0] == "version" || args[0] == "--version" || args[0] == "-version") {
 		fmt.Fprintln(stdout, version.String("kvd"))
@@ -152,7 +158,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs := flag.NewFlagSet("kvd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: kvd [flags]\n       kvd token create --org NAME [--store DIR|URL]\n       kvd version\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: kvd [flags]\n       kvd token create --org NAME [--store DIR|URL]\n       kvd backup --out DEST | restore --from DEST | check  [--store DIR]\n       kvd version\n\nFlags:\n")
 		fs.PrintDefaults()
 		fmt.Fprintf(stderr, "\nEnvironment: KV_LISTEN, KV_STORE, KV_PG_CONNECT_TIMEOUT (flag defaults), TELNYX_API_KEY (accepted as a token of the %q organization).\n", "default")
 	}

@@ -111,7 +111,7 @@ type adminServer struct {
 // startAdmin serves the admin channel of svc on the socket in dir. A
 // socket left by a kvd that died is replaced: this process holds the
 // store's lock.
-func startAdmin(dir string, svc *service.Service, log *slog.Logger) (*adminServer, error) {
+func startAdmin(dir string, svc *service.Service, db *pebble.DB, log *slog.Logger) (*adminServer, error) {
 	path := filepath.Join(dir, pebble.AdminSocket)
 	os.Remove(path)
 	ln, err := net.Listen("unix", path)
@@ -152,6 +152,20 @@ func startAdmin(dir string, svc *service.Service, log *slog.Logger) (*adminServe
 			return
 		}
 		adminJSON(w, t)
+	})
+	mux.HandleFunc("POST /backup", func(w http.ResponseWriter, r *http.Request) {
+		var req adminBackup
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil || !filepath.IsAbs(req.Dir) {
+			adminError(w, kv.Errorf(kv.EInvalid, "the request is not a backup's absolute directory"))
+			return
+		}
+		if err := db.Checkpoint(r.Context(), req.Dir); err != nil {
+			log.Warn("admin channel: backup failed", "dir", req.Dir, "err", err.Error())
+			adminError(w, kv.Errorf(kv.EInternal, "%v", err))
+			return
+		}
+		log.Info("admin channel: backup written", "dir", req.Dir)
+		adminJSON(w, struct{}{})
 	})
 	a.srv = &http.Server{
 		Handler:           mux,

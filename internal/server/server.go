@@ -323,8 +323,8 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 	}
 	s.bg.Add(1)
 	go func() { defer s.bg.Done(); svc.WatchTokens(ctx, poll) }()
-	if _, embedded := st.(*pebble.DB); embedded && !isPostgresURL(cfg.Store) {
-		if a, err := startAdmin(cfg.Store, svc, cfg.Logger); err != nil {
+	if db, embedded := st.(*pebble.DB); embedded && !isPostgresURL(cfg.Store) {
+		if a, err := startAdmin(cfg.Store, svc, db, cfg.Logger); err != nil {
 			cfg.Logger.Warn("kvd: no admin channel; `kvd token` needs this kvd stopped", "err", err)
 		} else {
 			s.admin = a
