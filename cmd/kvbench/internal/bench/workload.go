@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,6 +98,7 @@ func runTarget(ctx context.Context, cfg *Config, dir, name string, rep *Report) 
 		return err
 	}
 	rep.Fills = append(rep.Fills, fr)
+	r.discardedPhase(ctx)
 
 	for _, wl := range Workloads {
 		if !cfg.selected(wl) {
@@ -469,4 +471,15 @@ func sleepUntil(ctx context.Context, t time.Time) {
 	case <-ctx.Done():
 	case <-timer.C:
 	}
+}
+
+// discardedPhase drives GETs of the filled keys at the most clients of the
+// run and throws the figures away, so the first measured phase does not pay
+// for what the fill left behind (cold caches, the fill's flushes and
+// compactions, connections not yet open) and a phase's figure does not
+// depend on its place in the run.
+func (r *run) discardedPhase(ctx context.Context) {
+	n := slices.Max(r.cfg.Clients)
+	r.cfg.logf("%s: discarded warm-up phase: %s at %d clients", r.s.name, GetHit, n)
+	r.phase(ctx, GetHit, n, r.op(GetHit), nil)
 }
