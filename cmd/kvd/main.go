@@ -160,7 +160,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: kvd [flags]\n       kvd token create --org NAME [--store DIR|URL]\n       kvd backup --out DEST | restore --from DEST | check  [--store DIR]\n       kvd version\n\nFlags:\n")
 		fs.PrintDefaults()
-		fmt.Fprintf(stderr, "\nEnvironment: KV_LISTEN, KV_STORE, KV_PG_CONNECT_TIMEOUT (flag defaults), TELNYX_API_KEY (accepted as a token of the %q organization).\n", "default")
+		fmt.Fprintf(stderr, "\nEvery flag may be set in the environment instead (its variable is named beside it; the command line wins). TELNYX_API_KEY is accepted as a token of the %q organization.\n", "default")
 	}
 	fs.StringVar(&cfg.Listen, "listen", envOr(getenv, "KV_LISTEN", cfg.Listen), "address to serve the API on (env KV_LISTEN)")
 	fs.StringVar(&cfg.Store, "store", envOr(getenv, "KV_STORE", cfg.Store), "data directory of the embedded engine, or a postgres:// URL (env KV_STORE)")
@@ -210,6 +210,25 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 			return cfg, nil, fmt.Errorf("KV_PG_CONNECT_TIMEOUT=%q is not a duration (e.g. 60s, 2m)", v)
 		}
 		*pgConnectTimeout = d
+	}
+	// Every flag may also be given in the environment, as KV_ and its name
+	// in capitals (--max-stored-bytes: KV_MAX_STORED_BYTES); the command
+	// line wins. Flags that read theirs above say so in their usage.
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := envName(f.Name)
+		if strings.Contains(f.Usage, "(env "+name) {
+			return
+		}
+		f.Usage += " (env " + name + ")"
+		if v := getenv(name); v != "" && envErr == nil {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %v", name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return cfg, nil, envErr
 	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, nil, err
@@ -271,4 +290,9 @@ func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// envName is the environment variable of the flag called name.
+func envName(name string) string {
+	return "KV_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
