@@ -1,5 +1,8 @@
 # kvd: run, test, fuzz, bench.
 GO ?= go
+# The test pipeline keeps go test's exit status.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 FUZZTIME ?= 15s
 
 .PHONY: run test vet unit fuzz build install bench console-vendor
@@ -27,8 +30,11 @@ test: vet unit fuzz
 vet:
 	$(GO) vet ./...
 
+# Every test with the race detector; the output is go test's, for failed
+# tests in full, then a summary of what ran and what skipped, and why.
 unit:
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) build -o .testsummary ./internal/tools/testsummary
+	$(GO) test -race -count=1 -timeout 20m -json ./... | ./.testsummary
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRoute$$' -fuzztime $(FUZZTIME) ./internal/api
