@@ -37,13 +37,7 @@ func Backup(ctx context.Context, cfg Config, dest string) (pebble.CheckReport, e
 	if err := checkpoint(ctx, cfg, partial); err != nil {
 		return r, err
 	}
-	if r, err = pebble.Check(partial); err != nil {
-		return r, err
-	}
-	if len(r.Problems) > 0 {
-		return r, fmt.Errorf("the backup failed its check: %s", strings.Join(r.Problems, "; "))
-	}
-	return r, place(partial, dest)
+	return checkAndPlace(partial, dest, "the backup")
 }
 
 // checkpoint has the store's checkpoint written to dir: by the kvd that
@@ -95,13 +89,20 @@ func Restore(from, dir string) (pebble.CheckReport, error) {
 	if err := copyStore(from, partial); err != nil {
 		return r, err
 	}
-	if r, err = pebble.Check(partial); err != nil {
+	return checkAndPlace(partial, dir, "the restored copy")
+}
+
+// checkAndPlace checks the store built in partial and, if it is sound,
+// renames it to dest.
+func checkAndPlace(partial, dest, what string) (pebble.CheckReport, error) {
+	r, err := pebble.Check(partial)
+	if err != nil {
 		return r, err
 	}
 	if len(r.Problems) > 0 {
-		return r, fmt.Errorf("the restored copy failed its check: %s", strings.Join(r.Problems, "; "))
+		return r, fmt.Errorf("%s failed its check: %s", what, strings.Join(r.Problems, "; "))
 	}
-	return r, place(partial, dir)
+	return r, place(partial, dest)
 }
 
 // prepareTarget checks that target may be written (it does not exist, or
