@@ -44,7 +44,7 @@ func TestUnitSettings(t *testing.T) {
 	want := map[string]string{
 		"[Service]ExecStart":               "/usr/local/bin/kvd",
 		"[Service]DynamicUser":             "yes",
-		"[Service]StateDirectory":          "kvd",
+		"[Service]StateDirectory":          "kvd kvd-backups",
 		"[Service]ProtectSystem":           "strict",
 		"[Service]ProtectHome":             "yes",
 		"[Service]PrivateTmp":              "yes",
