@@ -378,7 +378,7 @@ func retryableStatus(code int) bool {
 // drain discards what is left of a response body so the connection can be
 // reused, reading at most a little.
 func drain(resp *http.Response) {
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
 	resp.Body.Close()
 }
 

@@ -85,7 +85,7 @@ func readAPIError(resp *http.Response) *APIError {
 	if ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
 		e.RetryAfter = ra
 	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	var env kv.ErrorEnvelope
 	if json.Unmarshal(body, &env) == nil && len(env.Errors) > 0 {
 		first := env.Errors[0]

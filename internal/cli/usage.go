@@ -161,8 +161,6 @@ func hasRounded(u *client.Usage) bool {
 	return false
 }
 
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }
-
 // plural is "1 namespace", "2 namespaces", with thousands separators.
 func plural(n int, noun string) string {
 	if n == 1 {

@@ -185,7 +185,7 @@ func OpenStore(ctx context.Context, cfg Config) (store.Store, error) {
 		return postgres.Open(ctx, cfg.Store, pc)
 	}
 	if cfg.Store == "" {
-		return nil, errors.New("no store given; pass --store DIR or --store postgres://...")
+		return nil, errors.New("no store given: pass --store DIR or --store postgres://URL")
 	}
 	return pebble.Open(cfg.Store, pebble.Options{Logger: cfg.Logger, CacheSize: cfg.CacheSize, MaxOpenFiles: EngineFiles(DescriptorLimit()),
 		MinFreeSpace: cfg.MinFreeSpace, OnFatal: cfg.OnStoreFatal})

@@ -379,7 +379,7 @@ func verify(fs *engineFS, dir string, popts *pebble.Options, log *slog.Logger) (
 		return found, damaged(dir, fmt.Sprintf("its layout record cannot be read (%v)", err))
 	}
 	switch {
-	case format != nil && len(format) == 1 && format[0] > formatVersion:
+	case len(format) == 1 && format[0] > formatVersion:
 		return found, fmt.Errorf("kvd/pebble: the store in %s has layout version %d; this kvd reads up to version %d (a newer kvd wrote it?)", dir, format[0], formatVersion)
 	case format != nil && (len(format) != 1 || format[0] < 2): // layout 1 had no record
 		return found, damaged(dir, fmt.Sprintf("its layout record holds %x, which no kvd writes", format))

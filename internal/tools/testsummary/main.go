@@ -34,11 +34,11 @@ func main() {
 func run(in io.Reader, out io.Writer) int {
 	var (
 		pkgOK, pkgFail, pkgNoTests int
-		passed, failed, skipped   int
-		reasons                   = map[string][]string{} // reason -> tests
-		output                    = map[string][]string{} // package/test -> its lines
-		slow                      []event
-		bad                       bool
+		passed, failed, skipped    int
+		reasons                    = map[string][]string{} // reason -> tests
+		output                     = map[string][]string{} // package/test -> its lines
+		slow                       []event
+		bad                        bool
 	)
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
