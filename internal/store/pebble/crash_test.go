@@ -594,7 +594,12 @@ func walFailure(t *testing.T, seed uint64, kinds []errorfs.OpKind) {
 		slot.mu.Unlock()
 	}
 	if seed == 0 {
-		t.Logf("a failed WAL %v: reported as %q; %d writes failed (%v), %d still in flight", kinds, cause, len(failures), failures, parked)
+		// A writer that failed just before its slot was abandoned may still
+		// be adding its failure.
+		mu.Lock()
+		failed := slices.Clone(failures)
+		mu.Unlock()
+		t.Logf("a failed WAL %v: reported as %q; %d writes failed (%v), %d still in flight", kinds, cause, len(failed), failed, parked)
 	}
 	if n := fatal.calls.Load(); n != 1 {
 		t.Errorf("seed %d: OnFatal called %d times, want once", seed, n)
