@@ -28,15 +28,15 @@ type batchRequest struct {
 
 // opRequest is one op of a batch as sent.
 type opRequest struct {
-	Op          *string      `json:"op"`
-	Key         *string      `json:"key"`
-	ETag        *string      `json:"etag"`
-	Absent      *bool        `json:"absent"`
-	Value       *string      `json:"value"`
-	ValueBase64 *string      `json:"value_base64"`
-	ContentType *string      `json:"content_type"`
-	TTLSecs     *number      `json:"ttl_secs"`
-	By          *number      `json:"by"`
+	Op          *string `json:"op"`
+	Key         *string `json:"key"`
+	ETag        *string `json:"etag"`
+	Absent      *bool   `json:"absent"`
+	Value       *string `json:"value"`
+	ValueBase64 *string `json:"value_base64"`
+	ContentType *string `json:"content_type"`
+	TTLSecs     *number `json:"ttl_secs"`
+	By          *number `json:"by"`
 }
 
 // number is a JSON number as sent (json.Number would take a string too).
