@@ -445,3 +445,37 @@ func testSessionCounter(t *testing.T, start StartFunc) {
 		t.Fatalf("counter after %d incrs: %s", clients*each, r.body)
 	}
 }
+
+// testBatchUsage: conditional writes and batches are metered as API.md
+// says.
+func testBatchUsage(t *testing.T, start StartFunc) {
+	clock := kvdtest.NewClock(time.Date(2026, 11, 15, 12, 0, 0, 0, time.UTC))
+	s := start(t, kvdtest.WithClock(clock.Now))
+	c := newClient(t, s, s.Token)
+	id := c.readyNS("batch-metered")
+	k := "/v2/storage/kvs/" + id + "/keys/k"
+	stale := wantETag(t, "PUT", c.do("PUT", k, []byte("v")))              // 1 write
+	wantStatus(t, c.do("PUT", k, []byte("w")), http.StatusOK)             // 1 write
+	wantStatus(t, c.do("PUT", k, []byte("x"), "If-None-Match", "*"), 412) // 1 read
+	wantStatus(t, c.do("PUT", k, []byte("x"), "If-Match", stale), 412)    // 1 read
+	wantStatus(t, c.do("DELETE", k, nil, "If-Match", stale), 412)         // 1 read
+	r, _ := c.batch(id, `{"ops":[{"op":"check","key":"k","etag":"*"},{"op":"get","key":"k"},{"op":"incr","key":"n"},{"op":"put","key":"p","value":"1"},{"op":"delete","key":"k"},{"op":"delete","key":"never"}]}`)
+	wantStatus(t, r, 200) // 2 reads, 2 writes, 1 delete
+	r, _ = c.batch(id, `{"ops":[{"op":"get","key":"p"},{"op":"put","key":"q","value":"1"},{"op":"check","key":"gone","etag":"*"}]}`)
+	wantStatus(t, r, 412) // 2 reads, nothing else
+	r, _ = c.batch(id, `{"atomic":false,"ops":[{"op":"get","key":"p"},{"op":"put","key":"b","value":"1"},{"op":"delete","key":"never"}]}`)
+	wantStatus(t, r, 200) // 1 read, 1 write, 1 delete (of nothing, as alone)
+	var rep struct {
+		Data struct {
+			Reads, Writes, Deletes int64
+			StoredBytes            int64 `json:"stored_bytes"`
+		}
+	}
+	r = c.do("GET", "/v2/storage/kvs/"+id+"/usage?month=2026-11", nil)
+	if err := json.Unmarshal(r.body, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if d := rep.Data; d.Reads != 8 || d.Writes != 5 || d.Deletes != 2 || d.StoredBytes != int64(len("n1p1b1")) {
+		t.Fatalf("usage = %+v, want 8 reads, 5 writes, 2 deletes, 6 bytes: %s", d, r.body)
+	}
+}

@@ -65,6 +65,7 @@ func Run(t *testing.T, start StartFunc) {
 		{"BatchErrors", testBatchErrors},
 		{"BatchScopes", testBatchScopes},
 		{"SessionCounter", testSessionCounter},
+		{"BatchUsage", testBatchUsage},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
