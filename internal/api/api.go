@@ -75,7 +75,10 @@ type Handler struct {
 	// bodies and responses are the memory budgets of request bodies and
 	// of large values being sent (body.go).
 	bodies, responses *fairshare.Pool
-	reqPrefix         string
+	// batchReads bounds the batches with gets running at once (see
+	// batchReadSlots).
+	batchReads chan struct{}
+	reqPrefix  string
 }
 
 // New returns the API handler.
@@ -93,6 +96,7 @@ func New(cfg Config) *Handler {
 	}
 	h.bodies = budget(cfg.BodyBudget, DefaultBodyBudget)
 	h.responses = budget(cfg.ResponseBudget, DefaultResponseBudget)
+	h.batchReads = make(chan struct{}, batchReadSlots)
 	if h.log == nil {
 		h.log = slog.Default()
 	}

@@ -20,6 +20,11 @@ import (
 // MaxBatchBody bounds the body of a batch.
 const MaxBatchBody = 16 << 20
 
+// batchReadSlots is how many batches with gets run at once: each may hold
+// up to store.MaxBatchReadBytes of values and their encoding, so this
+// bounds that memory; on two cores more would not run faster.
+const batchReadSlots = 4
+
 // batchRequest is the body of POST /v2/storage/kvs/{id}/batch.
 type batchRequest struct {
 	Atomic *bool             `json:"atomic"`
@@ -245,11 +250,27 @@ func (h *Handler) batch(w *recorder, r *http.Request, who service.Principal, id 
 		h.fail(w, err)
 		return
 	}
+	// The body's grant is held to the end: the decoded values are as
+	// large as the body.
+	defer b.release()
 	ops, atomic, err := parseBatch(b.Data)
-	b.release()
 	if err != nil {
 		h.fail(w, err)
 		return
+	}
+	// Batches that read values hold them, and their answer, in memory:
+	// only a few run at once.
+	for _, op := range ops {
+		if op.Kind == store.OpGet {
+			select {
+			case h.batchReads <- struct{}{}:
+				defer func() { <-h.batchReads }()
+			case <-r.Context().Done():
+				h.fail(w, r.Context().Err())
+				return
+			}
+			break
+		}
 	}
 	res, err := h.svc.Batch(r.Context(), who, id, ops, atomic)
 	if err != nil {

@@ -77,6 +77,7 @@ type body struct {
 	Data  []byte
 	buf   *[]byte
 	grant *fairshare.Grant
+	more  []*fairshare.Grant // of a body that grew (readGrowing)
 }
 
 // release returns the body's memory.
@@ -86,6 +87,10 @@ func (b *body) release() {
 		b.buf = nil
 	}
 	b.grant.Release()
+	for _, g := range b.more {
+		g.Release()
+	}
+	b.more = nil
 }
 
 // Errors of reading a body.
@@ -119,6 +124,9 @@ func (h *Handler) readBody(w *recorder, r *http.Request, org string, limit int) 
 	}
 	if r.ContentLength == 0 {
 		return &body{Data: []byte{}}, nil
+	}
+	if r.ContentLength < 0 && limit > kv.MaxValueSize {
+		return h.readGrowing(w, r, org, limit)
 	}
 	want := limit + 1 // unknown length: room to see a body over limit
 	if r.ContentLength > 0 {
@@ -155,6 +163,55 @@ func (h *Handler) readBody(w *recorder, r *http.Request, org string, limit int) 
 		// would take its expiry for that and cancel the request.
 		p.rc.SetReadDeadline(time.Time{})
 	}
+	return b, nil
+}
+
+// readGrowing reads a body of unknown length whose limit is larger than a
+// value's (a batch): its buffer, and its grant of the budget, grow as it
+// arrives, so that a small body holds little of the budget and a large one
+// at most limit bytes of it.
+func (h *Handler) readGrowing(w *recorder, r *http.Request, org string, limit int) (*body, error) {
+	p := &paced{r: r.Body, rc: http.NewResponseController(w), every: h.slowBody}
+	b := &body{}
+	fail := func(err error) (*body, error) {
+		b.release()
+		w.Header().Set("Connection", "close")
+		return nil, err
+	}
+	var buf []byte
+	for {
+		if len(buf) == limit {
+			// Full: the body must end here.
+			var one [1]byte
+			n, err := io.ReadFull(p, one[:])
+			if n > 0 {
+				return fail(errBodyTooLarge(limit))
+			}
+			if err != io.EOF {
+				return fail(bodyError(r, err, limit))
+			}
+			break
+		}
+		if len(buf) == cap(buf) {
+			next := min(max(2*cap(buf), bodyChunk), limit)
+			g, err := h.bodies.Acquire(r.Context(), org, int64(next-cap(buf)), h.slowBody, p.preempt)
+			if err != nil {
+				return fail(h.budgetError(w, r, err, errBodiesBusy))
+			}
+			b.more = append(b.more, g)
+			buf = append(make([]byte, 0, next), buf...)
+		}
+		n, err := p.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fail(bodyError(r, err, limit))
+		}
+	}
+	p.rc.SetReadDeadline(time.Time{})
+	b.Data = buf
 	return b, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -364,6 +365,33 @@ func testBatchErrors(t *testing.T, start StartFunc) {
 	r, _ = c.batch(id, huge)
 	wantError(t, r, 413, kv.ETooLarge, "")
 	wantStatus(t, c.do("GET", keys+"written", nil), 404)
+	// Chunked bodies (no Content-Length) are read as they come, within
+	// the same bound.
+	chunked := func(body string) (int, string) {
+		req, _ := http.NewRequest("POST", s.URL+"/v2/storage/kvs/"+id+"/batch", io.MultiReader(strings.NewReader(body)))
+		req.Header.Set("Authorization", "Bearer "+s.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return -1, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if st, b := chunked(`{"ops":[{"op":"put","key":"chunked","value":"` + strings.Repeat("c", 3<<20) + `"}, {"op":"get","key":"big"}]}`); st != 413 {
+		t.Fatalf("a chunked batch with a value over 1 MiB: %d %.200s", st, b)
+	}
+	ops2 := make([]string, 12)
+	for i := range ops2 {
+		ops2[i] = fmt.Sprintf(`{"op":"put","key":"chunked/%d","value":"%s"}`, i, strings.Repeat("c", 1<<20))
+	}
+	if st, b := chunked(`{"ops":[` + strings.Join(ops2, ",") + `]}`); st != 200 {
+		t.Fatalf("a chunked batch of 12 MiB: %d %.200s", st, b)
+	}
+	if st, b := chunked(huge); st != 413 && st != -1 {
+		t.Fatalf("a chunked batch over 16 MiB: %d %.200s", st, b)
+	}
+	wantStatus(t, c.do("GET", keys+"chunked/11", nil), 200)
 	wantError(t, c.do("GET", "/v2/storage/kvs/"+id+"/batch", nil), 405, kv.EInvalid, "POST")
 	r, _ = c.batch(kv.NewID().String(), `{"ops":[`+put+`]}`)
 	wantError(t, r, 404, kv.ENotFound, "")
