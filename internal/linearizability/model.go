@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 
 	"github.com/anishathalye/porcupine"
 )
@@ -107,26 +108,64 @@ type Output struct {
 // Infinity is the return time of an operation whose outcome is unknown.
 const Infinity = math.MaxInt64
 
-// state is the registers of one group: the keys that hold a value.
-// Steps copy it; it is never changed in place.
-type state map[string]string
+// state is the registers of one group: each key that holds a value,
+// in key order, as key NUL value NUL. A string, so that porcupine's cache
+// compares states at the cost of a comparison and steps allocate little.
+type state string
 
+// lookup returns what key holds in s.
+func (s state) lookup(key string) (string, bool) {
+	rest := string(s)
+	for rest != "" {
+		k, after, _ := strings.Cut(rest, "\x00")
+		v, next, _ := strings.Cut(after, "\x00")
+		if k == key {
+			return v, true
+		}
+		rest = next
+	}
+	return "", false
+}
+
+// with returns s with key set to *value, or removed when value is nil.
 func (s state) with(key string, value *string) state {
-	n := make(state, len(s)+1)
-	for k, v := range s {
-		n[k] = v
+	var b strings.Builder
+	b.Grow(len(s) + len(key) + 2 + 16)
+	placed := false
+	put := func() {
+		if value != nil {
+			b.WriteString(key)
+			b.WriteByte(0)
+			b.WriteString(*value)
+			b.WriteByte(0)
+		}
+		placed = true
 	}
-	if value == nil {
-		delete(n, key)
-	} else {
-		n[key] = *value
+	rest := string(s)
+	for rest != "" {
+		k, after, _ := strings.Cut(rest, "\x00")
+		v, next, _ := strings.Cut(after, "\x00")
+		rest = next
+		if !placed && k >= key {
+			put()
+			if k == key {
+				continue
+			}
+		}
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(v)
+		b.WriteByte(0)
 	}
-	return n
+	if !placed {
+		put()
+	}
+	return state(b.String())
 }
 
 // holds reports whether key meets in's condition in s.
 func holds(s state, in Input) bool {
-	v, found := s[in.Key]
+	v, found := s.lookup(in.Key)
 	switch in.Cond {
 	case IfValue:
 		return found && v == in.Expect
@@ -141,7 +180,7 @@ func holds(s state, in Input) bool {
 func step(s state, in Input, out Output) (bool, state) {
 	switch in.Kind {
 	case Get:
-		v, found := s[in.Key]
+		v, found := s.lookup(in.Key)
 		return out.Found == found && (!found || out.Value == v), s
 	case Put, Delete:
 		if !holds(s, in) {
@@ -153,7 +192,7 @@ func step(s state, in Input, out Output) (bool, state) {
 		if in.Kind == Delete {
 			return true, s.with(in.Key, nil)
 		}
-		if _, found := s[in.Key]; !out.Unknown && out.Created == found {
+		if _, found := s.lookup(in.Key); !out.Unknown && out.Created == found {
 			return false, s
 		}
 		v := in.Value
@@ -171,7 +210,7 @@ func step(s state, in Input, out Output) (bool, state) {
 				}
 				r = out.Results[i]
 			}
-			v, found := next[op.Key]
+			v, found := next.lookup(op.Key)
 			switch op.Kind {
 			case Get:
 				if !out.Unknown && !out.Failed && (r.Found != found || found && r.Value != v) {
@@ -214,22 +253,11 @@ var Model = porcupine.Model{
 		}
 		return parts
 	},
-	Init: func() any { return state{} },
+	Init: func() any { return state("") },
 	Step: func(s, in, out any) (bool, any) {
 		return step(s.(state), in.(Input), out.(Output))
 	},
-	Equal: func(a, b any) bool {
-		x, y := a.(state), b.(state)
-		if len(x) != len(y) {
-			return false
-		}
-		for k, v := range x {
-			if w, ok := y[k]; !ok || w != v {
-				return false
-			}
-		}
-		return true
-	},
+	Equal: func(a, b any) bool { return a.(state) == b.(state) },
 	DescribeOperation: func(in, out any) string {
 		i, o := in.(Input), out.(Output)
 		cond := ""
@@ -274,18 +302,16 @@ var Model = porcupine.Model{
 		return fmt.Sprintf("delete(%s) -> ok", i.Key)
 	},
 	DescribeState: func(s any) string {
-		st := s.(state)
-		if len(st) == 0 {
+		st := string(s.(state))
+		if st == "" {
 			return "(none)"
 		}
-		keys := make([]string, 0, len(st))
-		for k := range st {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
 		var b []byte
-		for _, k := range keys {
-			b = fmt.Appendf(b, "%s=%q ", k, st[k])
+		for st != "" {
+			k, after, _ := strings.Cut(st, "\x00")
+			v, next, _ := strings.Cut(after, "\x00")
+			b = fmt.Appendf(b, "%s=%q ", k, v)
+			st = next
 		}
 		return string(b)
 	},

@@ -161,3 +161,18 @@ func TestModelConditionsAndBatches(t *testing.T) {
 		})
 	}
 }
+
+func TestStateWith(t *testing.T) {
+	v := func(s string) *string { return &s }
+	s := state("").with("b", v("2")).with("a", v("1")).with("c", v("")).with("b", v("two"))
+	if s != state("a\x001\x00b\x00two\x00c\x00\x00") {
+		t.Fatalf("state %q", s)
+	}
+	if got, ok := s.lookup("c"); !ok || got != "" {
+		t.Fatalf("lookup c = %q, %v", got, ok)
+	}
+	s = s.with("a", nil).with("zz", nil)
+	if _, ok := s.lookup("a"); ok || s != state("b\x00two\x00c\x00\x00") {
+		t.Fatalf("after removing a: %q", s)
+	}
+}
