@@ -113,12 +113,7 @@ func (ns *Namespace) PutWithResult(ctx context.Context, key string, value []byte
 	r.body = func() (io.Reader, error) { return bytes.NewReader(value), nil }
 	r.size = int64(len(value))
 	r.retry = true
-	resp, err := ns.c.do(ctx, r)
-	if err != nil {
-		return PutResult{}, err
-	}
-	drain(resp)
-	return PutResult{Written: true, Created: resp.StatusCode == http.StatusCreated, ETag: resp.Header.Get("ETag")}, nil
+	return ns.finishPut(ctx, r)
 }
 
 // DeleteOptions are the optional parts of a delete.

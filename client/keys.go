@@ -246,7 +246,8 @@ func (ns *Namespace) Put(ctx context.Context, key string, value []byte, opts *Pu
 	r.body = func() (io.Reader, error) { return bytes.NewReader(value), nil }
 	r.size = int64(len(value))
 	r.retry = true
-	return ns.finishPut(ctx, r)
+	res, err := ns.finishPut(ctx, r)
+	return res.Created, err
 }
 
 // PutFrom stores the bytes of body under key, streaming them, and reports
@@ -259,9 +260,16 @@ func (ns *Namespace) Put(ctx context.Context, key string, value []byte, opts *Pu
 // retried, since its bytes cannot be replayed; buffer it and call Put to get
 // retries.
 func (ns *Namespace) PutFrom(ctx context.Context, key string, body io.Reader, size int64, opts *PutOptions) (created bool, err error) {
+	res, err := ns.PutFromWithResult(ctx, key, body, size, opts)
+	return res.Created, err
+}
+
+// PutFromWithResult is PutFrom, returning what the service answered:
+// whether the key was created and its new ETag.
+func (ns *Namespace) PutFromWithResult(ctx context.Context, key string, body io.Reader, size int64, opts *PutOptions) (PutResult, error) {
 	r, err := ns.putRequest(key, opts)
 	if err != nil {
-		return false, err
+		return PutResult{}, err
 	}
 	if size < 0 {
 		size = -1
@@ -296,13 +304,13 @@ type onlyReader struct{ r io.Reader }
 
 func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
 
-func (ns *Namespace) finishPut(ctx context.Context, r request) (bool, error) {
+func (ns *Namespace) finishPut(ctx context.Context, r request) (PutResult, error) {
 	resp, err := ns.c.do(ctx, r)
 	if err != nil {
-		return false, err
+		return PutResult{}, err
 	}
 	drain(resp)
-	return resp.StatusCode == http.StatusCreated, nil
+	return PutResult{Written: true, Created: resp.StatusCode == http.StatusCreated, ETag: resp.Header.Get("ETag")}, nil
 }
 
 // Delete removes key. Deleting a missing key succeeds.
