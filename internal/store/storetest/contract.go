@@ -320,7 +320,7 @@ func testTwoHandles(t *testing.T, h Harness, a store.Store) {
 					t.Error(err)
 					return
 				}
-				if c {
+				if c.Created {
 					mu.Lock()
 					created++
 					mu.Unlock()

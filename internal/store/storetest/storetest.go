@@ -195,11 +195,11 @@ func putValue(data string) store.PutValue {
 
 func mustPut(t *testing.T, s store.Store, ns kv.Namespace, key string, v store.PutValue, now time.Time) bool {
 	t.Helper()
-	created, err := s.PutKey(ctx, ns.Org, ns.ID, key, v, now)
+	w, err := s.PutKey(ctx, ns.Org, ns.ID, key, v, now)
 	if err != nil {
 		t.Fatalf("PutKey(%q): %v", key, err)
 	}
-	return created
+	return w.Created
 }
 
 // mustGet returns a copy of the value's fields and closes it.
@@ -1044,7 +1044,7 @@ func testConcurrentFirstWrites(t *testing.T, s store.Store) {
 				if err != nil {
 					errs = append(errs, err)
 				}
-				if c {
+				if c.Created {
 					created++
 				}
 			}()
