@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/edgekv/kv"
@@ -195,6 +196,8 @@ type OpResult struct {
 	Found       bool
 	Value       []byte
 	ContentType string
+	// ExpiresAt is when the key a get read expires; zero for never.
+	ExpiresAt time.Time
 	// ETag is the key's ETag after a get, put or incr.
 	ETag string
 	// Created reports that a put created the key.
@@ -253,6 +256,7 @@ type wireResult struct {
 	Value       json.RawMessage `json:"value"` // a string (get) or a number (incr)
 	ValueBase64 *string         `json:"value_base64"`
 	ContentType string          `json:"content_type"`
+	ExpiresAt   *string         `json:"expires_at"`
 	ETag        string          `json:"etag"`
 	Created     bool            `json:"created"`
 	Deleted     bool            `json:"deleted"`
@@ -380,7 +384,7 @@ func (b *Batch) result(i int, w wireResult) (OpResult, error) {
 	bad := func(format string, args ...any) (OpResult, error) {
 		return OpResult{}, fmt.Errorf("client: result %d of the batch (%s %q): %s", i, op.op, op.key, fmt.Sprintf(format, args...))
 	}
-	if w.Op != "" && w.Op != op.op {
+	if w.Error == nil && w.Op != "" && w.Op != op.op {
 		return bad("the service answered for a %.20q op", w.Op)
 	}
 	if w.Error != nil {
@@ -418,6 +422,13 @@ func (b *Batch) result(i int, w wireResult) (OpResult, error) {
 			o.Value = []byte(s)
 		default:
 			o.Value = []byte{}
+		}
+		if w.ExpiresAt != nil {
+			t, err := time.Parse(time.RFC3339Nano, *w.ExpiresAt)
+			if err != nil {
+				return bad("expires_at %.64q is not an RFC 3339 time", *w.ExpiresAt)
+			}
+			o.ExpiresAt = t
 		}
 		if len(o.Value) > kv.MaxValueSize {
 			return OpResult{}, fmt.Errorf("%w: the value of %q in the batch answer is %d bytes; at most %d are accepted", ErrResponseTooLarge, op.key, len(o.Value), kv.MaxValueSize)

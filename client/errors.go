@@ -34,12 +34,12 @@ var (
 	// of an atomic batch whose check failed: nothing was written. The
 	// *APIError carries the key's current ETag, when the key exists and
 	// the service sent it.
-	ErrPreconditionFailed = &kv.Error{Code: codePreconditionFailed}
+	ErrPreconditionFailed = kv.ErrPrecondition
 )
 
 // codePreconditionFailed is the code of a 412 answer (API.md, "Codes and
 // retry hints").
-const codePreconditionFailed kv.ErrorCode = "10035"
+const codePreconditionFailed = kv.EPrecondition
 
 // APIError is an error answer of the service: a non-2xx status with the
 // Telnyx error envelope (or, from a proxy, without one).
