@@ -155,8 +155,8 @@ days (d), hours (h), minutes (m) and seconds (s): 30s, 5m, 1h, 1d, 2d12h.
 Without --ttl the key is permanent.
 
 --if-match ETAG writes only if the key still has that ETag (as key info or
-a previous put printed it; "*": if the key exists at all), and --if-absent
-only if the key does not exist. When the condition fails nothing is
+a previous put printed it, with or without its double quotes; "*": if the
+key exists at all), and --if-absent only if the key does not exist. When the condition fails nothing is
 written, the error names the key's current ETag, and the exit code is 4.`,
 		Example: `  telnyx-edge storage kv key put user/123 '{"name":"Alice"}' --content-type application/json
   telnyx-edge storage kv key put my-cache user/avatar --path ./avatar.png --content-type image/png
@@ -194,6 +194,7 @@ written, the error names the key's current ETag, and the exit code is 4.`,
 			if cmd.Flags().Changed("if-match") && strings.TrimSpace(ifMatch) == "" {
 				return usagef(`--if-match needs an ETag, as key info prints it (e.g. '"3f2a"'), or "*"`)
 			}
+			ifMatch = quoteETag(ifMatch)
 			opts := &client.PutOptions{TTL: ttl.d, ContentType: contentType, IfMatch: ifMatch, IfAbsent: ifAbsent}
 			ctx := cmd.Context()
 			var res client.PutResult
@@ -281,6 +282,17 @@ func (a *app) putFile(cmd *cobra.Command, ns *client.Namespace, key, path string
 	return ns.PutFromWithResult(cmd.Context(), key, f, size, opts)
 }
 
+// quoteETag puts the double quotes of an entity tag around a --if-match
+// value that has none (a shell drops them from --if-match "3f2a..."); a
+// value with quotes, "*" or a list is sent as given.
+func quoteETag(v string) string {
+	v = strings.TrimSpace(v)
+	if v == "" || v == "*" || strings.ContainsAny(v, `",`) {
+		return v
+	}
+	return `"` + v + `"`
+}
+
 // conditionFlag names the condition flag in use.
 func conditionFlag(ifMatch string, ifAbsent bool) string {
 	if ifAbsent {
@@ -341,6 +353,7 @@ ETag, and the exit code is 4.`,
 			if cmd.Flags().Changed("if-match") && strings.TrimSpace(ifMatch) == "" {
 				return usagef(`--if-match needs an ETag, as key info prints it (e.g. '"3f2a"'), or "*"`)
 			}
+			ifMatch = quoteETag(ifMatch)
 			if err := ns.DeleteWithOptions(cmd.Context(), key, &client.DeleteOptions{IfMatch: ifMatch}); err != nil {
 				return a.preconditionFailed(a.notFound(err, ns.ID(), ""), "deleted", key, ifMatch, false)
 			}
