@@ -148,11 +148,15 @@ func (ns *Namespace) DeleteWithOptions(ctx context.Context, key string, opts *De
 // UpdateOptions.MaxAttempts is 0.
 const DefaultUpdateAttempts = 100
 
-// Backoff between the rounds of Update: full jitter, doubling from
-// updateMinBackoff to updateMaxBackoff.
+// Backoff between the rounds of Update: full jitter, up to four times what
+// the last round took (at least updateMinBackoff: a round against a
+// loopback server takes well under a millisecond), doubling each round, at
+// most updateMaxBackoff. Scaled by the round's time, the waits spread the
+// contenders of one key over a few rounds' worth of time, near or far from
+// the service.
 const (
-	updateMinBackoff = 2 * time.Millisecond
-	updateMaxBackoff = 500 * time.Millisecond
+	updateMinBackoff = time.Millisecond
+	updateMaxBackoff = time.Second
 )
 
 // UpdateOptions are the optional parts of Update.
@@ -206,12 +210,14 @@ func (ns *Namespace) UpdateWithOptions(ctx context.Context, key string, fn func(
 		attempts = DefaultUpdateAttempts
 	}
 	var conflict error
+	var took time.Duration
 	for round := 1; round <= attempts; round++ {
 		if round > 1 {
-			if err := ns.c.wait(ctx, updateBackoff(round-1)); err != nil {
+			if err := ns.c.wait(ctx, updateBackoff(round-1, took)); err != nil {
 				return "", err
 			}
 		}
+		began := time.Now()
 		cur, err := ns.GetWithOptions(ctx, key, nil)
 		found := err == nil
 		if err != nil && !errors.Is(err, ErrNotFound) {
@@ -234,6 +240,7 @@ func (ns *Namespace) UpdateWithOptions(ctx context.Context, key string, fn func(
 			put.IfAbsent = true
 		}
 		res, err := ns.PutWithResult(ctx, key, next, put)
+		took = time.Since(began)
 		switch {
 		case err == nil:
 			return res.ETag, nil
@@ -246,9 +253,10 @@ func (ns *Namespace) UpdateWithOptions(ctx context.Context, key string, fn func(
 	return "", fmt.Errorf("client: update of %q: %d attempts in a row conflicted with other writes of the key: %w", key, attempts, conflict)
 }
 
-// updateBackoff is the full-jitter wait before round n+1 of Update.
-func updateBackoff(n int) time.Duration {
-	ceiling := updateMinBackoff
+// updateBackoff is the full-jitter wait before round n+1 of Update, the
+// last round having taken took.
+func updateBackoff(n int, took time.Duration) time.Duration {
+	ceiling := max(4*took, updateMinBackoff)
 	for i := 1; i < n && ceiling < updateMaxBackoff; i++ {
 		ceiling *= 2
 	}
