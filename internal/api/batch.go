@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strconv"
 	"unicode/utf8"
 
@@ -27,15 +28,26 @@ type batchRequest struct {
 
 // opRequest is one op of a batch as sent.
 type opRequest struct {
-	Op          *string      `json:"op"`
-	Key         *string      `json:"key"`
-	ETag        *string      `json:"etag"`
-	Absent      *bool        `json:"absent"`
-	Value       *string      `json:"value"`
-	ValueBase64 *string      `json:"value_base64"`
-	ContentType *string      `json:"content_type"`
-	TTLSecs     *json.Number `json:"ttl_secs"`
-	By          *json.Number `json:"by"`
+	Op          *string `json:"op"`
+	Key         *string `json:"key"`
+	ETag        *string `json:"etag"`
+	Absent      *bool   `json:"absent"`
+	Value       *string `json:"value"`
+	ValueBase64 *string `json:"value_base64"`
+	ContentType *string `json:"content_type"`
+	TTLSecs     *number `json:"ttl_secs"`
+	By          *number `json:"by"`
+}
+
+// number is a JSON number as sent (json.Number would take a string too).
+type number string
+
+func (n *number) UnmarshalJSON(b []byte) error {
+	if len(b) == 0 || b[0] != '-' && (b[0] < '0' || b[0] > '9') {
+		return &json.UnmarshalTypeError{Value: "non-number", Type: reflect.TypeFor[number]()}
+	}
+	*n = number(b)
+	return nil
 }
 
 var opKinds = map[string]store.OpKind{
@@ -92,7 +104,6 @@ func parseOp(i int, raw json.RawMessage) service.BatchOp {
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
-	dec.UseNumber()
 	var o opRequest
 	if err := dec.Decode(&o); err != nil {
 		var ue *json.UnmarshalTypeError
@@ -174,7 +185,7 @@ func parseOp(i int, raw json.RawMessage) service.BatchOp {
 			op.Put.ContentType = *o.ContentType
 		}
 		if o.TTLSecs != nil {
-			secs, err := strconv.ParseInt(o.TTLSecs.String(), 10, 64)
+			secs, err := strconv.ParseInt(string(*o.TTLSecs), 10, 64)
 			if err != nil {
 				secs = -1
 			}
@@ -187,7 +198,7 @@ func parseOp(i int, raw json.RawMessage) service.BatchOp {
 	case store.OpIncr:
 		op.By = 1
 		if o.By != nil {
-			by, err := strconv.ParseInt(o.By.String(), 10, 64)
+			by, err := strconv.ParseInt(string(*o.By), 10, 64)
 			if err != nil {
 				return fail(kv.EUnprocessable, "by", "by must be a signed 64-bit integer")
 			}
@@ -203,7 +214,7 @@ func jsonType(goType string) string {
 		return "string"
 	case "bool":
 		return "boolean"
-	case "json.Number":
+	case "api.number":
 		return "number"
 	}
 	return "value of another type"

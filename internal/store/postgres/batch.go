@@ -12,26 +12,35 @@ import (
 	"github.com/edgekv/kv/internal/store"
 )
 
-// A batch is one REPEATABLE READ transaction. It locks the namespace row
-// FOR SHARE (as single-key writes do) and every row of its keys that
-// exists FOR UPDATE, so its checks and gets read one state that no other
-// writer changes until it commits; a row that a concurrent writer changed
-// or inserted after the transaction's snapshot makes the lock or the
-// insert fail with a serialization failure, and the batch is run again
-// from the start. The ops are then played in memory, and only each key's
-// final state is written, with the usage, in the same transaction.
+// A batch is one READ COMMITTED transaction that first locks every key
+// it names, in key order (so batches never wait for each other in a
+// cycle): it locks the namespace row FOR SHARE (as single-key writes do),
+// then inserts a placeholder row for each key that does not exist and
+// locks each row that does (sqlBatchLock). From then until it commits no
+// other writer can change, create or delete any of its keys, so its
+// checks and gets read one state, the latest, and its writes land on
+// that state. The ops are then played in memory, and each key's final
+// state is written, with the usage, in the same transaction; the
+// placeholders of keys it leaves absent are deleted before the commit, so
+// no other transaction ever sees one.
 
 const (
 	sqlBatchNamespace = `SELECT status FROM namespaces WHERE id = $1 AND org = $2 FOR SHARE`
 
-	// The rows of the batch's keys ($2), locked; the value only of the
-	// rows an incr reads ($3), when short enough to be an integer.
+	// The ON CONFLICT branch updates nothing (revisions are never
+	// negative) but locks the existing row, as DO UPDATE does before it
+	// tests its WHERE. It returns the keys that had no row.
+	sqlBatchLock = `INSERT INTO keys AS k (ns_id, key, value, content_type, updated_at, expires_at, version, revision)
+SELECT $1, u.key, ''::bytea, '', 1, 1, 1, 0 FROM unnest($2::bytea[]) AS u(key) ORDER BY u.key
+ON CONFLICT (ns_id, key) DO UPDATE SET version = k.version WHERE k.revision < 0
+RETURNING k.key`
+
+	// The rows of the batch's keys ($2), locked already; the value only
+	// of the rows an incr reads ($3), when short enough to be an integer.
 	sqlBatchRows = `SELECT key, content_type, updated_at, expires_at, revision,
 	octet_length(value)::bigint,
 	CASE WHEN key = ANY($3::bytea[]) AND octet_length(value) <= 20 THEN value END
-FROM keys WHERE ns_id = $1 AND key = ANY($2::bytea[])
-ORDER BY key
-FOR UPDATE`
+FROM keys WHERE ns_id = $1 AND key = ANY($2::bytea[])`
 
 	sqlBatchValues = `SELECT key, value FROM keys WHERE ns_id = $1 AND key = ANY($2::bytea[])`
 
@@ -132,7 +141,7 @@ func (db *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op,
 	err := db.conn(ctx, "batch", func(c *pgx.Conn) error {
 		return retryTransient(ctx, func() error {
 			results = nil
-			return pgx.BeginTxFunc(ctx, c, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
+			return pgx.BeginTxFunc(ctx, c, pgx.TxOptions{}, func(tx pgx.Tx) error {
 				r, err := applyBatch(ctx, tx, id, org, ops, keys, incrKeys, writes, now)
 				results = r
 				return err
@@ -151,6 +160,18 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 	if err := checkKeyRow(err, status); err != nil {
 		return nil, err
 	}
+	lrows, err := tx.Query(ctx, sqlBatchLock, id, keys)
+	if err != nil {
+		return nil, err
+	}
+	placeholders, err := pgx.CollectRows(lrows, pgx.RowTo[[]byte])
+	if err != nil {
+		return nil, err
+	}
+	isPlaceholder := make(map[string]bool, len(placeholders))
+	for _, k := range placeholders {
+		isPlaceholder[string(k)] = true
+	}
 	state := make(map[string]*batchRow, len(keys))
 	rows, err := tx.Query(ctx, sqlBatchRows, id, keys, incrKeys)
 	if err != nil {
@@ -166,7 +187,9 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 			return nil, err
 		}
 		r.size += int64(len(key))
-		state[string(key)] = r
+		if !isPlaceholder[string(key)] {
+			state[string(key)] = r
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -353,6 +376,9 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 	for _, k := range names {
 		r := state[k]
 		if !r.touched {
+			if isPlaceholder[k] {
+				gone = append(gone, []byte(k))
+			}
 			continue
 		}
 		start := r.start
@@ -369,15 +395,20 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 		if r.written {
 			delta += r.wsize
 			b.Queue(sqlBatchUpsert, id, []byte(k), r.data, r.ct, nowNS, r.wexp, r.wrev)
-		} else if start.exists {
+		} else if start.exists || isPlaceholder[k] {
 			gone = append(gone, []byte(k))
 		}
 	}
-	if !changed && writes == 0 && deletes == 0 {
-		return results, nil
-	}
 	if len(gone) > 0 {
 		b.Queue(sqlBatchDelete, id, gone)
+	}
+	if !changed {
+		if len(gone) > 0 {
+			if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+				return nil, err
+			}
+		}
+		return results, nil
 	}
 	evD[0] = delta
 	b.Queue(sqlBatchUsage, id, org, evT, evD, evW, evDel, pickShard())

@@ -109,6 +109,15 @@ func Run(t *testing.T, h Harness) {
 		{"UsageCounts", testUsageCounts},
 		{"UsageStorage", testUsageStorage},
 		{"InvalidArguments", testInvalidArguments},
+		{"Revisions", testRevisions},
+		{"ConditionalPut", testConditionalPut},
+		{"ConcurrentConditionalPuts", testConcurrentConditionalPuts},
+		{"Batch", testBatch},
+		{"BatchAllOrNothing", testBatchAllOrNothing},
+		{"BatchIncr", testBatchIncr},
+		{"BatchErrors", testBatchErrors},
+		{"BatchUsage", testBatchUsage},
+		{"ConcurrentBatches", testConcurrentBatches},
 		{"ContextDone", testContextDone},
 		{"AfterClose", testAfterClose},
 	}
@@ -118,6 +127,7 @@ func Run(t *testing.T, h Harness) {
 	}{
 		{"Restart", testRestart},
 		{"TwoHandles", testTwoHandles},
+		{"RevisionsAfterRestart", testRevisionsAfterRestart},
 	}
 	// The group makes Run wait for its parallel cases, so a caller may
 	// release what the harness uses as soon as Run returns.
