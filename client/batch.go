@@ -30,12 +30,12 @@ const (
 	// MaxBatchBody is the largest batch request body the service accepts:
 	// 16 MiB of JSON.
 	MaxBatchBody = 16 << 20
-	// MaxBatchResponse bounds the answer to a batch the client reads.
-	// Within it, an answer may be as large as its ops can make it (a get
-	// of a 1 MiB value of control characters is about 6 MiB of JSON); a
-	// batch whose gets could need more fails with ErrResponseTooLarge if
-	// the answer does: read large values in smaller batches.
-	MaxBatchResponse = 256 << 20
+	// MaxBatchResponse bounds the answer to a batch the client reads: the
+	// values a batch's gets return are at most 16 MiB together, which as
+	// JSON text is at most six times that (a control character is six
+	// bytes), with the ops' own fields besides. The client reads no more
+	// than its ops can make the answer, within this bound.
+	MaxBatchResponse = 100 << 20
 )
 
 // Batch builds one batch request. Its methods add an op and return the
@@ -169,7 +169,7 @@ func (b *Batch) Delete(key string) *Batch {
 
 // Incr adds by (which may be negative) to the integer stored under key: a
 // missing or expired key counts as 0, and the result is stored as decimal
-// text (text/plain). A value that is not a decimal 64-bit integer, or an
+// text (text/plain); a live key keeps its expiry. A value that is not a decimal 64-bit integer, or an
 // overflow, fails the op with kv.ErrUnprocessable.
 func (b *Batch) Incr(key string, by int64) *Batch {
 	b.incr, b.write = true, true
@@ -445,9 +445,9 @@ func (b *Batch) result(i int, w wireResult) (OpResult, error) {
 
 // Incr adds by (which may be negative) to the integer stored under key, in
 // one atomic step, and returns the new value: a missing or expired key
-// counts as 0, and the result is stored as decimal text (text/plain). A
-// value that is not a decimal 64-bit integer, or an overflow, gives
-// kv.ErrUnprocessable and changes nothing. Incr is never applied twice:
+// counts as 0, and the result is stored as decimal text (text/plain); a
+// live key keeps its expiry. A value that is not a decimal 64-bit integer,
+// or an overflow, gives kv.ErrUnprocessable and changes nothing. Incr is never applied twice:
 // when its outcome is unknown the error matches ErrMaybeApplied.
 func (ns *Namespace) Incr(ctx context.Context, key string, by int64) (int64, error) {
 	res, err := ns.Batch().Incr(key, by).Run(ctx)

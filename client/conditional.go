@@ -60,7 +60,8 @@ type GetResult struct {
 	// Value is the value (nil when NotModified). It belongs to the caller.
 	Value []byte
 	// KeyInfo holds the key's size, content type, update time, expiry and
-	// ETag, as far as the service sends them (kvd sends all).
+	// ETag, as far as the service sends them (kvd sends all); Size is -1
+	// when NotModified.
 	KeyInfo
 	// NotModified reports a 304 answer to GetOptions.IfNoneMatch: the
 	// key's ETag is one of those given, and no value was sent.
@@ -148,7 +149,7 @@ func (ns *Namespace) DeleteWithOptions(ctx context.Context, key string, opts *De
 // UpdateOptions.MaxAttempts is 0.
 const DefaultUpdateAttempts = 100
 
-// Backoff between the rounds of Update: full jitter, up to four times what
+// Backoff between the rounds of Update: full jitter, up to eight times what
 // the last round took (at least updateMinBackoff: a round against a
 // loopback server takes well under a millisecond), doubling each round, at
 // most updateMaxBackoff. Scaled by the round's time, the waits spread the
@@ -256,7 +257,7 @@ func (ns *Namespace) UpdateWithOptions(ctx context.Context, key string, fn func(
 // updateBackoff is the full-jitter wait before round n+1 of Update, the
 // last round having taken took.
 func updateBackoff(n int, took time.Duration) time.Duration {
-	ceiling := max(4*took, updateMinBackoff)
+	ceiling := max(8*took, updateMinBackoff)
 	for i := 1; i < n && ceiling < updateMaxBackoff; i++ {
 		ceiling *= 2
 	}

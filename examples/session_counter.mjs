@@ -13,7 +13,11 @@
 //
 // Plain fetch (Node 18+, or any edge runtime), no packages. The same
 // environment as the quick start: KV_MY_CACHE_ID, TELNYX_API_KEY and
-// TELNYX_BASE_URL (with or without /v2).
+// TELNYX_BASE_URL (with or without /v2). Run as a script,
+// `node session_counter.mjs SESSION_ID` counts one view and prints the
+// session.
+
+import { pathToFileURL } from "node:url";
 
 const KV_NAMESPACE_ID = process.env.KV_MY_CACHE_ID;
 const API_KEY = process.env.TELNYX_API_KEY;
@@ -63,10 +67,10 @@ async function kvPutIf(key, value, etag, ttlSecs) {
   return true;
 }
 
-// Full jitter: a random wait up to four times what the attempt took (at
+// Full jitter: a random wait up to eight times what the attempt took (at
 // least 1 ms), doubling each attempt, at most a second.
 function backoff(attempt, took) {
-  const ceiling = Math.min(1000, Math.max(1, 4 * took) * 2 ** attempt);
+  const ceiling = Math.min(1000, Math.max(1, 8 * took) * 2 ** attempt);
   return new Promise((resolve) => setTimeout(resolve, Math.random() * ceiling));
 }
 
@@ -99,4 +103,8 @@ export async function handler(request) {
   const sessionId = request.headers.get("X-Session-ID");
   const session = await viewSession(sessionId);
   return new Response(session, { headers: { "Content-Type": "application/json" } });
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  console.log(await viewSession(process.argv[2] ?? "abc"));
 }
