@@ -127,6 +127,9 @@ func TestREADME(t *testing.T) {
 				continue
 			}
 			out, code, hung := readmeRun(t, c.block, addr, c.dir, env)
+			if os.Getenv("KV_README_SHOW") == "1" {
+				t.Logf("%s:\n%s", c.name, out)
+			}
 			if hung || code != 0 {
 				t.Fatalf("round %d, the README's %s: exit %d (killed: %v)\n%s", round, c.name, code, hung, out)
 			}
