@@ -191,8 +191,9 @@ type UpdateOptions struct {
 //
 // The write makes the key permanent, as any write without a TTL; use
 // UpdateWithOptions to give it a TTL. Update needs a service with
-// conditional requests (kvd): it fails with an error, writing nothing,
-// when the key exists and the service sends no ETag.
+// conditional requests (kvd): against one that sends no ETag it fails,
+// writing nothing when the key exists, and saying that the condition may
+// have been ignored when it did not.
 func (ns *Namespace) Update(ctx context.Context, key string, fn func(old []byte, found bool) ([]byte, error)) (etag string, err error) {
 	return ns.UpdateWithOptions(ctx, key, fn, nil)
 }
@@ -243,6 +244,8 @@ func (ns *Namespace) UpdateWithOptions(ctx context.Context, key string, fn func(
 		res, err := ns.PutWithResult(ctx, key, next, put)
 		took = time.Since(began)
 		switch {
+		case err == nil && res.ETag == "":
+			return "", fmt.Errorf("client: update of %q: the value was written, but the service sent no ETag, so it may have ignored the condition and overwritten another write", key)
 		case err == nil:
 			return res.ETag, nil
 		case errors.Is(err, ErrPreconditionFailed) && !errors.Is(err, ErrMaybeApplied):

@@ -5,8 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -378,5 +383,28 @@ func TestBulk(t *testing.T) {
 	}
 	if n, err := ns.Incr(ctx, "fresh", -7); err != nil || n != -7 {
 		t.Fatalf("Incr of a missing key by -7 = %d, %v", n, err)
+	}
+}
+
+// TestUpdateWithoutETags: against a service without conditional requests
+// (the hosted one sends no ETag), Update writes nothing over an existing
+// key, and says so.
+func TestUpdateWithoutETags(t *testing.T) {
+	var puts atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet:
+			w.Header().Set("Content-Type", "application/octet-stream")
+			io.WriteString(w, "41")
+		case http.MethodPut:
+			puts.Add(1)
+			w.WriteHeader(http.StatusOK)
+		}
+	}))
+	defer srv.Close()
+	ns := client.New(client.WithBaseURL(srv.URL), client.WithAPIKey("k")).Namespace("6ba7b810-9dad-41d1-80b4-00c04fd430c8")
+	_, err := ns.Update(context.Background(), "n", func(old []byte, found bool) ([]byte, error) { return []byte("42"), nil })
+	if err == nil || !strings.Contains(err.Error(), "no ETag") || puts.Load() != 0 {
+		t.Fatalf("Update against a service without ETags: err = %v after %d PUTs; want an error and no PUT", err, puts.Load())
 	}
 }
