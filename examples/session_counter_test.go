@@ -243,7 +243,6 @@ func checkCounts(t *testing.T, what string, counts []int) {
 func TestSessionCounter(t *testing.T) {
 	for _, engine := range []string{"embedded", "postgres", "two kvd on postgres"} {
 		t.Run(engine, func(t *testing.T) {
-			t.Parallel() // a core for each, where there are several
 			c := newCluster(t, engine)
 			t.Run("read-then-PUT", func(t *testing.T) { naiveCounter(t, c) })
 			t.Run("If-Match loop in JavaScript", func(t *testing.T) { jsCounter(t, c) })
