@@ -18,7 +18,13 @@
 // connection failures, honouring Retry-After, up to Config.MaxAttempts
 // attempts, never waiting longer than Config.MaxRetryWait at a time nor
 // Config.MaxRetryTotal in all, and never past the context's end. Creating a
-// namespace (a POST) is never retried. A Client is safe for concurrent use.
+// namespace (a POST) is never retried. A call that must not be applied twice
+// (Incr, a write with PutOptions.IfMatch or IfAbsent, a conditional delete,
+// a batch with checks or incr) is retried only when it cannot have been
+// applied: the connection was never made, or the service answered 429;
+// when its outcome is open (the connection broke after the request was
+// sent, a 5xx answer) its error matches ErrMaybeApplied. A Client is safe
+// for concurrent use.
 //
 // The client defends itself against a misbehaving server: every response
 // body is read up to a bound (a value up to kv.MaxValueSize, a JSON answer
@@ -250,6 +256,13 @@ type request struct {
 	size int64
 	// retry permits retries (idempotent calls with a replayable body).
 	retry bool
+	// unsafe marks a call that must not be applied twice (an incr, a
+	// conditional write, a batch with checks): it is retried only when it
+	// cannot have been applied (see replaySafe), and an answer that leaves
+	// its outcome open is reported as ErrMaybeApplied.
+	unsafe bool
+	// notModified accepts a 304 answer (a GET with If-None-Match).
+	notModified bool
 	// limit bounds a JSON response body; 0 means MaxJSONResponse.
 	limit int
 }
@@ -269,17 +282,28 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 		switch {
 		case err != nil:
 			if ctx.Err() != nil {
+				if r.unsafe {
+					return nil, maybeApplied(ctx.Err())
+				}
 				return nil, ctx.Err()
+			}
+			if r.unsafe && !notSent(err) {
+				return nil, maybeApplied(err)
 			}
 			if attempt >= attempts || !retryableTransportError(err) {
 				return nil, err
 			}
 			delay = min(c.backoff(attempt), c.cfg.MaxRetryWait)
-		case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		case resp.StatusCode >= 200 && resp.StatusCode < 300,
+			r.notModified && resp.StatusCode == http.StatusNotModified:
 			return resp, nil
 		default:
 			apiErr := readAPIError(resp)
-			if attempt >= attempts || !retryableStatus(resp.StatusCode) {
+			if r.unsafe && resp.StatusCode >= 500 {
+				return nil, maybeApplied(apiErr)
+			}
+			if attempt >= attempts || !retryableStatus(resp.StatusCode) ||
+				(r.unsafe && resp.StatusCode != http.StatusTooManyRequests) {
 				return nil, apiErr
 			}
 			delay = min(c.backoff(attempt), c.cfg.MaxRetryWait)

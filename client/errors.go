@@ -29,7 +29,17 @@ var (
 	ErrUnavailable   = kv.ErrUnavailable
 	ErrQuota         = kv.ErrQuota
 	ErrForbidden     = kv.ErrForbidden
+	// ErrPreconditionFailed is matched by the 412 answer of a conditional
+	// request (PutOptions.IfMatch or IfAbsent, DeleteOptions.IfMatch) or
+	// of an atomic batch whose check failed: nothing was written. The
+	// *APIError carries the key's current ETag, when the key exists and
+	// the service sent it.
+	ErrPreconditionFailed = kv.ErrPrecondition
 )
+
+// codePreconditionFailed is the code of a 412 answer (API.md, "Codes and
+// retry hints").
+const codePreconditionFailed = kv.EPrecondition
 
 // APIError is an error answer of the service: a non-2xx status with the
 // Telnyx error envelope (or, from a proxy, without one).
@@ -55,6 +65,10 @@ type APIError struct {
 	RequestID string
 	// RetryAfter is the response's Retry-After, if any (0 otherwise).
 	RetryAfter time.Duration
+	// ETag is the key's current entity tag sent with the answer, if any:
+	// on a failed precondition (412) it is the ETag the key has now, and
+	// empty when the key does not exist.
+	ETag string
 }
 
 func (e *APIError) Error() string {
@@ -81,29 +95,59 @@ func knownCode(c kv.ErrorCode) bool { return kv.KnownCode(c) }
 // body.
 func readAPIError(resp *http.Response) *APIError {
 	defer resp.Body.Close()
-	e := &APIError{StatusCode: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id")}
+	e := &APIError{StatusCode: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id"), ETag: resp.Header.Get("ETag")}
 	if ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
 		e.RetryAfter = ra
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	var env kv.ErrorEnvelope
+	var env struct {
+		Errors []errorObject `json:"errors"`
+	}
 	if json.Unmarshal(body, &env) == nil && len(env.Errors) > 0 {
-		first := env.Errors[0]
-		e.RawCode, e.Title, e.Detail = first.Code, first.Title, first.Detail
-		if first.Source != nil {
-			e.Pointer, e.Parameter = first.Source.Pointer, first.Source.Parameter
-		}
-		e.Code = kv.ErrorCode(first.Code)
+		e.fill(env.Errors[0])
 	} else {
 		e.Title = http.StatusText(resp.StatusCode)
 		if text := firstLine(body); text != "" && !strings.HasPrefix(text, "<") {
 			e.Detail = text
 		}
 	}
-	if !knownCode(e.Code) {
-		e.Code = kv.CodeForStatus(resp.StatusCode)
-	}
+	e.settleCode()
 	return e
+}
+
+// errorObject is one error of an envelope, as kv.ErrorObject, with the
+// current ETag a precondition failure may carry in its meta.
+type errorObject struct {
+	Code   string          `json:"code"`
+	Title  string          `json:"title"`
+	Detail string          `json:"detail"`
+	Source *kv.ErrorSource `json:"source,omitempty"`
+	Meta   struct {
+		ETag string `json:"etag"`
+	} `json:"meta"`
+}
+
+// fill copies an error object into e.
+func (e *APIError) fill(o errorObject) {
+	e.RawCode, e.Title, e.Detail = o.Code, o.Title, o.Detail
+	if o.Source != nil {
+		e.Pointer, e.Parameter = o.Source.Pointer, o.Source.Parameter
+	}
+	if e.ETag == "" {
+		e.ETag = o.Meta.ETag
+	}
+	e.Code = kv.ErrorCode(o.Code)
+}
+
+// settleCode replaces a code the client does not know by the one of the
+// status. A 412 always has the precondition code.
+func (e *APIError) settleCode() {
+	switch {
+	case e.StatusCode == http.StatusPreconditionFailed:
+		e.Code = codePreconditionFailed
+	case !knownCode(e.Code):
+		e.Code = kv.CodeForStatus(e.StatusCode)
+	}
 }
 
 func firstLine(b []byte) string {
@@ -138,6 +182,42 @@ func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 	}
 	return 0, false
 }
+
+// notSent reports whether err, an error of http.Client.Do, proves that the
+// request never reached the service: the connection could not be made (a
+// failed dial, a refused connection, a failed name lookup). Such a request
+// can be sent again whatever it does.
+func notSent(err error) bool {
+	if errors.Is(err, errBodyNotReplayable) {
+		return false
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var dns *net.DNSError
+	return errors.As(err, &dns)
+}
+
+// ErrMaybeApplied is matched (errors.Is) by the error of a call that must
+// not be applied twice (Incr, a conditional write, a batch with checks or
+// incr) when it failed in a way that leaves open whether the service applied
+// it: the connection broke or the context ended after the request was
+// sent, or the service (or a proxy before it) answered 5xx. The client does
+// not retry such a call; the error also matches its cause (an *APIError, a
+// context error, a network error), so errors.As and errors.Is see it.
+var ErrMaybeApplied = errors.New("client: the request may or may not have been applied")
+
+// maybeAppliedError is an error matching ErrMaybeApplied and its cause.
+type maybeAppliedError struct{ err error }
+
+func maybeApplied(err error) error { return &maybeAppliedError{err: err} }
+
+func (e *maybeAppliedError) Error() string {
+	return "client: " + strings.TrimPrefix(e.err.Error(), "client: ") + "; the request may or may not have been applied"
+}
+
+func (e *maybeAppliedError) Unwrap() []error { return []error{ErrMaybeApplied, e.err} }
 
 // retryableTransportError reports whether err means the request most likely
 // never reached the service or the connection broke before an answer: a

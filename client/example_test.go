@@ -9,6 +9,7 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/edgekv/kv"
@@ -170,4 +171,95 @@ func ExampleNamespace_Keys() {
 		}
 		fmt.Println(info.Key, info.Size, info.UpdatedAt.Format(time.RFC3339))
 	}
+}
+
+// Count page views without losing any to concurrent requests: Update reads
+// the value with its ETag and writes only if nobody wrote in between,
+// retrying otherwise.
+func ExampleNamespace_Update() {
+	cache, err := client.Binding("MY_CACHE")
+	if err != nil {
+		log.Fatal(err)
+	}
+	etag, err := cache.Update(context.Background(), "counter/page", func(old []byte, found bool) ([]byte, error) {
+		n := 0
+		if found {
+			if n, err = strconv.Atoi(string(old)); err != nil {
+				return nil, err // returned by Update as is; nothing written
+			}
+		}
+		return []byte(strconv.Itoa(n + 1)), nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("new ETag:", etag)
+}
+
+// A write conditional on the ETag that was read: a 412 says another write
+// came first, and what the key's ETag is now.
+func ExamplePutOptions_ifMatch() {
+	cache, err := client.Binding("MY_CACHE")
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	res, err := cache.GetWithOptions(ctx, "config/site", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = cache.Put(ctx, "config/site", append(res.Value, '!'), &client.PutOptions{IfMatch: res.ETag, ContentType: res.ContentType})
+	var apiErr *client.APIError
+	if errors.Is(err, client.ErrPreconditionFailed) && errors.As(err, &apiErr) {
+		fmt.Println("changed meanwhile; its ETag is now", apiErr.ETag)
+		return
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+// An atomic batch: the check holds and every write commits, or nothing is
+// written.
+func ExampleNamespace_Batch() {
+	cache, err := client.Binding("MY_CACHE")
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	user, err := cache.GetWithOptions(ctx, "user/1", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	out, err := cache.Batch().
+		Check("user/1", user.ETag).
+		Put("user/1", []byte(`{"name":"Alice","plan":"pro"}`), &client.PutOptions{ContentType: "application/json"}).
+		Incr("stats/upgrades", 1).
+		Run(ctx)
+	var opErr *client.OpError
+	if errors.As(err, &opErr) && errors.Is(err, client.ErrPreconditionFailed) {
+		fmt.Printf("op %d: user/1 changed meanwhile; nothing written\n", opErr.Index)
+		return
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("upgrades so far:", out.Results[2].Counter)
+}
+
+// Incr is a counter kept by the service: no read, no conflict.
+func ExampleNamespace_Incr() {
+	cache, err := client.Binding("MY_CACHE")
+	if err != nil {
+		log.Fatal(err)
+	}
+	views, err := cache.Incr(context.Background(), "views/home", 1)
+	if errors.Is(err, client.ErrMaybeApplied) {
+		log.Printf("the increment may or may not have been counted: %v", err)
+		return
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(views)
 }

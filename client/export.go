@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/edgekv/kv"
 )
 
 // GetInfo returns the value of key with what the response says of it: its
@@ -74,11 +76,17 @@ type PutResult struct {
 // carries an ETag. The call is retried like Put: a write whose first
 // attempt landed unseen is reported as not written.
 func (ns *Namespace) PutIfAbsent(ctx context.Context, key string, value []byte, opts *PutOptions) (PutResult, error) {
+	if opts != nil && opts.IfMatch != "" {
+		return PutResult{}, kv.Errorf(kv.EInvalid, "PutIfAbsent with IfMatch: a key cannot both exist with an ETag and be absent")
+	}
 	r, err := ns.putRequest(key, opts)
 	if err != nil {
 		return PutResult{}, err
 	}
 	r.header.Set("If-None-Match", "*")
+	// Retried like Put, unlike a write with PutOptions.IfAbsent: a write
+	// whose first attempt landed unseen is reported as not written.
+	r.unsafe = false
 	r.body = func() (io.Reader, error) { return bytes.NewReader(value), nil }
 	r.size = int64(len(value))
 	r.retry = true

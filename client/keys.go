@@ -179,6 +179,18 @@ type PutOptions struct {
 	TTL time.Duration
 	// ContentType is stored with the value and returned by Get.
 	ContentType string
+	// IfMatch makes the write conditional (If-Match): it happens only if
+	// the key exists and its current ETag is this one (as Get, Info or a
+	// write returned it; a list "e1", "e2" names several), or, for "*", if
+	// the key exists at all. Otherwise nothing is written and the error
+	// matches ErrPreconditionFailed, its *APIError carrying the current
+	// ETag. A service without conditional requests (the hosted service)
+	// ignores it: see PutResult.ETag.
+	IfMatch string
+	// IfAbsent makes the write happen only if the key does not exist
+	// (If-None-Match: *); otherwise the error matches
+	// ErrPreconditionFailed. It cannot be combined with IfMatch.
+	IfAbsent bool
 }
 
 // ttlSeconds validates a TTL and returns its whole seconds (0 for none).
@@ -209,6 +221,12 @@ func (ns *Namespace) putRequest(key string, opts *PutOptions) (request, error) {
 	if opts.ContentType != "" {
 		r.header.Set("Content-Type", opts.ContentType)
 	}
+	if err := conditionHeaders(r.header, opts.IfMatch, opts.IfAbsent); err != nil {
+		return r, err
+	}
+	// A conditional write sent twice fails the second time (the key's
+	// ETag has changed): it must not be replayed blindly.
+	r.unsafe = opts.IfMatch != "" || opts.IfAbsent
 	return r, nil
 }
 
@@ -216,7 +234,10 @@ func (ns *Namespace) putRequest(key string, opts *PutOptions) (request, error) {
 // created (true) or replaced (false). opts may be nil. A value over 1 MiB
 // gives kv.ErrTooLarge; an invalid key kv.ErrInvalid. Put is idempotent
 // and retried; after a retry "created" describes the last attempt, so a
-// write whose first attempt landed unseen reports false.
+// write whose first attempt landed unseen reports false. A conditional
+// write (opts.IfMatch, opts.IfAbsent) that fails its precondition gives
+// ErrPreconditionFailed, and is retried only when it cannot have been
+// applied (see ErrMaybeApplied). PutWithResult also returns the new ETag.
 func (ns *Namespace) Put(ctx context.Context, key string, value []byte, opts *PutOptions) (created bool, err error) {
 	r, err := ns.putRequest(key, opts)
 	if err != nil {
@@ -225,7 +246,8 @@ func (ns *Namespace) Put(ctx context.Context, key string, value []byte, opts *Pu
 	r.body = func() (io.Reader, error) { return bytes.NewReader(value), nil }
 	r.size = int64(len(value))
 	r.retry = true
-	return ns.finishPut(ctx, r)
+	res, err := ns.finishPut(ctx, r)
+	return res.Created, err
 }
 
 // PutFrom stores the bytes of body under key, streaming them, and reports
@@ -238,9 +260,16 @@ func (ns *Namespace) Put(ctx context.Context, key string, value []byte, opts *Pu
 // retried, since its bytes cannot be replayed; buffer it and call Put to get
 // retries.
 func (ns *Namespace) PutFrom(ctx context.Context, key string, body io.Reader, size int64, opts *PutOptions) (created bool, err error) {
+	res, err := ns.PutFromWithResult(ctx, key, body, size, opts)
+	return res.Created, err
+}
+
+// PutFromWithResult is PutFrom, returning what the service answered:
+// whether the key was created and its new ETag.
+func (ns *Namespace) PutFromWithResult(ctx context.Context, key string, body io.Reader, size int64, opts *PutOptions) (PutResult, error) {
 	r, err := ns.putRequest(key, opts)
 	if err != nil {
-		return false, err
+		return PutResult{}, err
 	}
 	if size < 0 {
 		size = -1
@@ -275,23 +304,18 @@ type onlyReader struct{ r io.Reader }
 
 func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
 
-func (ns *Namespace) finishPut(ctx context.Context, r request) (bool, error) {
+func (ns *Namespace) finishPut(ctx context.Context, r request) (PutResult, error) {
 	resp, err := ns.c.do(ctx, r)
 	if err != nil {
-		return false, err
+		return PutResult{}, err
 	}
 	drain(resp)
-	return resp.StatusCode == http.StatusCreated, nil
+	return PutResult{Written: true, Created: resp.StatusCode == http.StatusCreated, ETag: resp.Header.Get("ETag")}, nil
 }
 
 // Delete removes key. Deleting a missing key succeeds.
 func (ns *Namespace) Delete(ctx context.Context, key string) error {
-	resp, err := ns.c.do(ctx, request{method: http.MethodDelete, path: ns.keyPath(key), retry: true})
-	if err != nil {
-		return err
-	}
-	drain(resp)
-	return nil
+	return ns.DeleteWithOptions(ctx, key, nil)
 }
 
 // KeyPage is one page of a key listing.

@@ -82,10 +82,10 @@ func readmeRun(t *testing.T, block, addr, dir string, env []string) (string, int
 // never hang.
 func TestREADME(t *testing.T) {
 	blocks := readmeBlocks(t)
-	if len(blocks) != 4 {
-		t.Fatalf("README.md has %d blocks marked %s; want the quick start, the JavaScript section, the CLI section and the conditional writes", len(blocks), readmeMarker)
+	if len(blocks) != 5 {
+		t.Fatalf("README.md has %d blocks marked %s; want the quick start, the JavaScript section, the session counter, the CLI section and the conditional writes", len(blocks), readmeMarker)
 	}
-	quick, js, cli, cas := blocks[0], blocks[1], blocks[2], blocks[3]
+	quick, js, session, cli, cas := blocks[0], blocks[1], blocks[2], blocks[3], blocks[4]
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Skip("no bash")
 	}
@@ -118,14 +118,18 @@ func TestREADME(t *testing.T) {
 		}{
 			{"quick start", quick, work, []string{"namespace ", "201\n", `{"name": "Alice"}`, "200\n", `"deleting"`}},
 			{"JavaScript", js, root, []string{`{"name":"Alice 👋"}` + "\nnull\n"}},
-			{"CLI", cli, work, []string{"Alice 👋", "Created key user/avatar", "my function would read namespace "}},
+			{"session counter", session, root, []string{`"views":8}`}},
+			{"CLI", cli, work, []string{"Alice 👋", "Created key user/avatar", "was not written: its ETag is", "exit 4\n", "Wrote 2 keys, ", "Deleted 1 key from ", "my function would read namespace "}},
 			{"conditional writes", cas, work, []string{"201\n412\n200\n", `"code":"10035"`, "\n412\n200\n", `"committed":true`, `"op":"incr","key":"views/abc","value":1,`}},
 		} {
-			if c.name == "JavaScript" && nodeErr != nil {
+			if (c.name == "JavaScript" || c.name == "session counter") && nodeErr != nil {
 				t.Logf("no node (%s): the JavaScript block is not run", node)
 				continue
 			}
 			out, code, hung := readmeRun(t, c.block, addr, c.dir, env)
+			if os.Getenv("KV_README_SHOW") == "1" {
+				t.Logf("%s:\n%s", c.name, out)
+			}
 			if hung || code != 0 {
 				t.Fatalf("round %d, the README's %s: exit %d (killed: %v)\n%s", round, c.name, code, hung, out)
 			}

@@ -6,7 +6,8 @@
 //
 // Exit codes: 0 success, 1 any other failure, 2 usage error (bad flags or
 // arguments, a refused confirmation without a terminal), 3 not found
-// (namespace, key or binding), 130 interrupted (Ctrl-C). exec passes on
+// (namespace, key or binding), 4 a condition (--if-match, --if-absent)
+// failed and nothing was written, 130 interrupted (Ctrl-C). exec passes on
 // its command's exit code.
 package cli
 
@@ -39,6 +40,9 @@ const (
 	ExitError    = 1
 	ExitUsage    = 2
 	ExitNotFound = 3
+	// ExitPrecondition is the exit code of a conditional write or delete
+	// whose condition failed: nothing was written.
+	ExitPrecondition = 4
 	// ExitInterrupted is the exit code of a command interrupted by Ctrl-C
 	// (128 + SIGINT).
 	ExitInterrupted = 130
@@ -215,6 +219,9 @@ func (a *app) classify(err error) (int, string) {
 	}
 	if errors.Is(err, kv.ErrNotFound) {
 		return ExitNotFound, message(err)
+	}
+	if errors.Is(err, client.ErrPreconditionFailed) {
+		return ExitPrecondition, message(err)
 	}
 	return ExitError, message(err)
 }

@@ -130,7 +130,8 @@ var (
 	uuidRE   = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
 	timeRE   = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z`)
 	cursorRE = regexp.MustCompile(`(--cursor |"cursor": ")[A-Za-z0-9_=-]+`)
-	etagRE   = regexp.MustCompile(`\\?"[0-9a-f]{16}\\?"`)
+	// etagRE is kvd's ETag, as text or inside a JSON string.
+	etagRE = regexp.MustCompile(`(\\?"|--if-match )([0-9a-f]{16})(\\?"|\b)`)
 )
 
 // normalize replaces what changes from run to run: ids (numbered in order
@@ -152,8 +153,15 @@ func (h *harness) normalize(s string) string {
 		}
 		return ids[id]
 	})
+	etags := map[string]string{}
+	s = etagRE.ReplaceAllStringFunc(s, func(m string) string {
+		p := etagRE.FindStringSubmatch(m)
+		if _, ok := etags[p[2]]; !ok {
+			etags[p[2]] = fmt.Sprintf("<etag-%d>", len(etags)+1)
+		}
+		return p[1] + etags[p[2]] + p[3]
+	})
 	s = timeRE.ReplaceAllString(s, "<time>")
-	s = etagRE.ReplaceAllString(s, "<etag>")
 	return cursorRE.ReplaceAllString(s, "${1}<cursor>")
 }
 
@@ -196,7 +204,7 @@ func lineDiff(want, got string) string {
 func quoteArgs(args []string) string {
 	q := make([]string, len(args))
 	for i, a := range args {
-		if a == "" || strings.ContainsAny(a, " '\"{}$\\") {
+		if a == "" || strings.ContainsAny(a, " '\"{}$\\*") {
 			q[i] = shellQuote(a)
 		} else {
 			q[i] = a

@@ -140,7 +140,8 @@ func (a *app) newKeyGetCommand() *cobra.Command {
 }
 
 func (a *app) newKeyPutCommand() *cobra.Command {
-	var path, contentType string
+	var path, contentType, ifMatch string
+	var ifAbsent bool
 	var ttl ttlFlag
 	cmd := &cobra.Command{
 		Use:   "put [NS] KEY [VALUE | -] [--path FILE]",
@@ -151,11 +152,18 @@ KEY VALUE (NS from ./func.toml); with --path they are NS KEY.
 
 --ttl makes the key expire: a duration of whole seconds, at least 1s, in
 days (d), hours (h), minutes (m) and seconds (s): 30s, 5m, 1h, 1d, 2d12h.
-Without --ttl the key is permanent.`,
+Without --ttl the key is permanent.
+
+--if-match ETAG writes only if the key still has that ETag (as key info or
+a previous put printed it, with or without its double quotes; "*": if the
+key exists at all), and --if-absent only if the key does not exist. When the condition fails nothing is
+written, the error names the key's current ETag, and the exit code is 4.`,
 		Example: `  telnyx-edge storage kv key put user/123 '{"name":"Alice"}' --content-type application/json
   telnyx-edge storage kv key put my-cache user/avatar --path ./avatar.png --content-type image/png
   telnyx-edge storage kv key put session/abc '{"userId":42}' --ttl 1d
-  printf 'true' | telnyx-edge storage kv key put flag/new-ui -`,
+  printf 'true' | telnyx-edge storage kv key put flag/new-ui -
+  telnyx-edge storage kv key put config/site '{"v":2}' --if-match '"3f2a…"'
+  telnyx-edge storage kv key put lock/job-7 worker-1 --if-absent --ttl 5m`,
 		Args:              argsRange(1, 3),
 		ValidArgsFunction: a.completeNS(),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -180,12 +188,19 @@ Without --ttl the key is permanent.`,
 			if err != nil {
 				return err
 			}
-			opts := &client.PutOptions{TTL: ttl.d, ContentType: contentType}
+			if ifMatch != "" && ifAbsent {
+				return usagef("--if-match and --if-absent cannot be combined: a key cannot both have an ETag and be absent")
+			}
+			if cmd.Flags().Changed("if-match") && strings.TrimSpace(ifMatch) == "" {
+				return usagef(`--if-match needs an ETag, as key info prints it (e.g. '"3f2a"'), or "*"`)
+			}
+			ifMatch = quoteETag(ifMatch)
+			opts := &client.PutOptions{TTL: ttl.d, ContentType: contentType, IfMatch: ifMatch, IfAbsent: ifAbsent}
 			ctx := cmd.Context()
-			var created bool
+			var res client.PutResult
 			switch {
 			case value != nil && *value != "-":
-				created, err = ns.Put(ctx, key, []byte(*value), opts)
+				res, err = ns.PutWithResult(ctx, key, []byte(*value), opts)
 			case value != nil || path == "-":
 				// stdin is buffered (a value is at most 1 MiB) so the write
 				// can be retried.
@@ -201,25 +216,38 @@ Without --ttl the key is permanent.`,
 					}
 					return fmt.Errorf("reading stdin: %v", rerr)
 				}
-				created, err = ns.Put(ctx, key, data, opts)
+				res, err = ns.PutWithResult(ctx, key, data, opts)
 			default:
-				created, err = a.putFile(cmd, ns, key, path, opts)
+				res, err = a.putFile(cmd, ns, key, path, opts)
 			}
 			if err != nil {
-				return a.notFound(err, ns.ID(), "")
+				return a.preconditionFailed(a.notFound(err, ns.ID(), ""), "written", key, ifMatch, ifAbsent)
+			}
+			if (ifMatch != "" || ifAbsent) && res.ETag == "" {
+				a.hint("Warning: the service sent no ETag, so it may not honour conditional writes: key %s may have been written regardless of %s", key, conditionFlag(ifMatch, ifAbsent))
 			}
 			if a.json() {
-				return a.writeJSON(map[string]any{"key": key, "created": created})
+				out := map[string]any{"key": key, "created": res.Created}
+				if res.ETag != "" {
+					out["etag"] = res.ETag
+				}
+				return a.writeJSON(out)
 			}
-			if created {
-				a.note("Created key %s", key)
+			verb := "Replaced"
+			if res.Created {
+				verb = "Created"
+			}
+			if res.ETag != "" {
+				a.note("%s key %s (ETag %s)", verb, key, res.ETag)
 			} else {
-				a.note("Replaced key %s", key)
+				a.note("%s key %s", verb, key)
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&path, "path", "", "store the contents of FILE (- for stdin)")
+	cmd.Flags().StringVar(&ifMatch, "if-match", "", `write only if the key's ETag is ETAG ("*": if the key exists)`)
+	cmd.Flags().BoolVar(&ifAbsent, "if-absent", false, "write only if the key does not exist")
 	cmd.Flags().Var(&ttl, "ttl", "expire the key after this duration: 30s, 5m, 1h, 1d, 2d12h (whole seconds, at least 1s)")
 	cmd.Flags().StringVar(&contentType, "content-type", "", "Content-Type stored with the value (default application/octet-stream)")
 	return cmd
@@ -227,43 +255,90 @@ Without --ttl the key is permanent.`,
 
 // putFile streams a file's bytes; a regular file is seekable, so the write
 // can be retried.
-func (a *app) putFile(cmd *cobra.Command, ns *client.Namespace, key, path string, opts *client.PutOptions) (bool, error) {
+func (a *app) putFile(cmd *cobra.Command, ns *client.Namespace, key, path string, opts *client.PutOptions) (client.PutResult, error) {
 	f, err := os.Open(a.path(path))
 	if err != nil {
-		return false, err
+		return client.PutResult{}, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return false, err
+		return client.PutResult{}, err
 	}
 	if fi.IsDir() {
-		return false, fmt.Errorf("%s is a directory", path)
+		return client.PutResult{}, fmt.Errorf("%s is a directory", path)
 	}
 	size := int64(-1)
 	if fi.Mode().IsRegular() {
 		size = fi.Size()
 		if size > kv.MaxValueSize {
 			// Refuse before uploading; the service would refuse it too.
-			return false, kv.Errorf(kv.ETooLarge, "%s is %d bytes; a value is at most %d bytes (1 MiB)", path, size, kv.MaxValueSize)
+			return client.PutResult{}, kv.Errorf(kv.ETooLarge, "%s is %d bytes; a value is at most %d bytes (1 MiB)", path, size, kv.MaxValueSize)
 		}
 	}
 	if size == 0 {
-		return ns.Put(cmd.Context(), key, nil, opts)
+		return ns.PutWithResult(cmd.Context(), key, nil, opts)
 	}
-	return ns.PutFrom(cmd.Context(), key, f, size, opts)
+	return ns.PutFromWithResult(cmd.Context(), key, f, size, opts)
+}
+
+// quoteETag puts the double quotes of an entity tag around a --if-match
+// value that has none (a shell drops them from --if-match "3f2a..."); a
+// value with quotes, "*" or a list is sent as given.
+func quoteETag(v string) string {
+	v = strings.TrimSpace(v)
+	if v == "" || v == "*" || strings.ContainsAny(v, `",`) {
+		return v
+	}
+	return `"` + v + `"`
+}
+
+// conditionFlag names the condition flag in use.
+func conditionFlag(ifMatch string, ifAbsent bool) string {
+	if ifAbsent {
+		return "--if-absent"
+	}
+	return "--if-match"
+}
+
+// preconditionFailed rewrites a failed condition (412) of a write or
+// delete of key to say what the key is now; other errors pass through.
+// done is "written" or "deleted".
+func (a *app) preconditionFailed(err error, done, key, ifMatch string, ifAbsent bool) error {
+	var apiErr *client.APIError
+	if !errors.Is(err, client.ErrPreconditionFailed) || !errors.As(err, &apiErr) {
+		return err
+	}
+	var msg string
+	switch {
+	case ifAbsent && apiErr.ETag != "":
+		msg = fmt.Sprintf("key %s was not %s: it exists already, with ETag %s (--if-absent)", key, done, apiErr.ETag)
+	case ifAbsent:
+		msg = fmt.Sprintf("key %s was not %s: it exists already (--if-absent)", key, done)
+	case apiErr.ETag != "":
+		msg = fmt.Sprintf("key %s was not %s: its ETag is %s, not %s (--if-match)", key, done, apiErr.ETag, ifMatch)
+	default:
+		msg = fmt.Sprintf("key %s was not %s: it does not exist (--if-match needs an existing key)", key, done)
+	}
+	return &explained{msg: msg, err: err}
 }
 
 func (a *app) newKeyDeleteCommand() *cobra.Command {
 	var yes bool
+	var ifMatch string
 	cmd := &cobra.Command{
 		Use:   "delete [NS] KEY [-y]",
 		Short: "Delete a key",
 		Long: `Delete a key (deleting a missing key succeeds). On a terminal it asks for
 confirmation; elsewhere it refuses unless given -y/--yes (or
-TELNYX_EDGE_SKIP_CONFIRMATIONS=1).`,
+TELNYX_EDGE_SKIP_CONFIRMATIONS=1).
+
+--if-match ETAG deletes only if the key still has that ETag ("*": if it
+exists); otherwise nothing is deleted, the error names the key's current
+ETag, and the exit code is 4.`,
 		Example: `  telnyx-edge storage kv key delete user/123
-  telnyx-edge storage kv key delete my-cache user/123 --yes`,
+  telnyx-edge storage kv key delete my-cache user/123 --yes
+  telnyx-edge storage kv key delete lock/job-7 --if-match '"3f2a…"' --yes`,
 		Args:              argsRange(1, 2),
 		ValidArgsFunction: a.completeNS(),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -275,8 +350,12 @@ TELNYX_EDGE_SKIP_CONFIRMATIONS=1).`,
 			if err := a.confirm(cmd.Context(), yes, "Delete key %s?", key); err != nil {
 				return err
 			}
-			if err := ns.Delete(cmd.Context(), key); err != nil {
-				return a.notFound(err, ns.ID(), "")
+			if cmd.Flags().Changed("if-match") && strings.TrimSpace(ifMatch) == "" {
+				return usagef(`--if-match needs an ETag, as key info prints it (e.g. '"3f2a"'), or "*"`)
+			}
+			ifMatch = quoteETag(ifMatch)
+			if err := ns.DeleteWithOptions(cmd.Context(), key, &client.DeleteOptions{IfMatch: ifMatch}); err != nil {
+				return a.preconditionFailed(a.notFound(err, ns.ID(), ""), "deleted", key, ifMatch, false)
 			}
 			if a.json() {
 				return a.writeJSON(map[string]any{"key": key, "deleted": true})
@@ -286,6 +365,7 @@ TELNYX_EDGE_SKIP_CONFIRMATIONS=1).`,
 		},
 	}
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	cmd.Flags().StringVar(&ifMatch, "if-match", "", `delete only if the key's ETag is ETAG ("*": if the key exists)`)
 	return cmd
 }
 
