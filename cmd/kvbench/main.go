@@ -109,6 +109,7 @@ func parseFlags(args []string, stderr io.Writer) (bench.Config, string, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.KVD, "kvd", "", "kvd binary to run (default: build ./cmd/kvd with the go command)")
+	kvdArgs := fs.String("kvd-args", "", "further flags for every kvd, separated by spaces, e.g. \"--pg-max-conns 32\"")
 	fs.StringVar(&cfg.Postgres, "postgres", cfg.Postgres, "also benchmark kvd on PostgreSQL: a postgres:// URL of an empty database, \"auto\" to start a throwaway server from this machine's PostgreSQL binaries when there are any, or \"off\"")
 	fs.BoolVar(&cfg.NoEmbedded, "no-embedded", false, "leave out kvd on the embedded engine (with --postgres)")
 	fs.IntVar(&cfg.Keys, "keys", cfg.Keys, "keys filled with values before the key workloads")
@@ -145,6 +146,7 @@ func parseFlags(args []string, stderr io.Writer) (bench.Config, string, error) {
 	if *workloads != "" {
 		cfg.Workloads = strings.Split(*workloads, ",")
 	}
+	cfg.KVDArgs = strings.Fields(*kvdArgs)
 	if cfg.Log == nil {
 		cfg.Log = stderr
 	}

@@ -93,6 +93,9 @@ type Config struct {
 	// KVD is the kvd binary; empty builds ./cmd/kvd of this module into
 	// WorkDir with the go command.
 	KVD string
+	// KVDArgs are further flags for every kvd the run starts, e.g.
+	// {"--pg-max-conns", "32"}.
+	KVDArgs []string
 	// Baseline is the command that serves the baseline on an address
 	// appended as its last argument, e.g. {"/path/kvbench", "baseline",
 	// "--listen"}. Empty runs this executable with those arguments.
@@ -426,9 +429,9 @@ func startServer(ctx context.Context, cfg *Config, dir, name string, tracer []st
 	case TargetBaseline:
 		sp.baseline = cfg.Baseline
 	case TargetKVDPostgres:
-		sp.kvd, sp.store = cfg.KVD, cfg.Postgres
+		sp.kvd, sp.store, sp.kvdArgs = cfg.KVD, cfg.Postgres, cfg.KVDArgs
 	default:
-		sp.kvd, sp.store = cfg.KVD, storeDir(dir, name)
+		sp.kvd, sp.store, sp.kvdArgs = cfg.KVD, storeDir(dir, name), cfg.KVDArgs
 	}
 	return sp.start(ctx)
 }

@@ -73,6 +73,8 @@ type Settings struct {
 	Settle string `json:"settle,omitempty"`
 	// Profile is the --profile directory, when profiles were taken.
 	Profile string `json:"profile_dir,omitempty"`
+	// KVDArgs are the further flags every kvd ran with.
+	KVDArgs []string `json:"kvd_args,omitempty"`
 	// SlowConns is get-hit-slowloris's number of attacker connections
 	// (0 when it did not run).
 	SlowConns int `json:"slow_conns,omitempty"`
@@ -235,7 +237,7 @@ func newReport(cfg Config) *Report {
 			Duration: cfg.Duration.String(), Warmup: cfg.Warmup.String(),
 			Clients: cfg.Clients, ListClients: cfg.ListClients, FillClients: cfg.FillClients,
 			Workloads: wl, Postgres: cfg.Postgres != "" && cfg.Postgres != PostgresOff, SlowConns: slow,
-			Settle: settle, Profile: cfg.ProfileDir,
+			Settle: settle, Profile: cfg.ProfileDir, KVDArgs: cfg.KVDArgs,
 		},
 		Fills: []Fill{}, Results: []Result{}, Ratios: []Ratio{}, Fsyncs: []Fsync{},
 	}
@@ -443,8 +445,12 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "kvbench: %d CPUs, %s, %s, kernel %s, load average at start %s\n",
 		r.Host.CPUs, r.Host.GoVersion, r.Host.OS, r.Host.Kernel, r.Host.LoadAvg)
 	s := r.Settings
-	fmt.Fprintf(w, "keys %d x %d B, list namespace %d keys, %s per workload after %s warm-up, clients %v\n\n",
+	fmt.Fprintf(w, "keys %d x %d B, list namespace %d keys, %s per workload after %s warm-up, clients %v",
 		s.Keys, s.ValueSize, s.ListKeys, s.Duration, s.Warmup, s.Clients)
+	if len(s.KVDArgs) > 0 {
+		fmt.Fprintf(w, ", kvd %s", strings.Join(s.KVDArgs, " "))
+	}
+	fmt.Fprint(w, "\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "workload\tclients\ttarget\tops/s\tp50\tp99\tp99.9\tvs baseline\tvs postgres\terrors\tclient cpu\tserver cpu\tpg cpu\tother cpu\tpeak RSS\t")
 	for _, x := range r.Results {
