@@ -30,6 +30,9 @@ const (
 	// EForbidden is 403: the token's permissions or scope do not allow
 	// the operation or the key.
 	EForbidden ErrorCode = "10036"
+	// EPrecondition is 412: an If-Match, an If-None-Match or a batch's
+	// check did not hold; nothing was written.
+	EPrecondition ErrorCode = "10035"
 )
 
 var codeInfo = map[ErrorCode]struct {
@@ -49,6 +52,7 @@ var codeInfo = map[ErrorCode]struct {
 
 	EInsufficientStorage: {http.StatusInsufficientStorage, "Insufficient storage"},
 	EForbidden:           {http.StatusForbidden, "Forbidden"},
+	EPrecondition:        {http.StatusPreconditionFailed, "Precondition failed"},
 }
 
 // statusCodes is the code an answer without a recognised code is taken
@@ -105,6 +109,9 @@ type Error struct {
 	Detail    string
 	Pointer   string // JSON pointer into the request body, e.g. "/name"
 	Parameter string // query or path parameter, e.g. "key"
+	// ETag is the key's current entity tag, sent with a 412 as the ETag
+	// header; empty when the key does not exist.
+	ETag string
 
 	notReady bool // NotReady's: worth retrying (see ShouldRetry)
 }
@@ -157,6 +164,7 @@ var (
 
 	ErrInsufficientStorage = &Error{Code: EInsufficientStorage}
 	ErrForbidden           = &Error{Code: EForbidden}
+	ErrPrecondition        = &Error{Code: EPrecondition}
 )
 
 // ErrorCodeOf returns the code of err: its own if it is (or wraps) an *Error,

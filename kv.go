@@ -69,6 +69,7 @@ type KeyInfo struct {
 	Key       string
 	Size      int64 // value size in bytes
 	UpdatedAt time.Time
+	Revision  uint64 // the write that made the value; see FormatETag
 }
 
 // Time formats of the wire contract.

@@ -143,6 +143,7 @@ type KeyRecord struct {
 	Key       string `json:"key"`
 	SizeBytes int64  `json:"size_bytes"`
 	UpdatedAt string `json:"updated_at"` // KeyTimeFormat
+	ETag      string `json:"etag"`
 }
 
 // KeyListMeta says whether more keys follow, and from where.

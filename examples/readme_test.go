@@ -82,10 +82,10 @@ func readmeRun(t *testing.T, block, addr, dir string, env []string) (string, int
 // never hang.
 func TestREADME(t *testing.T) {
 	blocks := readmeBlocks(t)
-	if len(blocks) != 3 {
-		t.Fatalf("README.md has %d blocks marked %s; want the quick start, the JavaScript section and the CLI section", len(blocks), readmeMarker)
+	if len(blocks) != 4 {
+		t.Fatalf("README.md has %d blocks marked %s; want the quick start, the JavaScript section, the CLI section and the conditional writes", len(blocks), readmeMarker)
 	}
-	quick, js, cli := blocks[0], blocks[1], blocks[2]
+	quick, js, cli, cas := blocks[0], blocks[1], blocks[2], blocks[3]
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Skip("no bash")
 	}
@@ -119,6 +119,7 @@ func TestREADME(t *testing.T) {
 			{"quick start", quick, work, []string{"namespace ", "201\n", `{"name": "Alice"}`, "200\n", `"deleting"`}},
 			{"JavaScript", js, root, []string{`{"name":"Alice 👋"}` + "\nnull\n"}},
 			{"CLI", cli, work, []string{"Alice 👋", "Created key user/avatar", "my function would read namespace "}},
+			{"conditional writes", cas, work, []string{"201\n412\n200\n", `"code":"10035"`, "\n412\n200\n", `"committed":true`, `"op":"incr","key":"views/abc","value":1,`}},
 		} {
 			if c.name == "JavaScript" && nodeErr != nil {
 				t.Logf("no node (%s): the JavaScript block is not run", node)
@@ -145,6 +146,7 @@ func TestREADME(t *testing.T) {
 		{"quick start, no kvd", quick, down, "onnect"},
 		{"CLI, wrong token", strings.ReplaceAll(cli, "dev-key", "wrong-key"), addr, "key"},
 		{"CLI, no kvd", cli, down, "127.0.0.1"},
+		{"conditional writes, wrong token", strings.ReplaceAll(cas, "dev-key", "wrong-key"), addr, "401"},
 	} {
 		out, code, hung := readmeRun(t, c.block, c.addr, work, env)
 		if hung || code == 0 {

@@ -223,7 +223,7 @@ type route struct {
 
 // hasNamespace reports whether the route names a namespace.
 func (rt route) hasNamespace() bool {
-	return rt.kind == routeNamespace || rt.kind == routeKeys || rt.kind == routeKey || rt.kind == routeNamespaceUsage
+	return rt.kind == routeNamespace || rt.kind == routeKeys || rt.kind == routeKey || rt.kind == routeNamespaceUsage || rt.kind == routeBatch
 }
 
 type routeKind int
@@ -236,6 +236,7 @@ const (
 	routeKey                      // /v2/storage/kvs/{id}/keys/{key}
 	routeUsage                    // /v2/storage/kvs/usage
 	routeNamespaceUsage           // /v2/storage/kvs/{id}/usage
+	routeBatch                    // /v2/storage/kvs/{id}/batch
 )
 
 var routeNames = [...]string{
@@ -246,6 +247,7 @@ var routeNames = [...]string{
 	routeKey:            "key",
 	routeUsage:          "usage",
 	routeNamespaceUsage: "namespace_usage",
+	routeBatch:          "batch",
 }
 
 // parseRoute splits an escaped path into a route. The key is the escaped
@@ -274,6 +276,8 @@ func parseRoute(escaped string) (rt route, ok bool) {
 		rt.kind = routeNamespaceUsage
 	case tail == "keys":
 		rt.kind = routeKeys
+	case tail == "batch":
+		rt.kind = routeBatch
 	case strings.HasPrefix(tail, "keys/"):
 		rt.kind, rt.key = routeKey, unescape(tail[len("keys/"):])
 	default:
@@ -366,6 +370,13 @@ func (h *Handler) route(w *recorder, r *http.Request) {
 			h.listKeys(w, r, who, rt.ns)
 		default:
 			methodNotAllowed(w, "GET")
+		}
+	case routeBatch:
+		switch r.Method {
+		case http.MethodPost:
+			h.batch(w, r, who, rt.ns)
+		default:
+			methodNotAllowed(w, "POST")
 		}
 	case routeKey:
 		switch r.Method {

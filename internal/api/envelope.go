@@ -75,6 +75,9 @@ func writeErrorStatus(w http.ResponseWriter, status int, e *kv.Error) {
 	if status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
 		w.Header()["Retry-After"] = retryAfterOne
 	}
+	if e.ETag != "" {
+		w.Header()["Etag"] = []string{e.ETag}
+	}
 	if e == kv.KeyNotFound() { // the most common error: a read of a missing key
 		writeBody(w, status, keyNotFoundBody, keyNotFoundLen)
 		return

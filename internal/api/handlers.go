@@ -6,10 +6,12 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/service"
+	"github.com/edgekv/kv/internal/store"
 )
 
 // maxJSONBody bounds the JSON body of a namespace creation.
@@ -128,6 +130,20 @@ func (h *Handler) getKey(w *recorder, r *http.Request, who service.Principal, rt
 	defer vr.close()
 	v := vr.v
 	hd := w.Header()
+	etag := kv.FormatETag(uint64(v.Revision))
+	hd["Etag"] = []string{etag}
+	if inm, ok := r.Header["If-None-Match"]; ok {
+		l, err := kv.ParseETags(strings.Join(inm, ","), true)
+		if err != nil {
+			delete(hd, "Etag")
+			h.fail(w, errBadETag("If-None-Match"))
+			return
+		}
+		if l.Matches(uint64(v.Revision)) {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
 	w.ctHdr[0], w.lenHdr[0] = v.ContentType, strconv.Itoa(len(v.Data))
 	hd["Content-Type"], hd["Content-Length"] = w.ctHdr[:], w.lenHdr[:]
 	// The key's metadata, an extension the hosted service does not send:
@@ -178,6 +194,10 @@ func (h *Handler) putKey(w *recorder, r *http.Request, who service.Principal, rt
 		h.fail(w, err)
 		return
 	}
+	if p.If, err = writeCondition(r, true); err != nil {
+		h.fail(w, err)
+		return
+	}
 	p.ContentType = r.Header.Get("Content-Type")
 	if err := service.ValidateContentType(p.ContentType); err != nil {
 		h.fail(w, err)
@@ -190,13 +210,14 @@ func (h *Handler) putKey(w *recorder, r *http.Request, who service.Principal, rt
 	}
 	defer b.release()
 	p.Data = b.Data
-	created, err := h.svc.PutKey(r.Context(), who, rt.ns, rt.key, p)
+	wr, err := h.svc.PutKey(r.Context(), who, rt.ns, rt.key, p)
 	if err != nil {
 		h.fail(w, err)
 		return
 	}
 	w.Header()["Content-Length"] = []string{"0"}
-	if created {
+	w.Header()["Etag"] = []string{kv.FormatETag(uint64(wr.Revision))}
+	if wr.Created {
 		w.WriteHeader(http.StatusCreated)
 	} else {
 		w.WriteHeader(http.StatusOK)
@@ -208,7 +229,12 @@ func (h *Handler) deleteKey(w *recorder, r *http.Request, who service.Principal,
 		h.fail(w, err)
 		return
 	}
-	if err := h.svc.DeleteKey(r.Context(), who, rt.ns, rt.key); err != nil {
+	cond, err := writeCondition(r, false)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	if err := h.svc.DeleteKey(r.Context(), who, rt.ns, rt.key, cond); err != nil {
 		h.fail(w, err)
 		return
 	}
@@ -241,6 +267,44 @@ func (h *Handler) listKeys(w *recorder, r *http.Request, who service.Principal, 
 	w.Write(b)
 	*bp = b
 	listBufs.Put(bp)
+}
+
+// writeCondition is the precondition of a PUT (put true) or DELETE from
+// its If-Match and If-None-Match headers. A PUT may carry If-None-Match:
+// * (the key must not exist); either may carry If-Match: "e1", "e2" (the
+// key's ETag must be one of them) or If-Match: * (the key must exist).
+func writeCondition(r *http.Request, put bool) (store.Condition, error) {
+	var c store.Condition
+	if im, ok := r.Header["If-Match"]; ok {
+		l, err := kv.ParseETags(strings.Join(im, ","), false)
+		if err != nil {
+			return c, errBadETag("If-Match")
+		}
+		if l.Any {
+			c.Exists = true
+		}
+		for _, rev := range l.Revisions {
+			c.Revisions = append(c.Revisions, store.Revision(rev))
+		}
+	}
+	if inm, ok := r.Header["If-None-Match"]; ok {
+		if strings.TrimSpace(strings.Join(inm, ",")) != "*" || !put {
+			what := "on a PUT only If-None-Match: * (the key must not exist) is allowed"
+			if !put {
+				what = "a DELETE takes If-Match only"
+			}
+			return c, kv.Errorf(kv.EInvalid, "If-None-Match: %s", what).WithParam("If-None-Match")
+		}
+		if !c.IsZero() {
+			return c, kv.Errorf(kv.EInvalid, "If-Match and If-None-Match: * together can never both hold; send one").WithParam("If-None-Match")
+		}
+		c.Absent = true
+	}
+	return c, nil
+}
+
+func errBadETag(header string) error {
+	return kv.Errorf(kv.EInvalid, "%s must be * or a comma-separated list of entity tags such as \"0000018c2f5e9a10\" (with the quotes), as an ETag header gave them", header).WithParam(header)
 }
 
 // listBufs hold encoded key listings (about 100 KiB for a full page).

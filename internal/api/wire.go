@@ -23,7 +23,7 @@ func toNamespaceList(p service.NamespacePage) kv.NamespaceListRecord {
 
 // appendKeyList appends a key listing in the wire's JSON:
 //
-//	{"record_type":"storage_kv_key","data":[{"key":…,"size_bytes":…,"updated_at":…}],"meta":{"has_more":…,"cursor":…}}
+//	{"record_type":"storage_kv_key","data":[{"key":…,"size_bytes":…,"updated_at":…,"etag":…}],"meta":{"has_more":…,"cursor":…}}
 //
 // It is written by hand because a page holds up to 1,000 entries and
 // reflection would dominate its cost. Keys and cursors need no escaping:
@@ -40,7 +40,10 @@ func appendKeyList(b []byte, p service.KeyPage) []byte {
 		b = strconv.AppendInt(b, k.Size, 10)
 		b = append(b, `,"updated_at":"`...)
 		b = appendKeyTime(b, k.UpdatedAt)
-		b = append(b, `"}`...)
+		b = append(b, `","etag":"\"`...)
+		e := kv.FormatETag(k.Revision) // 16 hex digits between quotes
+		b = append(b, e[1:len(e)-1]...)
+		b = append(b, `\""}`...)
 	}
 	b = append(b, `],"meta":{"has_more":`...)
 	b = strconv.AppendBool(b, p.More)

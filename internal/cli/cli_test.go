@@ -130,6 +130,7 @@ var (
 	uuidRE   = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
 	timeRE   = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z`)
 	cursorRE = regexp.MustCompile(`(--cursor |"cursor": ")[A-Za-z0-9_=-]+`)
+	etagRE   = regexp.MustCompile(`\\?"[0-9a-f]{16}\\?"`)
 )
 
 // normalize replaces what changes from run to run: ids (numbered in order
@@ -152,6 +153,7 @@ func (h *harness) normalize(s string) string {
 		return ids[id]
 	})
 	s = timeRE.ReplaceAllString(s, "<time>")
+	s = etagRE.ReplaceAllString(s, "<etag>")
 	return cursorRE.ReplaceAllString(s, "${1}<cursor>")
 }
 

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -174,6 +176,23 @@ type crashRun struct {
 	outageAnswers       int // 503s to the workload while the database was down
 	outageProbes        int // requests made while the database was surely down
 	quietCrashes        int // database crashes with no request in flight
+
+	pairs         [crashPairs]pairState // guarded by mu
+	pairsChecked  int
+	batchesAcked  int
+	batchesUnsure int
+}
+
+// crashPairs is the number of key pairs the batch workers write, each
+// pair by one worker, atomically: both keys in one batch.
+const crashPairs = 4
+
+// pairState is what one pair's worker has done: the sequence numbers of
+// its last acknowledged batch and of the batches after it whose outcome
+// is unknown.
+type pairState struct {
+	acked  int64
+	unsure []int64
 }
 
 // outage is a time the database was down: from just before its crash to
@@ -231,8 +250,11 @@ func (r *crashRun) run(cycles int, cycle func(n int)) {
 	if r.db != nil {
 		deleteAcked = "within its cycle"
 	}
-	t.Logf("acknowledged writes checked across %ss: %d on the register keys, %d TTL writes (%d checked expired), %d namespaces deleted (%d with the DELETE acknowledged %s)",
-		restart, st.AckedWrites, r.ttlAcked, r.ttlExpiredChecked, r.doomedGone, r.doomAckedBeforeKill, deleteAcked)
+	t.Logf("acknowledged writes checked across %ss: %d on the register keys, %d TTL writes (%d checked expired), %d namespaces deleted (%d with the DELETE acknowledged %s), %d atomic batches (%d of unknown outcome; pairs checked whole %d times)",
+		restart, st.AckedWrites, r.ttlAcked, r.ttlExpiredChecked, r.doomedGone, r.doomAckedBeforeKill, deleteAcked, r.batchesAcked, r.batchesUnsure, r.pairsChecked)
+	if r.batchesAcked == 0 {
+		t.Fatal("no batch was acknowledged: the batch workers did not run")
+	}
 	if r.db != nil {
 		t.Logf("while the database was down: %d requests of the workload answered 503, and %d of %d probes; %d more database crashes with no request in flight; kvd was never restarted", r.outageAnswers, r.outageProbes, 2*r.crashes, r.quietCrashes)
 	}
@@ -268,6 +290,10 @@ func (r *crashRun) workload(d *doomedNS, crash func()) {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); r.ttlWorker(ctx) }()
+	for p := range crashPairs {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.batchWorker(ctx, p) }()
+	}
 	if d != nil {
 		wg.Add(2)
 		go func() { defer wg.Done(); r.doomWorker(ctx, d) }()
@@ -497,6 +523,104 @@ func (r *crashRun) verify(cycle int) {
 	}
 	r.verifyTTL(cycle)
 	r.verifyDoomed(cycle)
+	r.verifyPairs(cycle)
+}
+
+func pairKey(p int, k string) string { return fmt.Sprintf("pair/%d/%s", p, k) }
+
+// batchWorker writes pair p's two keys, and a counter, in atomic batches
+// of one new value each, one batch at a time, until ctx is done.
+func (r *crashRun) batchWorker(ctx context.Context, p int) {
+	var b backoff
+	for ctx.Err() == nil {
+		seq := r.seq.Add(1)
+		v := strconv.FormatInt(seq, 10)
+		body := fmt.Sprintf(`{"ops":[{"op":"put","key":%q,"value":%q},{"op":"incr","key":%q},{"op":"put","key":%q,"value":%q}]}`,
+			pairKey(p, "a"), v, pairKey(p, "n"), pairKey(p, "b"), v)
+		req, _ := http.NewRequest(http.MethodPost, r.k.url()+"/v2/storage/kvs/"+r.ns+"/batch", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+apiKey)
+		resp, err := r.hc.Do(req)
+		status := 0
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			status = resp.StatusCode
+		}
+		r.mu.Lock()
+		st := &r.pairs[p]
+		switch {
+		case err != nil && linearizability.IsNotSent(err):
+		case status == http.StatusOK:
+			st.acked, st.unsure = seq, nil
+			r.batchesAcked++
+		default:
+			st.unsure = append(st.unsure, seq)
+			r.batchesUnsure++
+		}
+		r.mu.Unlock()
+		switch {
+		case err != nil && linearizability.IsNotSent(err):
+			time.Sleep(2 * time.Millisecond)
+		case status == http.StatusOK:
+			b.reset()
+		default:
+			b.wait(max(status, 500))
+		}
+	}
+}
+
+// verifyPairs checks, with nothing in flight, that each pair holds one
+// batch's writes whole: both keys the same value, that of its last
+// acknowledged batch or of a later one whose outcome is unknown.
+func (r *crashRun) verifyPairs(cycle int) {
+	for p := range crashPairs {
+		var got [2]string
+		for i, k := range []string{"a", "b"} {
+			req, _ := http.NewRequest(http.MethodGet, r.k.url()+"/v2/storage/kvs/"+r.ns+"/keys/"+pairKey(p, k), nil)
+			req.Header.Set("Authorization", "Bearer "+apiKey)
+			resp, err := r.hc.Do(req)
+			if err != nil {
+				r.t.Fatalf("cycle %d: read %s: %v", cycle, pairKey(p, k), err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch resp.StatusCode {
+			case http.StatusOK:
+				got[i] = string(b)
+			case http.StatusNotFound:
+			default:
+				r.t.Fatalf("cycle %d: read %s: %d %s", cycle, pairKey(p, k), resp.StatusCode, b)
+			}
+		}
+		r.mu.Lock()
+		st := r.pairs[p]
+		r.pairsChecked++
+		r.mu.Unlock()
+		if got[0] != got[1] {
+			r.t.Errorf("cycle %d: pair %d holds %q and %q: a batch was applied in part", cycle, p, got[0], got[1])
+			continue
+		}
+		allowed := map[string]bool{}
+		if st.acked == 0 {
+			allowed[""] = true
+		} else {
+			allowed[strconv.FormatInt(st.acked, 10)] = true
+		}
+		for _, u := range st.unsure {
+			allowed[strconv.FormatInt(u, 10)] = true
+		}
+		if !allowed[got[0]] {
+			r.t.Errorf("cycle %d: pair %d holds %q; its last acknowledged batch wrote %d (later, unknown: %v): an acknowledged batch was lost", cycle, p, got[0], st.acked, st.unsure)
+		}
+		// What is there is now what the next cycle builds on.
+		r.mu.Lock()
+		if n, err := strconv.ParseInt(got[0], 10, 64); err == nil {
+			r.pairs[p] = pairState{acked: n}
+		} else {
+			r.pairs[p] = pairState{}
+		}
+		r.mu.Unlock()
+	}
 }
 
 // waitBreaker waits, after a database restart, until kvd's breaker has

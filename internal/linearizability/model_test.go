@@ -120,3 +120,44 @@ func TestRecorderUnknown(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 }
+
+func TestModelConditionsAndBatches(t *testing.T) {
+	g := func(in Input) Input { in.Group = "g"; return in }
+	at := func(in Input, out Output, c, r int64) porcupine.Operation {
+		if out.Unknown {
+			r = Infinity
+		}
+		return porcupine.Operation{Input: g(in), Output: out, Call: c, Return: r}
+	}
+	putA := func(v string) Input { return Input{Kind: Put, Key: "a", Value: v} }
+	putIf := func(v, expect string) Input {
+		return Input{Kind: Put, Key: "a", Value: v, Cond: IfValue, Expect: expect}
+	}
+	getK := func(k string) Input { return Input{Kind: Get, Key: k} }
+	failed := Output{Failed: true}
+	both := Input{Kind: Batch, Ops: []Input{{Kind: Put, Key: "a", Value: "2"}, {Kind: Put, Key: "b", Value: "2"}}}
+	committed := Output{Results: []Output{{Created: false}, {Created: false}}}
+	for _, tc := range []struct {
+		name string
+		ops  []porcupine.Operation
+		ok   bool
+	}{
+		{"if-match holds", []porcupine.Operation{at(putA("1"), c201, 0, 1), at(putIf("2", "1"), r200, 2, 3), at(getK("a"), read("2"), 4, 5)}, true},
+		{"if-match of a stale value succeeded", []porcupine.Operation{at(putA("1"), c201, 0, 1), at(putA("2"), r200, 2, 3), at(putIf("3", "1"), r200, 4, 5)}, false},
+		{"412 although it held", []porcupine.Operation{at(putA("1"), c201, 0, 1), at(putIf("2", "1"), failed, 2, 3)}, false},
+		{"a 412 changed the key", []porcupine.Operation{at(putA("1"), c201, 0, 1), at(putIf("2", "x"), failed, 2, 3), at(getK("a"), read("2"), 4, 5)}, false},
+		{"two if-match winners", []porcupine.Operation{at(putA("1"), c201, 0, 1), at(putIf("2", "1"), r200, 2, 5), at(putIf("3", "1"), r200, 3, 6)}, false},
+		{"if-absent twice", []porcupine.Operation{at(Input{Kind: Put, Key: "a", Value: "1", Cond: IfAbsent}, c201, 0, 3), at(Input{Kind: Put, Key: "a", Value: "2", Cond: IfAbsent}, c201, 1, 4)}, false},
+		{"batch seen whole", []porcupine.Operation{at(putA("1"), c201, 0, 1), at(Input{Kind: Put, Key: "b", Value: "1"}, c201, 0, 1), at(both, committed, 2, 3), at(getK("a"), read("2"), 4, 5), at(getK("b"), read("2"), 4, 5)}, true},
+		{"batch seen in part", []porcupine.Operation{at(putA("1"), c201, 0, 1), at(Input{Kind: Put, Key: "b", Value: "1"}, c201, 0, 1), at(both, committed, 2, 3), at(getK("a"), read("2"), 4, 5), at(getK("b"), read("1"), 4, 5)}, false},
+		{"failed batch applied", []porcupine.Operation{at(Input{Kind: Batch, Ops: []Input{{Kind: Put, Key: "a", Value: "9"}, {Kind: Precondition, Key: "b", Cond: IfValue, Expect: "x"}}}, failed, 0, 1), at(getK("a"), read("9"), 2, 3)}, false},
+		{"batch get sees its own put", []porcupine.Operation{at(Input{Kind: Batch, Ops: []Input{{Kind: Put, Key: "a", Value: "1"}, {Kind: Get, Key: "a"}}}, Output{Results: []Output{{Created: true}, {Found: true, Value: "1"}}}, 0, 1)}, true},
+		{"batch get misses its own put", []porcupine.Operation{at(Input{Kind: Batch, Ops: []Input{{Kind: Put, Key: "a", Value: "1"}, {Kind: Get, Key: "a"}}}, Output{Results: []Output{{Created: true}, {}}}, 0, 1)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := porcupine.CheckOperations(Model, tc.ops); got != tc.ok {
+				t.Fatalf("linearizable = %v, want %v", got, tc.ok)
+			}
+		})
+	}
+}

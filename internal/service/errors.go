@@ -27,10 +27,20 @@ var (
 // that went away from one that ran out of time; engine failures pass
 // through too, and are reported as internal errors.
 func fromStore(err error, name string) error {
-	var notReady *store.NotReadyError
+	var (
+		notReady *store.NotReadyError
+		failed   *store.PreconditionError
+	)
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &failed):
+		e := kv.Errorf(kv.EPrecondition, "the key does not exist, so the precondition failed; nothing was written")
+		if failed.Exists {
+			e = kv.Errorf(kv.EPrecondition, "the key's current ETag is %s, which the precondition does not allow; nothing was written", kv.FormatETag(uint64(failed.Revision)))
+			e.ETag = kv.FormatETag(uint64(failed.Revision))
+		}
+		return e
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
 	case errors.Is(err, store.ErrNamespaceNotFound):

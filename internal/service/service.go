@@ -275,6 +275,7 @@ type Put struct {
 	Data        []byte
 	ContentType string        // "" means kv.DefaultContentType
 	TTL         time.Duration // 0: the key never expires
+	If          store.Condition
 }
 
 // ValidateTTL checks a ttl_secs value: a whole number of seconds from 1 to
@@ -288,52 +289,67 @@ func ValidateTTL(secs int64) (time.Duration, error) {
 
 var errTTL = kv.Errorf(kv.EUnprocessable, "ttl_secs must be a whole number of seconds from 1 to %d", kv.MaxTTLSeconds).WithParam("ttl_secs")
 
-// PutKey stores p under key and reports whether the key was created.
-func (s *Service) PutKey(ctx context.Context, who Principal, id kv.ID, key string, p Put) (bool, error) {
+// PutKey stores p under key and reports whether the key was created, and
+// its new revision. A condition that does not hold is an EPrecondition
+// error carrying the key's current ETag; it counts one read.
+func (s *Service) PutKey(ctx context.Context, who Principal, id kv.ID, key string, p Put) (store.Written, error) {
 	if err := kv.ValidateKey(key); err != nil {
-		return false, err
+		return store.Written{}, err
 	}
 	if err := who.key(id, key, kv.PermKeysWrite); err != nil {
-		return false, err
+		return store.Written{}, err
+	}
+	ct, err := validatePut(&p)
+	if err != nil {
+		return store.Written{}, err
+	}
+	if err := s.spaceErr(); err != nil {
+		return store.Written{}, err
 	}
 	org := who.Org
+	if s.storage != nil {
+		n := int64(len(key) + len(p.Data))
+		o, err := s.storage.reserve(ctx, org, n)
+		if err != nil {
+			return store.Written{}, err
+		}
+		w, err := s.putKey(ctx, org, id, key, ct, p)
+		o.finish(n, err == nil)
+		return w, err
+	}
+	return s.putKey(ctx, org, id, key, ct, p)
+}
+
+// validatePut checks a value, its content type and TTL, and returns the
+// content type to store.
+func validatePut(p *Put) (string, error) {
 	if len(p.Data) > kv.MaxValueSize {
-		return false, kv.Errorf(kv.ETooLarge, "value is %d bytes; the limit is %d bytes (1 MiB)", len(p.Data), kv.MaxValueSize)
+		return "", kv.Errorf(kv.ETooLarge, "value is %d bytes; the limit is %d bytes (1 MiB)", len(p.Data), kv.MaxValueSize)
 	}
 	ct := p.ContentType
 	if ct == "" {
 		ct = kv.DefaultContentType
 	}
 	if err := ValidateContentType(ct); err != nil {
-		return false, err
+		return "", err
 	}
 	if p.TTL != 0 && (p.TTL%time.Second != 0 || p.TTL < time.Second || p.TTL > kv.MaxTTLSeconds*time.Second) {
-		return false, errTTL
+		return "", errTTL
 	}
-	if err := s.spaceErr(); err != nil {
-		return false, err
-	}
-	if s.storage != nil {
-		n := int64(len(key) + len(p.Data))
-		o, err := s.storage.reserve(ctx, org, n)
-		if err != nil {
-			return false, err
-		}
-		created, err := s.putKey(ctx, org, id, key, ct, p)
-		o.finish(n, err == nil)
-		return created, err
-	}
-	return s.putKey(ctx, org, id, key, ct, p)
+	return ct, nil
 }
 
-func (s *Service) putKey(ctx context.Context, org string, id kv.ID, key, ct string, p Put) (bool, error) {
+func (s *Service) putKey(ctx context.Context, org string, id kv.ID, key, ct string, p Put) (store.Written, error) {
 	now := s.now()
-	v := store.PutValue{Data: p.Data, ContentType: ct}
+	v := store.PutValue{Data: p.Data, ContentType: ct, If: p.If}
 	if p.TTL > 0 {
 		v.ExpiresAt = now.Add(p.TTL)
 	}
-	created, err := s.store.PutKey(ctx, org, id, key, v, now)
-	return created, fromStore(err, "")
+	w, err := s.store.PutKey(ctx, org, id, key, v, now)
+	if errors.Is(err, store.ErrPrecondition) {
+		s.meter.Add(org, id, now, store.UsageCounts{Reads: 1})
+	}
+	return w, fromStore(err, "")
 }
 
 // ValidateContentType accepts what a header can carry: up to
@@ -350,8 +366,10 @@ func ValidateContentType(ct string) error {
 	return nil
 }
 
-// DeleteKey removes key; a missing key is not an error.
-func (s *Service) DeleteKey(ctx context.Context, p Principal, id kv.ID, key string) error {
+// DeleteKey removes key; a missing key is not an error. With a condition
+// that does not hold, it removes nothing and returns an EPrecondition
+// error carrying the key's current ETag (counting one read).
+func (s *Service) DeleteKey(ctx context.Context, p Principal, id kv.ID, key string, cond store.Condition) error {
 	if err := kv.ValidateKey(key); err != nil {
 		return err
 	}
@@ -360,6 +378,14 @@ func (s *Service) DeleteKey(ctx context.Context, p Principal, id kv.ID, key stri
 	}
 	org := p.Org
 	now := s.now()
+	if !cond.IsZero() {
+		ops := []store.Op{{Kind: store.OpCheck, Key: key, If: cond}, {Kind: store.OpDelete, Key: key}}
+		_, err := s.store.Apply(ctx, org, id, ops, now)
+		if errors.Is(err, store.ErrPrecondition) {
+			s.meter.Add(org, id, now, store.UsageCounts{Reads: 1})
+		}
+		return fromStore(err, "")
+	}
 	deleted, err := s.store.DeleteKey(ctx, org, id, key, now)
 	if err == nil && !deleted { // the store counts the deletes that change something
 		s.meter.Add(org, id, now, store.UsageCounts{Deletes: 1})

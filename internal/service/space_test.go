@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/service"
+	"github.com/edgekv/kv/internal/store"
 	"github.com/edgekv/kv/internal/store/pebble"
 )
 
@@ -76,7 +77,7 @@ func TestSpaceRefusesWritesOnly(t *testing.T) {
 	if page, err := svc.ListKeys(ctx, service.FullPrincipal("org"), ns.ID, "", "", 10); err != nil || len(page.Keys) != 2 {
 		t.Errorf("listing on a full disk: %+v, %v", page, err)
 	}
-	if err := svc.DeleteKey(ctx, service.FullPrincipal("org"), ns.ID, "b"); err != nil {
+	if err := svc.DeleteKey(ctx, service.FullPrincipal("org"), ns.ID, "b", store.Condition{}); err != nil {
 		t.Errorf("delete on a full disk: %v", err)
 	}
 	if _, err := svc.DeleteNamespace(ctx, service.FullPrincipal("org"), ns.ID); err != nil {

@@ -38,6 +38,15 @@ var (
 	// connection could be had), so the call did nothing. It matches
 	// ErrUnavailable too.
 	ErrNotReached error = notReached{}
+	// ErrPrecondition: a condition did not hold. Engines return it as a
+	// *PreconditionError, which matches it.
+	ErrPrecondition = errors.New("store: precondition failed")
+	// ErrBatchTooLarge: a batch's gets read more than MaxBatchReadBytes.
+	ErrBatchTooLarge = errors.New("store: batch reads too much")
+	// ErrNotInteger: an incr of a value that is not a decimal int64.
+	ErrNotInteger = errors.New("store: value is not an integer")
+	// ErrOverflow: an incr whose result does not fit an int64.
+	ErrOverflow = errors.New("store: integer overflow")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store: closed")
 )
@@ -57,3 +66,27 @@ func (notReached) Error() string { return "store: storage not reached" }
 // Is makes ErrNotReached match ErrUnavailable: a call that reached no
 // storage is unavailability whose outcome is known.
 func (notReached) Is(target error) bool { return target == ErrUnavailable }
+
+// PreconditionError is a condition that did not hold: of a conditional
+// PutKey (Op is 0), or of the check at index Op of a batch. It tells what
+// the key is now.
+type PreconditionError struct {
+	Op       int
+	Exists   bool
+	Revision Revision // when Exists
+}
+
+func (e *PreconditionError) Error() string { return "store: precondition failed" }
+
+// Is makes a *PreconditionError match ErrPrecondition.
+func (e *PreconditionError) Is(target error) bool { return target == ErrPrecondition }
+
+// OpError is the failure of the op at index Op of a batch (ErrNotInteger,
+// ErrOverflow).
+type OpError struct {
+	Op  int
+	Err error
+}
+
+func (e *OpError) Error() string { return e.Err.Error() }
+func (e *OpError) Unwrap() error { return e.Err }

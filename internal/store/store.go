@@ -139,11 +139,14 @@ type Keys interface {
 
 	// PutKey stores v under key in namespace ns of org, replacing any
 	// value, and reports whether the key was created (it did not exist, or
-	// had expired by now) rather than replaced. Of concurrent first writes
-	// of one key exactly one reports created. On any error nothing is
-	// written. In the same commit it counts one write and the change of
-	// stored bytes (see Usage).
-	PutKey(ctx context.Context, org string, ns kv.ID, key string, v PutValue, now time.Time) (created bool, err error)
+	// had expired by now) rather than replaced, and the key's new
+	// revision. Of concurrent first writes of one key exactly one reports
+	// created. When v.If is not empty the write happens only if the key
+	// meets it, checked atomically with the write; otherwise PutKey
+	// returns a *PreconditionError and writes nothing. On any error
+	// nothing is written. In the same commit it counts one write and the
+	// change of stored bytes (see Usage).
+	PutKey(ctx context.Context, org string, ns kv.ID, key string, v PutValue, now time.Time) (Written, error)
 
 	// DeleteKey removes key from namespace ns of org and reports whether
 	// there was a key to remove (an expired one counts). Deleting a missing
@@ -156,6 +159,103 @@ type Keys interface {
 	// `after` in byte order ("" is before every key), and whether more such
 	// keys follow. Expired keys are skipped.
 	ListKeys(ctx context.Context, org string, ns kv.ID, prefix, after string, limit int, now time.Time) (keys []kv.KeyInfo, more bool, err error)
+
+	// Apply runs ops (1 to MaxBatchOps of them) on namespace ns of org as
+	// one atomic step: each op sees the effects of the ops before it, and
+	// either every change commits, in one commit, or none does. A check
+	// that fails is a *PreconditionError naming it; an incr of a value
+	// that is not an integer, or that overflows, is an *OpError; gets
+	// whose values add up to more than MaxBatchReadBytes are
+	// ErrBatchTooLarge. Nothing is written on any error. In the same
+	// commit it counts one write per put and incr, one delete per delete
+	// that removed a key, and the change of stored bytes; reads are the
+	// caller's to count. Concurrent batches and single-key operations are
+	// linearizable with each other.
+	Apply(ctx context.Context, org string, ns kv.ID, ops []Op, now time.Time) ([]Result, error)
+}
+
+// Revision identifies one committed write of a key. An engine gives every
+// write a revision it has never given before, greater than every revision
+// it gave earlier in its process (and, for one key, than the key's
+// previous one); 0 is the revision of a key written before the engine kept
+// revisions. ETags are made of revisions.
+type Revision uint64
+
+// Written is what a successful write reports.
+type Written struct {
+	Created  bool // the key did not exist, or had expired
+	Revision Revision
+}
+
+// Condition is what a key must be for a conditional operation to proceed.
+// The zero Condition always holds. A key that has expired does not exist.
+type Condition struct {
+	Exists    bool       // the key must exist
+	Absent    bool       // the key must not exist
+	Revisions []Revision // the key must exist with one of these revisions
+}
+
+// IsZero reports whether c always holds.
+func (c Condition) IsZero() bool { return !c.Exists && !c.Absent && len(c.Revisions) == 0 }
+
+// Holds reports whether a key that exists (or not) with revision rev meets c.
+func (c Condition) Holds(exists bool, rev Revision) bool {
+	switch {
+	case c.Absent:
+		return !exists
+	case len(c.Revisions) > 0:
+		if !exists {
+			return false
+		}
+		for _, r := range c.Revisions {
+			if r == rev {
+				return true
+			}
+		}
+		return false
+	case c.Exists:
+		return exists
+	}
+	return true
+}
+
+// The bounds of Apply.
+const (
+	MaxBatchOps       = 1000
+	MaxBatchReadBytes = 16 << 20 // the values of a batch's gets, together
+)
+
+// OpKind is what an Op does.
+type OpKind uint8
+
+const (
+	OpCheck  OpKind = iota + 1 // fail the batch unless the key meets If
+	OpGet                      // read the key
+	OpPut                      // write Value (Value.If is ignored: use a check)
+	OpDelete                   // remove the key
+	OpIncr                     // add By to the key's integer value
+)
+
+// Op is one operation of a batch.
+type Op struct {
+	Kind  OpKind
+	Key   string
+	If    Condition // OpCheck
+	Value PutValue  // OpPut
+	By    int64     // OpIncr
+}
+
+// Result is what one op of a committed batch did.
+type Result struct {
+	Found       bool   // OpGet: the key exists
+	Data        []byte // OpGet: the value, owned by the caller
+	ContentType string // OpGet
+	UpdatedAt   time.Time
+	ExpiresAt   time.Time
+	Revision    Revision // OpGet (of the key found), OpPut, OpIncr (the new one)
+	Created     bool     // OpPut, OpIncr: the key did not exist
+	Deleted     bool     // OpDelete: there was a key to remove
+	Int         int64    // OpIncr: the new value
 }
 
 // Lifecycle is the background work on namespaces and keys: provisioning,
@@ -277,6 +377,7 @@ type PutValue struct {
 	Data        []byte    // the value; the store does not keep the slice
 	ContentType string    // stored and returned on read; never empty
 	ExpiresAt   time.Time // zero: never expires
+	If          Condition // PutKey writes only if the key meets it
 }
 
 // Value is a stored value returned by GetKey. Data is valid until Close.
@@ -285,13 +386,14 @@ type Value struct {
 	ContentType string
 	UpdatedAt   time.Time
 	ExpiresAt   time.Time // zero: never expires
+	Revision    Revision
 
 	release io.Closer
 }
 
 // NewValue returns a Value whose Close closes release (which may be nil).
-func NewValue(data []byte, contentType string, updated, expires time.Time, release io.Closer) *Value {
-	return &Value{Data: data, ContentType: contentType, UpdatedAt: updated, ExpiresAt: expires, release: release}
+func NewValue(data []byte, contentType string, updated, expires time.Time, rev Revision, release io.Closer) *Value {
+	return &Value{Data: data, ContentType: contentType, UpdatedAt: updated, ExpiresAt: expires, Revision: rev, release: release}
 }
 
 // Close releases the memory behind Data. It is safe to call more than once.

@@ -60,6 +60,12 @@ func Run(t *testing.T, start StartFunc) {
 		{"ScopeMatrix", testScopeMatrix},
 		{"TokenLifecycle", testTokenLifecycle},
 		{"AuthFailureLimit", testAuthFailureLimit},
+		{"ConditionalRequests", testConditionalRequests},
+		{"Batch", testBatch},
+		{"BatchErrors", testBatchErrors},
+		{"BatchScopes", testBatchScopes},
+		{"SessionCounter", testSessionCounter},
+		{"BatchUsage", testBatchUsage},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -109,6 +109,7 @@ type checker struct {
 	stored     map[[16]byte]int64 // bytes of each namespace's key entries
 	monthly    map[[16]byte]int64 // Σ byte deltas of its monthly usage records
 	daily      map[[16]byte]int64 // and of its daily ones
+	ceiling    store.Revision     // the revision ceiling record, read by format
 }
 
 func (c *checker) problem(format string, args ...any) {
@@ -186,13 +187,21 @@ func (c *checker) format() error {
 		return err
 	}
 	defer closer.Close()
-	if len(v) != 1 || v[0] != formatVersion {
-		c.problem("its layout record holds %x; this kvd writes layout %d", v, formatVersion)
+	if len(v) != 1 || v[0] < 2 || v[0] > formatVersion {
+		c.problem("its layout record holds %x; this kvd reads layouts 2 to %d", v, formatVersion)
 		return nil
 	}
 	c.report.Layout = int(v[0])
-	return c.scan(tagFormat, func(k, _ []byte) {
-		if !bytes.Equal(k, formatKey) {
+	return c.scan(tagFormat, func(k, v []byte) {
+		switch {
+		case bytes.Equal(k, formatKey):
+		case bytes.Equal(k, revisionsKey):
+			if len(v) != 8 {
+				c.problem("its revision ceiling holds %d bytes, not 8", len(v))
+				return
+			}
+			c.ceiling = store.Revision(binary.BigEndian.Uint64(v))
+		default:
 			c.problem("an unknown record %x", truncate(k, 64))
 		}
 	})
@@ -321,9 +330,12 @@ func (c *checker) key(vals, ents *pebble.Iterator) error {
 		c.problem("%s: its key entry does not decode (%v)", what, err)
 		return nil
 	}
-	if e.size != len(v.data) || e.expiry != v.expiry || e.updated != v.updated {
-		c.problem("%s: its key entry (size %d, expiry %d, updated %d) disagrees with its value record (size %d, expiry %d, updated %d)",
-			what, e.size, e.expiry, e.updated, len(v.data), v.expiry, v.updated)
+	if e.size != len(v.data) || e.expiry != v.expiry || e.updated != v.updated || e.rev != v.rev {
+		c.problem("%s: its key entry (size %d, expiry %d, updated %d, revision %d) disagrees with its value record (size %d, expiry %d, updated %d, revision %d)",
+			what, e.size, e.expiry, e.updated, e.rev, len(v.data), v.expiry, v.updated, v.rev)
+	}
+	if v.rev != 0 && v.rev >= c.ceiling {
+		c.problem("%s: its revision %d is not below the revision ceiling %d", what, v.rev, c.ceiling)
 	}
 	if len(v.data) > kv.MaxValueSize {
 		c.problem("%s: a value of %d bytes, over the limit", what, len(v.data))

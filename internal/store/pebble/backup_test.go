@@ -161,7 +161,7 @@ func TestCheckFindsDamage(t *testing.T) {
 		}},
 		{"entry disagrees", "disagrees with its value record", func(dir string) {
 			rawPebble(t, dir, func(db *pebbledb.DB) {
-				db.Set(appendEntryKey(nil, id, "k103"), encodeEntry(nil, damageAt.UnixNano(), 0, 1), pebbledb.Sync)
+				db.Set(appendEntryKey(nil, id, "k103"), encodeEntry(nil, damageAt.UnixNano(), 0, 1, 0), pebbledb.Sync)
 			})
 		}},
 		{"usage off by one", "usage records count", func(dir string) {

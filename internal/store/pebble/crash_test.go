@@ -154,7 +154,9 @@ func powerLoss(t *testing.T, seed uint64) (acked, nops, large int) {
 				switch x := r.IntN(100); {
 				case x < 55:
 					in.Kind, in.Value = linearizability.Put, fmt.Sprintf("v%d", seq.Add(1))
-					out.Created, err = db.PutKey(ctx, crashOrg, live.ID, key, store.PutValue{Data: padValue(in.Value, valueSize), ContentType: "application/octet-stream"}, time.Now())
+					var w store.Written
+					w, err = db.PutKey(ctx, crashOrg, live.ID, key, store.PutValue{Data: padValue(in.Value, valueSize), ContentType: "application/octet-stream"}, time.Now())
+					out.Created = w.Created
 				case x < 70:
 					in.Kind = linearizability.Delete
 					_, err = db.DeleteKey(ctx, crashOrg, live.ID, key, time.Now())
@@ -544,7 +546,9 @@ func walFailure(t *testing.T, seed uint64, kinds []errorfs.OpKind) {
 				if del {
 					_, err = db.DeleteKey(ctx, crashOrg, live.ID, key, time.Now())
 				} else {
-					out.Created, err = db.PutKey(ctx, crashOrg, live.ID, key, store.PutValue{Data: []byte(in.Value), ContentType: "a/b"}, time.Now())
+					var w store.Written
+					w, err = db.PutKey(ctx, crashOrg, live.ID, key, store.PutValue{Data: []byte(in.Value), ContentType: "a/b"}, time.Now())
+					out.Created = w.Created
 				}
 				ret := rec.Now()
 				slot.mu.Lock()

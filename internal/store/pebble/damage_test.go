@@ -334,10 +334,10 @@ func TestOpenRefusesDamagedStores(t *testing.T) {
 		}, "layout record holds 0707"},
 		{"layout record from the future", func(t *testing.T, dir string) {
 			rawPebble(t, dir, func(db *pebbledb.DB) { db.Set(formatKey, []byte{formatVersion + 1}, pebbledb.Sync) })
-		}, "layout version 3; this kvd reads up to version 2"},
+		}, fmt.Sprintf("layout version %d; this kvd reads up to version %d", formatVersion+1, formatVersion)},
 		{"identity file from the future", func(t *testing.T, dir string) {
-			os.WriteFile(filepath.Join(dir, identityName), []byte(`{"store":"kvd","layout":3}`), 0o600)
-		}, "layout version 3; this kvd reads up to version 2"},
+			os.WriteFile(filepath.Join(dir, identityName), fmt.Appendf(nil, `{"store":"kvd","layout":%d}`, formatVersion+1), 0o600)
+		}, fmt.Sprintf("layout version %d; this kvd reads up to version %d", formatVersion+1, formatVersion)},
 		{"identity file corrupted", func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, identityName), []byte("\x00garbage"), 0o600)
 		}, "identity file KVDSTORE is not one kvd writes"},
@@ -544,7 +544,7 @@ func TestOpenCreates(t *testing.T) {
 			ns := readyNamespace(t, d, "org", damageAt)
 			d.Close()
 			id, err := os.ReadFile(filepath.Join(dir, identityName))
-			if err != nil || !bytes.Contains(id, []byte(`"layout":2`)) {
+			if err != nil || !bytes.Contains(id, fmt.Appendf(nil, `"layout":%d`, formatVersion)) {
 				t.Fatalf("identity file %q, %v", id, err)
 			}
 			d, err = Open(dir, Options{Logger: quietLog})

@@ -17,6 +17,7 @@ import (
 // namespace's range can never overlap another's, whatever the keys:
 //
 //	0x00 "format"                         -> the layout's version (formatVersion)
+//	0x00 "revisions"                      -> revision ceiling(8, BE) (revisions.go)
 //	0x01 nsid(16)                         -> namespace record (JSON)
 //	0x02 digest(32)                       -> organization of a token
 //	0x03 nsid(16) key                     -> value record
@@ -41,9 +42,12 @@ const (
 	tagUsageDay  byte = 0x07
 )
 
-// formatVersion is the layout's version: 2 added the key entries (0x06).
-// A store without the format record is version 1.
-const formatVersion = 2
+// formatVersion is the layout's version: 2 added the key entries (0x06),
+// 3 the revisions (in value records of version 2, in key entries of
+// entrySize, and the revision ceiling). A store without the format record
+// is version 1. Records written before version 3 stay as they are, with
+// revision 0, until their key is written again.
+const formatVersion = 3
 
 var formatKey = []byte{tagFormat, 'f', 'o', 'r', 'm', 'a', 't'}
 
@@ -69,14 +73,18 @@ func appendEntryKey(dst []byte, id [16]byte, key string) []byte {
 	return append(dst, key...)
 }
 
-// A key entry: updated(8) expiry(8) size(4), big-endian; size is the
-// value's length.
-const entrySize = 8 + 8 + 4
+// A key entry: updated(8) expiry(8) size(4) revision(8), big-endian; size
+// is the value's length. Entries of layout 2 lack the revision (0).
+const (
+	entrySize   = 8 + 8 + 4 + 8
+	entrySizeV2 = 8 + 8 + 4
+)
 
-func encodeEntry(dst []byte, updated int64, expiry uint64, size int) []byte {
+func encodeEntry(dst []byte, updated int64, expiry uint64, size int, rev store.Revision) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, uint64(updated))
 	dst = binary.BigEndian.AppendUint64(dst, expiry)
-	return binary.BigEndian.AppendUint32(dst, uint32(size))
+	dst = binary.BigEndian.AppendUint32(dst, uint32(size))
+	return binary.BigEndian.AppendUint64(dst, uint64(rev))
 }
 
 // keyEntry is a decoded key entry.
@@ -84,19 +92,24 @@ type keyEntry struct {
 	updated int64
 	expiry  uint64
 	size    int
+	rev     store.Revision
 }
 
 var errCorruptEntry = errors.New("kvd/pebble: corrupt key entry")
 
 func decodeEntry(b []byte) (keyEntry, error) {
-	if len(b) != entrySize {
+	if len(b) != entrySize && len(b) != entrySizeV2 {
 		return keyEntry{}, errCorruptEntry
 	}
-	return keyEntry{
+	e := keyEntry{
 		updated: int64(binary.BigEndian.Uint64(b[0:8])),
 		expiry:  binary.BigEndian.Uint64(b[8:16]),
 		size:    int(binary.BigEndian.Uint32(b[16:20])),
-	}, nil
+	}
+	if len(b) == entrySize {
+		e.rev = store.Revision(binary.BigEndian.Uint64(b[20:28]))
+	}
+	return e, nil
 }
 
 func appendExpiryKey(dst []byte, id [16]byte, expiry uint64, key string) []byte {
@@ -144,16 +157,19 @@ func expired(e uint64, now time.Time) bool {
 	return e != 0 && e <= encodeExpiry(now)
 }
 
-// A value record: version(1) updated(8) expiry(8) ctlen(1) contenttype data.
+// A value record: version(1) updated(8) expiry(8) revision(8) ctlen(1)
+// contenttype data. Version 1 (before layout 3) has no revision.
 const (
-	valueVersion    = 1
-	valueHeaderSize = 1 + 8 + 8 + 1
+	valueVersion      = 2
+	valueHeaderSize   = 1 + 8 + 8 + 8 + 1
+	valueHeaderSizeV1 = 1 + 8 + 8 + 1
 )
 
-func encodeValue(dst []byte, updated time.Time, expiry uint64, contentType string, data []byte) []byte {
+func encodeValue(dst []byte, updated time.Time, expiry uint64, rev store.Revision, contentType string, data []byte) []byte {
 	dst = append(dst, valueVersion)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(updated.UnixNano()))
 	dst = binary.BigEndian.AppendUint64(dst, expiry)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(rev))
 	dst = append(dst, byte(len(contentType)))
 	dst = append(dst, contentType...)
 	return append(dst, data...)
@@ -163,6 +179,7 @@ func encodeValue(dst []byte, updated time.Time, expiry uint64, contentType strin
 type valueRecord struct {
 	updated     int64
 	expiry      uint64
+	rev         store.Revision
 	contentType []byte
 	data        []byte
 }
@@ -170,19 +187,31 @@ type valueRecord struct {
 var errCorrupt = errors.New("kvd/pebble: corrupt value record")
 
 func decodeValue(b []byte) (valueRecord, error) {
-	if len(b) < valueHeaderSize || b[0] != valueVersion {
+	if len(b) < valueHeaderSizeV1 {
 		return valueRecord{}, errCorrupt
 	}
-	ctLen := int(b[17])
-	if len(b) < valueHeaderSize+ctLen {
+	var r valueRecord
+	r.updated = int64(binary.BigEndian.Uint64(b[1:9]))
+	r.expiry = binary.BigEndian.Uint64(b[9:17])
+	head := valueHeaderSizeV1
+	switch b[0] {
+	case 1:
+	case valueVersion:
+		if len(b) < valueHeaderSize {
+			return valueRecord{}, errCorrupt
+		}
+		r.rev = store.Revision(binary.BigEndian.Uint64(b[17:25]))
+		head = valueHeaderSize
+	default:
 		return valueRecord{}, errCorrupt
 	}
-	return valueRecord{
-		updated:     int64(binary.BigEndian.Uint64(b[1:9])),
-		expiry:      binary.BigEndian.Uint64(b[9:17]),
-		contentType: b[valueHeaderSize : valueHeaderSize+ctLen],
-		data:        b[valueHeaderSize+ctLen:],
-	}, nil
+	ctLen := int(b[head-1])
+	if len(b) < head+ctLen {
+		return valueRecord{}, errCorrupt
+	}
+	r.contentType = b[head : head+ctLen]
+	r.data = b[head+ctLen:]
+	return r, nil
 }
 
 // namespaceRecord is the stored form of a namespace.

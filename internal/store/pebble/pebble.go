@@ -90,6 +90,7 @@ type DB struct {
 	byOrg  map[string][]*nsEntry // ordered by CreatedAt, then ID
 
 	tokens *tokenTable
+	revs   *revisions
 }
 
 // stripeCount is the number of per-key locks. Writers of one key hold its
@@ -133,8 +134,12 @@ func (d *DB) upgrade(log *slog.Logger) error {
 		if len(v) != 1 || v[0] > formatVersion {
 			return fmt.Errorf("kvd/pebble: the data directory has layout version %x; this kvd reads up to version %d (a newer kvd wrote it?)", v, formatVersion)
 		}
-		if v[0] == formatVersion {
+		switch v[0] {
+		case formatVersion:
 			return nil
+		case 2:
+			// Layout 3 reads every record of layout 2 as it is.
+			return d.db.Set(formatKey, []byte{formatVersion}, pebble.Sync)
 		}
 	case err != pebble.ErrNotFound:
 		return fmt.Errorf("kvd/pebble: read the layout version: %w", err)
@@ -181,7 +186,7 @@ func (d *DB) writeKeyEntries(starting func()) (int, error) {
 		}
 		var id [16]byte
 		copy(id[:], k[1:17])
-		if err := b.Set(appendEntryKey(nil, id, string(k[17:])), encodeEntry(nil, rec.updated, rec.expiry, len(rec.data)), nil); err != nil {
+		if err := b.Set(appendEntryKey(nil, id, string(k[17:])), encodeEntry(nil, rec.updated, rec.expiry, len(rec.data), rec.rev), nil); err != nil {
 			return n, err
 		}
 		if b.Len() >= 4<<20 {
@@ -563,11 +568,16 @@ func (d *DB) readyEntry(org string, id kv.ID) (*nsEntry, error) {
 }
 
 func (d *DB) keyLock(id [16]byte, key string) *sync.RWMutex {
+	return &d.stripes[d.stripe(id, key)]
+}
+
+// stripe returns the index of key's stripe.
+func (d *DB) stripe(id [16]byte, key string) uint64 {
 	var h maphash.Hash
 	h.SetSeed(d.seed)
 	h.Write(id[:])
 	h.WriteString(key)
-	return &d.stripes[h.Sum64()%stripeCount]
+	return h.Sum64() % stripeCount
 }
 
 // GetKey implements store.Store. The value's bytes are Pebble's own, valid
@@ -605,37 +615,41 @@ func (d *DB) GetKey(ctx context.Context, org string, nsID kv.ID, key string, now
 		closer.Close()
 		return nil, store.ErrKeyNotFound
 	}
-	return store.NewValue(rec.data, internContentType(rec.contentType), time.Unix(0, rec.updated).UTC(), decodeExpiry(rec.expiry), closer), nil
+	return store.NewValue(rec.data, internContentType(rec.contentType), time.Unix(0, rec.updated).UTC(), decodeExpiry(rec.expiry), rec.rev, closer), nil
 }
 
-// oldValue is what PutKey and DeleteKey need of the value they replace.
-type oldValue struct {
+// keyState is what a write needs of the key it replaces.
+type keyState struct {
 	exists bool
 	expiry uint64
 	size   int64 // key plus value bytes
+	rev    store.Revision
 }
 
+// live reports whether the key exists and has not expired by now.
+func (k keyState) live(now time.Time) bool { return k.exists && !expired(k.expiry, now) }
+
 // readOld reads the key entry at ek of key.
-func (d *DB) readOld(ek []byte, key string) (oldValue, error) {
+func (d *DB) readOld(ek []byte, key string) (keyState, error) {
 	raw, closer, err := d.db.Get(ek)
 	if err == pebble.ErrNotFound {
-		return oldValue{}, nil
+		return keyState{}, nil
 	}
 	if err != nil {
-		return oldValue{}, fmt.Errorf("kvd/pebble: get: %w", err)
+		return keyState{}, fmt.Errorf("kvd/pebble: get: %w", err)
 	}
 	defer closer.Close()
 	ent, err := decodeEntry(raw)
 	if err != nil {
-		return oldValue{}, err
+		return keyState{}, err
 	}
-	return oldValue{exists: true, expiry: ent.expiry, size: keySize(key, ent.size)}, nil
+	return keyState{exists: true, expiry: ent.expiry, size: keySize(key, ent.size), rev: ent.rev}, nil
 }
 
 // removeOld adds to b what replacing or deleting old at now takes: its
 // expiry entry goes, and its bytes stop counting: at its expiry if that has
 // passed, else now (returned as the live bytes removed).
-func removeOld(b *pebble.Batch, e *nsEntry, key string, old oldValue, now time.Time) (liveRemoved int64, err error) {
+func removeOld(b *pebble.Batch, e *nsEntry, key string, old keyState, now time.Time) (liveRemoved int64, err error) {
 	if !old.exists {
 		return 0, nil
 	}
@@ -664,61 +678,93 @@ func appendSize(dst []byte, size int64) []byte {
 	return binary.BigEndian.AppendUint64(dst, uint64(size))
 }
 
-// PutKey implements store.Store.
-func (d *DB) PutKey(ctx context.Context, org string, nsID kv.ID, key string, v store.PutValue, now time.Time) (bool, error) {
+// putRecords adds to b the records of v stored under key at revision rev,
+// in place of old, and returns the key's new state and the change of its
+// live bytes at now (the usage of an old value that expired is added to
+// b at its expiry).
+func putRecords(b *pebble.Batch, e *nsEntry, key string, data []byte, contentType string, expiry uint64, rev store.Revision, old keyState, now time.Time) (keyState, int64, error) {
+	op := b.SetDeferred(1+16+len(key), valueHeaderSize+len(contentType)+len(data))
+	appendValueKey(op.Key[:0], e.id, key)
+	encodeValue(op.Value[:0], now, expiry, rev, contentType, data)
+	if err := op.Finish(); err != nil {
+		return keyState{}, 0, err
+	}
+	op = b.SetDeferred(1+16+len(key), entrySize)
+	appendEntryKey(op.Key[:0], e.id, key)
+	encodeEntry(op.Value[:0], now.UnixNano(), expiry, len(data), rev)
+	if err := op.Finish(); err != nil {
+		return keyState{}, 0, err
+	}
+	size := keySize(key, len(data))
+	removed, err := removeOld(b, e, key, old, now)
+	if err != nil {
+		return keyState{}, 0, err
+	}
+	if expiry != 0 {
+		if err := b.Set(appendExpiryKey(nil, e.id, expiry, key), appendSize(nil, size), nil); err != nil {
+			return keyState{}, 0, err
+		}
+	}
+	return keyState{exists: true, expiry: expiry, size: size, rev: rev}, size - removed, nil
+}
+
+// PutKey implements store.Store. The key's stripe is held from the read of
+// the old entry through the synced commit, so the condition, "created" and
+// the revision are decided against the latest write of the key.
+func (d *DB) PutKey(ctx context.Context, org string, nsID kv.ID, key string, v store.PutValue, now time.Time) (store.Written, error) {
 	if err := d.begin(ctx); err != nil {
-		return false, err
+		return store.Written{}, err
 	}
 	defer d.end()
 	if len(v.ContentType) > kv.MaxContentTypeLen {
-		return false, fmt.Errorf("kvd/pebble: a Content-Type of %d bytes: %w", len(v.ContentType), store.ErrInvalidArgument)
+		return store.Written{}, fmt.Errorf("kvd/pebble: a Content-Type of %d bytes: %w", len(v.ContentType), store.ErrInvalidArgument)
 	}
 	e, err := d.readyEntry(org, nsID)
 	if err != nil {
-		return false, err
+		return store.Written{}, err
 	}
 	defer e.mu.RUnlock()
 
 	b := d.db.NewBatchWithSize(valueHeaderSize + len(v.ContentType) + len(v.Data) + entrySize + 3*(1+16+8+len(key)) + 64)
 	defer b.Close()
-	expiry := encodeExpiry(v.ExpiresAt)
-	op := b.SetDeferred(1+16+len(key), valueHeaderSize+len(v.ContentType)+len(v.Data))
-	appendValueKey(op.Key[:0], e.id, key)
-	encodeValue(op.Value[:0], now, expiry, v.ContentType, v.Data)
-	if err := op.Finish(); err != nil {
-		return false, err
-	}
-	op = b.SetDeferred(1+16+len(key), entrySize)
-	ek := appendEntryKey(op.Key[:0], e.id, key)
-	encodeEntry(op.Value[:0], now.UnixNano(), expiry, len(v.Data))
-	if err := op.Finish(); err != nil {
-		return false, err
-	}
-	size := keySize(key, len(v.Data))
+	kb := keyBufs.Get().(*[]byte)
+	ek := appendEntryKey((*kb)[:0], e.id, key)
+	defer func() { *kb = ek; keyBufs.Put(kb) }()
 
 	l := d.keyLock(e.id, key)
 	l.Lock()
 	defer l.Unlock()
 	old, err := d.readOld(ek, key)
 	if err != nil {
-		return false, err
+		return store.Written{}, err
 	}
-	removed, err := removeOld(b, e, key, old, now)
+	if !v.If.Holds(old.live(now), old.rev) {
+		return store.Written{}, preconditionFailed(0, old, now)
+	}
+	rev, err := d.revs.take(1)
 	if err != nil {
-		return false, err
+		return store.Written{}, err
 	}
-	if expiry != 0 {
-		if err := b.Set(appendExpiryKey(nil, e.id, expiry, key), appendSize(nil, size), nil); err != nil {
-			return false, err
-		}
+	_, delta, err := putRecords(b, e, key, v.Data, v.ContentType, encodeExpiry(v.ExpiresAt), rev, old, now)
+	if err != nil {
+		return store.Written{}, err
 	}
-	if err := addUsage(b, e.ns.Org, e.id, now, size-removed, store.UsageCounts{Writes: 1}); err != nil {
-		return false, err
+	if err := addUsage(b, e.ns.Org, e.id, now, delta, store.UsageCounts{Writes: 1}); err != nil {
+		return store.Written{}, err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
-		return false, fmt.Errorf("kvd/pebble: put: %w", err)
+		return store.Written{}, fmt.Errorf("kvd/pebble: put: %w", err)
 	}
-	return !old.exists || expired(old.expiry, now), nil
+	return store.Written{Created: !old.live(now), Revision: rev}, nil
+}
+
+// preconditionFailed reports that the op at index op found the key as
+// old.
+func preconditionFailed(op int, old keyState, now time.Time) error {
+	if old.live(now) {
+		return &store.PreconditionError{Op: op, Exists: true, Revision: old.rev}
+	}
+	return &store.PreconditionError{Op: op}
 }
 
 // DeleteKey implements store.Store.
@@ -807,6 +853,7 @@ func (d *DB) ListKeys(ctx context.Context, org string, nsID kv.ID, prefix, after
 			Key:       string(it.Key()[17:]),
 			Size:      int64(ent.size),
 			UpdatedAt: time.Unix(0, ent.updated).UTC(),
+			Revision:  uint64(ent.rev),
 		})
 	}
 	return keys, false, it.Error()

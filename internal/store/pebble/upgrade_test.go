@@ -104,8 +104,8 @@ func TestUpgradeWritesKeyEntries(t *testing.T) {
 		}
 	}
 	// An overwrite sees the old key: it replaces, not creates.
-	created, err := d.PutKey(ctx, "org", ns.ID, "k00001", store.PutValue{Data: []byte("x"), ContentType: kv.DefaultContentType}, at)
-	if err != nil || created {
+	w, err := d.PutKey(ctx, "org", ns.ID, "k00001", store.PutValue{Data: []byte("x"), ContentType: kv.DefaultContentType}, at)
+	if created := w.Created; err != nil || created {
 		t.Fatalf("overwrite after the upgrade: created %v, %v", created, err)
 	}
 }

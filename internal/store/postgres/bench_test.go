@@ -133,10 +133,11 @@ func BenchmarkPutKey(b *testing.B) {
 	}
 	viaPgx := func(ctx context.Context, c *pgx.Conn, key string) error {
 		var (
-			status  *string
-			version *int64
+			status, current *string
+			version, rev    *int64
+			pass            *bool
 		)
-		return c.QueryRow(ctx, sqlPutKey, putKeyArgs(e.id, e.ns.Org, key, v.Data, v.ContentType, v.ExpiresAt, e.now)...).Scan(&status, &version)
+		return c.QueryRow(ctx, sqlPutKey, putKeyArgs(e.id, e.ns.Org, key, v.Data, v.ContentType, v.ExpiresAt, store.Condition{}, e.now)...).Scan(&status, &version, &rev, &pass, &current)
 	}
 	b.Run("store", func(b *testing.B) {
 		e.warmStore(b, func(ctx context.Context) error { return viaStore(ctx, nil, benchKey(0)) })

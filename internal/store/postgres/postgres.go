@@ -713,7 +713,7 @@ func (db *DB) PurgeNamespace(ctx context.Context, id kv.ID, holder string) error
 
 const (
 	// One statement: the namespace and the key are read from one snapshot.
-	sqlGetKey = `SELECT n.status, k.value, k.content_type, k.updated_at, k.expires_at
+	sqlGetKey = `SELECT n.status, k.value, k.content_type, k.updated_at, k.expires_at, k.revision
 FROM namespaces n
 LEFT JOIN keys k ON n.status = 'provision_ok' AND k.ns_id = n.id AND k.key = $3
 WHERE n.id = $1 AND n.org = $2`
@@ -723,10 +723,10 @@ WHERE n.id = $1 AND n.org = $2`
 	// most limit+1 rows that already come in order; SQL does not promise
 	// that a join keeps it. CockroachDB (20.1+) and YugabyteDB accept
 	// LATERAL.
-	sqlListKeysTemplate = `SELECT n.status, k.key, k.size, k.updated_at
+	sqlListKeysTemplate = `SELECT n.status, k.key, k.size, k.updated_at, k.revision
 FROM namespaces n
 LEFT JOIN LATERAL (
-	SELECT key, octet_length(value) AS size, updated_at FROM keys
+	SELECT key, octet_length(value) AS size, updated_at, revision FROM keys
 	WHERE ns_id = n.id AND n.status = 'provision_ok'
 		AND key > $3::bytea AND key >= $4::bytea %s
 		AND (expires_at IS NULL OR expires_at > $6::bigint)
@@ -789,23 +789,41 @@ SELECT ns.status, (SELECT count(*) FROM d) FROM ns`
 // bytes: the new size ($11) less the old one if it was live. An old value
 // that had expired stops counting at its expiry instead, in its month.
 // $10 is the shard (see usage.go).
+//
+// A condition ($12: 0 none, 1 the key must exist, 2 it must not, 3 it
+// must exist with a revision in $13) is decided on old, the latest
+// version of the row, locked: ok. When it fails, nothing is written or
+// counted, and the statement returns the key's live revision, if any.
+// Every write takes the next revision; a row inserted by a concurrent
+// first write that old did not see is retried as above, and the retry
+// decides the condition on it.
 var sqlPutKey = `WITH ns AS (
 	SELECT id, status FROM namespaces WHERE id = $1 AND org = $2 FOR SHARE
 ), old AS (
-	SELECT expires_at, (octet_length(key) + octet_length(value))::bigint AS size
+	SELECT expires_at, (octet_length(key) + octet_length(value))::bigint AS size, revision,
+		(expires_at IS NULL OR expires_at > $6::bigint) AS live
 	FROM keys WHERE ns_id = (SELECT id FROM ns WHERE status = 'provision_ok') AND key = $3::bytea
 	FOR UPDATE
+), ok AS (
+	SELECT CASE $12::int
+		WHEN 0 THEN true
+		WHEN 1 THEN EXISTS (SELECT 1 FROM old WHERE live)
+		WHEN 2 THEN NOT EXISTS (SELECT 1 FROM old WHERE live)
+		ELSE EXISTS (SELECT 1 FROM old WHERE live AND revision = ANY($13::bigint[]))
+	END AS pass
 ), w AS (
-	INSERT INTO keys AS k (ns_id, key, value, content_type, updated_at, expires_at, version)
-	SELECT id, $3::bytea, $4::bytea, $5::text, $6::bigint, $7::bigint, 1 FROM ns WHERE status = 'provision_ok'
+	INSERT INTO keys AS k (ns_id, key, value, content_type, updated_at, expires_at, version, revision)
+	SELECT id, $3::bytea, $4::bytea, $5::text, $6::bigint, $7::bigint, 1, nextval('key_revisions')
+	FROM ns WHERE status = 'provision_ok' AND (SELECT pass FROM ok)
 	ON CONFLICT (ns_id, key) DO UPDATE SET
 		value = excluded.value,
 		content_type = excluded.content_type,
 		updated_at = excluded.updated_at,
 		expires_at = excluded.expires_at,
-		version = CASE WHEN k.expires_at IS NOT NULL AND k.expires_at <= excluded.updated_at THEN 1 ELSE k.version + 1 END
+		version = CASE WHEN k.expires_at IS NOT NULL AND k.expires_at <= excluded.updated_at THEN 1 ELSE k.version + 1 END,
+		revision = excluded.revision
 	WHERE EXISTS (SELECT 1 FROM old)
-	RETURNING k.version
+	RETURNING k.version, k.revision
 ), ev AS (
 	SELECT $8::date AS month, $9::bigint AS off, 1 AS writes,
 		$11::bigint - COALESCE((SELECT size FROM old WHERE expires_at IS NULL OR expires_at > $6::bigint), 0) AS delta
@@ -821,12 +839,25 @@ var sqlPutKey = `WITH ns AS (
 	` + sqlAddAll + `
 	RETURNING 1
 ), ` + sqlDayEvents("writes", "$10", "WHERE EXISTS (SELECT 1 FROM w)") + `
-SELECT ns.status, w.version FROM ns LEFT JOIN w ON true`
+SELECT ns.status, w.version, w.revision, (SELECT pass FROM ok), (SELECT revision FROM old WHERE live)
+FROM ns LEFT JOIN w ON true`
 
 // putKeyArgs are the arguments of sqlPutKey.
-func putKeyArgs(id [16]byte, org, key string, data []byte, contentType string, expires time.Time, now time.Time) []any {
+func putKeyArgs(id [16]byte, org, key string, data []byte, contentType string, expires time.Time, cond store.Condition, now time.Time) []any {
 	a := atTime(now)
-	return []any{id, org, []byte(key), data, contentType, a.ns, encodeExpiry(expires), a.month, a.offset, pickShard(), int64(len(key) + len(data))}
+	mode, revs := 0, []int64(nil)
+	switch {
+	case cond.Absent:
+		mode = 2
+	case len(cond.Revisions) > 0:
+		mode = 3
+		for _, r := range cond.Revisions {
+			revs = append(revs, int64(r))
+		}
+	case cond.Exists:
+		mode = 1
+	}
+	return []any{id, org, []byte(key), data, contentType, a.ns, encodeExpiry(expires), a.month, a.offset, pickShard(), int64(len(key) + len(data)), mode, revs}
 }
 
 // sqlSweepExpired removes up to $2 keys expired by $1 (ns). The inner
@@ -892,8 +923,9 @@ func (db *DB) GetKey(ctx context.Context, org string, nsID kv.ID, key string, no
 			contentType *string
 			updated     *int64
 			expires     *int64
+			rev         *int64
 		)
-		err := c.QueryRow(ctx, sqlGetKey, id, org, []byte(key)).Scan(&status, &data, &contentType, &updated, &expires)
+		err := c.QueryRow(ctx, sqlGetKey, id, org, []byte(key)).Scan(&status, &data, &contentType, &updated, &expires, &rev)
 		if err := checkKeyRow(err, status); err != nil {
 			return err
 		}
@@ -907,40 +939,49 @@ func (db *DB) GetKey(ctx context.Context, org string, nsID kv.ID, key string, no
 		if expires != nil {
 			exp = decodeTime(*expires)
 		}
-		v = store.NewValue(data, *contentType, decodeTime(*updated), exp, nil)
+		v = store.NewValue(data, *contentType, decodeTime(*updated), exp, store.Revision(*rev), nil)
 		return nil
 	})
 	return v, err
 }
 
 // PutKey implements store.Store.
-func (db *DB) PutKey(ctx context.Context, org string, nsID kv.ID, key string, v store.PutValue, now time.Time) (bool, error) {
+func (db *DB) PutKey(ctx context.Context, org string, nsID kv.ID, key string, v store.PutValue, now time.Time) (store.Written, error) {
 	id := [16]byte(nsID)
 	data := v.Data
 	if data == nil {
 		data = []byte{} // NULL would violate NOT NULL
 	}
-	var created bool
+	var w store.Written
 	err := db.conn(ctx, "put key", func(c *pgx.Conn) error {
 		return retryTransient(ctx, func() error {
 			var (
 				status  *string
 				version *int64
+				rev     *int64
+				pass    *bool
+				current *int64
 			)
-			err := c.QueryRow(ctx, sqlPutKey, putKeyArgs(id, org, key, data, v.ContentType, v.ExpiresAt, now)...).Scan(&status, &version)
+			err := c.QueryRow(ctx, sqlPutKey, putKeyArgs(id, org, key, data, v.ContentType, v.ExpiresAt, v.If, now)...).Scan(&status, &version, &rev, &pass, &current)
 			if err := checkKeyRow(err, status); err != nil {
 				return err
+			}
+			if pass != nil && !*pass {
+				if current != nil {
+					return &store.PreconditionError{Exists: true, Revision: store.Revision(*current)}
+				}
+				return &store.PreconditionError{}
 			}
 			if version == nil {
 				// The key was created by a write this statement's
 				// snapshot did not see; see sqlPutKey.
 				return errRetry
 			}
-			created = *version == 1
+			w = store.Written{Created: *version == 1, Revision: store.Revision(*rev)}
 			return nil
 		})
 	})
-	return created, err
+	return w, err
 }
 
 // DeleteKey implements store.Store.
@@ -992,8 +1033,9 @@ func (db *DB) ListKeys(ctx context.Context, org string, nsID kv.ID, prefix, afte
 				key     []byte
 				size    *int64
 				updated *int64
+				rev     *int64
 			)
-			if err := rows.Scan(&status, &key, &size, &updated); err != nil {
+			if err := rows.Scan(&status, &key, &size, &updated, &rev); err != nil {
 				return err
 			}
 			found = true
@@ -1007,7 +1049,7 @@ func (db *DB) ListKeys(ctx context.Context, org string, nsID kv.ID, prefix, afte
 				more = true
 				continue
 			}
-			keys = append(keys, kv.KeyInfo{Key: string(key), Size: *size, UpdatedAt: decodeTime(*updated)})
+			keys = append(keys, kv.KeyInfo{Key: string(key), Size: *size, UpdatedAt: decodeTime(*updated), Revision: uint64(*rev)})
 		}
 		if err := rows.Err(); err != nil {
 			return err

@@ -170,16 +170,16 @@ func TestTwoHandles(t *testing.T) {
 	}
 
 	v := store.PutValue{Data: []byte("from a"), ContentType: "text/plain"}
-	if created, err := a.PutKey(ctx, "org", ns.ID, "k", v, base); err != nil || !created {
-		t.Fatalf("PutKey through a = %v, %v", created, err)
+	if w, err := a.PutKey(ctx, "org", ns.ID, "k", v, base); err != nil || !w.Created {
+		t.Fatalf("PutKey through a = %v, %v", w, err)
 	}
 	got, err := b.GetKey(ctx, "org", ns.ID, "k", base)
 	if err != nil || string(got.Data) != "from a" {
 		t.Fatalf("GetKey through b = %v, %v", got, err)
 	}
 	got.Close()
-	if created, err := b.PutKey(ctx, "org", ns.ID, "k", v, base); err != nil || created {
-		t.Fatalf("PutKey of the same key through b = %v, %v; want replaced", created, err)
+	if w, err := b.PutKey(ctx, "org", ns.ID, "k", v, base); err != nil || w.Created {
+		t.Fatalf("PutKey of the same key through b = %v, %v; want replaced", w, err)
 	}
 
 	// MarkDeleting through a stops key operations through b at once.

@@ -63,6 +63,10 @@ func everyCall(s store.Store, ns kv.Namespace) map[string]func(ctx context.Conte
 			return err
 		},
 		"DeleteKey": func(ctx context.Context) error { _, err := s.DeleteKey(ctx, ns.Org, ns.ID, "k", base); return err },
+		"Apply": func(ctx context.Context) error {
+			_, err := s.Apply(ctx, ns.Org, ns.ID, []store.Op{{Kind: store.OpPut, Key: "k", Value: putValue("new")}, {Kind: store.OpIncr, Key: "n", By: 1}}, base)
+			return err
+		},
 		"ListKeys": func(ctx context.Context) error {
 			_, _, err := s.ListKeys(ctx, ns.Org, ns.ID, "", "", 10, base)
 			return err
@@ -320,7 +324,7 @@ func testTwoHandles(t *testing.T, h Harness, a store.Store) {
 					t.Error(err)
 					return
 				}
-				if c {
+				if c.Created {
 					mu.Lock()
 					created++
 					mu.Unlock()

@@ -109,6 +109,15 @@ func Run(t *testing.T, h Harness) {
 		{"UsageCounts", testUsageCounts},
 		{"UsageStorage", testUsageStorage},
 		{"InvalidArguments", testInvalidArguments},
+		{"Revisions", testRevisions},
+		{"ConditionalPut", testConditionalPut},
+		{"ConcurrentConditionalPuts", testConcurrentConditionalPuts},
+		{"Batch", testBatch},
+		{"BatchAllOrNothing", testBatchAllOrNothing},
+		{"BatchIncr", testBatchIncr},
+		{"BatchErrors", testBatchErrors},
+		{"BatchUsage", testBatchUsage},
+		{"ConcurrentBatches", testConcurrentBatches},
 		{"ContextDone", testContextDone},
 		{"AfterClose", testAfterClose},
 	}
@@ -118,6 +127,7 @@ func Run(t *testing.T, h Harness) {
 	}{
 		{"Restart", testRestart},
 		{"TwoHandles", testTwoHandles},
+		{"RevisionsAfterRestart", testRevisionsAfterRestart},
 	}
 	// The group makes Run wait for its parallel cases, so a caller may
 	// release what the harness uses as soon as Run returns.
@@ -195,11 +205,11 @@ func putValue(data string) store.PutValue {
 
 func mustPut(t *testing.T, s store.Store, ns kv.Namespace, key string, v store.PutValue, now time.Time) bool {
 	t.Helper()
-	created, err := s.PutKey(ctx, ns.Org, ns.ID, key, v, now)
+	w, err := s.PutKey(ctx, ns.Org, ns.ID, key, v, now)
 	if err != nil {
 		t.Fatalf("PutKey(%q): %v", key, err)
 	}
-	return created
+	return w.Created
 }
 
 // mustGet returns a copy of the value's fields and closes it.
@@ -1044,7 +1054,7 @@ func testConcurrentFirstWrites(t *testing.T, s store.Store) {
 				if err != nil {
 					errs = append(errs, err)
 				}
-				if c {
+				if c.Created {
 					created++
 				}
 			}()

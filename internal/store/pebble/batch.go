@@ -1,0 +1,213 @@
+package pebble
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/store"
+)
+
+// batchKey is a key as a batch has left it so far.
+type batchKey struct {
+	keyState
+	// written is set once an op of the batch has stored a value: data,
+	// contentType and updated are then that value's.
+	written     bool
+	data        []byte
+	contentType string
+}
+
+// Apply implements store.Store. It holds the stripes of every key of the
+// batch (in stripe order, so two batches never wait for each other in a
+// cycle) from the first read to the synced commit.
+func (d *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op, now time.Time) ([]store.Result, error) {
+	if len(ops) < 1 || len(ops) > store.MaxBatchOps {
+		return nil, fmt.Errorf("kvd/pebble: a batch of %d ops: %w", len(ops), store.ErrInvalidArgument)
+	}
+	writes := 0
+	for _, op := range ops {
+		switch op.Kind {
+		case store.OpPut:
+			if len(op.Value.ContentType) > kv.MaxContentTypeLen {
+				return nil, fmt.Errorf("kvd/pebble: a Content-Type of %d bytes: %w", len(op.Value.ContentType), store.ErrInvalidArgument)
+			}
+			writes++
+		case store.OpIncr:
+			writes++
+		case store.OpCheck, store.OpGet, store.OpDelete:
+		default:
+			return nil, fmt.Errorf("kvd/pebble: op kind %d: %w", op.Kind, store.ErrInvalidArgument)
+		}
+	}
+	if err := d.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer d.end()
+	e, err := d.readyEntry(org, nsID)
+	if err != nil {
+		return nil, err
+	}
+	defer e.mu.RUnlock()
+
+	for _, l := range d.stripesOf(e.id, ops) {
+		l.Lock()
+		defer l.Unlock()
+	}
+
+	keys := make(map[string]*batchKey, len(ops))
+	state := func(key string) (*batchKey, error) {
+		if k, ok := keys[key]; ok {
+			return k, nil
+		}
+		old, err := d.readOld(appendEntryKey(nil, e.id, key), key)
+		if err != nil {
+			return nil, err
+		}
+		k := &batchKey{keyState: old}
+		keys[key] = k
+		return k, nil
+	}
+	var rev store.Revision
+	if writes > 0 {
+		if rev, err = d.revs.take(writes); err != nil {
+			return nil, err
+		}
+	}
+	b := d.db.NewBatch()
+	defer b.Close()
+	results := make([]store.Result, len(ops))
+	var counts store.UsageCounts
+	var delta, read int64
+	for i, op := range ops {
+		k, err := state(op.Key)
+		if err != nil {
+			return nil, err
+		}
+		live := k.live(now)
+		res := &results[i]
+		switch op.Kind {
+		case store.OpCheck:
+			if !op.If.Holds(live, k.rev) {
+				return nil, preconditionFailed(i, k.keyState, now)
+			}
+		case store.OpGet:
+			if !live {
+				break
+			}
+			data, ct, updated, err := d.current(e, op.Key, k, now)
+			if err != nil {
+				return nil, err
+			}
+			if read += int64(len(data)); read > store.MaxBatchReadBytes {
+				return nil, store.ErrBatchTooLarge
+			}
+			*res = store.Result{Found: true, Data: data, ContentType: ct, UpdatedAt: updated, ExpiresAt: decodeExpiry(k.expiry), Revision: k.rev}
+		case store.OpPut:
+			v := op.Value
+			next, change, err := putRecords(b, e, op.Key, v.Data, v.ContentType, encodeExpiry(v.ExpiresAt), rev, k.keyState, now)
+			if err != nil {
+				return nil, err
+			}
+			*k = batchKey{keyState: next, written: true, data: v.Data, contentType: v.ContentType}
+			*res = store.Result{Created: !live, Revision: rev}
+			rev++
+			delta += change
+			counts.Writes++
+		case store.OpIncr:
+			var n int64
+			if live {
+				data, _, _, err := d.current(e, op.Key, k, now)
+				if err != nil {
+					return nil, err
+				}
+				if n, err = store.ParseCounter(data); err != nil {
+					return nil, &store.OpError{Op: i, Err: store.ErrNotInteger}
+				}
+			}
+			sum, ok := store.AddCounter(n, op.By)
+			if !ok {
+				return nil, &store.OpError{Op: i, Err: store.ErrOverflow}
+			}
+			data := store.FormatCounter(sum)
+			expiry := uint64(0)
+			if live {
+				expiry = k.expiry // an incr keeps the key's expiry
+			}
+			next, change, err := putRecords(b, e, op.Key, data, store.CounterContentType, expiry, rev, k.keyState, now)
+			if err != nil {
+				return nil, err
+			}
+			*k = batchKey{keyState: next, written: true, data: data, contentType: store.CounterContentType}
+			*res = store.Result{Created: !live, Revision: rev, Int: sum}
+			rev++
+			delta += change
+			counts.Writes++
+		case store.OpDelete:
+			if !k.exists {
+				break
+			}
+			ek := appendEntryKey(nil, e.id, op.Key)
+			if err := deleteKeyRecords(b, e.id, op.Key, ek); err != nil {
+				return nil, err
+			}
+			removed, err := removeOld(b, e, op.Key, k.keyState, now)
+			if err != nil {
+				return nil, err
+			}
+			*k = batchKey{}
+			res.Deleted = true
+			delta -= removed
+			counts.Deletes++
+		}
+	}
+	if b.Empty() {
+		return results, nil
+	}
+	if err := addUsage(b, e.ns.Org, e.id, now, delta, counts); err != nil {
+		return nil, err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return nil, fmt.Errorf("kvd/pebble: batch: %w", err)
+	}
+	return results, nil
+}
+
+// current returns a copy of the live value of k: the one an earlier op of
+// the batch wrote, or the stored one.
+func (d *DB) current(e *nsEntry, key string, k *batchKey, now time.Time) ([]byte, string, time.Time, error) {
+	if k.written {
+		return append([]byte{}, k.data...), k.contentType, now, nil
+	}
+	raw, closer, err := d.db.Get(appendValueKey(nil, e.id, key))
+	if err != nil {
+		return nil, "", time.Time{}, fmt.Errorf("kvd/pebble: get: %w", err)
+	}
+	defer closer.Close()
+	rec, err := decodeValue(raw)
+	if err != nil {
+		return nil, "", time.Time{}, err
+	}
+	return append([]byte{}, rec.data...), internContentType(rec.contentType), time.Unix(0, rec.updated).UTC(), nil
+}
+
+// stripesOf returns the distinct stripes of the keys of ops, in stripe
+// order.
+func (d *DB) stripesOf(id [16]byte, ops []store.Op) []*sync.RWMutex {
+	idx := make([]uint64, 0, len(ops))
+	for _, op := range ops {
+		idx = append(idx, d.stripe(id, op.Key))
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	ls := make([]*sync.RWMutex, len(idx))
+	for i, n := range idx {
+		ls[i] = &d.stripes[n]
+	}
+	return ls
+}

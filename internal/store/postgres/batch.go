@@ -1,0 +1,419 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/store"
+)
+
+// A batch is one READ COMMITTED transaction that first locks every key
+// it names, in key order (so batches never wait for each other in a
+// cycle): it locks the namespace row FOR SHARE (as single-key writes do),
+// then inserts a placeholder row for each key that does not exist and
+// locks each row that does (sqlBatchLock). From then until it commits no
+// other writer can change, create or delete any of its keys, so its
+// checks and gets read one state, the latest, and its writes land on
+// that state. The ops are then played in memory, and each key's final
+// state is written, with the usage, in the same transaction; the
+// placeholders of keys it leaves absent are deleted before the commit, so
+// no other transaction ever sees one.
+
+const (
+	sqlBatchNamespace = `SELECT status FROM namespaces WHERE id = $1 AND org = $2 FOR SHARE`
+
+	// The ON CONFLICT branch updates nothing (revisions are never
+	// negative) but locks the existing row, as DO UPDATE does before it
+	// tests its WHERE. It returns the keys that had no row.
+	sqlBatchLock = `INSERT INTO keys AS k (ns_id, key, value, content_type, updated_at, expires_at, version, revision)
+SELECT $1, u.key, ''::bytea, '', 1, 1, 1, 0 FROM unnest($2::bytea[]) AS u(key) ORDER BY u.key
+ON CONFLICT (ns_id, key) DO UPDATE SET version = k.version WHERE k.revision < 0
+RETURNING k.key`
+
+	// The rows of the batch's keys ($2), locked already; the value only
+	// of the rows an incr reads ($3), when short enough to be an integer.
+	sqlBatchRows = `SELECT key, content_type, updated_at, expires_at, revision,
+	octet_length(value)::bigint,
+	CASE WHEN key = ANY($3::bytea[]) AND octet_length(value) <= 20 THEN value END
+FROM keys WHERE ns_id = $1 AND key = ANY($2::bytea[])`
+
+	sqlBatchValues = `SELECT key, value FROM keys WHERE ns_id = $1 AND key = ANY($2::bytea[])`
+
+	sqlBatchRevisions = `SELECT nextval('key_revisions') FROM generate_series(1, $1::int)`
+
+	sqlBatchUpsert = `INSERT INTO keys AS k (ns_id, key, value, content_type, updated_at, expires_at, version, revision)
+VALUES ($1, $2::bytea, $3::bytea, $4::text, $5::bigint, $6::bigint, 1, $7::bigint)
+ON CONFLICT (ns_id, key) DO UPDATE SET
+	value = excluded.value,
+	content_type = excluded.content_type,
+	updated_at = excluded.updated_at,
+	expires_at = excluded.expires_at,
+	version = k.version + 1,
+	revision = excluded.revision`
+
+	sqlBatchDelete = `DELETE FROM keys WHERE ns_id = $1 AND key = ANY($2::bytea[])`
+)
+
+// sqlBatchUsage adds a batch's usage events to namespace $1 of org $2 in
+// shard $7: each event is a time ($3, Unix ns), a change of stored bytes
+// ($4), and counts of writes ($5) and deletes ($6).
+var sqlBatchUsage = `WITH ev AS (
+	SELECT x.month, x.off, e.w AS writes, e.dl AS deletes, e.d AS delta
+	FROM unnest($3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) AS e(t, d, w, dl)
+	CROSS JOIN LATERAL ` + sqlAtMonth("e.t") + ` x
+), u AS (
+	INSERT INTO ns_usage AS u (org, ns_id, month, shard, writes, deletes, delta_sum, weighted_sum)
+	SELECT $2, $1, month, $7, sum(writes), sum(deletes), sum(delta), sum(delta::numeric * off)
+	FROM ev GROUP BY month ORDER BY month
+	` + sqlAddAll + `
+	RETURNING 1
+), ud AS (
+	INSERT INTO ns_usage_day AS u (org, day, ns_id, shard, writes, deletes, delta_sum, weighted_sum)
+	SELECT $2, y.day, $1, $7, sum(ev.writes), sum(ev.deletes), sum(ev.delta), sum(ev.delta::numeric * y.doff)
+	FROM ev CROSS JOIN LATERAL ` + sqlEvAtDay + ` y
+	CROSS JOIN (SELECT count(*) FROM u) after_u
+	GROUP BY y.day ORDER BY y.day
+	` + sqlAddDayAll + `
+	RETURNING 1
+)
+SELECT (SELECT count(*) FROM u) + (SELECT count(*) FROM ud)`
+
+// batchRow is a key as the batch found it, then as its ops leave it.
+type batchRow struct {
+	exists      bool
+	contentType string
+	updated     int64
+	expires     *int64
+	rev         int64
+	size        int64 // key plus value bytes
+	short       []byte
+
+	// After the ops: whether one wrote or deleted it, and what it holds.
+	touched bool
+	written bool
+	data    []byte
+	ct      string
+	wexp    *int64
+	wrev    int64
+	wsize   int64
+	gone    bool
+	start   *batchRow // the state found, when touched
+}
+
+func (r *batchRow) live(now int64) bool {
+	if r.touched {
+		return r.written
+	}
+	return r.exists && (r.expires == nil || *r.expires > now)
+}
+
+// Apply implements store.Store.
+func (db *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op, now time.Time) ([]store.Result, error) {
+	if len(ops) < 1 || len(ops) > store.MaxBatchOps {
+		return nil, fmt.Errorf("postgres: a batch of %d ops: %w", len(ops), store.ErrInvalidArgument)
+	}
+	var keys, incrKeys [][]byte
+	seen := map[string]bool{}
+	writes := 0
+	for _, op := range ops {
+		switch op.Kind {
+		case store.OpPut:
+			writes++
+		case store.OpIncr:
+			writes++
+			incrKeys = append(incrKeys, []byte(op.Key))
+		case store.OpCheck, store.OpGet, store.OpDelete:
+		default:
+			return nil, fmt.Errorf("postgres: op kind %d: %w", op.Kind, store.ErrInvalidArgument)
+		}
+		if !seen[op.Key] {
+			seen[op.Key] = true
+			keys = append(keys, []byte(op.Key))
+		}
+	}
+	id := [16]byte(nsID)
+	var results []store.Result
+	err := db.conn(ctx, "batch", func(c *pgx.Conn) error {
+		return retryTransient(ctx, func() error {
+			results = nil
+			return pgx.BeginTxFunc(ctx, c, pgx.TxOptions{}, func(tx pgx.Tx) error {
+				r, err := applyBatch(ctx, tx, id, org, ops, keys, incrKeys, writes, now)
+				results = r
+				return err
+			})
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []store.Op, keys, incrKeys [][]byte, writes int, now time.Time) ([]store.Result, error) {
+	var status *string
+	err := tx.QueryRow(ctx, sqlBatchNamespace, id, org).Scan(&status)
+	if err := checkKeyRow(err, status); err != nil {
+		return nil, err
+	}
+	lrows, err := tx.Query(ctx, sqlBatchLock, id, keys)
+	if err != nil {
+		return nil, err
+	}
+	placeholders, err := pgx.CollectRows(lrows, pgx.RowTo[[]byte])
+	if err != nil {
+		return nil, err
+	}
+	isPlaceholder := make(map[string]bool, len(placeholders))
+	for _, k := range placeholders {
+		isPlaceholder[string(k)] = true
+	}
+	state := make(map[string]*batchRow, len(keys))
+	rows, err := tx.Query(ctx, sqlBatchRows, id, keys, incrKeys)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var (
+			key []byte
+			r   = &batchRow{exists: true}
+		)
+		if err := rows.Scan(&key, &r.contentType, &r.updated, &r.expires, &r.rev, &r.size, &r.short); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		r.size += int64(len(key))
+		if !isPlaceholder[string(key)] {
+			state[string(key)] = r
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	get := func(key string) *batchRow {
+		r, ok := state[key]
+		if !ok {
+			r = &batchRow{}
+			state[key] = r
+		}
+		return r
+	}
+	var revs []int64
+	if writes > 0 {
+		rows, err := tx.Query(ctx, sqlBatchRevisions, writes)
+		if err != nil {
+			return nil, err
+		}
+		revs, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return nil, err
+		}
+		if len(revs) != writes {
+			return nil, fmt.Errorf("postgres: %d revisions for %d writes", len(revs), writes)
+		}
+	}
+	nowNS := encodeTime(now)
+	results := make([]store.Result, len(ops))
+	var fetch [][]byte // keys whose stored values gets return
+	var read int64
+	deletes := int64(0)
+	touch := func(r *batchRow) {
+		if !r.touched {
+			start := *r
+			r.start = &start
+			r.touched = true
+			r.written = start.exists && (start.expires == nil || *start.expires > nowNS)
+			if r.written {
+				r.wexp, r.wrev, r.wsize = start.expires, start.rev, start.size
+				r.ct = start.contentType
+				r.data = nil // the stored one, if needed
+			}
+		}
+	}
+	for i, op := range ops {
+		r := get(op.Key)
+		live := r.live(nowNS)
+		rev := r.rev
+		if r.touched {
+			rev = r.wrev
+		}
+		res := &results[i]
+		switch op.Kind {
+		case store.OpCheck:
+			if !op.If.Holds(live, store.Revision(rev)) {
+				if live {
+					return nil, &store.PreconditionError{Op: i, Exists: true, Revision: store.Revision(rev)}
+				}
+				return nil, &store.PreconditionError{Op: i}
+			}
+		case store.OpGet:
+			if !live {
+				break
+			}
+			*res = store.Result{Found: true, Revision: store.Revision(rev)}
+			if r.touched && r.data != nil {
+				res.Data = append([]byte{}, r.data...)
+				res.ContentType, res.UpdatedAt = r.ct, now
+				if r.wexp != nil {
+					res.ExpiresAt = decodeTime(*r.wexp)
+				}
+				break
+			}
+			if read += r.size - int64(len(op.Key)); read > store.MaxBatchReadBytes {
+				return nil, store.ErrBatchTooLarge
+			}
+			res.ContentType, res.UpdatedAt = r.contentType, decodeTime(r.updated)
+			if r.expires != nil {
+				res.ExpiresAt = decodeTime(*r.expires)
+			}
+			fetch = append(fetch, []byte(op.Key))
+		case store.OpPut:
+			touch(r)
+			data := op.Value.Data
+			if data == nil {
+				data = []byte{}
+			}
+			r.written, r.data, r.ct, r.wexp = true, data, op.Value.ContentType, encodeExpiry(op.Value.ExpiresAt)
+			r.wrev, revs = revs[0], revs[1:]
+			r.wsize = int64(len(op.Key) + len(data))
+			*res = store.Result{Created: !live, Revision: store.Revision(r.wrev)}
+		case store.OpIncr:
+			var n int64
+			if live {
+				cur := r.data
+				if !r.touched || cur == nil {
+					cur = r.short
+					if cur == nil {
+						return nil, &store.OpError{Op: i, Err: store.ErrNotInteger}
+					}
+				}
+				var err error
+				if n, err = store.ParseCounter(cur); err != nil {
+					return nil, &store.OpError{Op: i, Err: store.ErrNotInteger}
+				}
+			}
+			sum, ok := store.AddCounter(n, op.By)
+			if !ok {
+				return nil, &store.OpError{Op: i, Err: store.ErrOverflow}
+			}
+			var exp *int64
+			if live {
+				exp = r.expires
+				if r.touched {
+					exp = r.wexp
+				}
+			}
+			touch(r)
+			data := store.FormatCounter(sum)
+			r.written, r.data, r.ct, r.wexp = true, data, store.CounterContentType, exp
+			r.wrev, revs = revs[0], revs[1:]
+			r.wsize = int64(len(op.Key) + len(data))
+			*res = store.Result{Created: !live, Revision: store.Revision(r.wrev), Int: sum}
+		case store.OpDelete:
+			exists := r.exists
+			if r.touched {
+				exists = r.written
+			}
+			if !exists {
+				break
+			}
+			touch(r)
+			r.written, r.data = false, nil
+			res.Deleted = true
+			deletes++
+		}
+	}
+	if len(fetch) > 0 {
+		rows, err := tx.Query(ctx, sqlBatchValues, id, fetch)
+		if err != nil {
+			return nil, err
+		}
+		values := map[string][]byte{}
+		for rows.Next() {
+			var k, v []byte
+			if err := rows.Scan(&k, &v); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			values[string(k)] = v
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		for i, op := range ops {
+			if op.Kind == store.OpGet && results[i].Found && results[i].Data == nil {
+				v := values[op.Key]
+				if v == nil {
+					v = []byte{}
+				}
+				results[i].Data = v
+			}
+		}
+	}
+
+	// Write each touched key's final state, and the usage.
+	var (
+		b       pgx.Batch
+		gone    [][]byte
+		delta   int64
+		evT     = []int64{nowNS}
+		evD     = []int64{0}
+		evW     = []int64{int64(writes)}
+		evDel   = []int64{deletes}
+		changed = false
+	)
+	names := make([]string, 0, len(state))
+	for k := range state {
+		names = append(names, k)
+	}
+	slices.Sort(names) // one lock order for every batch
+	for _, k := range names {
+		r := state[k]
+		if !r.touched {
+			if isPlaceholder[k] {
+				gone = append(gone, []byte(k))
+			}
+			continue
+		}
+		start := r.start
+		if r.written && r.data == nil {
+			continue // a key whose ops left it as it was
+		}
+		changed = true
+		startLive := start.exists && (start.expires == nil || *start.expires > nowNS)
+		if startLive {
+			delta -= start.size
+		} else if start.exists {
+			evT, evD, evW, evDel = append(evT, *start.expires), append(evD, -start.size), append(evW, 0), append(evDel, 0)
+		}
+		if r.written {
+			delta += r.wsize
+			b.Queue(sqlBatchUpsert, id, []byte(k), r.data, r.ct, nowNS, r.wexp, r.wrev)
+		} else if start.exists || isPlaceholder[k] {
+			gone = append(gone, []byte(k))
+		}
+	}
+	if len(gone) > 0 {
+		b.Queue(sqlBatchDelete, id, gone)
+	}
+	if !changed {
+		if len(gone) > 0 {
+			if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+				return nil, err
+			}
+		}
+		return results, nil
+	}
+	evD[0] = delta
+	b.Queue(sqlBatchUsage, id, org, evT, evD, evW, evDel, pickShard())
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return nil, err
+	}
+	return results, nil
+}
