@@ -6,15 +6,22 @@
 // get-hit while --slow-conns slow connections are held open to the target,
 // and is reported as a share of get-hit's throughput.
 //
+// With PostgreSQL (--postgres), kvd on PostgreSQL is measured too, and
+// PostgreSQL itself on the same server (pg-select, pg-upsert, pg-range:
+// one statement per operation through pgx), each kvd on PostgreSQL figure
+// with its ratio to the database's own. --profile DIR writes a CPU profile
+// of the server of every measured phase and, on PostgreSQL, its
+// pg_stat_statements and sampled wait events.
+//
 // kvbench scale loads one namespace with --keys keys (10 million) and
 // reports the load rate, disk bytes per key, kvd's RSS, its stop and
 // start-up time on the loaded store, and the GET latency at that size
 // against the same GET on a --small-keys store.
 //
-//	kvbench [--duration 10s] [--clients 1,64] [--workloads get-hit,put-new] [--slow-conns 1000] [--json FILE] ...
+//	kvbench [--duration 10s] [--clients 1,64] [--workloads get-hit,put-new] [--slow-conns 1000] [--profile DIR] [--json FILE] ...
 //	kvbench scale [--keys 10000000] [--small-keys 10000] [--clients 64] [--json FILE] ...
 //	kvbench compare A.json B.json
-//	kvbench baseline --listen ADDR
+//	kvbench baseline [--pprof ADDR] --listen ADDR
 package main
 
 import (
@@ -25,6 +32,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -95,11 +103,13 @@ func parseFlags(args []string, stderr io.Writer) (bench.Config, string, error) {
 	fs := flag.NewFlagSet("kvbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: kvbench [flags]\n       kvbench scale [flags]\n       kvbench compare A.json B.json\n       kvbench baseline --listen ADDR\n\n")
-		fmt.Fprintf(stderr, "Workloads: %s\n\nFlags:\n", strings.Join(bench.Workloads, ", "))
+		fmt.Fprintf(stderr, "Usage: kvbench [flags]\n       kvbench scale [flags]\n       kvbench compare A.json B.json\n       kvbench baseline [--pprof ADDR] --listen ADDR\n\n")
+		fmt.Fprintf(stderr, "Workloads of kvd and the baseline: %s\n", strings.Join(bench.Workloads, ", "))
+		fmt.Fprintf(stderr, "Workloads of PostgreSQL itself, on kvd's server (with --postgres): %s\n\nFlags:\n", strings.Join(bench.PGWorkloads, ", "))
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.KVD, "kvd", "", "kvd binary to run (default: build ./cmd/kvd with the go command)")
+	kvdArgs := fs.String("kvd-args", "", "further flags for every kvd, separated by spaces, e.g. \"--pg-max-conns 32\"")
 	fs.StringVar(&cfg.Postgres, "postgres", cfg.Postgres, "also benchmark kvd on PostgreSQL: a postgres:// URL of an empty database, \"auto\" to start a throwaway server from this machine's PostgreSQL binaries when there are any, or \"off\"")
 	fs.BoolVar(&cfg.NoEmbedded, "no-embedded", false, "leave out kvd on the embedded engine (with --postgres)")
 	fs.IntVar(&cfg.Keys, "keys", cfg.Keys, "keys filled with values before the key workloads")
@@ -113,6 +123,8 @@ func parseFlags(args []string, stderr io.Writer) (bench.Config, string, error) {
 	fs.DurationVar(&cfg.SlowInterval, "slow-interval", cfg.SlowInterval, "time between two trickled writes of one slow connection")
 	fs.DurationVar(&cfg.FsyncDuration, "fsync-duration", cfg.FsyncDuration, "length of each strace pass counting kvd's fsyncs; 0 skips it")
 	fs.DurationVar(&cfg.DiskSyncDuration, "disk-sync-duration", cfg.DiskSyncDuration, "how long to measure the disk's rate of 1 KiB writes each followed by fdatasync (appending, then overwriting), the ceiling of durable PUTs to one client; 0 skips it")
+	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "longest wait after each fill for the server (and PostgreSQL) to go quiet, its flushes, compactions and checkpoints done; 0 does not wait")
+	fs.StringVar(&cfg.ProfileDir, "profile", "", "write into this directory, for every measured phase, a CPU profile of the server and, on PostgreSQL, pg_stat_statements and wait events sampled every 10ms")
 	fs.StringVar(&cfg.WorkDir, "workdir", "", "keep binaries, stores and server logs here (default: a temporary directory, removed)")
 	clients := fs.String("clients", joinInts(cfg.Clients), "comma-separated numbers of concurrent keep-alive clients")
 	listClients := fs.String("list-clients", joinInts(cfg.ListClients), "further client counts for list-1000")
@@ -134,6 +146,7 @@ func parseFlags(args []string, stderr io.Writer) (bench.Config, string, error) {
 	if *workloads != "" {
 		cfg.Workloads = strings.Split(*workloads, ",")
 	}
+	cfg.KVDArgs = strings.Fields(*kvdArgs)
 	if cfg.Log == nil {
 		cfg.Log = stderr
 	}
@@ -220,6 +233,7 @@ func runBaseline(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kvbench baseline", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:8081", "address to serve on")
+	pprofAddr := fs.String("pprof", "", "serve Go's profiles (/debug/pprof/) on this address too")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -238,6 +252,16 @@ func runBaseline(ctx context.Context, args []string, stderr io.Writer) int {
 	srv := &http.Server{Handler: bench.NewBaseline(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
+	if *pprofAddr != "" {
+		pln, err := net.Listen("tcp", *pprofAddr)
+		if err != nil {
+			fmt.Fprintln(stderr, "kvbench baseline:", err)
+			return 1
+		}
+		psrv := &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
+		go psrv.Serve(pln)
+		defer psrv.Close()
+	}
 	select {
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -251,6 +275,16 @@ func runBaseline(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "kvbench baseline:", err)
 		return 1
 	}
+}
+
+// pprofMux serves Go's profiles under /debug/pprof/.
+func pprofMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 // runCompare prints two reports side by side.

@@ -23,8 +23,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/edgekv/kv/internal/pgserver"
 )
 
 // The workloads, in the order a run drives them.
@@ -42,8 +40,30 @@ const (
 	Get1MiB         = "get-1mib"
 )
 
-// Workloads lists every workload, in run order.
+// Workloads lists every workload of kvd and the baseline, in run order.
 var Workloads = []string{GetHit, GetHitSlowloris, GetMiss, PutOverwrite, Mix9010, PutNew, List1000, Put1MiB, Get1MiB}
+
+// The workloads of PostgreSQL itself (the postgres target), each the
+// counterpart of kvd's: one statement per operation, issued with pgx on
+// as many connections as clients, on the server kvd on PostgreSQL uses.
+const (
+	// PGSelect is a primary-key SELECT of one of Keys rows of ValueSize
+	// bytes: get-hit's counterpart.
+	PGSelect = "pg-select"
+	// PGUpsert is INSERT ... ON CONFLICT (k) DO UPDATE of one of those
+	// rows with a new value, committed synchronously: the counterpart of
+	// put-overwrite and put-new.
+	PGUpsert = "pg-upsert"
+	// PGRange is an index range scan of 1,000 rows of ListKeys from a
+	// random start: list-1000's counterpart.
+	PGRange = "pg-range"
+)
+
+// PGWorkloads lists the postgres target's workloads, in run order.
+var PGWorkloads = []string{PGSelect, PGUpsert, PGRange}
+
+// allWorkloads is every workload name kvbench knows.
+func allWorkloads() []string { return append(slices.Clone(Workloads), PGWorkloads...) }
 
 // Config.Postgres values besides a URL.
 const (
@@ -59,10 +79,12 @@ func firstLine(s string) string {
 	return s
 }
 
-// Target names. A kvd target's ratio is taken against TargetBaseline.
+// Target names. A kvd target's ratio is taken against TargetBaseline;
+// kvd on PostgreSQL's also against TargetPostgres, PostgreSQL itself.
 const (
 	TargetKVD         = "kvd"
 	TargetKVDPostgres = "kvd-postgres"
+	TargetPostgres    = "postgres"
 	TargetBaseline    = "baseline"
 )
 
@@ -71,6 +93,9 @@ type Config struct {
 	// KVD is the kvd binary; empty builds ./cmd/kvd of this module into
 	// WorkDir with the go command.
 	KVD string
+	// KVDArgs are further flags for every kvd the run starts, e.g.
+	// {"--pg-max-conns", "32"}.
+	KVDArgs []string
 	// Baseline is the command that serves the baseline on an address
 	// appended as its last argument, e.g. {"/path/kvbench", "baseline",
 	// "--listen"}. Empty runs this executable with those arguments.
@@ -108,6 +133,15 @@ type Config struct {
 	// is measured, in the work directory; 0 skips it.
 	DiskSyncDuration time.Duration
 
+	// Settle is the longest wait after each fill for the target's server
+	// (and PostgreSQL's processes, for a target on PostgreSQL) to go
+	// quiet: its flushes, compactions, checkpoints done. 0 does not wait.
+	Settle time.Duration
+	// ProfileDir, when set, receives a CPU profile of the server of every
+	// measured phase and, for the targets on PostgreSQL, its statements
+	// and wait events (see profile.go).
+	ProfileDir string
+
 	// WorkDir holds the binaries, data directories and server logs; empty
 	// uses a new temporary directory removed at the end.
 	WorkDir string
@@ -131,6 +165,7 @@ func DefaultConfig() Config {
 		SlowInterval:     time.Second,
 		FsyncDuration:    5 * time.Second,
 		DiskSyncDuration: 3 * time.Second,
+		Settle:           time.Minute,
 		Postgres:         PostgresAuto,
 	}
 }
@@ -150,6 +185,8 @@ func (c *Config) Validate() error {
 		return errors.New("bench: --duration must be positive")
 	case c.Warmup < 0:
 		return errors.New("bench: --warmup must not be negative")
+	case c.Settle < 0:
+		return errors.New("bench: --settle must not be negative")
 	case len(c.Clients) == 0:
 		return errors.New("bench: --clients is empty")
 	case c.FillClients < 1:
@@ -160,6 +197,8 @@ func (c *Config) Validate() error {
 		return errors.New("bench: --slow-interval must be positive")
 	case c.NoEmbedded && (c.Postgres == "" || c.Postgres == PostgresOff):
 		return errors.New("bench: no kvd target (the embedded engine is left out and no --postgres given)")
+	case (c.Postgres == "" || c.Postgres == PostgresOff) && slices.ContainsFunc(c.Workloads, func(w string) bool { return slices.Contains(PGWorkloads, w) }):
+		return errNoPostgres
 	}
 	for _, n := range append(slices.Clone(c.Clients), c.ListClients...) {
 		if n < 1 || n > 4096 {
@@ -167,8 +206,8 @@ func (c *Config) Validate() error {
 		}
 	}
 	for _, w := range c.Workloads {
-		if !slices.Contains(Workloads, w) {
-			return fmt.Errorf("bench: unknown workload %q (have %s)", w, strings.Join(Workloads, ", "))
+		if !slices.Contains(allWorkloads(), w) {
+			return fmt.Errorf("bench: unknown workload %q (have %s)", w, strings.Join(allWorkloads(), ", "))
 		}
 	}
 	return nil
@@ -178,10 +217,15 @@ func (c *Config) selected(w string) bool {
 	return len(c.Workloads) == 0 || slices.Contains(c.Workloads, w)
 }
 
+// anySelected reports whether any of ws is selected.
+func (c *Config) anySelected(ws []string) bool {
+	return slices.ContainsFunc(ws, c.selected)
+}
+
 // clientsFor returns the client counts workload w runs at.
 func (c *Config) clientsFor(w string) []int {
 	n := slices.Clone(c.Clients)
-	if w == List1000 {
+	if w == List1000 || w == PGRange {
 		n = append(n, c.ListClients...)
 	}
 	slices.Sort(n)
@@ -191,7 +235,7 @@ func (c *Config) clientsFor(w string) []int {
 // maxClients returns the most concurrent clients any phase or fill uses.
 func (c *Config) maxClients() int {
 	n := c.FillClients
-	for _, w := range Workloads {
+	for _, w := range allWorkloads() {
 		for _, k := range c.clientsFor(w) {
 			n = max(n, k)
 		}
@@ -258,30 +302,58 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 
+	if cfg.ProfileDir != "" {
+		if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {
+			return nil, fmt.Errorf("bench: --profile: %w", err)
+		}
+	}
+
 	rep := newReport(cfg)
+	httpLoads := cfg.anySelected(Workloads)
 	var targets []string
-	if !cfg.NoEmbedded {
+	if !cfg.NoEmbedded && httpLoads {
 		targets = append(targets, TargetKVD)
 	}
+	var pg *pgEnv
 	switch cfg.Postgres {
 	case "", PostgresOff:
 	case PostgresAuto:
-		url, stop, err := pgserver.Throwaway()
+		env, err := startThrowaway(cfg.ProfileDir != "", cfg.logf)
 		if err != nil {
 			cfg.logf("kvd on PostgreSQL left out: %v", err)
 			rep.Notes = append(rep.Notes, "kvd on PostgreSQL left out: "+firstLine(err.Error()))
 			break
 		}
-		defer stop()
 		cfg.logf("PostgreSQL: a throwaway server from this machine's binaries")
-		cfg.Postgres = url
-		targets = append(targets, TargetKVDPostgres)
+		pg = env
 	default:
-		targets = append(targets, TargetKVDPostgres)
+		pg = urlEnv(cfg.Postgres, cfg.ProfileDir != "")
 	}
-	targets = append(targets, TargetBaseline)
+	if pg != nil {
+		defer pg.close()
+		cfg.Postgres = pg.kvdURL
+		d := pg.describe()
+		cfg.logf("%s", d)
+		rep.Notes = append(rep.Notes, d)
+		rep.Notes = append(rep.Notes, pg.notes...)
+		if httpLoads {
+			targets = append(targets, TargetKVDPostgres)
+		}
+		if cfg.anySelected(PGWorkloads) {
+			targets = append(targets, TargetPostgres)
+		}
+	}
+	if httpLoads {
+		targets = append(targets, TargetBaseline)
+	}
 	for _, name := range targets {
-		if err := runTarget(ctx, &cfg, dir, name, rep); err != nil {
+		var err error
+		if name == TargetPostgres {
+			err = runPostgres(ctx, &cfg, pg, rep)
+		} else {
+			err = runTarget(ctx, &cfg, dir, name, pg, rep)
+		}
+		if err != nil {
 			return rep, fmt.Errorf("bench: %s: %w", name, err)
 		}
 	}
@@ -315,7 +387,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 // server is a target being benchmarked.
 type server struct {
-	name   string
+	name string
+	// debug is the address of the server's /debug/pprof/ (kvd's
+	// --metrics-listen, the baseline's --pprof), when it serves one.
+	debug  string
 	spec   serverSpec // how it was started, to start it again
 	proc   *proc
 	base   string // http://host:port
@@ -335,6 +410,7 @@ type serverSpec struct {
 	kvdArgs  []string // further kvd flags
 	logDir   string   // where the server's log goes
 	tracer   []string // argv prefix the server runs under (strace), or nil
+	debug    bool     // serve /debug/pprof/ on a port of its own
 	// maxClients is the most concurrent clients the load generator's
 	// client keeps connections for.
 	maxClients int
@@ -348,14 +424,14 @@ func storeDir(dir, name string) string {
 // startServer starts target name (optionally under a tracer: argv
 // prefix) with its store in dir.
 func startServer(ctx context.Context, cfg *Config, dir, name string, tracer []string, maxClients int) (*server, error) {
-	sp := serverSpec{name: name, logDir: dir, tracer: tracer, maxClients: maxClients}
+	sp := serverSpec{name: name, logDir: dir, tracer: tracer, maxClients: maxClients, debug: cfg.ProfileDir != "" && tracer == nil}
 	switch name {
 	case TargetBaseline:
 		sp.baseline = cfg.Baseline
 	case TargetKVDPostgres:
-		sp.kvd, sp.store = cfg.KVD, cfg.Postgres
+		sp.kvd, sp.store, sp.kvdArgs = cfg.KVD, cfg.Postgres, cfg.KVDArgs
 	default:
-		sp.kvd, sp.store = cfg.KVD, storeDir(dir, name)
+		sp.kvd, sp.store, sp.kvdArgs = cfg.KVD, storeDir(dir, name), cfg.KVDArgs
 	}
 	return sp.start(ctx)
 }
@@ -373,10 +449,25 @@ func (sp serverSpec) start(ctx context.Context) (*server, error) {
 		var key [16]byte
 		rand.Read(key[:])
 		token := "kvbench-" + hex.EncodeToString(key[:])
+		debug := ""
+		if sp.debug && (sp.kvd != "" || strings.TrimLeft(sp.baseline[len(sp.baseline)-1], "-") == "listen") {
+			if debug, err = freeAddr(); err != nil {
+				return nil, err
+			}
+		}
 		if sp.kvd == "" {
-			argv = append(slices.Clone(sp.baseline), addr)
+			argv = slices.Clone(sp.baseline)
+			if debug != "" {
+				// kvbench baseline's --pprof goes before the --listen
+				// flag the argv ends with.
+				argv = append(argv[:len(argv)-1], "--pprof", debug, argv[len(argv)-1])
+			}
+			argv = append(argv, addr)
 		} else {
 			argv = []string{sp.kvd, "--listen", addr, "--store", sp.store, "--access-log=false", "--rate-limit=0", "--log-level", "warn"}
+			if debug != "" {
+				argv = append(argv, "--metrics-listen", debug)
+			}
 			argv = append(argv, sp.kvdArgs...)
 			env = []string{"TELNYX_API_KEY=" + token}
 		}
@@ -396,7 +487,7 @@ func (sp serverSpec) start(ctx context.Context) (*server, error) {
 			lastErr = err
 			continue
 		}
-		return &server{name: sp.name, spec: sp, proc: p, base: "http://" + addr, auth: "Bearer " + token, client: newClient(sp.maxClients), ready: time.Now()}, nil
+		return &server{name: sp.name, debug: debug, spec: sp, proc: p, base: "http://" + addr, auth: "Bearer " + token, client: newClient(sp.maxClients), ready: time.Now()}, nil
 	}
 	return nil, lastErr
 }

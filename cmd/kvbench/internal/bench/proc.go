@@ -220,3 +220,78 @@ func childPID(pid int, timeout time.Duration) (int, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// hostBusy returns the CPU time the whole machine has spent busy (user,
+// nice, system, irq, softirq and steal time of /proc/stat), or -1 when it
+// cannot be read.
+func hostBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return -1
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	// cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		return -1
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return -1
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// treeCPU returns the CPU time used by process pid, by its children that
+// have exited and been waited for, and by its live children: for the
+// PostgreSQL postmaster, the whole server.
+func treeCPU(pid int) (time.Duration, error) {
+	own, reaped, err := procCPUTimes(pid)
+	if err != nil {
+		return 0, err
+	}
+	total := own + reaped
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return total, nil
+	}
+	for _, f := range strings.Fields(string(b)) {
+		c, err := strconv.Atoi(f)
+		if err != nil {
+			continue
+		}
+		if own, _, err := procCPUTimes(c); err == nil {
+			total += own
+		}
+	}
+	return total, nil
+}
+
+// procCPUTimes returns the user plus system CPU time of process pid, and
+// that of its children it has waited for.
+func procCPUTimes(pid int) (own, reaped time.Duration, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// After the name: state(0) ... utime(11) stime(12) cutime(13) cstime(14).
+	if len(f) < 15 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: short", pid)
+	}
+	var t [4]int64
+	for j := range t {
+		if t[j], err = strconv.ParseInt(f[11+j], 10, 64); err != nil {
+			return 0, 0, err
+		}
+	}
+	return time.Duration(t[0]+t[1]) * time.Second / clockTicks, time.Duration(t[2]+t[3]) * time.Second / clockTicks, nil
+}

@@ -25,7 +25,15 @@ type Report struct {
 	Fills    []Fill    `json:"fills"`
 	Results  []Result  `json:"results"`
 	Ratios   []Ratio   `json:"ratios"`
-	Fsyncs   []Fsync   `json:"fsyncs"`
+	// PostgresRatios compares kvd on PostgreSQL with PostgreSQL itself
+	// (and its GET with the embedded engine's), see DBRatio.
+	PostgresRatios []DBRatio `json:"postgres_ratios,omitempty"`
+	// Discarded holds the warm-up phases each target runs after its first
+	// fill, whose figures are kept out of Results: set beside the first
+	// measured phase, they show whether the state the fill left had
+	// settled.
+	Discarded []Result `json:"discarded,omitempty"`
+	Fsyncs    []Fsync  `json:"fsyncs"`
 	// DiskSync is the disk's synced-write rate, when measured.
 	DiskSync *DiskSync `json:"disk_sync,omitempty"`
 	// SlowlorisRatios compares get-hit-slowloris with get-hit for each
@@ -61,6 +69,12 @@ type Settings struct {
 	FillClients int      `json:"fill_clients"`
 	Workloads   []string `json:"workloads"`
 	Postgres    bool     `json:"postgres"`
+	// Settle is the longest wait for a server to go quiet after a fill.
+	Settle string `json:"settle,omitempty"`
+	// Profile is the --profile directory, when profiles were taken.
+	Profile string `json:"profile_dir,omitempty"`
+	// KVDArgs are the further flags every kvd ran with.
+	KVDArgs []string `json:"kvd_args,omitempty"`
 	// SlowConns is get-hit-slowloris's number of attacker connections
 	// (0 when it did not run).
 	SlowConns int `json:"slow_conns,omitempty"`
@@ -74,6 +88,8 @@ type Fill struct {
 	Clients    int     `json:"clients"`
 	Seconds    float64 `json:"seconds"`
 	KeysPerSec float64 `json:"keys_per_sec"`
+	// Settle is the wait, after the fill, for the server to go quiet.
+	Settle *ScaleSettle `json:"settle,omitempty"`
 }
 
 // Result is one workload at one client count against one target.
@@ -92,14 +108,23 @@ type Result struct {
 	MeanUs     float64 `json:"mean_us"`
 	MaxUs      float64 `json:"max_us"`
 	// ClientCPU and ServerCPU are the cores used by kvbench (the load
-	// generator) and by the server during the measured window.
+	// generator) and by the server during the measured window; the
+	// postgres target's server is PostgreSQL. DBCPU is PostgreSQL's
+	// processes' cores, for the targets on a PostgreSQL whose processes
+	// kvbench knows (the throwaway server). OtherCPU is what the rest of
+	// the machine used meanwhile: a phase that shared the cores with
+	// other work shows it here.
 	ClientCPU float64 `json:"client_cpu_cores"`
 	ServerCPU float64 `json:"server_cpu_cores"`
+	DBCPU     float64 `json:"db_cpu_cores,omitempty"`
+	OtherCPU  float64 `json:"other_cpu_cores"`
 	// PeakRSS is the server's VmHWM in bytes at the end of the phase.
 	PeakRSS      int64 `json:"peak_rss_bytes"`
 	PeakRSSPhase bool  `json:"peak_rss_is_phase_peak"`
 	// Slowloris is the attacker pool's figures (get-hit-slowloris only).
 	Slowloris *SlowStats `json:"slowloris,omitempty"`
+	// Profile is what --profile recorded of the phase.
+	Profile *PhaseProfile `json:"profile,omitempty"`
 
 	from, to time.Time // the measured window
 }
@@ -111,6 +136,31 @@ type Ratio struct {
 	Workload string  `json:"workload"`
 	Clients  int     `json:"clients"`
 	Ratio    float64 `json:"ops_ratio"` // kvd ops/s over baseline ops/s
+}
+
+// DBRatio is a figure of kvd on PostgreSQL over the figure it is
+// compared with, in the same run at the same client count: PUT over
+// PostgreSQL's own upsert rate, GET over its primary-key select and over
+// the embedded engine's GET, LIST over its range scan's pages/s.
+type DBRatio struct {
+	Target      string  `json:"target"`
+	Workload    string  `json:"workload"`
+	Clients     int     `json:"clients"`
+	OpsPerSec   float64 `json:"ops_per_sec"`
+	VsTarget    string  `json:"vs_target"`
+	VsWorkload  string  `json:"vs_workload"`
+	VsOpsPerSec float64 `json:"vs_ops_per_sec"`
+	Ratio       float64 `json:"ops_ratio"`
+}
+
+// dbPairs are the comparisons of DBRatio: a kvd on PostgreSQL workload,
+// and the target and workload it is compared with.
+var dbPairs = []struct{ workload, vsTarget, vsWorkload string }{
+	{GetHit, TargetPostgres, PGSelect},
+	{GetHit, TargetKVD, GetHit},
+	{PutOverwrite, TargetPostgres, PGUpsert},
+	{PutNew, TargetPostgres, PGUpsert},
+	{List1000, TargetPostgres, PGRange},
 }
 
 // SlowStats is what the attacker pool of get-hit-slowloris did.
@@ -166,6 +216,13 @@ func newReport(cfg Config) *Report {
 	wl := cfg.Workloads
 	if len(wl) == 0 {
 		wl = Workloads
+		if cfg.Postgres != "" && cfg.Postgres != PostgresOff {
+			wl = allWorkloads()
+		}
+	}
+	settle := ""
+	if cfg.Settle > 0 {
+		settle = cfg.Settle.String()
 	}
 	slow := 0
 	if cfg.selected(GetHitSlowloris) {
@@ -179,7 +236,8 @@ func newReport(cfg Config) *Report {
 			Keys: cfg.Keys, ListKeys: cfg.ListKeys, ValueSize: cfg.ValueSize, BigKeys: cfg.BigKeys,
 			Duration: cfg.Duration.String(), Warmup: cfg.Warmup.String(),
 			Clients: cfg.Clients, ListClients: cfg.ListClients, FillClients: cfg.FillClients,
-			Workloads: wl, Postgres: cfg.Postgres != "", SlowConns: slow,
+			Workloads: wl, Postgres: cfg.Postgres != "" && cfg.Postgres != PostgresOff, SlowConns: slow,
+			Settle: settle, Profile: cfg.ProfileDir, KVDArgs: cfg.KVDArgs,
 		},
 		Fills: []Fill{}, Results: []Result{}, Ratios: []Ratio{}, Fsyncs: []Fsync{},
 	}
@@ -207,6 +265,23 @@ func (r *Report) computeRatios() {
 		}
 		r.Ratios = append(r.Ratios, Ratio{Target: x.Target, Workload: x.Workload, Clients: x.Clients, Ratio: x.OpsPerSec / b.OpsPerSec})
 	}
+	r.PostgresRatios = r.PostgresRatios[:0]
+	for _, x := range r.Results {
+		if x.Target != TargetKVDPostgres {
+			continue
+		}
+		for _, p := range dbPairs {
+			if p.workload != x.Workload {
+				continue
+			}
+			y, ok := r.Find(p.vsTarget, p.vsWorkload, x.Clients)
+			if !ok || y.OpsPerSec == 0 {
+				continue
+			}
+			r.PostgresRatios = append(r.PostgresRatios, DBRatio{Target: x.Target, Workload: x.Workload, Clients: x.Clients, OpsPerSec: x.OpsPerSec,
+				VsTarget: p.vsTarget, VsWorkload: p.vsWorkload, VsOpsPerSec: y.OpsPerSec, Ratio: x.OpsPerSec / y.OpsPerSec})
+		}
+	}
 	r.SlowlorisRatios = r.SlowlorisRatios[:0]
 	for _, x := range r.Results {
 		if x.Workload != GetHitSlowloris {
@@ -230,6 +305,25 @@ func (r *Report) slowRatio(target string, clients int) (SlowRatio, bool) {
 		}
 	}
 	return SlowRatio{}, false
+}
+
+// dbRatios returns the PostgresRatios of target at workload and clients.
+func (r *Report) dbRatios(target, workload string, clients int) []DBRatio {
+	var out []DBRatio
+	for _, x := range r.PostgresRatios {
+		if x.Target == target && x.Workload == workload && x.Clients == clients {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// vsName names what a DBRatio compares with, for the tables.
+func (x DBRatio) vsName() string {
+	if x.VsTarget == TargetPostgres {
+		return x.VsWorkload
+	}
+	return x.VsTarget + " " + x.VsWorkload
 }
 
 // ratio returns the ratio of target at workload and clients (0 if none).
@@ -288,9 +382,16 @@ func fmtRate(v float64) string {
 
 // line is a one-line summary of a result, for progress output.
 func (x Result) line() string {
-	s := fmt.Sprintf("%s %s c=%d: %s ops/s p50 %s p99 %s p99.9 %s, cpu client %.2f server %.2f, peak RSS %d MiB",
+	s := fmt.Sprintf("%s %s c=%d: %s ops/s p50 %s p99 %s p99.9 %s, cpu client %.2f server %.2f",
 		x.Target, x.Workload, x.Clients, fmtRate(x.OpsPerSec), fmtUs(x.P50us), fmtUs(x.P99us), fmtUs(x.P999us),
-		x.ClientCPU, x.ServerCPU, x.PeakRSS>>20)
+		x.ClientCPU, x.ServerCPU)
+	if x.DBCPU > 0 && x.Target != TargetPostgres {
+		s += fmt.Sprintf(" postgres %.2f", x.DBCPU)
+	}
+	s += fmt.Sprintf(" others %.2f", x.OtherCPU)
+	if x.PeakRSS > 0 {
+		s += fmt.Sprintf(", peak RSS %d MiB", x.PeakRSS>>20)
+	}
 	if x.Errors > 0 {
 		s += fmt.Sprintf(", %d errors (first: %s)", x.Errors, x.FirstError)
 	}
@@ -344,20 +445,52 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "kvbench: %d CPUs, %s, %s, kernel %s, load average at start %s\n",
 		r.Host.CPUs, r.Host.GoVersion, r.Host.OS, r.Host.Kernel, r.Host.LoadAvg)
 	s := r.Settings
-	fmt.Fprintf(w, "keys %d x %d B, list namespace %d keys, %s per workload after %s warm-up, clients %v\n\n",
+	fmt.Fprintf(w, "keys %d x %d B, list namespace %d keys, %s per workload after %s warm-up, clients %v",
 		s.Keys, s.ValueSize, s.ListKeys, s.Duration, s.Warmup, s.Clients)
+	if len(s.KVDArgs) > 0 {
+		fmt.Fprintf(w, ", kvd %s", strings.Join(s.KVDArgs, " "))
+	}
+	fmt.Fprint(w, "\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tclients\ttarget\tops/s\tp50\tp99\tp99.9\tvs baseline\terrors\tclient cpu\tserver cpu\tpeak RSS\t")
+	fmt.Fprintln(tw, "workload\tclients\ttarget\tops/s\tp50\tp99\tp99.9\tvs baseline\tvs postgres\terrors\tclient cpu\tserver cpu\tpg cpu\tother cpu\tpeak RSS\t")
 	for _, x := range r.Results {
 		ratio := ""
 		if q := r.ratio(x.Target, x.Workload, x.Clients); q > 0 {
 			ratio = fmt.Sprintf("%.2fx", q)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.2f\t%.2f\t%d MiB\t\n",
+		var vs []string
+		for _, d := range r.dbRatios(x.Target, x.Workload, x.Clients) {
+			vs = append(vs, fmt.Sprintf("%.2fx %s", d.Ratio, d.vsName()))
+		}
+		dbCPU, rss := "", ""
+		if x.DBCPU > 0 {
+			dbCPU = fmt.Sprintf("%.2f", x.DBCPU)
+		}
+		if x.PeakRSS > 0 {
+			rss = fmt.Sprintf("%d MiB", x.PeakRSS>>20)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.2f\t%.2f\t%s\t%.2f\t%s\t\n",
 			x.Workload, x.Clients, x.Target, fmtRate(x.OpsPerSec), fmtUs(x.P50us), fmtUs(x.P99us), fmtUs(x.P999us),
-			ratio, x.Errors, x.ClientCPU, x.ServerCPU, x.PeakRSS>>20)
+			ratio, strings.Join(vs, ", "), x.Errors, x.ClientCPU, x.ServerCPU, dbCPU, x.OtherCPU, rss)
 	}
 	tw.Flush()
+	if len(r.PostgresRatios) > 0 {
+		fmt.Fprintln(w, "\nkvd on PostgreSQL against PostgreSQL itself (same server, same clients; pg-upsert/pg-select: one statement per operation through pgx, synchronous commit; pg-range: 1,000 rows per page):")
+		for _, d := range r.PostgresRatios {
+			fmt.Fprintf(w, "  %s c=%d: %s/s = %.2fx %s (%s/s)\n", d.Workload, d.Clients, fmtRate(d.OpsPerSec), d.Ratio, d.vsName(), fmtRate(d.VsOpsPerSec))
+		}
+	}
+	if len(r.Discarded) > 0 {
+		fmt.Fprintln(w, "\ndiscarded warm-up phases (run after the first fill, figures kept out of the results):")
+		for _, x := range r.Discarded {
+			line := "  " + x.line()
+			if y, ok := r.Find(x.Target, x.Workload, x.Clients); ok && x.OpsPerSec > 0 {
+				line += fmt.Sprintf("; the measured phase did %.2fx of it", y.OpsPerSec/x.OpsPerSec)
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
+	r.printProfiles(w)
 	if !r.PeakRSSResettable {
 		fmt.Fprintln(w, "\npeak RSS is the server's peak since it started (VmHWM could not be reset per phase)")
 	}
@@ -376,7 +509,15 @@ func (r *Report) Print(w io.Writer) {
 	if len(r.Fills) > 0 {
 		fmt.Fprintln(w, "\nfills:")
 		for _, f := range r.Fills {
-			fmt.Fprintf(w, "  %s %s: %d keys in %.1fs (%.0f keys/s, %d clients)\n", f.Target, f.Namespace, f.Keys, f.Seconds, f.KeysPerSec, f.Clients)
+			line := fmt.Sprintf("  %s %s: %d keys in %.1fs (%.0f keys/s, %d clients)", f.Target, f.Namespace, f.Keys, f.Seconds, f.KeysPerSec, f.Clients)
+			if st := f.Settle; st != nil {
+				state := "quiet"
+				if !st.Quiet {
+					state = "still busy"
+				}
+				line += fmt.Sprintf("; %s %.1fs later (%.1fs of CPU meanwhile)", state, st.Seconds, st.ServerCPUSeconds)
+			}
+			fmt.Fprintln(w, line)
 		}
 	}
 	if r.DiskSync != nil {
@@ -440,5 +581,49 @@ func Compare(w io.Writer, a, b *Report, nameA, nameB string) {
 	}
 	if len(notes) > 0 {
 		fmt.Fprintln(w, "\nnote:", strings.Join(notes, "; "))
+	}
+}
+
+// printProfiles lists what --profile recorded of each phase.
+func (r *Report) printProfiles(w io.Writer) {
+	var lines []string
+	for _, x := range r.Results {
+		p := x.Profile
+		if p == nil {
+			continue
+		}
+		var parts []string
+		if pg := p.Postgres; pg != nil {
+			s := fmt.Sprintf("%.2f statements, %.2f xids, %.3f multixacts", pg.StatementsPerOp, pg.XIDsPerOp, pg.MultiXactsPerOp)
+			if pg.WALBytesPerOp >= 0 {
+				s += fmt.Sprintf(", %.0f WAL bytes, %.3f WAL syncs", pg.WALBytesPerOp, pg.WALSyncsPerOp)
+			}
+			parts = append(parts, s+" per op")
+			if len(pg.Sessions) > 0 {
+				var ss []string
+				for _, s := range pg.Sessions[:min(len(pg.Sessions), 4)] {
+					ss = append(ss, fmt.Sprintf("%s %.1f", s.What, s.Sessions))
+				}
+				parts = append(parts, "sessions: "+strings.Join(ss, ", "))
+			}
+		}
+		var files []string
+		for _, f := range []string{p.CPU, p.Statements, p.Waits} {
+			if f != "" {
+				files = append(files, f)
+			}
+		}
+		if len(files) > 0 {
+			parts = append(parts, strings.Join(files, " "))
+		}
+		parts = append(parts, p.Errors...)
+		lines = append(lines, fmt.Sprintf("  %s %s c=%d: %s", x.Target, x.Workload, x.Clients, strings.Join(parts, "; ")))
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nprofiles in %s (go tool pprof -top FILE.cpu.pprof; PostgreSQL: per operation of the load generator, mean client sessions by state):\n", r.Settings.Profile)
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
 	}
 }

@@ -1,13 +1,17 @@
 package bench
 
 import (
+	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,6 +69,7 @@ func TestRunSmall(t *testing.T) {
 	cfg.Postgres = PostgresOff // TestRunPostgresAuto has it
 	cfg.DiskSyncDuration = 100 * time.Millisecond
 	cfg.SlowConns = 30
+	cfg.Settle = time.Second
 	cfg.WorkDir = dir
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -106,6 +111,29 @@ func TestRunSmall(t *testing.T) {
 			}
 		}
 	}
+	for _, target := range []string{TargetKVD, TargetBaseline} {
+		x, ok := rep.Find(target, GetHit, 4)
+		if !ok {
+			continue
+		}
+		found := false
+		for _, d := range rep.Discarded {
+			if d.Target == target {
+				found = true
+				if d.Workload != GetHit || d.Clients != slices.Max(cfg.Clients) || d.Ops <= 0 || d.Errors != 0 {
+					t.Errorf("%s: discarded phase %s at %d clients: %d ops, %d errors", target, d.Workload, d.Clients, d.Ops, d.Errors)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s: no discarded phase in the report (measured get-hit: %.0f ops/s)", target, x.OpsPerSec)
+		}
+	}
+	for _, f := range rep.Fills {
+		if f.Settle == nil || f.Settle.Seconds <= 0 {
+			t.Errorf("fill %s %s: no wait to go quiet: %+v", f.Target, f.Namespace, f.Settle)
+		}
+	}
 	if ds := rep.DiskSync; ds == nil || ds.AppendsPerSec <= 0 || ds.OverwritesPerSec <= 0 || ds.KVDPutNew1 <= 0 || ds.KVDOfAppends <= 0 {
 		t.Errorf("disk sync figures: %+v", ds)
 	}
@@ -125,8 +153,10 @@ func TestRunSmall(t *testing.T) {
 	os.Remove(path)
 }
 
-// TestRunPostgresAuto runs kvbench's default PostgreSQL target: a
-// throwaway server it starts from the machine's binaries.
+// TestRunPostgresAuto runs kvbench's default PostgreSQL target, a
+// throwaway server it starts from the machine's binaries, with PostgreSQL
+// itself measured beside it and --profile set, and checks the ratios and
+// that every profile file is there and parses.
 func TestRunPostgresAuto(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs kvd and PostgreSQL")
@@ -134,29 +164,229 @@ func TestRunPostgresAuto(t *testing.T) {
 	dir := t.TempDir()
 	cfg := DefaultConfig()
 	cfg.KVD, cfg.Baseline = goBuild(t, dir, "kvd"), []string{goBuild(t, dir, "kvbench"), "baseline", "--listen"}
-	cfg.NoEmbedded = true
-	cfg.Workloads = []string{GetHit, PutNew}
-	cfg.Keys, cfg.Clients, cfg.FillClients = 50, []int{2}, 4
-	cfg.Duration, cfg.Warmup = 200*time.Millisecond, 50*time.Millisecond
-	cfg.FsyncDuration, cfg.DiskSyncDuration = 0, 0
+	cfg.Workloads = []string{GetHit, PutNew, List1000, PGSelect, PGUpsert, PGRange}
+	cfg.Keys, cfg.ListKeys, cfg.Clients, cfg.ListClients, cfg.FillClients = 50, 1500, []int{2}, nil, 4
+	// CPU profiles take whole seconds.
+	cfg.Duration, cfg.Warmup = time.Second, 50*time.Millisecond
+	cfg.FsyncDuration, cfg.DiskSyncDuration, cfg.Settle = 0, 0, time.Second
 	cfg.WorkDir = dir
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	cfg.ProfileDir = filepath.Join(dir, "profiles")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range cfg.Workloads {
-		r, ok := rep.Find(TargetKVDPostgres, w, 2)
-		if !ok {
-			if os.Getenv(pgtest.EnvRequire) != "1" {
-				t.Skipf("no PostgreSQL here: %v", rep.Notes)
+	if _, ok := rep.Find(TargetKVDPostgres, GetHit, 2); !ok {
+		if os.Getenv(pgtest.EnvRequire) != "1" {
+			t.Skipf("no PostgreSQL here: %v", rep.Notes)
+		}
+		t.Fatalf("no result for kvd on PostgreSQL; notes: %v", rep.Notes)
+	}
+	phases := map[string][]string{
+		TargetKVD:         {GetHit, PutNew, List1000},
+		TargetKVDPostgres: {GetHit, PutNew, List1000},
+		TargetBaseline:    {GetHit, PutNew, List1000},
+		TargetPostgres:    {PGSelect, PGUpsert, PGRange},
+	}
+	for target, wls := range phases {
+		for _, w := range wls {
+			r, ok := rep.Find(target, w, 2)
+			if !ok {
+				t.Errorf("no result for %s %s", target, w)
+				continue
 			}
-			t.Fatalf("no result for kvd on PostgreSQL, %s; notes: %v", w, rep.Notes)
+			if r.Ops <= 0 || r.Errors != 0 {
+				t.Errorf("%s %s: %d ops, %d errors (%s)", target, w, r.Ops, r.Errors, r.FirstError)
+			}
+			if (target == TargetKVDPostgres || target == TargetPostgres) && r.DBCPU <= 0 {
+				t.Errorf("%s %s: no PostgreSQL CPU", target, w)
+			}
+			checkProfile(t, cfg.ProfileDir, r)
 		}
-		if r.Ops <= 0 || r.Errors != 0 {
-			t.Errorf("kvd on PostgreSQL, %s: %d ops, %d errors (%s)", w, r.Ops, r.Errors, r.FirstError)
+	}
+	for _, want := range []struct{ w, vsTarget, vsWorkload string }{
+		{GetHit, TargetPostgres, PGSelect}, {GetHit, TargetKVD, GetHit}, {PutNew, TargetPostgres, PGUpsert}, {List1000, TargetPostgres, PGRange},
+	} {
+		found := false
+		for _, d := range rep.dbRatios(TargetKVDPostgres, want.w, 2) {
+			if d.VsTarget == want.vsTarget && d.VsWorkload == want.vsWorkload {
+				found = true
+				x, _ := rep.Find(TargetKVDPostgres, want.w, 2)
+				y, _ := rep.Find(want.vsTarget, want.vsWorkload, 2)
+				if d.Ratio <= 0 || d.OpsPerSec != x.OpsPerSec || d.VsOpsPerSec != y.OpsPerSec {
+					t.Errorf("%s vs %s %s: %+v", want.w, want.vsTarget, want.vsWorkload, d)
+				}
+			}
 		}
+		if !found {
+			t.Errorf("no ratio of kvd on PostgreSQL %s to %s %s: %+v", want.w, want.vsTarget, want.vsWorkload, rep.PostgresRatios)
+		}
+	}
+	// A PUT is at least one statement and one transaction of its own;
+	// kvd's statement and PostgreSQL's own upsert show in their files.
+	put, _ := rep.Find(TargetKVDPostgres, PutNew, 2)
+	if pg := put.Profile.Postgres; pg == nil || pg.StatementsPerOp < 1 || pg.XIDsPerOp <= 0 || len(pg.Sessions) == 0 {
+		t.Errorf("kvd on PostgreSQL put-new: profile summary %+v", put.Profile.Postgres)
+	}
+	for _, c := range []struct{ target, w, text string }{
+		{TargetKVDPostgres, PutNew, "INSERT INTO keys"},
+		{TargetPostgres, PGUpsert, "ON CONFLICT (k) DO UPDATE"},
+		{TargetPostgres, PGRange, "ORDER BY k LIMIT 1000"},
+	} {
+		var sf StatementsFile
+		readJSONFile(t, filepath.Join(cfg.ProfileDir, phaseFile(c.target, c.w, 2, "statements.json")), &sf)
+		found := false
+		for _, st := range sf.Statements {
+			if strings.Contains(st.Query, c.text) && st.Calls > 0 {
+				found = true
+			}
+			if strings.Contains(st.Query, "kvbench-probe") {
+				t.Errorf("%s %s: the profiler's own statement is counted: %s", c.target, c.w, st.Query)
+			}
+		}
+		if !found {
+			t.Errorf("%s %s: no statement with %q in pg_stat_statements: %+v", c.target, c.w, c.text, sf.Statements)
+		}
+	}
+	var buf strings.Builder
+	rep.Print(&buf)
+	for _, want := range []string{"kvd on PostgreSQL against PostgreSQL itself", "x pg-upsert", "x pg-range", "discarded warm-up phases", "profiles in"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("the printed report lacks %q:\n%s", want, buf.String())
+		}
+	}
+}
+
+// checkProfile checks the profile files of result r: a CPU profile of a
+// kvd or baseline server that go tool pprof reads, and for the targets on
+// PostgreSQL statements and wait samples that parse and count something.
+func checkProfile(t *testing.T, dir string, r Result) {
+	t.Helper()
+	name := r.Target + " " + r.Workload
+	p := r.Profile
+	if p == nil {
+		t.Errorf("%s: no profile", name)
+		return
+	}
+	if len(p.Errors) > 0 {
+		t.Errorf("%s: profile errors: %v", name, p.Errors)
+	}
+	if r.Target != TargetPostgres {
+		if p.CPU != phaseFile(r.Target, r.Workload, r.Clients, "cpu.pprof") {
+			t.Errorf("%s: CPU profile %q", name, p.CPU)
+		} else {
+			path := filepath.Join(dir, p.CPU)
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			zr, err := gzip.NewReader(f)
+			if err != nil {
+				t.Errorf("%s: %s is not a gzipped profile: %v", name, p.CPU, err)
+			} else if b, err := io.ReadAll(zr); err != nil || len(b) == 0 {
+				t.Errorf("%s: %s: %d bytes, %v", name, p.CPU, len(b), err)
+			}
+			f.Close()
+			if out, err := exec.Command("go", "tool", "pprof", "-raw", path).CombinedOutput(); err != nil || !strings.Contains(string(out), "PeriodType: cpu") {
+				t.Errorf("%s: go tool pprof -raw %s: %v\n%s", name, p.CPU, err, out)
+			}
+		}
+	}
+	if r.Target != TargetKVDPostgres && r.Target != TargetPostgres {
+		if p.Statements != "" || p.Waits != "" || p.Postgres != nil {
+			t.Errorf("%s: PostgreSQL figures for a target that does not use it: %+v", name, p)
+		}
+		return
+	}
+	// Every operation of the window is in the statements; the operations
+	// started before the window and still running as it opened (at most
+	// one per client) may be too.
+	var sf StatementsFile
+	readJSONFile(t, filepath.Join(dir, p.Statements), &sf)
+	if sf.Target != r.Target || sf.Workload != r.Workload || sf.Ops != r.Ops || sf.Calls < r.Ops-int64(r.Clients) || len(sf.Statements) == 0 {
+		t.Errorf("%s: statements file: %s %s, %d ops, %d calls, %d statements (result: %d ops)", name, sf.Target, sf.Workload, sf.Ops, sf.Calls, len(sf.Statements), r.Ops)
+	}
+	if _, ok := sf.Counters["wal"]; !ok {
+		t.Errorf("%s: no WAL counters: %v", name, sf.Counters)
+	}
+	var wf WaitsFile
+	readJSONFile(t, filepath.Join(dir, p.Waits), &wf)
+	clientSamples := int64(0)
+	for _, c := range wf.Counts {
+		if c.BackendType == "client backend" {
+			clientSamples += c.Count
+		}
+	}
+	if wf.Samples <= 0 || clientSamples < wf.Samples {
+		t.Errorf("%s: waits file: %d samples, %d of client sessions", name, wf.Samples, clientSamples)
+	}
+	if n := wf.Samples * int64(r.Clients); r.Target == TargetPostgres && (clientSamples < n || clientSamples > n+wf.Samples/2) {
+		// The pool holds one connection per client, and nothing else but
+		// the profiler (left out) is connected, but for a session of the
+		// pool before that may take a moment to go.
+		t.Errorf("%s: %d client session samples in %d samples, want %d per sample", name, clientSamples, wf.Samples, r.Clients)
+	}
+}
+
+func readJSONFile(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+func TestPostgresRatios(t *testing.T) {
+	rep := &Report{Results: []Result{
+		{Target: TargetKVD, Workload: GetHit, Clients: 64, OpsPerSec: 30000},
+		{Target: TargetKVDPostgres, Workload: GetHit, Clients: 64, OpsPerSec: 12000},
+		{Target: TargetKVDPostgres, Workload: PutNew, Clients: 64, OpsPerSec: 4000},
+		{Target: TargetKVDPostgres, Workload: PutOverwrite, Clients: 64, OpsPerSec: 5000},
+		{Target: TargetKVDPostgres, Workload: List1000, Clients: 4, OpsPerSec: 300},
+		{Target: TargetKVDPostgres, Workload: List1000, Clients: 64, OpsPerSec: 500},
+		{Target: TargetPostgres, Workload: PGSelect, Clients: 64, OpsPerSec: 60000},
+		{Target: TargetPostgres, Workload: PGUpsert, Clients: 64, OpsPerSec: 16000},
+		{Target: TargetPostgres, Workload: PGRange, Clients: 64, OpsPerSec: 1000},
+		{Target: TargetBaseline, Workload: GetHit, Clients: 64, OpsPerSec: 40000},
+	}}
+	rep.computeRatios()
+	got := map[string]float64{}
+	for _, d := range rep.PostgresRatios {
+		got[fmt.Sprintf("%s c=%d vs %s", d.Workload, d.Clients, d.vsName())] = d.Ratio
+	}
+	want := map[string]float64{
+		"get-hit c=64 vs pg-select":       0.2,
+		"get-hit c=64 vs kvd get-hit":     0.4,
+		"put-new c=64 vs pg-upsert":       0.25,
+		"put-overwrite c=64 vs pg-upsert": 0.3125,
+		"list-1000 c=64 vs pg-range":      0.5,
+	}
+	if len(got) != len(want) {
+		t.Errorf("ratios %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if g, ok := got[k]; !ok || g < v-1e-9 || g > v+1e-9 {
+			t.Errorf("%s: %v (present %v), want %v", k, g, ok, v)
+		}
+	}
+	if q := rep.ratio(TargetKVDPostgres, GetHit, 64); q != 0.3 {
+		t.Errorf("kvd on PostgreSQL get-hit vs baseline: %v, want 0.3", q)
+	}
+}
+
+func TestDiffCounters(t *testing.T) {
+	before := map[string]any{"wal": map[string]any{"wal_bytes": 100.0, "stats_reset": "x"}, "xids_assigned": 7.0, "gone": 1.0}
+	after := map[string]any{"wal": map[string]any{"wal_bytes": 350.0, "stats_reset": "y"}, "xids_assigned": 10.0, "new": 2.0}
+	d := diffCounters(before, after)
+	if w, _ := d["wal"].(map[string]any); w == nil || w["wal_bytes"] != 250.0 || len(w) != 1 {
+		t.Errorf("wal: %v", d["wal"])
+	}
+	if d["xids_assigned"] != 3.0 || len(d) != 2 {
+		t.Errorf("diff %v", d)
 	}
 }
 

@@ -612,45 +612,10 @@ func diskUsage(dir string) (ScaleDisk, error) {
 	return d, err
 }
 
-// settle waits until kvd has used less than quietCPU cores over
-// quietWindow, or maxWait if shorter (its background compactions are
-// done), or until maxWait passes.
+// settle waits until kvd has gone quiet (its background compactions are
+// done), or until maxWait passes; see waitQuiet.
 func (sr *scaleRun) settle(ctx context.Context, pid int, maxWait time.Duration) ScaleSettle {
-	const quietCPU = 0.05
-	quietWindow := min(2*time.Second, maxWait)
-	every := quietWindow / 8
-	sr.cfg.logf("kvd: waiting up to %s for kvd to go quiet (below %.2f cores over %s)", maxWait, quietCPU, quietWindow)
-	type sample struct {
-		t   time.Time
-		cpu time.Duration
-	}
-	start := time.Now()
-	cpu0 := procCPUOrZero(pid)
-	samples := []sample{{start, cpu0}}
-	st := ScaleSettle{}
-	for {
-		sleepUntil(ctx, time.Now().Add(every))
-		now, cpu := time.Now(), procCPUOrZero(pid)
-		samples = append(samples, sample{now, cpu})
-		for len(samples) > 1 && now.Sub(samples[1].t) >= quietWindow {
-			samples = samples[1:]
-		}
-		if w := now.Sub(samples[0].t); w >= quietWindow && (cpu-samples[0].cpu).Seconds()/w.Seconds() < quietCPU {
-			st.Quiet = true
-			break
-		}
-		if now.Sub(start) >= maxWait || ctx.Err() != nil {
-			break
-		}
-	}
-	st.Seconds = time.Since(start).Seconds()
-	st.ServerCPUSeconds = (procCPUOrZero(pid) - cpu0).Seconds()
-	if st.Quiet {
-		sr.cfg.logf("kvd: quiet after %.1fs (%.1fs of kvd CPU)", st.Seconds, st.ServerCPUSeconds)
-	} else {
-		sr.cfg.logf("kvd: still busy after %.1fs (%.1fs of kvd CPU); measuring anyway", st.Seconds, st.ServerCPUSeconds)
-	}
-	return st
+	return waitQuiet(ctx, sr.cfg.Log, "kvd", func() time.Duration { return procCPUOrZero(pid) }, maxWait)
 }
 
 // get measures GET of random existing keys of r's namespace.

@@ -43,6 +43,8 @@ func (p payload) value(r *rand.Rand, size int) []byte {
 type run struct {
 	cfg *Config
 	s   *server
+	pg  *pgEnv // the PostgreSQL server of kvd on PostgreSQL; nil for other targets
+	rep *Report
 
 	small, big payload
 	mainNS     string // Keys keys "k/%08d" with ValueSize values
@@ -68,7 +70,7 @@ func (r *run) listKey(i int) string {
 
 // runTarget starts target name, fills it, drives every selected workload
 // at every client count, and stops it.
-func runTarget(ctx context.Context, cfg *Config, dir, name string, rep *Report) (err error) {
+func runTarget(ctx context.Context, cfg *Config, dir, name string, pg *pgEnv, rep *Report) (err error) {
 	maxClients := cfg.maxClients()
 	cfg.logf("%s: starting", name)
 	s, err := startServer(ctx, cfg, dir, name, nil, maxClients)
@@ -80,7 +82,10 @@ func runTarget(ctx context.Context, cfg *Config, dir, name string, rep *Report) 
 			err = fmt.Errorf("stop: %w", cerr)
 		}
 	}()
-	r := &run{cfg: cfg, s: s, small: newPayload(cfg.ValueSize), listWidth: max(len(strconv.Itoa(cfg.ListKeys-1)), 4)}
+	r := &run{cfg: cfg, s: s, rep: rep, small: newPayload(cfg.ValueSize), listWidth: max(len(strconv.Itoa(cfg.ListKeys-1)), 4)}
+	if name == TargetKVDPostgres {
+		r.pg = pg
+	}
 	rep.PeakRSSResettable = rep.PeakRSSResettable || resetPeakRSS(s.proc.pid)
 	if cfg.selected(GetHitSlowloris) {
 		if err := checkServerFDs(name, s.proc.pid, cfg.SlowConns+maxClients+fdReserve); err != nil {
@@ -97,6 +102,7 @@ func runTarget(ctx context.Context, cfg *Config, dir, name string, rep *Report) 
 	if err != nil {
 		return err
 	}
+	r.settle(ctx, &fr)
 	rep.Fills = append(rep.Fills, fr)
 	r.discardedPhase(ctx)
 
@@ -118,7 +124,7 @@ func runTarget(ctx context.Context, cfg *Config, dir, name string, rep *Report) 
 					return fmt.Errorf("%s at %d clients: %w", wl, n, err)
 				}
 			} else {
-				res = r.phase(ctx, wl, n, op, nil)
+				res = r.phase(ctx, wl, n, op, nil, r.probes(ctx, wl, n)...)
 			}
 			rep.Results = append(rep.Results, res)
 			cfg.logf("%s", res.line())
@@ -144,6 +150,9 @@ func (r *run) prepare(ctx context.Context, wl string, rep *Report) error {
 		fr, err := r.fill(ctx, "list", r.cfg.ListKeys, r.cfg.FillClients, func(w *worker, i int) error {
 			return w.put(r.keyURL(r.listNS, r.listKey(i)), r.small.value(w.rng, r.cfg.ValueSize), 0)
 		})
+		if err == nil {
+			r.settle(ctx, &fr)
+		}
 		rep.Fills = append(rep.Fills, fr)
 		return err
 	case Put1MiB, Get1MiB:
@@ -157,6 +166,9 @@ func (r *run) prepare(ctx context.Context, wl string, rep *Report) error {
 			fr, err := r.fill(ctx, "big", r.cfg.BigKeys, min(r.cfg.FillClients, 8), func(w *worker, i int) error {
 				return w.put(r.keyURL(r.bigNS, fmt.Sprintf("b/%04d", i)), r.big.value(w.rng, maxValue), 0)
 			})
+			if err == nil {
+				r.settle(ctx, &fr)
+			}
 			rep.Fills = append(rep.Fills, fr)
 			r.bigFilled = err == nil
 			return err
@@ -364,22 +376,67 @@ func (r *run) slowPhase(ctx context.Context, wl string, clients int, op opFunc) 
 		return Result{}, err
 	}
 	cfg.logf("%s: slowloris: %d connections open after %.2fs", r.s.name, pool.Open(), time.Since(pool.start).Seconds())
-	res := r.phase(ctx, wl, clients, op, pool)
+	res := r.phase(ctx, wl, clients, op, pool, r.probes(ctx, wl, clients)...)
 	st := pool.Stop()
 	st.MinOpen, st.AvgOpen, st.Reconnects = res.Slowloris.MinOpen, res.Slowloris.AvgOpen, res.Slowloris.Reconnects
 	res.Slowloris = &st
 	return res, nil
 }
 
-// phase drives workload wl with clients concurrent clients: a warm-up,
+// phase drives workload wl with clients concurrent clients against r's
+// server: see measure. With pool, its open connections and reconnects are
+// sampled over the measured window; probes watch the measured window.
+func (r *run) phase(ctx context.Context, wl string, clients int, op opFunc, pool *slowPool, probes ...probe) Result {
+	l := r.load()
+	l.newOp = func(c int) func(uint64) error {
+		w := r.newWorker(c)
+		return func(n uint64) error { return op(w, n) }
+	}
+	return measure(ctx, r.cfg, l, wl, clients, pool, probes)
+}
+
+// load returns what measure watches of r's server; newOp is the caller's.
+func (r *run) load() load {
+	pid := r.s.proc.pid
+	l := load{target: r.s.name, rssPID: pid, serverCPU: func() time.Duration { return procCPUOrZero(pid) }}
+	if r.s.name == TargetKVDPostgres && r.pg != nil {
+		l.dbCPU = r.pg.cpu
+	}
+	return l
+}
+
+// load is what measure drives and watches: the clients' operations, and
+// the processes whose CPU (and peak RSS) the result reports.
+type load struct {
+	target string
+	// rssPID is the process whose peak RSS the result reports; 0: none.
+	rssPID int
+	// serverCPU is the CPU time the target's server has used so far.
+	serverCPU func() time.Duration
+	// dbCPU is the CPU time PostgreSQL's processes have used so far, for a
+	// target on PostgreSQL when they are known; nil otherwise.
+	dbCPU func() time.Duration
+	// newOp returns client c's operation; n counts its operations from 0.
+	newOp func(c int) func(n uint64) error
+}
+
+// probe watches the measured window of a phase: start is called as the
+// window opens (probeLead before it), with the time to its end, finish
+// once it has closed and every client has stopped.
+const probeLead = 5 * time.Millisecond
+
+type probe interface {
+	start(ctx context.Context, window time.Duration)
+	finish(res *Result)
+}
+
+// measure drives workload wl with clients concurrent clients: a warm-up,
 // then Duration measured. Operations that start within the measured window
 // count; their latency runs from sending the request to the end of the
 // response body. With pool, its open connections and reconnects are
 // sampled over the measured window.
-func (r *run) phase(ctx context.Context, wl string, clients int, op opFunc, pool *slowPool) Result {
-	cfg := r.cfg
-	pid := r.s.proc.pid
-	resettable := resetPeakRSS(pid)
+func measure(ctx context.Context, cfg *Config, l load, wl string, clients int, pool *slowPool, probes []probe) Result {
+	resettable := l.rssPID > 0 && resetPeakRSS(l.rssPID)
 	start := time.Now()
 	measureFrom := start.Add(cfg.Warmup)
 	stopAt := measureFrom.Add(cfg.Duration)
@@ -393,7 +450,7 @@ func (r *run) phase(ctx context.Context, wl string, clients int, op opFunc, pool
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
 	for c := range clients {
-		w := r.newWorker(c)
+		op := l.newOp(c)
 		h := &hists[c]
 		wg.Go(func() {
 			for n := uint64(0); n < maxOpsPerClient && ctx.Err() == nil; n++ {
@@ -401,7 +458,7 @@ func (r *run) phase(ctx context.Context, wl string, clients int, op opFunc, pool
 				if !t0.Before(stopAt) {
 					return
 				}
-				err := op(w, n)
+				err := op(n)
 				if t0.Before(measureFrom) {
 					continue
 				}
@@ -415,11 +472,23 @@ func (r *run) phase(ctx context.Context, wl string, clients int, op opFunc, pool
 			}
 		})
 	}
+	dbCPU := l.dbCPU
+	if dbCPU == nil {
+		dbCPU = func() time.Duration { return 0 }
+	}
+	if len(probes) > 0 {
+		// A moment early, so that a probe's counters are reset before the
+		// first operation of the window starts.
+		sleepUntil(ctx, measureFrom.Add(-probeLead))
+		for _, p := range probes {
+			p.start(ctx, time.Until(stopAt))
+		}
+	}
 	sleepUntil(ctx, measureFrom)
-	c0, s0 := selfCPU(), procCPUOrZero(pid)
+	c0, s0, d0, h0 := selfCPU(), l.serverCPU(), dbCPU(), hostBusy()
 	t0 := time.Now()
 	sleepUntil(ctx, stopAt)
-	c1, s1 := selfCPU(), procCPUOrZero(pid)
+	c1, s1, d1, h1 := selfCPU(), l.serverCPU(), dbCPU(), hostBusy()
 	t1 := time.Now()
 	elapsed := t1.Sub(t0)
 	wg.Wait()
@@ -429,7 +498,7 @@ func (r *run) phase(ctx context.Context, wl string, clients int, op opFunc, pool
 		h.Merge(&hists[i])
 	}
 	res := Result{
-		Target: r.s.name, Workload: wl, Clients: clients,
+		Target: l.target, Workload: wl, Clients: clients,
 		Seconds: elapsed.Seconds(), Ops: int64(h.Count()), Errors: errs.Load(),
 		P50us: us(h.Quantile(0.50)), P99us: us(h.Quantile(0.99)), P999us: us(h.Quantile(0.999)),
 		MeanUs: us(h.Mean()), MaxUs: us(h.Max()),
@@ -437,18 +506,31 @@ func (r *run) phase(ctx context.Context, wl string, clients int, op opFunc, pool
 		ServerCPU: (s1 - s0).Seconds() / elapsed.Seconds(),
 		from:      t0, to: t1,
 	}
+	if l.dbCPU != nil {
+		res.DBCPU = (d1 - d0).Seconds() / elapsed.Seconds()
+	}
+	if h0 >= 0 && h1 >= h0 {
+		// The host's busy time less what the load generator, the server
+		// and the database used: other processes on the machine.
+		res.OtherCPU = max(0, (h1-h0).Seconds()/elapsed.Seconds()-res.ClientCPU-res.ServerCPU-res.DBCPU)
+	}
 	res.OpsPerSec = float64(res.Ops) / res.Seconds
 	if v, ok := firstErr.Load().(string); ok {
 		res.FirstError = v
 	}
-	if hwm, err := procStatus(pid, "VmHWM"); err == nil {
-		res.PeakRSS = hwm
-		res.PeakRSSPhase = resettable
+	if l.rssPID > 0 {
+		if hwm, err := procStatus(l.rssPID, "VmHWM"); err == nil {
+			res.PeakRSS = hwm
+			res.PeakRSSPhase = resettable
+		}
 	}
 	if watch != nil {
 		st := &SlowStats{}
 		st.MinOpen, st.AvgOpen, st.Reconnects = watch.wait()
 		res.Slowloris = st
+	}
+	for _, p := range probes {
+		p.finish(&res)
 	}
 	return res
 }
@@ -474,12 +556,53 @@ func sleepUntil(ctx context.Context, t time.Time) {
 }
 
 // discardedPhase drives GETs of the filled keys at the most clients of the
-// run and throws the figures away, so the first measured phase does not pay
-// for what the fill left behind (cold caches, the fill's flushes and
-// compactions, connections not yet open) and a phase's figure does not
-// depend on its place in the run.
+// run and keeps its figures out of the results, so the first measured phase
+// does not pay for what the fill left behind (cold caches, the fill's
+// flushes and compactions, connections not yet open) and a phase's figure
+// does not depend on its place in the run. The report lists the figures
+// apart (Report.Discarded), to compare with the measured phase.
 func (r *run) discardedPhase(ctx context.Context) {
 	n := slices.Max(r.cfg.Clients)
 	r.cfg.logf("%s: discarded warm-up phase: %s at %d clients", r.s.name, GetHit, n)
-	r.phase(ctx, GetHit, n, r.op(GetHit), nil)
+	res := r.phase(ctx, GetHit, n, r.op(GetHit), nil)
+	if r.rep != nil {
+		r.rep.Discarded = append(r.rep.Discarded, res)
+	}
+	r.cfg.logf("%s (discarded)", res.line())
+}
+
+// settle makes the server's state after fill f steady before anything is
+// measured: on PostgreSQL it vacuums and analyzes kvd's database and
+// checkpoints (autovacuum would otherwise start on the fill's rows in the
+// middle of a measurement), then it waits for the server, and PostgreSQL's
+// processes when known, to go quiet (the engine's flushes and
+// compactions), up to Settle.
+func (r *run) settle(ctx context.Context, f *Fill) {
+	if r.pg != nil {
+		start := time.Now()
+		if err := r.pg.vacuum(r.pg.kvdURL, ""); err != nil {
+			r.cfg.logf("%s: %v", r.s.name, err)
+		} else {
+			r.cfg.logf("%s: VACUUM (ANALYZE) and CHECKPOINT after the fill: %.1fs", r.s.name, time.Since(start).Seconds())
+		}
+	}
+	if r.cfg.Settle <= 0 {
+		return
+	}
+	pid := r.s.proc.pid
+	cpu := func() time.Duration { return procCPUOrZero(pid) }
+	if r.pg != nil && r.pg.knowsCPU() {
+		cpu = func() time.Duration { return procCPUOrZero(pid) + r.pg.cpu() }
+	}
+	st := waitQuiet(ctx, r.cfg.Log, r.s.name, cpu, r.cfg.Settle)
+	f.Settle = &st
+}
+
+// probes returns the profiler's probes of a measured phase of workload wl
+// at clients clients, when --profile is set.
+func (r *run) probes(ctx context.Context, wl string, clients int) []probe {
+	if r.cfg.ProfileDir == "" {
+		return nil
+	}
+	return newProbes(ctx, r.cfg, r.pg, r.s, r.s.name, wl, clients)
 }
