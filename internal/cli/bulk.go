@@ -235,15 +235,7 @@ func (b *bulk) run(ctx context.Context, in io.Reader, size int64) error {
 			thousands(int64(st.expired)), reasons(st.expired, "expired"), thousands(int64(st.failed)))
 	}
 	b.a.hint("%s", summary)
-	switch {
-	case ctx.Err() != nil:
-		return ctx.Err()
-	case failure != nil:
-		return failure
-	case st.failed > 0:
-		return &exitError{code: ExitError, err: fmt.Errorf("%s failed; see above", plural(st.failed, "key"))}
-	}
-	return nil
+	return transferOutcome(ctx, failure, st.failed, "key")
 }
 
 // readRecords reads an export file and sends each key line as a put.

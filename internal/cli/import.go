@@ -213,13 +213,20 @@ func (im *importer) run(ctx context.Context, in io.Reader, size int64) error {
 	if failure == nil || st.keys+st.expired+st.existed+st.failed > 0 {
 		im.a.hint("%s", summary)
 	}
+	return transferOutcome(ctx, failure, st.failed, "line")
+}
+
+// transferOutcome is how an import or a bulk command ends: interrupted,
+// stopped by failure, with failed of its keys (or lines) refused, or
+// done.
+func transferOutcome(ctx context.Context, failure error, failed int, noun string) error {
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case failure != nil:
 		return failure
-	case st.failed > 0:
-		return &exitError{code: ExitError, err: fmt.Errorf("%s failed; see above", plural(st.failed, "line"))}
+	case failed > 0:
+		return &exitError{code: ExitError, err: fmt.Errorf("%s failed; see above", plural(failed, noun))}
 	}
 	return nil
 }
