@@ -101,7 +101,6 @@ type batchRow struct {
 	wexp    *int64
 	wrev    int64
 	wsize   int64
-	gone    bool
 	start   *batchRow // the state found, when touched
 }
 
