@@ -35,13 +35,28 @@ const (
 	PutOverwrite    = "put-overwrite"
 	Mix9010         = "mix-90-10"
 	PutNew          = "put-new"
-	List1000        = "list-1000"
-	Put1MiB         = "put-1mib"
-	Get1MiB         = "get-1mib"
+	// PutIfMatch is put-overwrite with If-Match: each client overwrites
+	// keys of its own, each with the ETag its previous write of the key
+	// returned.
+	PutIfMatch = "put-if-match"
+	// BatchPut100 is atomic batches of 100 puts of new keys
+	// (POST /v2/storage/kvs/{id}/batch); its rate counts keys.
+	BatchPut100 = "batch-put-100"
+	// IncrHot is a batch of one incr of one key shared by every client;
+	// at the end of each phase the counter must equal the incrs
+	// acknowledged.
+	IncrHot  = "incr-hot"
+	List1000 = "list-1000"
+	Put1MiB  = "put-1mib"
+	Get1MiB  = "get-1mib"
 )
 
 // Workloads lists every workload of kvd and the baseline, in run order.
-var Workloads = []string{GetHit, GetHitSlowloris, GetMiss, PutOverwrite, Mix9010, PutNew, List1000, Put1MiB, Get1MiB}
+var Workloads = []string{GetHit, GetHitSlowloris, GetMiss, PutOverwrite, Mix9010, PutNew, PutIfMatch, BatchPut100, IncrHot, List1000, Put1MiB, Get1MiB}
+
+// kvdOnly are the workloads the baseline does not serve (conditional
+// writes and batches); they are compared with kvd's own figures.
+var kvdOnly = []string{PutIfMatch, BatchPut100, IncrHot}
 
 // The workloads of PostgreSQL itself (the postgres target), each the
 // counterpart of kvd's: one statement per operation, issued with pgx on

@@ -28,6 +28,10 @@ type Report struct {
 	// PostgresRatios compares kvd on PostgreSQL with PostgreSQL itself
 	// (and its GET with the embedded engine's), see DBRatio.
 	PostgresRatios []DBRatio `json:"postgres_ratios,omitempty"`
+	// WorkloadRatios compares workloads of one target with others of the
+	// same target: put-if-match with put-overwrite, batch-put-100's keys
+	// with put-new's.
+	WorkloadRatios []WorkloadRatio `json:"workload_ratios,omitempty"`
 	// Discarded holds the warm-up phases each target runs after its first
 	// fill, whose figures are kept out of Results: set beside the first
 	// measured phase, they show whether the state the fill left had
@@ -125,6 +129,14 @@ type Result struct {
 	Slowloris *SlowStats `json:"slowloris,omitempty"`
 	// Profile is what --profile recorded of the phase.
 	Profile *PhaseProfile `json:"profile,omitempty"`
+	// KeysPerOp is the keys each operation writes, when more than one
+	// (batch-put-100).
+	KeysPerOp int `json:"keys_per_op,omitempty"`
+	// Check is the outcome of the workload's check at the end of the
+	// phase (incr-hot: the counter against the incrs acknowledged);
+	// CheckFailed says it failed, which counts as an error.
+	Check       string `json:"check,omitempty"`
+	CheckFailed bool   `json:"check_failed,omitempty"`
 
 	from, to time.Time // the measured window
 }
@@ -152,6 +164,36 @@ type DBRatio struct {
 	VsOpsPerSec float64 `json:"vs_ops_per_sec"`
 	Ratio       float64 `json:"ops_ratio"`
 }
+
+// WorkloadRatio is a workload's rate over another's, for one target at
+// one client count in the same run, with the goal set for it.
+type WorkloadRatio struct {
+	Target     string  `json:"target"`
+	Workload   string  `json:"workload"`
+	Clients    int     `json:"clients"`
+	Unit       string  `json:"unit"` // of both rates: "ops/s" or "keys/s"
+	Rate       float64 `json:"rate"`
+	VsWorkload string  `json:"vs_workload"`
+	VsRate     float64 `json:"vs_rate"`
+	Ratio      float64 `json:"ratio"`
+	Goal       float64 `json:"goal"` // the least ratio wanted
+}
+
+// workloadPairs are the comparisons of WorkloadRatio.
+var workloadPairs = []struct {
+	workload, vs string
+	goal         float64
+}{
+	{PutIfMatch, PutOverwrite, 0.91}, // a conditional write costs at most 1.1x a plain one
+	{BatchPut100, PutNew, 20},        // keys/s of batches of 100 against single PUTs
+}
+
+// IncrHotGoal is the incr-hot rate wanted of the embedded engine at 64
+// clients.
+const IncrHotGoal = 5000
+
+// keysPerSec is the rate of x in keys written per second.
+func (x Result) keysPerSec() float64 { return x.OpsPerSec * float64(max(x.KeysPerOp, 1)) }
 
 // dbPairs are the comparisons of DBRatio: a kvd on PostgreSQL workload,
 // and the target and workload it is compared with.
@@ -280,6 +322,24 @@ func (r *Report) computeRatios() {
 			}
 			r.PostgresRatios = append(r.PostgresRatios, DBRatio{Target: x.Target, Workload: x.Workload, Clients: x.Clients, OpsPerSec: x.OpsPerSec,
 				VsTarget: p.vsTarget, VsWorkload: p.vsWorkload, VsOpsPerSec: y.OpsPerSec, Ratio: x.OpsPerSec / y.OpsPerSec})
+		}
+	}
+	r.WorkloadRatios = r.WorkloadRatios[:0]
+	for _, x := range r.Results {
+		for _, p := range workloadPairs {
+			if p.workload != x.Workload {
+				continue
+			}
+			y, ok := r.Find(x.Target, p.vs, x.Clients)
+			if !ok || y.OpsPerSec == 0 {
+				continue
+			}
+			unit := "ops/s"
+			if x.KeysPerOp > 1 {
+				unit = "keys/s"
+			}
+			r.WorkloadRatios = append(r.WorkloadRatios, WorkloadRatio{Target: x.Target, Workload: x.Workload, Clients: x.Clients, Unit: unit,
+				Rate: x.keysPerSec(), VsWorkload: p.vs, VsRate: y.keysPerSec(), Ratio: x.keysPerSec() / y.keysPerSec(), Goal: p.goal})
 		}
 	}
 	r.SlowlorisRatios = r.SlowlorisRatios[:0]
@@ -478,6 +538,26 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintln(w, "\nkvd on PostgreSQL against PostgreSQL itself (same server, same clients; pg-upsert/pg-select: one statement per operation through pgx, synchronous commit; pg-range: 1,000 rows per page):")
 		for _, d := range r.PostgresRatios {
 			fmt.Fprintf(w, "  %s c=%d: %s/s = %.2fx %s (%s/s)\n", d.Workload, d.Clients, fmtRate(d.OpsPerSec), d.Ratio, d.vsName(), fmtRate(d.VsOpsPerSec))
+		}
+	}
+	var own []string
+	for _, q := range r.WorkloadRatios {
+		own = append(own, fmt.Sprintf("  %s %s c=%d: %s %s = %.2fx %s (%s %s; goal >= %gx)", q.Target, q.Workload, q.Clients,
+			fmtRate(q.Rate), q.Unit, q.Ratio, q.VsWorkload, fmtRate(q.VsRate), q.Unit, q.Goal))
+	}
+	for _, x := range r.Results {
+		if x.Workload == IncrHot {
+			line := fmt.Sprintf("  %s %s c=%d: %s ops/s", x.Target, x.Workload, x.Clients, fmtRate(x.OpsPerSec))
+			if x.Target == TargetKVD && x.Clients == 64 {
+				line += fmt.Sprintf(" (goal >= %d/s)", IncrHotGoal)
+			}
+			own = append(own, line+"; "+x.Check)
+		}
+	}
+	if len(own) > 0 {
+		fmt.Fprintln(w, "\nconditional writes, batches and counters against kvd's own figures (same target, same run):")
+		for _, l := range own {
+			fmt.Fprintln(w, l)
 		}
 	}
 	if len(r.Discarded) > 0 {

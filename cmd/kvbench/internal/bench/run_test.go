@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,6 +82,12 @@ func TestRunSmall(t *testing.T) {
 		for _, w := range Workloads {
 			for _, n := range cfg.clientsFor(w) {
 				r, ok := rep.Find(target, w, n)
+				if target == TargetBaseline && slices.Contains(kvdOnly, w) {
+					if ok {
+						t.Errorf("the baseline ran %s, which it does not serve", w)
+					}
+					continue
+				}
 				if !ok {
 					t.Fatalf("no result for %s %s at %d clients", target, w, n)
 				}
@@ -93,7 +100,13 @@ func TestRunSmall(t *testing.T) {
 				if r.PeakRSS <= 0 {
 					t.Errorf("%s %s %d: no peak RSS", target, w, n)
 				}
-				if target == TargetKVD {
+				if (r.Check != "") != (w == IncrHot) || r.CheckFailed {
+					t.Errorf("%s %s %d: check %q (failed: %v)", target, w, n, r.Check, r.CheckFailed)
+				}
+				if want := map[bool]int{true: batchOps}[w == BatchPut100]; r.KeysPerOp != want {
+					t.Errorf("%s %s %d: %d keys per op, want %d", target, w, n, r.KeysPerOp, want)
+				}
+				if target == TargetKVD && !slices.Contains(kvdOnly, w) {
 					if rt := rep.ratio(TargetKVD, w, n); rt <= 0 {
 						t.Errorf("%s %d: no ratio", w, n)
 					}
@@ -109,6 +122,25 @@ func TestRunSmall(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+	for _, want := range []struct {
+		w, vs string
+		n     int
+	}{{PutIfMatch, PutOverwrite, 1}, {PutIfMatch, PutOverwrite, 4}, {BatchPut100, PutNew, 1}, {BatchPut100, PutNew, 4}} {
+		found := false
+		for _, q := range rep.WorkloadRatios {
+			if q.Target == TargetKVD && q.Workload == want.w && q.VsWorkload == want.vs && q.Clients == want.n {
+				found = true
+				x, _ := rep.Find(TargetKVD, want.w, want.n)
+				y, _ := rep.Find(TargetKVD, want.vs, want.n)
+				if q.Rate != x.keysPerSec() || q.VsRate != y.OpsPerSec || q.Ratio <= 0 || q.Goal <= 0 {
+					t.Errorf("%s vs %s at %d: %+v", want.w, want.vs, want.n, q)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no ratio of %s to %s at %d clients: %+v", want.w, want.vs, want.n, rep.WorkloadRatios)
 		}
 	}
 	for _, target := range []string{TargetKVD, TargetBaseline} {
@@ -399,4 +431,44 @@ func goBuild(t *testing.T, dir, name string) string {
 		t.Fatalf("go build %s: %v\n%s", name, err, out)
 	}
 	return bin
+}
+
+// TestIncrCheck runs incr-hot against a real kvd and checks that the
+// counter check passes, and that it fails once the counter holds an incr
+// that was not acknowledged to the load generator.
+func TestIncrCheck(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs kvd")
+	}
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.KVD = goBuild(t, dir, "kvd")
+	cfg.Duration, cfg.Warmup = 300*time.Millisecond, 50*time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := startServer(ctx, &cfg, dir, TargetKVD, nil, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	r := &run{cfg: &cfg, s: s, small: newPayload(cfg.ValueSize)}
+	if r.mainNS, err = s.createNamespace(ctx, "bench-incr"); err != nil {
+		t.Fatal(err)
+	}
+	r.incrKey = "hot/test"
+	res := r.phase(ctx, IncrHot, 4, r.op(IncrHot), nil)
+	r.checkIncr(ctx, &res)
+	if res.CheckFailed || res.Errors != 0 || r.incrAcked.Load() == 0 {
+		t.Fatalf("check %q after %d acknowledged incrs, %d errors", res.Check, r.incrAcked.Load(), res.Errors)
+	}
+	// One incr more, behind the load generator's back.
+	w := r.newWorker(0)
+	if err := w.do(http.MethodPost, s.base+"/v2/storage/kvs/"+r.mainNS+"/batch", []byte(`{"ops":[{"op":"incr","key":"hot/test"}]}`), http.StatusOK, 0, -1, nil); err != nil {
+		t.Fatal(err)
+	}
+	res = Result{Clients: 4}
+	r.checkIncr(ctx, &res)
+	if !res.CheckFailed || res.Errors != 1 || !strings.Contains(res.FirstError, "acknowledged") {
+		t.Fatalf("the check passed a counter one above the acknowledged incrs: %+v", res)
+	}
 }

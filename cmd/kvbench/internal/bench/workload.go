@@ -3,7 +3,9 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -52,8 +54,24 @@ type run struct {
 	bigNS      string // BigKeys keys "b/%04d" with 1 MiB values
 	bigFilled  bool
 	newSeq     atomic.Int64 // put-new's next key
+	batchSeq   atomic.Int64 // batch-put-100's next batch
 	listWidth  int          // digits of a list key's index
+	// etags holds, for each client of put-if-match, the ETags of its
+	// keys from their last write.
+	etags [][]string
+	// incrKey and incrAcked are the key of the running incr-hot phase
+	// and the incrs acknowledged in it.
+	incrKey   string
+	incrAcked atomic.Int64
 }
+
+// ifMatchKeys is the number of keys each put-if-match client owns.
+const ifMatchKeys = 8
+
+// batchOps is the number of puts in one batch of batch-put-100.
+const batchOps = 100
+
+func ifMatchKey(client, j int) string { return fmt.Sprintf("im/%02d/%d", client, j) }
 
 func (r *run) keyURL(ns, key string) string {
 	return r.s.base + "/v2/storage/kvs/" + ns + "/keys/" + key
@@ -107,7 +125,7 @@ func runTarget(ctx context.Context, cfg *Config, dir, name string, pg *pgEnv, re
 	r.discardedPhase(ctx)
 
 	for _, wl := range Workloads {
-		if !cfg.selected(wl) {
+		if !cfg.selected(wl) || name == TargetBaseline && slices.Contains(kvdOnly, wl) {
 			continue
 		}
 		if err := r.prepare(ctx, wl, rep); err != nil {
@@ -124,7 +142,17 @@ func runTarget(ctx context.Context, cfg *Config, dir, name string, pg *pgEnv, re
 					return fmt.Errorf("%s at %d clients: %w", wl, n, err)
 				}
 			} else {
+				if wl == IncrHot {
+					r.incrKey = fmt.Sprintf("hot/%d/%d", n, time.Now().UnixNano())
+					r.incrAcked.Store(0)
+				}
 				res = r.phase(ctx, wl, n, op, nil, r.probes(ctx, wl, n)...)
+				switch wl {
+				case IncrHot:
+					r.checkIncr(ctx, &res)
+				case BatchPut100:
+					res.KeysPerOp = batchOps
+				}
 			}
 			rep.Results = append(rep.Results, res)
 			cfg.logf("%s", res.line())
@@ -155,6 +183,28 @@ func (r *run) prepare(ctx context.Context, wl string, rep *Report) error {
 		}
 		rep.Fills = append(rep.Fills, fr)
 		return err
+	case PutIfMatch:
+		if r.etags != nil {
+			return nil
+		}
+		n := slices.Max(r.cfg.clientsFor(wl))
+		r.cfg.logf("%s: writing %d keys of %d put-if-match clients", r.s.name, n*ifMatchKeys, n)
+		etags := make([][]string, n)
+		w := r.newWorker(0)
+		for c := range etags {
+			etags[c] = make([]string, ifMatchKeys)
+			for j := range etags[c] {
+				etag, err := w.request(http.MethodPut, r.keyURL(r.mainNS, ifMatchKey(c, j)), r.small.value(w.rng, r.cfg.ValueSize), "", http.StatusOK, http.StatusCreated, -1, nil)
+				if err != nil {
+					return err
+				}
+				if etag == "" {
+					return errors.New("PUT answered without an ETag")
+				}
+				etags[c][j] = etag
+			}
+		}
+		r.etags = etags
 	case Put1MiB, Get1MiB:
 		if r.bigNS == "" {
 			r.big = newPayload(maxValue)
@@ -179,36 +229,53 @@ func (r *run) prepare(ctx context.Context, wl string, rep *Report) error {
 
 // worker is one client: a goroutine issuing one request at a time.
 type worker struct {
+	id   int
 	c    *http.Client
 	auth string
 	rng  *rand.Rand
 	buf  []byte // response bodies that are read, not discarded
+	body []byte // request bodies built per request (batches)
 }
 
 func (r *run) newWorker(id int) *worker {
-	return &worker{c: r.s.client, auth: r.s.auth, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(id)))}
+	return &worker{id: id, c: r.s.client, auth: r.s.auth, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(id)))}
 }
 
 // do sends one request and reads the whole response. It fails unless the
 // status is want (or want2, when non-zero) and, when wantLen >= 0, the
 // body has that length. With into, the body is decoded as JSON into it.
 func (w *worker) do(method, url string, body []byte, want, want2 int, wantLen int64, into any) error {
+	_, err := w.request(method, url, body, "", want, want2, wantLen, into)
+	return err
+}
+
+// request is do with an If-Match header (unless ifMatch is empty); it
+// returns the response's ETag, with the response's error.
+func (w *worker) request(method, url string, body []byte, ifMatch string, want, want2 int, wantLen int64, into any) (string, error) {
 	var rd io.Reader = http.NoBody
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequest(method, url, rd)
 	if err != nil {
-		return err
+		return "", err
 	}
 	req.Header.Set("Authorization", w.auth)
 	if body != nil {
-		req.Header.Set("Content-Type", "application/octet-stream")
+		ct := "application/octet-stream"
+		if strings.HasSuffix(url, "/batch") {
+			ct = "application/json"
+		}
+		req.Header.Set("Content-Type", ct)
+	}
+	if ifMatch != "" {
+		req.Header.Set("If-Match", ifMatch)
 	}
 	resp, err := w.c.Do(req)
 	if err != nil {
-		return err
+		return "", err
 	}
+	etag := resp.Header.Get("ETag")
 	var n int64
 	if into != nil {
 		bb := bytes.NewBuffer(w.buf[:0])
@@ -222,16 +289,24 @@ func (w *worker) do(method, url string, body []byte, want, want2 int, wantLen in
 	}
 	resp.Body.Close()
 	if err != nil {
-		return err
+		return etag, err
 	}
 	if resp.StatusCode != want && (want2 == 0 || resp.StatusCode != want2) {
-		return fmt.Errorf("%s %s: status %d", method, req.URL.Path, resp.StatusCode)
+		return etag, &statusError{fmt.Sprintf("%s %s: status %d", method, req.URL.Path, resp.StatusCode), resp.StatusCode}
 	}
 	if wantLen >= 0 && n != wantLen {
-		return fmt.Errorf("%s %s: %d bytes, want %d", method, req.URL.Path, n, wantLen)
+		return etag, fmt.Errorf("%s %s: %d bytes, want %d", method, req.URL.Path, n, wantLen)
 	}
-	return nil
+	return etag, nil
 }
+
+// statusError is a response with a status the request did not want.
+type statusError struct {
+	msg    string
+	status int
+}
+
+func (e *statusError) Error() string { return e.msg }
 
 // put writes a value; want is 201 for a key known to be new, 0 for either
 // 200 or 201.
@@ -303,6 +378,57 @@ func (r *run) op(wl string) opFunc {
 			}
 			return nil
 		}
+	case PutIfMatch:
+		return func(w *worker, _ uint64) error {
+			etags := r.etags[w.id]
+			j := w.rng.IntN(len(etags))
+			etag, err := w.request(http.MethodPut, r.keyURL(r.mainNS, ifMatchKey(w.id, j)), r.small.value(w.rng, size), etags[j], http.StatusOK, 0, -1, nil)
+			if etag != "" {
+				// A 412 carries the current ETag: the next write uses it.
+				etags[j] = etag
+			}
+			if err == nil && etag == "" {
+				return errors.New("PUT answered without an ETag")
+			}
+			return err
+		}
+	case BatchPut100:
+		return func(w *worker, _ uint64) error {
+			b := r.batchSeq.Add(1)
+			body := append(w.body[:0], `{"ops":[`...)
+			for j := range batchOps {
+				if j > 0 {
+					body = append(body, ',')
+				}
+				body = fmt.Appendf(body, `{"op":"put","key":"bp/%d/%02d","value_base64":"`, b, j)
+				body = base64.StdEncoding.AppendEncode(body, r.small.value(w.rng, size))
+				body = append(body, `"}`...)
+			}
+			body = append(body, "]}"...)
+			w.body = body
+			var res batchResponse
+			if err := w.do(http.MethodPost, r.s.base+"/v2/storage/kvs/"+r.mainNS+"/batch", body, http.StatusOK, 0, -1, &res); err != nil {
+				return err
+			}
+			if !res.Data.Committed || len(res.Data.Results) != batchOps {
+				return fmt.Errorf("batch %d: committed %v, %d results", b, res.Data.Committed, len(res.Data.Results))
+			}
+			return nil
+		}
+	case IncrHot:
+		return func(w *worker, _ uint64) error {
+			body := fmt.Appendf(w.body[:0], `{"ops":[{"op":"incr","key":%q}]}`, r.incrKey)
+			w.body = body
+			var res batchResponse
+			if err := w.do(http.MethodPost, r.s.base+"/v2/storage/kvs/"+r.mainNS+"/batch", body, http.StatusOK, 0, -1, &res); err != nil {
+				return err
+			}
+			if !res.Data.Committed || len(res.Data.Results) != 1 {
+				return fmt.Errorf("incr: committed %v, %d results", res.Data.Committed, len(res.Data.Results))
+			}
+			r.incrAcked.Add(1)
+			return nil
+		}
 	case Put1MiB:
 		return func(w *worker, _ uint64) error {
 			k := r.keyURL(r.bigNS, fmt.Sprintf("b/%04d", w.rng.IntN(r.cfg.BigKeys)))
@@ -315,6 +441,67 @@ func (r *run) op(wl string) opFunc {
 		}
 	}
 	panic("bench: no workload " + wl)
+}
+
+// batchResponse is the part of a batch's answer the load generator
+// checks.
+type batchResponse struct {
+	Data struct {
+		Committed bool              `json:"committed"`
+		Results   []json.RawMessage `json:"results"`
+	} `json:"data"`
+}
+
+// checkIncr reads the counter of the incr-hot phase just run and records
+// in res whether it equals the incrs acknowledged. An incr whose answer
+// was lost (an error of the load generator) may have counted or not: the
+// counter must then lie between the acknowledged incrs and those plus the
+// errors.
+func (r *run) checkIncr(ctx context.Context, res *Result) {
+	acked, unsure := r.incrAcked.Load(), res.Errors
+	got, err := r.readCounter(ctx, r.incrKey)
+	res.CheckFailed = true
+	switch {
+	case err != nil:
+		res.Check = fmt.Sprintf("counter not read: %v", err)
+	case got < acked || got > acked+unsure:
+		res.Check = fmt.Sprintf("counter %d, but %d incrs acknowledged (%d unsure)", got, acked, unsure)
+	default:
+		res.Check = fmt.Sprintf("counter %d = %d incrs acknowledged", got, acked)
+		res.CheckFailed = false
+	}
+	if res.CheckFailed {
+		res.Errors++
+		if res.FirstError == "" {
+			res.FirstError = res.Check
+		}
+	}
+	r.cfg.logf("%s %s c=%d: %s", r.s.name, IncrHot, res.Clients, res.Check)
+}
+
+// readCounter returns the integer stored at key of the main namespace, 0
+// if there is none.
+func (r *run) readCounter(ctx context.Context, key string) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.keyURL(r.mainNS, key), nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", r.s.auth)
+	resp, err := r.s.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64))
+	switch {
+	case err != nil:
+		return 0, err
+	case resp.StatusCode == http.StatusNotFound:
+		return 0, nil
+	case resp.StatusCode != http.StatusOK:
+		return 0, fmt.Errorf("GET %s: status %d", key, resp.StatusCode)
+	}
+	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 }
 
 // fill writes keys 0..n-1 with clients concurrent writers; it fails at
