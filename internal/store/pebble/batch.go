@@ -3,8 +3,6 @@ package pebble
 import (
 	"context"
 	"fmt"
-	"slices"
-	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -25,7 +23,8 @@ type batchKey struct {
 
 // Apply implements store.Store. It holds the stripes of every key of the
 // batch (in stripe order, so two batches never wait for each other in a
-// cycle) from the first read to the synced commit.
+// cycle) from the first read until the batch is applied, and returns once
+// it is durable (see stripe).
 func (d *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op, now time.Time) ([]store.Result, error) {
 	if len(ops) < 1 || len(ops) > store.MaxBatchOps {
 		return nil, fmt.Errorf("kvd/pebble: a batch of %d ops: %w", len(ops), store.ErrInvalidArgument)
@@ -54,8 +53,19 @@ func (d *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op, 
 		return nil, err
 	}
 	defer e.mu.RUnlock()
+	b := d.db.NewBatch()
+	defer b.Close()
+	results, w, err := d.applyOps(b, e, ops, writes, now)
+	if serr := w.wait(); serr != nil {
+		return nil, serr
+	}
+	return results, err
+}
 
-	for _, l := range d.stripesOf(e.id, ops) {
+// applyOps is Apply under the stripes of the batch's keys.
+func (d *DB) applyOps(b *pebble.Batch, e *nsEntry, ops []store.Op, writes int, now time.Time) ([]store.Result, syncWait, error) {
+	ss := d.stripesOf(e.id, ops)
+	for _, l := range ss {
 		l.Lock()
 		defer l.Unlock()
 	}
@@ -75,26 +85,25 @@ func (d *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op, 
 	}
 	var rev store.Revision
 	if writes > 0 {
+		var err error
 		if rev, err = d.revs.take(writes); err != nil {
-			return nil, err
+			return nil, syncWait{}, err
 		}
 	}
-	b := d.db.NewBatch()
-	defer b.Close()
 	results := make([]store.Result, len(ops))
 	var counts store.UsageCounts
 	var delta, read int64
 	for i, op := range ops {
 		k, err := state(op.Key)
 		if err != nil {
-			return nil, err
+			return nil, seen(ss...), err
 		}
 		live := k.live(now)
 		res := &results[i]
 		switch op.Kind {
 		case store.OpCheck:
 			if !op.If.Holds(live, k.rev) {
-				return nil, preconditionFailed(i, k.keyState, now)
+				return nil, seen(ss...), preconditionFailed(i, k.keyState, now)
 			}
 		case store.OpGet:
 			if !live {
@@ -102,17 +111,17 @@ func (d *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op, 
 			}
 			data, ct, updated, err := d.current(e, op.Key, k, now)
 			if err != nil {
-				return nil, err
+				return nil, seen(ss...), err
 			}
 			if read += int64(len(data)); read > store.MaxBatchReadBytes {
-				return nil, store.ErrBatchTooLarge
+				return nil, seen(ss...), store.ErrBatchTooLarge
 			}
 			*res = store.Result{Found: true, Data: data, ContentType: ct, UpdatedAt: updated, ExpiresAt: decodeExpiry(k.expiry), Revision: k.rev}
 		case store.OpPut:
 			v := op.Value
 			next, change, err := putRecords(b, e, op.Key, v.Data, v.ContentType, encodeExpiry(v.ExpiresAt), rev, k.keyState, now)
 			if err != nil {
-				return nil, err
+				return nil, seen(ss...), err
 			}
 			*k = batchKey{keyState: next, written: true, data: v.Data, contentType: v.ContentType}
 			*res = store.Result{Created: !live, Revision: rev}
@@ -124,15 +133,15 @@ func (d *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op, 
 			if live {
 				data, _, _, err := d.current(e, op.Key, k, now)
 				if err != nil {
-					return nil, err
+					return nil, seen(ss...), err
 				}
 				if n, err = store.ParseCounter(data); err != nil {
-					return nil, &store.OpError{Op: i, Err: store.ErrNotInteger}
+					return nil, seen(ss...), &store.OpError{Op: i, Err: store.ErrNotInteger}
 				}
 			}
 			sum, ok := store.AddCounter(n, op.By)
 			if !ok {
-				return nil, &store.OpError{Op: i, Err: store.ErrOverflow}
+				return nil, seen(ss...), &store.OpError{Op: i, Err: store.ErrOverflow}
 			}
 			data := store.FormatCounter(sum)
 			expiry := uint64(0)
@@ -141,7 +150,7 @@ func (d *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op, 
 			}
 			next, change, err := putRecords(b, e, op.Key, data, store.CounterContentType, expiry, rev, k.keyState, now)
 			if err != nil {
-				return nil, err
+				return nil, seen(ss...), err
 			}
 			*k = batchKey{keyState: next, written: true, data: data, contentType: store.CounterContentType}
 			*res = store.Result{Created: !live, Revision: rev, Int: sum}
@@ -154,11 +163,11 @@ func (d *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op, 
 			}
 			ek := appendEntryKey(nil, e.id, op.Key)
 			if err := deleteKeyRecords(b, e.id, op.Key, ek); err != nil {
-				return nil, err
+				return nil, seen(ss...), err
 			}
 			removed, err := removeOld(b, e, op.Key, k.keyState, now)
 			if err != nil {
-				return nil, err
+				return nil, seen(ss...), err
 			}
 			*k = batchKey{}
 			res.Deleted = true
@@ -167,15 +176,16 @@ func (d *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op, 
 		}
 	}
 	if b.Empty() {
-		return results, nil
+		return results, seen(ss...), nil
 	}
 	if err := addUsage(b, e.ns.Org, e.id, now, delta, counts); err != nil {
-		return nil, err
+		return nil, syncWait{}, err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		return nil, fmt.Errorf("kvd/pebble: batch: %w", err)
+	w, err := d.applyLocked(b, ss...)
+	if err != nil {
+		return nil, syncWait{}, fmt.Errorf("kvd/pebble: batch: %w", err)
 	}
-	return results, nil
+	return results, w, nil
 }
 
 // current returns a copy of the live value of k: the one an earlier op of
@@ -194,20 +204,4 @@ func (d *DB) current(e *nsEntry, key string, k *batchKey, now time.Time) ([]byte
 		return nil, "", time.Time{}, err
 	}
 	return append([]byte{}, rec.data...), internContentType(rec.contentType), time.Unix(0, rec.updated).UTC(), nil
-}
-
-// stripesOf returns the distinct stripes of the keys of ops, in stripe
-// order.
-func (d *DB) stripesOf(id [16]byte, ops []store.Op) []*sync.RWMutex {
-	idx := make([]uint64, 0, len(ops))
-	for _, op := range ops {
-		idx = append(idx, d.stripe(id, op.Key))
-	}
-	slices.Sort(idx)
-	idx = slices.Compact(idx)
-	ls := make([]*sync.RWMutex, len(idx))
-	for i, n := range idx {
-		ls[i] = &d.stripes[n]
-	}
-	return ls
 }

@@ -73,7 +73,7 @@ type DB struct {
 	db *pebble.DB
 
 	seed    maphash.Seed
-	stripes [stripeCount]sync.RWMutex // per-key locks, see keyLock
+	stripes [stripeCount]stripe // per-key locks, see stripe
 
 	// ops is held shared by every method while it runs and exclusively by
 	// Close, so the engine never closes under a running operation.
@@ -92,11 +92,6 @@ type DB struct {
 	tokens *tokenTable
 	revs   *revisions
 }
-
-// stripeCount is the number of per-key locks. Writers of one key hold its
-// stripe across read, commit and sync, which makes "created" exact and keeps
-// readers of that key from seeing a write before it is durable.
-const stripeCount = 4096
 
 type orgName struct{ org, name string }
 
@@ -567,10 +562,6 @@ func (d *DB) readyEntry(org string, id kv.ID) (*nsEntry, error) {
 	return e, nil
 }
 
-func (d *DB) keyLock(id [16]byte, key string) *sync.RWMutex {
-	return &d.stripes[d.stripe(id, key)]
-}
-
 // stripe returns the index of key's stripe.
 func (d *DB) stripe(id [16]byte, key string) uint64 {
 	var h maphash.Hash
@@ -597,9 +588,16 @@ func (d *DB) GetKey(ctx context.Context, org string, nsID kv.ID, key string, now
 	l := d.keyLock(e.id, key)
 	l.RLock()
 	raw, closer, err := d.db.Get(rk)
+	w := seen(l)
 	l.RUnlock()
 	*kb = rk
 	keyBufs.Put(kb)
+	if serr := w.wait(); serr != nil {
+		if err == nil {
+			closer.Close()
+		}
+		return nil, serr
+	}
 	if err == pebble.ErrNotFound {
 		return nil, store.ErrKeyNotFound
 	}
@@ -709,8 +707,9 @@ func putRecords(b *pebble.Batch, e *nsEntry, key string, data []byte, contentTyp
 }
 
 // PutKey implements store.Store. The key's stripe is held from the read of
-// the old entry through the synced commit, so the condition, "created" and
-// the revision are decided against the latest write of the key.
+// the old entry until the batch is applied, so the condition, "created" and
+// the revision are decided against the latest write of the key; PutKey
+// returns once the write is durable (see stripe).
 func (d *DB) PutKey(ctx context.Context, org string, nsID kv.ID, key string, v store.PutValue, now time.Time) (store.Written, error) {
 	if err := d.begin(ctx); err != nil {
 		return store.Written{}, err
@@ -731,31 +730,41 @@ func (d *DB) PutKey(ctx context.Context, org string, nsID kv.ID, key string, v s
 	ek := appendEntryKey((*kb)[:0], e.id, key)
 	defer func() { *kb = ek; keyBufs.Put(kb) }()
 
+	written, w, err := d.putLocked(b, e, ek, key, v, now)
+	if serr := w.wait(); serr != nil {
+		return store.Written{}, serr
+	}
+	return written, err
+}
+
+// putLocked is PutKey under the key's stripe.
+func (d *DB) putLocked(b *pebble.Batch, e *nsEntry, ek []byte, key string, v store.PutValue, now time.Time) (store.Written, syncWait, error) {
 	l := d.keyLock(e.id, key)
 	l.Lock()
 	defer l.Unlock()
 	old, err := d.readOld(ek, key)
 	if err != nil {
-		return store.Written{}, err
+		return store.Written{}, syncWait{}, err
 	}
 	if !v.If.Holds(old.live(now), old.rev) {
-		return store.Written{}, preconditionFailed(0, old, now)
+		return store.Written{}, seen(l), preconditionFailed(0, old, now)
 	}
 	rev, err := d.revs.take(1)
 	if err != nil {
-		return store.Written{}, err
+		return store.Written{}, syncWait{}, err
 	}
 	_, delta, err := putRecords(b, e, key, v.Data, v.ContentType, encodeExpiry(v.ExpiresAt), rev, old, now)
 	if err != nil {
-		return store.Written{}, err
+		return store.Written{}, syncWait{}, err
 	}
 	if err := addUsage(b, e.ns.Org, e.id, now, delta, store.UsageCounts{Writes: 1}); err != nil {
-		return store.Written{}, err
+		return store.Written{}, syncWait{}, err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		return store.Written{}, fmt.Errorf("kvd/pebble: put: %w", err)
+	w, err := d.applyLocked(b, l)
+	if err != nil {
+		return store.Written{}, syncWait{}, fmt.Errorf("kvd/pebble: put: %w", err)
 	}
-	return store.Written{Created: !old.live(now), Revision: rev}, nil
+	return store.Written{Created: !old.live(now), Revision: rev}, w, nil
 }
 
 // preconditionFailed reports that the op at index op found the key as
@@ -778,30 +787,43 @@ func (d *DB) DeleteKey(ctx context.Context, org string, nsID kv.ID, key string, 
 		return false, err
 	}
 	defer e.mu.RUnlock()
+	b := d.db.NewBatch()
+	defer b.Close()
+	deleted, w, err := d.deleteLocked(b, e, key, now)
+	if serr := w.wait(); serr != nil {
+		return false, serr
+	}
+	return deleted, err
+}
+
+// deleteLocked is DeleteKey under the key's stripe.
+func (d *DB) deleteLocked(b *pebble.Batch, e *nsEntry, key string, now time.Time) (bool, syncWait, error) {
 	ek := appendEntryKey(nil, e.id, key)
 	l := d.keyLock(e.id, key)
 	l.Lock()
 	defer l.Unlock()
 	old, err := d.readOld(ek, key)
-	if err != nil || !old.exists {
-		return false, err
+	if err != nil {
+		return false, syncWait{}, err
 	}
-	b := d.db.NewBatch()
-	defer b.Close()
+	if !old.exists {
+		return false, seen(l), nil
+	}
 	if err := deleteKeyRecords(b, e.id, key, ek); err != nil {
-		return false, err
+		return false, syncWait{}, err
 	}
 	removed, err := removeOld(b, e, key, old, now)
 	if err != nil {
-		return false, err
+		return false, syncWait{}, err
 	}
 	if err := addUsage(b, e.ns.Org, e.id, now, -removed, store.UsageCounts{Deletes: 1}); err != nil {
-		return false, err
+		return false, syncWait{}, err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		return false, fmt.Errorf("kvd/pebble: delete: %w", err)
+	w, err := d.applyLocked(b, l)
+	if err != nil {
+		return false, syncWait{}, fmt.Errorf("kvd/pebble: delete: %w", err)
 	}
-	return true, nil
+	return true, w, nil
 }
 
 // ListKeys implements store.Store with one iterator over the namespace's
