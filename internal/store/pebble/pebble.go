@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -72,8 +73,9 @@ var ErrLocked = errors.New("kvd/pebble: the data directory is in use by another 
 type DB struct {
 	db *pebble.DB
 
-	seed    maphash.Seed
-	stripes [stripeCount]stripe // per-key locks, see stripe
+	seed     maphash.Seed
+	stripes  [stripeCount]stripe // per-key locks, see stripe
+	unsynced atomic.Int64        // writes applied under stripes whose log sync is not known to be done
 
 	// ops is held shared by every method while it runs and exclusively by
 	// Close, so the engine never closes under a running operation.
@@ -869,6 +871,9 @@ func (d *DB) ListKeys(ctx context.Context, org string, nsID kv.ID, prefix, after
 			continue
 		}
 		if len(keys) == limit {
+			if err := d.syncSeen(); err != nil {
+				return nil, false, err
+			}
 			return keys, true, nil
 		}
 		keys = append(keys, kv.KeyInfo{
@@ -878,7 +883,13 @@ func (d *DB) ListKeys(ctx context.Context, org string, nsID kv.ID, prefix, after
 			Revision:  uint64(ent.rev),
 		})
 	}
-	return keys, false, it.Error()
+	if err := it.Error(); err != nil {
+		return nil, false, err
+	}
+	if err := d.syncSeen(); err != nil {
+		return nil, false, err
+	}
+	return keys, false, nil
 }
 
 // SweepExpired implements store.Store. It walks each namespace's expiry

@@ -52,6 +52,7 @@ func (p *pendingSync) wait() error {
 // The zero value waits for nothing. wait must be called exactly once when
 // the operation applied a batch, even if it failed after that.
 type syncWait struct {
+	d    *DB
 	b    *pebble.Batch
 	self *pendingSync
 	prev []*pendingSync
@@ -75,10 +76,12 @@ func seen(ss ...*stripe) syncWait {
 // it returned nil.
 func (d *DB) applyLocked(b *pebble.Batch, ss ...*stripe) (syncWait, error) {
 	w := seen(ss...)
+	d.unsynced.Add(1)
 	if err := d.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
+		d.unsynced.Add(-1)
 		return syncWait{}, err
 	}
-	w.b, w.self = b, &pendingSync{done: make(chan struct{})}
+	w.d, w.b, w.self = d, b, &pendingSync{done: make(chan struct{})}
 	for _, s := range ss {
 		s.pending = w.self
 	}
@@ -92,6 +95,7 @@ func (w syncWait) wait() error {
 		if err = w.b.SyncWait(); err != nil {
 			err = fmt.Errorf("kvd/pebble: log sync: %w", err)
 		}
+		w.d.unsynced.Add(-1)
 	}
 	for _, p := range w.prev {
 		if perr := p.wait(); err == nil && perr != nil {
@@ -123,4 +127,17 @@ func (d *DB) stripesOf(id [16]byte, ops []store.Op) []*stripe {
 		ss[i] = &d.stripes[n]
 	}
 	return ss
+}
+
+// syncSeen returns once every write a reader that took no stripe (a
+// listing) may have seen is durable: when writes applied under stripes may
+// still be waiting for their log sync, it syncs the log behind them.
+func (d *DB) syncSeen() error {
+	if d.unsynced.Load() == 0 {
+		return nil
+	}
+	if err := d.db.LogData([]byte{0}, pebble.Sync); err != nil {
+		return fmt.Errorf("kvd/pebble: log sync: %w", err)
+	}
+	return nil
 }

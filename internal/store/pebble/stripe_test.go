@@ -97,7 +97,8 @@ func (f gatedFile) SyncTo(n int64) (bool, error) {
 // write of the same key goes into the memtable (it does not wait for the
 // first one's sync under the key's lock), but no one answers with either
 // before they are durable: not their writers, not a GET of the key, not a
-// conditional write that fails against them, not a read-only batch.
+// conditional write that fails against them, not a read-only batch, not a
+// listing.
 func TestWritesOfOneKeyShareLogSyncs(t *testing.T) {
 	gate := newSyncGate(vfs.NewMem())
 	d, err := Open("db", Options{FS: gate, Logger: quietLog})
@@ -182,6 +183,13 @@ func TestWritesOfOneKeyShareLogSyncs(t *testing.T) {
 		}
 		return err
 	})
+	run("list", func() error {
+		keys, _, err := d.ListKeys(ctx, "acme", ns.ID, "", "", 10, now)
+		if err == nil && (len(keys) != 1 || keys[0].Key != "k") {
+			t.Errorf("a listing after the writes: %+v", keys)
+		}
+		return err
+	})
 	other := "other"
 	for d.stripe(ns.ID, other) == d.stripe(ns.ID, "k") {
 		other += "+"
@@ -207,7 +215,7 @@ func TestWritesOfOneKeyShareLogSyncs(t *testing.T) {
 	for a := range answered {
 		got = append(got, a)
 	}
-	if len(got) != 5 {
+	if len(got) != 6 {
 		t.Fatalf("answers after the sync: %q", got)
 	}
 	for _, a := range got {
