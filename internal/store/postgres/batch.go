@@ -410,7 +410,7 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 		return results, nil
 	}
 	evD[0] = delta
-	b.Queue(sqlBatchUsage, id, org, evT, evD, evW, evDel, pickShard())
+	b.Queue(sqlBatchUsage, id, org, evT, evD, evW, evDel, shardOf(tx.Conn()))
 	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 		return nil, err
 	}

@@ -137,7 +137,7 @@ func BenchmarkPutKey(b *testing.B) {
 			version, rev    *int64
 			pass            *bool
 		)
-		return c.QueryRow(ctx, sqlPutKey, putKeyArgs(e.id, e.ns.Org, key, v.Data, v.ContentType, v.ExpiresAt, store.Condition{}, e.now)...).Scan(&status, &version, &rev, &pass, &current)
+		return c.QueryRow(ctx, sqlPutKey, putKeyArgs(e.id, e.ns.Org, key, v.Data, v.ContentType, v.ExpiresAt, store.Condition{}, e.now, shardOf(c))...).Scan(&status, &version, &rev, &pass, &current)
 	}
 	b.Run("store", func(b *testing.B) {
 		e.warmStore(b, func(ctx context.Context) error { return viaStore(ctx, nil, benchKey(0)) })

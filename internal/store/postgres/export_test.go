@@ -9,6 +9,9 @@ import (
 // tests can exercise batching without writing tens of thousands of keys.
 func SetPurgeBatch(db *DB, n int) { db.purgeBatch = n }
 
+// UsageShards is the number of rows usage is spread over.
+const UsageShards = usageShards
+
 // NewConns is how many connections db's pool has made.
 func NewConns(db *DB) int64 { return db.pool.Stat().NewConnsCount() }
 

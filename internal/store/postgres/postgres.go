@@ -609,7 +609,7 @@ func (db *DB) MarkDeleting(ctx context.Context, org string, id kv.ID, now time.T
 						return err
 					}
 					a := atTime(now)
-					if _, err := tx.Exec(ctx, sqlEndStorage, nsID, org, a.ns, a.month, a.offset, pickShard()); err != nil {
+					if _, err := tx.Exec(ctx, sqlEndStorage, nsID, org, a.ns, a.month, a.offset, shardOf(tx.Conn())); err != nil {
 						return err
 					}
 					updated = true
@@ -843,7 +843,7 @@ SELECT ns.status, w.version, w.revision, (SELECT pass FROM ok), (SELECT revision
 FROM ns LEFT JOIN w ON true`
 
 // putKeyArgs are the arguments of sqlPutKey.
-func putKeyArgs(id [16]byte, org, key string, data []byte, contentType string, expires time.Time, cond store.Condition, now time.Time) []any {
+func putKeyArgs(id [16]byte, org, key string, data []byte, contentType string, expires time.Time, cond store.Condition, now time.Time, shard int16) []any {
 	a := atTime(now)
 	mode, revs := 0, []int64(nil)
 	switch {
@@ -857,7 +857,7 @@ func putKeyArgs(id [16]byte, org, key string, data []byte, contentType string, e
 	case cond.Exists:
 		mode = 1
 	}
-	return []any{id, org, []byte(key), data, contentType, a.ns, encodeExpiry(expires), a.month, a.offset, pickShard(), int64(len(key) + len(data)), mode, revs}
+	return []any{id, org, []byte(key), data, contentType, a.ns, encodeExpiry(expires), a.month, a.offset, shard, int64(len(key) + len(data)), mode, revs}
 }
 
 // sqlSweepExpired removes up to $2 keys expired by $1 (ns). The inner
@@ -962,7 +962,7 @@ func (db *DB) PutKey(ctx context.Context, org string, nsID kv.ID, key string, v 
 				pass    *bool
 				current *int64
 			)
-			err := c.QueryRow(ctx, sqlPutKey, putKeyArgs(id, org, key, data, v.ContentType, v.ExpiresAt, v.If, now)...).Scan(&status, &version, &rev, &pass, &current)
+			err := c.QueryRow(ctx, sqlPutKey, putKeyArgs(id, org, key, data, v.ContentType, v.ExpiresAt, v.If, now, shardOf(c))...).Scan(&status, &version, &rev, &pass, &current)
 			if err := checkKeyRow(err, status); err != nil {
 				return err
 			}
@@ -995,7 +995,7 @@ func (db *DB) DeleteKey(ctx context.Context, org string, nsID kv.ID, key string,
 				n      int64
 			)
 			a := atTime(now)
-			err := c.QueryRow(ctx, sqlDeleteKey, id, org, []byte(key), a.ns, a.month, a.offset, pickShard()).Scan(&status, &n)
+			err := c.QueryRow(ctx, sqlDeleteKey, id, org, []byte(key), a.ns, a.month, a.offset, shardOf(c)).Scan(&status, &n)
 			deleted = n > 0
 			return checkKeyRow(err, status)
 		})
@@ -1074,7 +1074,7 @@ func (db *DB) SweepExpired(ctx context.Context, now time.Time, max int) (int, er
 	var n int
 	err := db.conn(ctx, "sweep expired", func(c *pgx.Conn) error {
 		return retryTransient(ctx, func() error {
-			return c.QueryRow(ctx, sqlSweepExpired, encodeTime(now), max, pickShard()).Scan(&n)
+			return c.QueryRow(ctx, sqlSweepExpired, encodeTime(now), max, shardOf(c)).Scan(&n)
 		})
 	})
 	return n, err

@@ -57,11 +57,22 @@ import (
 // all the rows it adds to, and adds to several rows in the order (ns_id,
 // month), so two statements that meet on a shard lock its rows in one order.
 
-// usageShards is the number of rows each (org, namespace, month) is spread
-// over.
-const usageShards = 16
+//
+// A statement's shard is that of the connection it runs on (the server
+// process's PID, which no two open connections share, modulo usageShards):
+// a connection runs one statement at a time, so writers on one kvd never
+// wait for each other's usage rows as long as its pool has at most
+// usageShards connections, and writers of several kvd only when their
+// connections' PIDs meet modulo usageShards. A shard picked at random made
+// concurrent writers meet on a row (and wait for each other's commit) as
+// soon as a few ran at once.
 
-func pickShard() int16 { return int16(rand.IntN(usageShards)) }
+// usageShards is the number of rows each (org, namespace, month) is spread
+// over. Reads sum every shard there is, so the number may change.
+const usageShards = 64
+
+// shardOf returns the usage shard of statements run on c.
+func shardOf(c *pgx.Conn) int16 { return int16(c.PgConn().PID() % usageShards) }
 
 // at is an instant as the usage statements take it: its month (its first
 // day, bound to a DATE), the instant in Unix ns, and its offset in ns from
@@ -310,7 +321,7 @@ func (db *DB) AddUsage(ctx context.Context, counts []store.UsageDelta) error {
 	}
 	return db.conn(ctx, "add usage", func(c *pgx.Conn) error {
 		return retryTransient(ctx, func() error {
-			_, err := c.Exec(ctx, sqlAddUsage, orgs, ids, months, days, reads, writes, deletes, lists, pickShard())
+			_, err := c.Exec(ctx, sqlAddUsage, orgs, ids, months, days, reads, writes, deletes, lists, shardOf(c))
 			return err
 		})
 	})

@@ -243,7 +243,7 @@ func TestUsageConcurrentHandles(t *testing.T) {
 
 	// The counts are spread over shards, and none is outside their range.
 	var shards, bad int
-	err := rawConn(t, url).QueryRow(ctx, `SELECT count(DISTINCT shard), count(*) FILTER (WHERE shard NOT BETWEEN 0 AND 15) FROM ns_usage`).Scan(&shards, &bad)
+	err := rawConn(t, url).QueryRow(ctx, `SELECT count(DISTINCT shard), count(*) FILTER (WHERE shard NOT BETWEEN 0 AND $1 - 1) FROM ns_usage`, postgres.UsageShards).Scan(&shards, &bad)
 	if err != nil {
 		t.Fatal(err)
 	}
