@@ -246,3 +246,15 @@ func BenchmarkParseBatch(b *testing.B) {
 		})
 	}
 }
+
+// TestParseBatchFieldNamesMatchExactly: a field name in another case is
+// an unknown field, not the field.
+func TestParseBatchFieldNamesMatchExactly(t *testing.T) {
+	if _, _, err := parseBatch([]byte(`{"OPS": [{"op": "get", "key": "k"}]}`)); err != errBatchShape {
+		t.Fatalf("OPS: %v", err)
+	}
+	ops, _, err := parseBatch([]byte(`{"ops": [{"Op": "get", "key": "k"}]}`))
+	if err != nil || ops[0].Err == nil || !strings.Contains(ops[0].Err.Error(), `unknown field "Op"`) {
+		t.Fatalf("Op: %v, %+v", err, ops)
+	}
+}
