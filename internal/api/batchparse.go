@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 	"strconv"
 	"unicode"
@@ -584,12 +585,24 @@ var plainByte = func() (t [256]bool) {
 	return t
 }()
 
+// plainWord reports whether eight bytes of a string all need no decoding
+// (the usual test for a zero byte, on the word xor each special byte).
+func plainWord(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	quote, backslash := w^(ones*'"'), w^(ones*'\\')
+	return ((quote-ones)&^quote|(backslash-ones)&^backslash|(w-ones*0x20)&^w|w)&highs == 0
+}
+
 // str scans a string.
 func (p *batchParser) str() span {
 	b := p.b
 	i := p.pos + 1
 	s := span{start: i, set: true, plain: true}
 	for {
+		// Eight bytes at a time while none needs a look, then one by one.
+		for i+8 <= len(b) && plainWord(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
+		}
 		for i < len(b) && plainByte[b[i]] {
 			i++
 		}

@@ -258,3 +258,26 @@ func TestParseBatchFieldNamesMatchExactly(t *testing.T) {
 		t.Fatalf("Op: %v, %+v", err, ops)
 	}
 }
+
+// TestPlainWord: eight bytes are plain only when each of them is.
+func TestPlainWord(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 200000 {
+		var w [8]byte
+		plain := true
+		for j := range w {
+			w[j] = byte(rng.IntN(256))
+			if rng.IntN(2) == 0 {
+				w[j] = byte(0x20 + rng.IntN(0x60))
+			}
+			plain = plain && plainByte[w[j]]
+		}
+		got := plainWord(uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 | uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56)
+		if got && !plain {
+			t.Fatalf("%q: plain", w)
+		}
+		if plain && !got {
+			t.Fatalf("%q: not plain", w)
+		}
+	}
+}
