@@ -62,6 +62,25 @@ func (d *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op, 
 	return results, err
 }
 
+// iterBatchOps is the size from which a batch reads its keys through one
+// iterator.
+const iterBatchOps = 4
+
+// readOldAt reads the key entry at ek of key through it.
+func readOldAt(it *pebble.Iterator, ek []byte, key string) (keyState, error) {
+	if !it.SeekPrefixGE(ek) {
+		if err := it.Error(); err != nil {
+			return keyState{}, fmt.Errorf("kvd/pebble: batch: %w", err)
+		}
+		return keyState{}, nil
+	}
+	raw, err := it.ValueAndErr()
+	if err != nil {
+		return keyState{}, fmt.Errorf("kvd/pebble: batch: %w", err)
+	}
+	return entryState(raw, key)
+}
+
 // applyOps is Apply under the stripes of the batch's keys.
 func (d *DB) applyOps(b *pebble.Batch, e *nsEntry, ops []store.Op, writes int, now time.Time) ([]store.Result, syncWait, error) {
 	ss := d.stripesOf(e.id, ops)
@@ -71,11 +90,35 @@ func (d *DB) applyOps(b *pebble.Batch, e *nsEntry, ops []store.Op, writes int, n
 	}
 
 	keys := make(map[string]*batchKey, len(ops))
+	// A batch of a few keys reads each with a Get; one of more, through
+	// one iterator: building one for each Get would cost more than the
+	// seeks. Either sees every write of its keys before the batch, which
+	// holds their stripes.
+	var it *pebble.Iterator
+	defer func() {
+		if it != nil {
+			it.Close()
+		}
+	}()
+	var ek []byte
 	state := func(key string) (*batchKey, error) {
 		if k, ok := keys[key]; ok {
 			return k, nil
 		}
-		old, err := d.readOld(appendEntryKey(nil, e.id, key), key)
+		ek = appendEntryKey(ek[:0], e.id, key)
+		if it == nil && len(ops) >= iterBatchOps {
+			var err error
+			if it, err = d.db.NewIter(nil); err != nil {
+				return nil, fmt.Errorf("kvd/pebble: batch: %w", err)
+			}
+		}
+		var old keyState
+		var err error
+		if it != nil {
+			old, err = readOldAt(it, ek, key)
+		} else {
+			old, err = d.readOld(ek, key)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -639,6 +639,11 @@ func (d *DB) readOld(ek []byte, key string) (keyState, error) {
 		return keyState{}, fmt.Errorf("kvd/pebble: get: %w", err)
 	}
 	defer closer.Close()
+	return entryState(raw, key)
+}
+
+// entryState is the state of key as its entry, raw, records it.
+func entryState(raw []byte, key string) (keyState, error) {
 	ent, err := decodeEntry(raw)
 	if err != nil {
 		return keyState{}, err
