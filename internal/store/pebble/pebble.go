@@ -459,20 +459,33 @@ func (d *DB) ClaimLifecycleJob(ctx context.Context, holder string, now time.Time
 		return kv.Namespace{}, false, err
 	}
 	defer d.end()
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	// The table is not held while a namespace's lock is taken: a purge
+	// holds its namespace's lock while it takes the table's.
+	d.mu.RLock()
+	entries := make([]*nsEntry, 0, len(d.byID))
 	for _, e := range d.byID {
-		if e.leaseHolder != "" && now.Before(e.leaseUntil) {
-			continue
-		}
+		entries = append(entries, e)
+	}
+	d.mu.RUnlock()
+	for _, e := range entries {
 		e.mu.RLock()
 		ns := e.ns
 		e.mu.RUnlock()
 		if ns.Status != kv.StatusPending && ns.Status != kv.StatusDeleting {
 			continue
 		}
-		e.leaseHolder, e.leaseUntil = holder, now.Add(lease)
-		return ns, true, nil
+		// The lease is taken under the table's lock, if the namespace is
+		// still there and nobody else holds one; a status changed since is
+		// found by the job, under the namespace's lock (finishJob).
+		d.mu.Lock()
+		free := d.byID[e.id] == e && (e.leaseHolder == "" || !now.Before(e.leaseUntil))
+		if free {
+			e.leaseHolder, e.leaseUntil = holder, now.Add(lease)
+		}
+		d.mu.Unlock()
+		if free {
+			return ns, true, nil
+		}
 	}
 	return kv.Namespace{}, false, nil
 }
