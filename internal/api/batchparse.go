@@ -347,7 +347,13 @@ func (p *batchParser) buildOp(i int, f *opFields) service.BatchOp {
 		case f.value.set && f.valueBase64.set:
 			return fail(kv.EInvalid, "value_base64", "a put takes value or value_base64, not both")
 		case f.value.set:
-			op.Put.Data = p.unquote(make([]byte, 0, f.value.end-f.value.start), f.value)
+			// A value over the limit is refused before it is decoded:
+			// invalid UTF-8 decodes to three bytes a byte.
+			n := p.unquotedLen(f.value)
+			if n > kv.MaxValueSize {
+				return fail(kv.ETooLarge, "value", "value is %d bytes; the limit is %d bytes (1 MiB)", n, kv.MaxValueSize)
+			}
+			op.Put.Data = p.unquote(make([]byte, 0, n), f.value)
 		case f.valueBase64.set:
 			src := p.b[f.valueBase64.start:f.valueBase64.end]
 			if !f.valueBase64.plain {
@@ -464,6 +470,42 @@ func (p *batchParser) unquote(dst []byte, s span) []byte {
 		}
 	}
 	return dst
+}
+
+// unquotedLen is len(p.unquote(nil, s)), counted.
+func (p *batchParser) unquotedLen(s span) int {
+	b := p.b[s.start:s.end]
+	if s.plain {
+		return len(b)
+	}
+	n := 0
+	for r := 0; r < len(b); {
+		switch c := b[r]; {
+		case c == '\\' && b[r+1] == 'u':
+			rr := hex4(b[r+2:])
+			r += 6
+			if utf16.IsSurrogate(rr) {
+				if r+6 <= len(b) && b[r] == '\\' && b[r+1] == 'u' && utf16.DecodeRune(rr, hex4(b[r+2:])) != unicode.ReplacementChar {
+					r += 6
+					n += 4 // every pair decodes past U+FFFF
+					continue
+				}
+				rr = unicode.ReplacementChar
+			}
+			n += utf8.RuneLen(rr)
+		case c == '\\':
+			n++
+			r += 2
+		case c < utf8.RuneSelf:
+			n++
+			r++
+		default:
+			rr, size := utf8.DecodeRune(b[r:])
+			r += size
+			n += utf8.RuneLen(rr)
+		}
+	}
+	return n
 }
 
 // hex4 is the value of four hex digits the scanner has checked.

@@ -27,6 +27,8 @@ var parseSeeds = []string{
 	`{"ops": [{"op": "put", "key": "k", "value": "v", "ttl_secs": 0}, {"op": "put", "key": "k", "value": "v", "ttl_secs": -1}, {"op": "put", "key": "k", "value": "v", "ttl_secs": 1e2}, {"op": "put", "key": "k", "value": "v", "ttl_secs": 31536000000}]}`,
 	`{"ops": [{"op": "put", "key": "\ud800", "value": "\udc00\ud83d\ude00\ud83d\u0041\ud83dx"}, {"op": "put", "key": "k\u0000", "value": "\"\\\/\b\f\n\r\t"}]}`,
 	"{\"ops\": [{\"op\": \"put\", \"key\": \"\xff\xfe\", \"value\": \"\xed\xa0\x80 \xe2\x82\"}]}",
+	"{\"ops\": [{\"op\": \"put\", \"key\": \"k\", \"value\": \"" + strings.Repeat("\xff", 400000) + "\"}]}",
+	`{"ops": [{"op": "put", "key": "k", "value": "` + strings.Repeat(`\ud83d\ude00`, 100000) + `"}]}`,
 	`{"ops": [{"op": "put", "key": "k", "value_base64": "AA\u003d\u003d"}, {"op": "put", "key": "k", "value_base64": "A A=="}, {"op": "put", "key": "k", "value_base64": "AA==\n"}, {"op": "put", "key": "k", "value_base64": "AA"}]}`,
 	`{"ops": [{"op": "put", "key": "k", "value": "v", "value_base64": "AA=="}, {"op": "put", "key": "k"}, {"op": "get", "key": "k", "value": "v"}, {"op": "check", "key": "k"}, {"op": "check", "key": "k", "etag": "*", "absent": false}, {"op": "check", "key": "k", "absent": false}, {"op": "check", "key": "k", "etag": "nope"}, {"op": "check", "key": "k", "etag": "\"1\", \"2\""}]}`,
 	`{"ops": [{"op": "frob", "key": "k"}, {"op": "get"}, {"key": "k"}, {"op": "getgetgetgetgetgetgetgetgetgetgetgetgetgetgetget", "key": "k"}, {"op": "g\u0065t", "k\u0065y": "k"}]}`,
@@ -73,6 +75,7 @@ func checkSameParse(t *testing.T, body []byte) {
 	if !comparable(body) {
 		return
 	}
+	checkUnquotedLen(t, body)
 	ops, atomic, err := parseBatch(body)
 	wantOps, wantAtomic, wantErr := referenceParseBatch(body)
 	if !reflect.DeepEqual(err, wantErr) {
@@ -84,6 +87,25 @@ func checkSameParse(t *testing.T, body []byte) {
 	for i := range ops {
 		if !reflect.DeepEqual(ops[i], wantOps[i]) {
 			t.Fatalf("body %s: op %d\nis     %#v\nwanted %#v", short(body), i, ops[i], wantOps[i])
+		}
+	}
+}
+
+// checkUnquotedLen: every string of body counts as long as it decodes.
+func checkUnquotedLen(t *testing.T, body []byte) {
+	t.Helper()
+	p := batchParser{b: body}
+	for i := range body {
+		if body[i] != '"' {
+			continue
+		}
+		p.pos, p.bad = i, false
+		s := p.str()
+		if p.bad {
+			continue
+		}
+		if n, m := p.unquotedLen(s), len(p.unquote(nil, s)); n != m {
+			t.Fatalf("string %q of body %s: counted %d bytes, decodes to %d", body[s.start:s.end], short(body), n, m)
 		}
 	}
 }
