@@ -42,6 +42,3 @@ func CountedAs(ctx context.Context, op string, err error) ErrorCounts {
 	c.count(ctx, wrap(ctx, op, err, false))
 	return ErrorCounts{Unavailable: c.unavailable.Load(), TimedOut: c.timedOut.Load(), EngineFailures: c.failures.Load()}
 }
-
-// Acquires is how many connections db's callers have taken from its pool.
-func Acquires(db *DB) int64 { return db.pool.Stat().AcquireCount() }
