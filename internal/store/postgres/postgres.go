@@ -842,6 +842,58 @@ var sqlPutKey = `WITH ns AS (
 SELECT ns.status, w.version, w.revision, (SELECT pass FROM ok), (SELECT revision FROM old WHERE live)
 FROM ns LEFT JOIN w ON true`
 
+// sqlPutKeyFast is sqlPutKey for the common case: the key is absent, or
+// its value is live, and the write's instant is stored as it is (see at),
+// so the write is one change at now ($8 month, $9 offset; $14 day, $15 the
+// offset in the day, computed by the caller) and adds to one row of each
+// usage table, with no grouping, no sort and no date arithmetic in the
+// statement: a plan about half the size of sqlPutKey's, which PostgreSQL
+// sets up and runs on every execution. The conditions, the locks and the
+// retry on an unseen row are sqlPutKey's. When old is a value that has
+// expired (its bytes stop counting at its expiry, in another month or
+// day), the statement writes and counts nothing and returns fast false,
+// and PutKey runs sqlPutKey.
+var sqlPutKeyFast = `WITH ns AS (
+	SELECT id, status FROM namespaces WHERE id = $1 AND org = $2 FOR SHARE
+), old AS (
+	SELECT (octet_length(key) + octet_length(value))::bigint AS size, revision,
+		(expires_at IS NULL OR expires_at > $6::bigint) AS live
+	FROM keys WHERE ns_id = (SELECT id FROM ns WHERE status = 'provision_ok') AND key = $3::bytea
+	FOR UPDATE
+), ok AS (
+	SELECT NOT EXISTS (SELECT 1 FROM old WHERE NOT live) AS fast, CASE $12::int
+		WHEN 0 THEN true
+		WHEN 1 THEN EXISTS (SELECT 1 FROM old WHERE live)
+		WHEN 2 THEN NOT EXISTS (SELECT 1 FROM old WHERE live)
+		ELSE EXISTS (SELECT 1 FROM old WHERE live AND revision = ANY($13::bigint[]))
+	END AS pass
+), w AS (
+	INSERT INTO keys AS k (ns_id, key, value, content_type, updated_at, expires_at, version, revision)
+	SELECT id, $3::bytea, $4::bytea, $5::text, $6::bigint, $7::bigint, 1, nextval('key_revisions')
+	FROM ns WHERE status = 'provision_ok' AND (SELECT fast AND pass FROM ok)
+	ON CONFLICT (ns_id, key) DO UPDATE SET
+		value = excluded.value,
+		content_type = excluded.content_type,
+		updated_at = excluded.updated_at,
+		expires_at = excluded.expires_at,
+		version = CASE WHEN k.expires_at IS NOT NULL AND k.expires_at <= excluded.updated_at THEN 1 ELSE k.version + 1 END,
+		revision = excluded.revision
+	WHERE EXISTS (SELECT 1 FROM old)
+	RETURNING k.version, k.revision, $11::bigint - COALESCE((SELECT size FROM old), 0) AS delta
+), u AS (
+	INSERT INTO ns_usage AS u (org, ns_id, month, shard, writes, delta_sum, weighted_sum)
+	SELECT $2, $1, $8::date, $10, 1, w.delta, w.delta::numeric * $9::bigint FROM w
+	` + onConflictAdd(usageMonthKey, "writes", "delta_sum", "weighted_sum") + `
+	RETURNING 1
+), ud AS (
+	INSERT INTO ns_usage_day AS u (org, day, ns_id, shard, writes, delta_sum, weighted_sum)
+	SELECT $2, $14::date, $1, $10, 1, w.delta, w.delta::numeric * $15::bigint
+	FROM w CROSS JOIN (SELECT count(*) FROM u) after_u
+	` + onConflictAdd(usageDayKey, "writes", "delta_sum", "weighted_sum") + `
+)
+SELECT ns.status, w.version, w.revision, ok.pass, (SELECT revision FROM old WHERE live), ok.fast
+FROM ns CROSS JOIN ok LEFT JOIN w ON true`
+
 // putKeyArgs are the arguments of sqlPutKey.
 func putKeyArgs(id [16]byte, org, key string, data []byte, contentType string, expires time.Time, cond store.Condition, now time.Time, shard int16) []any {
 	a := atTime(now)
@@ -962,9 +1014,21 @@ func (db *DB) PutKey(ctx context.Context, org string, nsID kv.ID, key string, v 
 				pass    *bool
 				current *int64
 			)
-			err := c.QueryRow(ctx, sqlPutKey, putKeyArgs(id, org, key, data, v.ContentType, v.ExpiresAt, v.If, now, shardOf(c))...).Scan(&status, &version, &rev, &pass, &current)
-			if err := checkKeyRow(err, status); err != nil {
-				return err
+			args := putKeyArgs(id, org, key, data, v.ContentType, v.ExpiresAt, v.If, now, shardOf(c))
+			fast := false
+			if a := atTime(now); a.exact {
+				err := c.QueryRow(ctx, sqlPutKeyFast, append(args, a.day, a.dayOffset)...).Scan(&status, &version, &rev, &pass, &current, &fast)
+				if err := checkKeyRow(err, status); err != nil {
+					return err
+				}
+			}
+			if !fast {
+				// The value replaced has expired (or now is out of
+				// the stored range): the full statement.
+				err := c.QueryRow(ctx, sqlPutKey, args...).Scan(&status, &version, &rev, &pass, &current)
+				if err := checkKeyRow(err, status); err != nil {
+					return err
+				}
 			}
 			if pass != nil && !*pass {
 				if current != nil {

@@ -76,17 +76,29 @@ func shardOf(c *pgx.Conn) int16 { return int16(c.PgConn().PID() % usageShards) }
 
 // at is an instant as the usage statements take it: its month (its first
 // day, bound to a DATE), the instant in Unix ns, and its offset in ns from
-// the month's start.
+// the month's start; and its day (UTC, bound to a DATE) and offset in ns
+// from the day's start, as sqlEvAtDay derives them from the month and
+// offset. exact says that t is stored as it is (from 1970 to 2262): only
+// then are day and dayOffset what sqlEvAtDay would compute.
 type at struct {
-	month  time.Time
-	ns     int64
-	offset int64
+	month     time.Time
+	ns        int64
+	offset    int64
+	day       time.Time
+	dayOffset int64
+	exact     bool
 }
 
 func atTime(t time.Time) at {
 	m := usagemath.MonthOf(t)
 	n := encodeTime(t)
-	return at{month: m.Start(), ns: n, offset: n - m.Start().UnixNano()}
+	a := at{month: m.Start(), ns: n, offset: n - m.Start().UnixNano()}
+	if !t.Before(time.Unix(0, 1)) && t.Before(maxTime) {
+		a.day = usagemath.DayOf(decodeTime(n))
+		a.dayOffset = n - a.day.UnixNano()
+		a.exact = true
+	}
+	return a
 }
 
 // sqlAtMonth is a subquery, for a LATERAL join, of the month (DATE) and the

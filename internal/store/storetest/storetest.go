@@ -1445,4 +1445,17 @@ func testUsageStorage(t *testing.T, s store.Store) {
 	if only := usageByNS(t, s, "org-v", c.ID, april, day3.Add(30*time.Second)); len(only[c.ID].Days) != 3 || only[c.ID].Days[1].Bytes != 20 {
 		t.Fatalf("usage of c alone = %+v", only)
 	}
+
+	// Overwriting a value that expired, unswept, on an earlier day: its
+	// bytes stop at its expiry, in its day; the new ones count from the
+	// write. d's k7 (10 bytes) from 60s before April 2 to 60s after; then
+	// 20 bytes from 01:00 on April 3.
+	d := readyNamespace(t, s, "org-w", "d")
+	mustPut(t, s, d, "k7", ttl(8, day2.Add(time.Minute)), day2.Add(-time.Minute))
+	mustPut(t, s, d, "k7", val(18), day3.Add(time.Hour))
+	u := usageByNS(t, s, "org-w", kv.ID{}, april, day3.Add(2*time.Hour))[d.ID]
+	wantUsage(t, "overwritten after its expiry, April", u, store.UsageCounts{Writes: 2}, 600+600+20*3600, 20)
+	wantDay(t, "overwritten after its expiry, April 1", u, april, store.UsageCounts{Writes: 1}, 600, 10)
+	wantDay(t, "overwritten after its expiry, April 2", u, day2, store.UsageCounts{}, 600, 0)
+	wantDay(t, "overwritten after its expiry, April 3", u, day3, store.UsageCounts{Writes: 1}, 20*3600, 20)
 }
