@@ -331,12 +331,15 @@ func checkProfile(t *testing.T, dir string, r Result) {
 		}
 		return
 	}
-	// Every operation of the window is in the statements; the operations
-	// started before the window and still running as it opened (at most
-	// one per client) may be too.
+	// The operations of the window are in the statements (the operations
+	// started before the window and still running as it opened, at most
+	// one per client, may be too). Not to the last one: a few statements
+	// around pg_stat_statements_reset can go uncounted (seen once: 685
+	// calls of pg-range for 688 operations at 2 clients), so the check
+	// allows 1% besides.
 	var sf StatementsFile
 	readJSONFile(t, filepath.Join(dir, p.Statements), &sf)
-	if sf.Target != r.Target || sf.Workload != r.Workload || sf.Ops != r.Ops || sf.Calls < r.Ops-int64(r.Clients) || len(sf.Statements) == 0 {
+	if sf.Target != r.Target || sf.Workload != r.Workload || sf.Ops != r.Ops || sf.Calls < r.Ops-r.Ops/100-int64(r.Clients) || len(sf.Statements) == 0 {
 		t.Errorf("%s: statements file: %s %s, %d ops, %d calls, %d statements (result: %d ops)", name, sf.Target, sf.Workload, sf.Ops, sf.Calls, len(sf.Statements), r.Ops)
 	}
 	if _, ok := sf.Counters["wal"]; !ok {
