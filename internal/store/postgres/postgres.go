@@ -764,6 +764,28 @@ var sqlDeleteKey = `WITH ns AS (
 ), ` + sqlDayEvents("deletes", "$7", "") + `
 SELECT ns.status, (SELECT count(*) FROM d) FROM ns`
 
+// sqlPutCondition decides a PUT's condition ($12: 0 none, 1 the key must
+// exist, 2 it must not, 3 it must exist with a revision in $13) on old,
+// the key's row as locked.
+const sqlPutCondition = `CASE $12::int
+		WHEN 0 THEN true
+		WHEN 1 THEN EXISTS (SELECT 1 FROM old WHERE live)
+		WHEN 2 THEN NOT EXISTS (SELECT 1 FROM old WHERE live)
+		ELSE EXISTS (SELECT 1 FROM old WHERE live AND revision = ANY($13::bigint[]))
+	END AS pass`
+
+// sqlPutUpsert ends a PUT's insert of the key: an existing row (one old
+// saw) takes the new value and revision, and its version goes up by one
+// (back to 1 if it had expired).
+const sqlPutUpsert = `	ON CONFLICT (ns_id, key) DO UPDATE SET
+		value = excluded.value,
+		content_type = excluded.content_type,
+		updated_at = excluded.updated_at,
+		expires_at = excluded.expires_at,
+		version = CASE WHEN k.expires_at IS NOT NULL AND k.expires_at <= excluded.updated_at THEN 1 ELSE k.version + 1 END,
+		revision = excluded.revision
+	WHERE EXISTS (SELECT 1 FROM old)`
+
 // sqlPutKey checks the namespace, writes the key and meters the write in
 // one statement. The namespace row is locked FOR SHARE, so MarkDeleting
 // (an UPDATE of that row) waits for this write, and a write that starts
@@ -805,24 +827,12 @@ var sqlPutKey = `WITH ns AS (
 	FROM keys WHERE ns_id = (SELECT id FROM ns WHERE status = 'provision_ok') AND key = $3::bytea
 	FOR UPDATE
 ), ok AS (
-	SELECT CASE $12::int
-		WHEN 0 THEN true
-		WHEN 1 THEN EXISTS (SELECT 1 FROM old WHERE live)
-		WHEN 2 THEN NOT EXISTS (SELECT 1 FROM old WHERE live)
-		ELSE EXISTS (SELECT 1 FROM old WHERE live AND revision = ANY($13::bigint[]))
-	END AS pass
+	SELECT ` + sqlPutCondition + `
 ), w AS (
 	INSERT INTO keys AS k (ns_id, key, value, content_type, updated_at, expires_at, version, revision)
 	SELECT id, $3::bytea, $4::bytea, $5::text, $6::bigint, $7::bigint, 1, nextval('key_revisions')
 	FROM ns WHERE status = 'provision_ok' AND (SELECT pass FROM ok)
-	ON CONFLICT (ns_id, key) DO UPDATE SET
-		value = excluded.value,
-		content_type = excluded.content_type,
-		updated_at = excluded.updated_at,
-		expires_at = excluded.expires_at,
-		version = CASE WHEN k.expires_at IS NOT NULL AND k.expires_at <= excluded.updated_at THEN 1 ELSE k.version + 1 END,
-		revision = excluded.revision
-	WHERE EXISTS (SELECT 1 FROM old)
+` + sqlPutUpsert + `
 	RETURNING k.version, k.revision
 ), ev AS (
 	SELECT $8::date AS month, $9::bigint AS off, 1 AS writes,
@@ -861,24 +871,12 @@ var sqlPutKeyFast = `WITH ns AS (
 	FROM keys WHERE ns_id = (SELECT id FROM ns WHERE status = 'provision_ok') AND key = $3::bytea
 	FOR UPDATE
 ), ok AS (
-	SELECT NOT EXISTS (SELECT 1 FROM old WHERE NOT live) AS fast, CASE $12::int
-		WHEN 0 THEN true
-		WHEN 1 THEN EXISTS (SELECT 1 FROM old WHERE live)
-		WHEN 2 THEN NOT EXISTS (SELECT 1 FROM old WHERE live)
-		ELSE EXISTS (SELECT 1 FROM old WHERE live AND revision = ANY($13::bigint[]))
-	END AS pass
+	SELECT NOT EXISTS (SELECT 1 FROM old WHERE NOT live) AS fast, ` + sqlPutCondition + `
 ), w AS (
 	INSERT INTO keys AS k (ns_id, key, value, content_type, updated_at, expires_at, version, revision)
 	SELECT id, $3::bytea, $4::bytea, $5::text, $6::bigint, $7::bigint, 1, nextval('key_revisions')
 	FROM ns WHERE status = 'provision_ok' AND (SELECT fast AND pass FROM ok)
-	ON CONFLICT (ns_id, key) DO UPDATE SET
-		value = excluded.value,
-		content_type = excluded.content_type,
-		updated_at = excluded.updated_at,
-		expires_at = excluded.expires_at,
-		version = CASE WHEN k.expires_at IS NOT NULL AND k.expires_at <= excluded.updated_at THEN 1 ELSE k.version + 1 END,
-		revision = excluded.revision
-	WHERE EXISTS (SELECT 1 FROM old)
+` + sqlPutUpsert + `
 	RETURNING k.version, k.revision, $11::bigint - COALESCE((SELECT size FROM old), 0) AS delta
 ), u AS (
 	INSERT INTO ns_usage AS u (org, ns_id, month, shard, writes, delta_sum, weighted_sum)
