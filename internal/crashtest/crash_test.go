@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgekv/kv/internal/linearizability"
 	"github.com/edgekv/kv/internal/pgtest"
+	"github.com/jackc/pgx/v5"
 )
 
 // The shape of the crash workload: few keys, so that operations on each
@@ -72,6 +73,9 @@ func runKVDCrashes(t *testing.T, store string, cycles int, args ...string) {
 			killedAt = time.Now().Round(0)
 		})
 		r.hc.CloseIdleConnections()
+		if strings.HasPrefix(store, "postgres") {
+			waitSessionsGone(t, store)
+		}
 		r.settleTTL(killedAt)
 		if d != nil {
 			r.checkDoomedCycle(d)
@@ -79,6 +83,35 @@ func runKVDCrashes(t *testing.T, store string, cycles int, args ...string) {
 		r.reportProblems(cycle)
 		r.k.start()
 	})
+}
+
+// waitSessionsGone waits, after kvd was killed, until the database has no
+// session of it left. The database outlives kvd: a transaction the dead
+// process had sent whole, its COMMIT included, still runs to its end (after
+// a lock wait, say), so the outcome of its writes is settled only then, and
+// the checks after the restart take the outcomes they did not see as
+// settled.
+func waitSessionsGone(t *testing.T, url string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connect to count the killed kvd's sessions: %v", err)
+	}
+	defer c.Close(context.Background())
+	for {
+		var n int
+		err := c.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND application_name = 'kvd' AND pid <> pg_backend_pid()`).Scan(&n)
+		if err != nil {
+			t.Fatalf("counting the killed kvd's sessions (%d at the last count; 30s at most): %v", n, err)
+		}
+		if n == 0 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // TestDatabaseCrash crashes PostgreSQL under a running kvd: at random
