@@ -627,6 +627,12 @@ func measure(ctx context.Context, cfg *Config, l load, wl string, clients int, p
 	start := time.Now()
 	measureFrom := start.Add(cfg.Warmup)
 	stopAt := measureFrom.Add(cfg.Duration)
+	// The window ends at stopAt, or later if no operation started in it
+	// has ended by then (every client was held up, a stall of the server
+	// longer than the window): it lasts until the first one has, so that
+	// the phase has a figure. Clients start operations until it ends.
+	var end atomic.Int64
+	end.Store(stopAt.UnixNano())
 
 	var watch *openWatch
 	if pool != nil {
@@ -642,7 +648,7 @@ func measure(ctx context.Context, cfg *Config, l load, wl string, clients int, p
 		wg.Go(func() {
 			for n := uint64(0); n < maxOpsPerClient && ctx.Err() == nil; n++ {
 				t0 := time.Now()
-				if !t0.Before(stopAt) {
+				if t0.UnixNano() >= end.Load() {
 					return
 				}
 				err := op(n)
@@ -675,6 +681,11 @@ func measure(ctx context.Context, cfg *Config, l load, wl string, clients int, p
 	c0, s0, d0, h0 := selfCPU(), l.serverCPU(), dbCPU(), hostBusy()
 	t0 := time.Now()
 	sleepUntil(ctx, stopAt)
+	for ops.Load()+errs.Load() == 0 && ctx.Err() == nil {
+		end.Store(time.Now().Add(time.Second).UnixNano())
+		sleepUntil(ctx, time.Now().Add(10*time.Millisecond))
+	}
+	end.Store(time.Now().UnixNano())
 	c1, s1, d1, h1 := selfCPU(), l.serverCPU(), dbCPU(), hostBusy()
 	t1 := time.Now()
 	elapsed := t1.Sub(t0)
