@@ -103,24 +103,44 @@ func TestWrongTokenFlood(t *testing.T) {
 	// A lookup by digest is a scan of the tokens table's primary key; the
 	// revocation poller (every 250 ms) and the honest token's last-used
 	// update use other indexes, so they are not counted.
-	lookups := func() int64 {
-		time.Sleep(1500 * time.Millisecond) // the server publishes its statistics within a second
-		var scans int64
-		if err := conn.QueryRow(context.Background(), `SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes WHERE relname = 'tokens' AND indexrelname = 'tokens_pkey'`).Scan(&scans); err != nil {
+	scans := func() int64 {
+		var n int64
+		if err := conn.QueryRow(context.Background(), `SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes WHERE relname = 'tokens' AND indexrelname = 'tokens_pkey'`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		return scans
+		return n
+	}
+	// A backend publishes its counts at most once a second, and one that
+	// published less than a second ago and then goes idle waits up to
+	// PGSTAT_IDLE_INTERVAL (10 s) before it publishes again. So a count is
+	// read until it has stood still for longer than that.
+	settled := func() int64 {
+		const still = 11 * time.Second
+		last, since := scans(), time.Now()
+		for deadline := time.Now().Add(time.Minute); time.Since(since) < still; {
+			if time.Now().After(deadline) {
+				t.Fatalf("the tokens table's scan count still moves after a minute (now %d)", last)
+			}
+			time.Sleep(250 * time.Millisecond)
+			if n := scans(); n != last {
+				last, since = n, time.Now()
+			}
+		}
+		return last
 	}
 	// The count must see a lookup: one token never sent before is one scan.
-	before := lookups()
+	before := settled()
 	if got := n.getWith("kvd_never-seen-before"); got != 401 {
 		t.Fatalf("a wrong token: %d", got)
 	}
-	if probe := lookups(); probe <= before {
-		t.Fatalf("one wrong token left the primary key's scan count at %d (was %d): the test cannot count lookups", probe, before)
-	} else {
-		before = probe
+	probe := scans()
+	for deadline := time.Now().Add(30 * time.Second); probe <= before && time.Now().Before(deadline); probe = scans() {
+		time.Sleep(250 * time.Millisecond)
 	}
+	if probe <= before {
+		t.Fatalf("one wrong token left the primary key's scan count at %d (was %d) for 30 s: the test cannot count lookups", probe, before)
+	}
+	before = probe
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	statuses := map[int]int{}
@@ -143,7 +163,7 @@ func TestWrongTokenFlood(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	after := lookups()
+	after := settled()
 	t.Logf("10,000 wrong tokens: statuses %v, %d lookups of the tokens table", statuses, after-before)
 	if after-before > 100 {
 		t.Fatalf("10,000 wrong tokens cost %d lookups of the tokens table; want at most 100", after-before)

@@ -89,6 +89,7 @@ func run(in io.Reader, out io.Writer) int {
 				for _, l := range output[id] {
 					fmt.Fprint(out, l)
 				}
+				printUnfinished(out, e.Package, output)
 			} else {
 				if !strings.Contains(e.Test, "/") {
 					failed++
@@ -129,4 +130,34 @@ func run(in io.Reader, out io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// printUnfinished prints the output of the tests of pkg that never ended:
+// a package killed by its -timeout (or a crash) fails with no result for
+// the test it was running, and the reason is in that test's output. A
+// goroutine dump can be long, so of each such test it prints at most the
+// 200 lines before the first panic line and the 60 from it.
+func printUnfinished(out io.Writer, pkg string, output map[string][]string) {
+	var ids []string
+	for id := range output {
+		if strings.HasPrefix(id, pkg+"/") && id != pkg+"/" {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		lines := output[id]
+		end := len(lines)
+		for i, l := range lines {
+			if strings.HasPrefix(l, "panic: ") {
+				end = i
+				break
+			}
+		}
+		fmt.Fprintf(out, "--- NO RESULT: %s (it was running when the package failed)\n", strings.TrimPrefix(id, pkg+"/"))
+		for _, l := range lines[max(0, end-200):min(len(lines), end+60)] {
+			fmt.Fprint(out, l)
+		}
+		delete(output, id)
+	}
 }
