@@ -257,8 +257,11 @@ func TestRunPostgresAuto(t *testing.T) {
 	}
 	// A PUT is at least one statement and one transaction of its own;
 	// kvd's statement and PostgreSQL's own upsert show in their files.
+	// The statistics are read at the phase's edges while the clients' last
+	// operations are in flight, so the count may fall short of the
+	// operations by a few percent, as the statements file's may.
 	put, _ := rep.Find(TargetKVDPostgres, PutNew, 2)
-	if pg := put.Profile.Postgres; pg == nil || pg.StatementsPerOp < 1 || pg.XIDsPerOp <= 0 || len(pg.Sessions) == 0 {
+	if pg := put.Profile.Postgres; pg == nil || pg.StatementsPerOp < 0.97 || pg.XIDsPerOp <= 0 || len(pg.Sessions) == 0 {
 		t.Errorf("kvd on PostgreSQL put-new: profile summary %+v", put.Profile.Postgres)
 	}
 	for _, c := range []struct{ target, w, text string }{
