@@ -47,6 +47,10 @@ var (
 	ErrNotInteger = errors.New("store: value is not an integer")
 	// ErrOverflow: an incr whose result does not fit an int64.
 	ErrOverflow = errors.New("store: integer overflow")
+	// ErrHistoryGone: a change feed read from before what the namespace's
+	// feed keeps. Engines return it as a *HistoryGoneError, which matches
+	// it.
+	ErrHistoryGone = errors.New("store: change history compacted")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store: closed")
 )
