@@ -47,6 +47,7 @@ type CheckReport struct {
 	Tokens     int
 	Keys       int64
 	Bytes      int64    // keys plus values, as usage counts them
+	Changes    int64    // change records, the change feed's history
 	Problems   []string // empty: the store is sound
 }
 
@@ -58,8 +59,9 @@ const maxProblems = 100
 // it writes anything (identity, markers, manifest, sstables, layout
 // record), then every record: each decodes, every key has a value record
 // and a key entry that agree, the expiry index matches the entries, every
-// key belongs to a namespace, and each namespace's usage records add up to
-// the bytes its keys hold. It refuses a store a running kvd holds. An error
+// key and change record belongs to a namespace, change records lie
+// between their namespace's horizon and the revision ceiling, and each
+// namespace's usage records add up to the bytes its keys hold. It refuses a store a running kvd holds. An error
 // means Check could not look (no such store, locked); damage is in
 // Problems.
 func Check(dir string) (CheckReport, error) {
@@ -131,6 +133,9 @@ func (c *checker) run() error {
 		return err
 	}
 	if err := c.expiries(); err != nil {
+		return err
+	}
+	if err := c.changes(); err != nil {
 		return err
 	}
 	if err := c.usage(); err != nil {
@@ -244,7 +249,7 @@ func (c *checker) tables() error {
 	if err != nil {
 		return err
 	}
-	it, err := c.db.NewIter(&pebble.IterOptions{LowerBound: []byte{tagUsageDay + 1}})
+	it, err := c.db.NewIter(&pebble.IterOptions{LowerBound: []byte{tagChange + 1}})
 	if err != nil {
 		return err
 	}
@@ -391,6 +396,48 @@ func (c *checker) expiries() error {
 		return scanErr
 	}
 	return err
+}
+
+// changes checks the change feed: each namespace's horizon, then its
+// change records, in revision order.
+func (c *checker) changes() error {
+	var id [16]byte
+	var horizon store.Revision
+	return c.scan(tagChange, func(k, v []byte) {
+		if len(k) != 1+16 && len(k) != 1+16+8 {
+			c.problem("a change record with a key of %d bytes", len(k))
+			return
+		}
+		if [16]byte(k[1:17]) != id {
+			id, horizon = [16]byte(k[1:17]), 0
+			if _, ok := c.namespaces[id]; !ok {
+				c.problem("namespace %s is gone, but its change feed is not", kv.ID(id))
+			}
+		}
+		if len(k) == 1+16 {
+			h, err := decodeHorizon(v)
+			if err != nil {
+				c.problem("namespace %s: its change horizon does not decode (%v)", kv.ID(id), err)
+			}
+			horizon = h
+			return
+		}
+		rev := store.Revision(binary.BigEndian.Uint64(k[17:]))
+		rec, err := decodeChange(v)
+		switch {
+		case err != nil:
+			c.problem("namespace %s: change %d does not decode (%v)", kv.ID(id), rev, err)
+			return
+		case rev <= horizon:
+			c.problem("namespace %s: change %d is not above the feed's horizon %d", kv.ID(id), rev, horizon)
+		case rev >= c.ceiling:
+			c.problem("namespace %s: change %d is not below the revision ceiling %d", kv.ID(id), rev, c.ceiling)
+		}
+		if err := kv.ValidateKey(string(rec.key)); err != nil {
+			c.problem("namespace %s: change %d is of an invalid key (%v)", kv.ID(id), rev, err)
+		}
+		c.report.Changes++
+	})
 }
 
 // usage adds up each namespace's usage records.

@@ -29,17 +29,17 @@ func (d *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op, 
 	if len(ops) < 1 || len(ops) > store.MaxBatchOps {
 		return nil, fmt.Errorf("kvd/pebble: a batch of %d ops: %w", len(ops), store.ErrInvalidArgument)
 	}
-	writes := 0
+	changes := 0 // the ops that may change a key, each at a revision of its own
 	for _, op := range ops {
 		switch op.Kind {
 		case store.OpPut:
 			if len(op.Value.ContentType) > kv.MaxContentTypeLen {
 				return nil, fmt.Errorf("kvd/pebble: a Content-Type of %d bytes: %w", len(op.Value.ContentType), store.ErrInvalidArgument)
 			}
-			writes++
-		case store.OpIncr:
-			writes++
-		case store.OpCheck, store.OpGet, store.OpDelete:
+			changes++
+		case store.OpIncr, store.OpDelete:
+			changes++
+		case store.OpCheck, store.OpGet:
 		default:
 			return nil, fmt.Errorf("kvd/pebble: op kind %d: %w", op.Kind, store.ErrInvalidArgument)
 		}
@@ -55,7 +55,9 @@ func (d *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op, 
 	defer e.mu.RUnlock()
 	b := d.db.NewBatch()
 	defer b.Close()
-	results, w, err := d.applyOps(b, e, ops, writes, now)
+	var rh revHold
+	defer rh.release() // once the batch is durable, or failed
+	results, w, err := d.applyOps(b, e, ops, changes, now, &rh)
 	if serr := w.wait(); serr != nil {
 		return nil, serr
 	}
@@ -81,8 +83,10 @@ func readOldAt(it *pebble.Iterator, ek []byte, key string) (keyState, error) {
 	return entryState(raw, key)
 }
 
-// applyOps is Apply under the stripes of the batch's keys.
-func (d *DB) applyOps(b *pebble.Batch, e *nsEntry, ops []store.Op, writes int, now time.Time) ([]store.Result, syncWait, error) {
+// applyOps is Apply under the stripes of the batch's keys. It takes into
+// rh a revision for each of the changes ops that may change a key; those of
+// deletes of missing keys go unused.
+func (d *DB) applyOps(b *pebble.Batch, e *nsEntry, ops []store.Op, changes int, now time.Time, rh *revHold) ([]store.Result, syncWait, error) {
 	ss := d.stripesOf(e.id, ops)
 	for _, l := range ss {
 		l.Lock()
@@ -127,9 +131,9 @@ func (d *DB) applyOps(b *pebble.Batch, e *nsEntry, ops []store.Op, writes int, n
 		return k, nil
 	}
 	var rev store.Revision
-	if writes > 0 {
+	if changes > 0 {
 		var err error
-		if rev, err = d.revs.take(writes); err != nil {
+		if rev, err = d.revs.take(rh, changes); err != nil {
 			return nil, syncWait{}, err
 		}
 	}
@@ -205,9 +209,10 @@ func (d *DB) applyOps(b *pebble.Batch, e *nsEntry, ops []store.Op, writes int, n
 				break
 			}
 			ek := appendEntryKey(nil, e.id, op.Key)
-			if err := deleteKeyRecords(b, e.id, op.Key, ek); err != nil {
+			if err := deleteKeyRecords(b, e.id, op.Key, ek, rev, store.ChangeDelete, now); err != nil {
 				return nil, seen(ss...), err
 			}
+			rev++
 			removed, err := removeOld(b, e, op.Key, k.keyState, now)
 			if err != nil {
 				return nil, seen(ss...), err

@@ -25,10 +25,15 @@ import (
 //	0x05 orglen(2) org month(4) nsid(16)  -> usage record (usage.go)
 //	0x06 nsid(16) key                     -> key entry: what a listing shows
 //	0x07 orglen(2) org month(4) day(1) nsid(16) -> usage record of a day (usage.go)
+//	0x08 nsid(16)                         -> horizon(8, BE): the namespace's highest revision compacted
+//	0x08 nsid(16) rev(8, BE)              -> change record: the change feed (changes.go)
 //
 // Every key has a value record and a key entry, written and removed in the
 // same batch. Listings and the reads before a write use the small key
 // entries, so a page of 1,000 keys reads tens of kilobytes, not the values.
+//
+// Every change of a key commits its change record in the batch of the
+// change, under the revision it gave the key.
 //
 // Organizations are not part of any key: a namespace record names its owner,
 // and every key operation checks it before touching the namespace's range.
@@ -40,14 +45,20 @@ const (
 	tagExpiry    byte = 0x04
 	tagEntry     byte = 0x06
 	tagUsageDay  byte = 0x07
+	tagChange    byte = 0x08
 )
 
 // formatVersion is the layout's version: 2 added the key entries (0x06),
 // 3 the revisions (in value records of version 2, in key entries of
-// entrySize, and the revision ceiling). A store without the format record
-// is version 1. Records written before version 3 stay as they are, with
-// revision 0, until their key is written again.
-const formatVersion = 3
+// entrySize, and the revision ceiling), 4 the change feed (0x08). A store
+// without the format record is version 1. Records written before version 3
+// stay as they are, with revision 0, until their key is written again.
+//
+// Layout 4 reads every record of layout 3 as it is, but a kvd of layout 3
+// must not write to a store of layout 4: its writes would have no change
+// records, a gap in the feed that no reader could notice. Hence the new
+// version, which such a kvd refuses to open.
+const formatVersion = 4
 
 var formatKey = []byte{tagFormat, 'f', 'o', 'r', 'm', 'a', 't'}
 

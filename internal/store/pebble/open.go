@@ -186,23 +186,24 @@ func openLocked(dir string, fs *engineFS, lock *pebble.Lock, h *health, o Option
 		return nil, fmt.Errorf("kvd/pebble: open %s: %w", dir, err)
 	}
 	d := &DB{
-		db:     pdb,
-		h:      h,
-		lock:   lock,
-		seed:   maphash.MakeSeed(),
-		byID:   map[[16]byte]*nsEntry{},
-		byName: map[orgName]*nsEntry{},
-		byOrg:  map[string][]*nsEntry{},
-		tokens: newTokenTable(),
+		db:         pdb,
+		h:          h,
+		lock:       lock,
+		seed:       maphash.MakeSeed(),
+		byID:       map[[16]byte]*nsEntry{},
+		byName:     map[orgName]*nsEntry{},
+		byOrg:      map[string][]*nsEntry{},
+		tokens:     newTokenTable(),
+		compacting: make(chan struct{}, 1),
 	}
 	fail := func(err error) (*DB, error) {
 		pdb.Close()
 		return nil, err
 	}
-	if err := d.upgrade(h.log); err != nil {
+	if d.revs, err = loadRevisions(pdb, time.Now()); err != nil {
 		return fail(err)
 	}
-	if d.revs, err = loadRevisions(pdb, time.Now()); err != nil {
+	if err := d.upgrade(h.log); err != nil {
 		return fail(err)
 	}
 	if found.identity == nil || found.identity.Layout != formatVersion {
@@ -389,9 +390,9 @@ func verify(fs *engineFS, dir string, popts *pebble.Options, log *slog.Logger) (
 		return found, damaged(dir, fmt.Sprintf("its layout record holds %x, which no kvd writes", format))
 	case id != nil && format == nil:
 		return found, damaged(dir, fmt.Sprintf("its identity file says layout %d, but its layout record is missing", id.Layout))
-	case id != nil && int(format[0]) != id.Layout && int(format[0]) != id.Layout+1:
-		// One ahead: an upgrade that a crash cut short before it
-		// rewrote the identity file.
+	case id != nil && int(format[0]) < id.Layout:
+		// Ahead is an upgrade that a crash cut short before it rewrote
+		// the identity file.
 		return found, damaged(dir, fmt.Sprintf("its identity file says layout %d, its layout record %d", id.Layout, format[0]))
 	}
 	// No identity file: a store an earlier kvd wrote. With a layout record

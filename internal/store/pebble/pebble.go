@@ -93,6 +93,8 @@ type DB struct {
 
 	tokens *tokenTable
 	revs   *revisions
+
+	compacting chan struct{} // holds a token while CompactChanges runs
 }
 
 type orgName struct{ org, name string }
@@ -120,24 +122,25 @@ const memTableSize = 32 << 20
 
 // upgrade brings a store written by an earlier layout to formatVersion and
 // records the version; a new store just records it. From version 1 it
-// writes a key entry for every value record, in batches; the version is
-// recorded (synced) only after the last, so an interrupted upgrade is
-// redone at the next start. A store with keys to upgrade says so in log.
+// writes a key entry for every value record, in batches; from every
+// earlier version it starts the change feed (startFeed), which needs the
+// revisions loaded. The version is recorded (synced) only after the rest,
+// so an interrupted upgrade is redone at the next start. A store with keys
+// to upgrade says so in log.
 func (d *DB) upgrade(log *slog.Logger) error {
 	v, closer, err := d.db.Get(formatKey)
 	switch {
 	case err == nil:
-		defer closer.Close()
-		if len(v) != 1 || v[0] > formatVersion {
-			return fmt.Errorf("kvd/pebble: the data directory has layout version %x; this kvd reads up to version %d (a newer kvd wrote it?)", v, formatVersion)
+		version := slices.Clone(v)
+		closer.Close()
+		if len(version) != 1 || version[0] > formatVersion {
+			return fmt.Errorf("kvd/pebble: the data directory has layout version %x; this kvd reads up to version %d (a newer kvd wrote it?)", version, formatVersion)
 		}
-		switch v[0] {
-		case formatVersion:
+		if version[0] == formatVersion {
 			return nil
-		case 2:
-			// Layout 3 reads every record of layout 2 as it is.
-			return d.db.Set(formatKey, []byte{formatVersion}, pebble.Sync)
 		}
+		// Layout 4 reads every record of layouts 2 and 3 as it is.
+		return d.startFeed()
 	case err != pebble.ErrNotFound:
 		return fmt.Errorf("kvd/pebble: read the layout version: %w", err)
 	}
@@ -148,7 +151,7 @@ func (d *DB) upgrade(log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("kvd/pebble: upgrade the layout to version %d: %w", formatVersion, err)
 	}
-	if err := d.db.Set(formatKey, []byte{formatVersion}, pebble.Sync); err != nil {
+	if err := d.startFeed(); err != nil {
 		return err
 	}
 	if n > 0 {
@@ -277,6 +280,7 @@ func (d *DB) Close() error {
 	if d.h.failed.Load() {
 		return d.h.err()
 	}
+	d.revs.close() // WaitHead does not hold ops while it waits
 	d.ops.Lock()
 	defer d.ops.Unlock()
 	if d.closed {
@@ -534,8 +538,9 @@ func (d *DB) CompleteProvision(ctx context.Context, id kv.ID, holder string, to 
 	return d.finishJob(ctx, id, holder, kv.StatusPending, nil, func(e *nsEntry) error { return d.setStatusLocked(e, to, now) })
 }
 
-// PurgeNamespace implements store.Store: two range deletions (keys and
-// expiry index) and the namespace record, in one synced batch.
+// PurgeNamespace implements store.Store: range deletions (values, key
+// entries, expiry index, change feed) and the namespace record, in one
+// synced batch.
 func (d *DB) PurgeNamespace(ctx context.Context, id kv.ID, holder string) error {
 	return d.finishJob(ctx, id, holder, kv.StatusDeleting, store.ErrNotDeleting, d.purgeLocked)
 }
@@ -543,7 +548,7 @@ func (d *DB) PurgeNamespace(ctx context.Context, id kv.ID, holder string) error 
 func (d *DB) purgeLocked(e *nsEntry) error {
 	b := d.db.NewBatch()
 	defer b.Close()
-	for _, tag := range []byte{tagKey, tagEntry, tagExpiry} {
+	for _, tag := range []byte{tagKey, tagEntry, tagExpiry, tagChange} {
 		lo, hi := namespaceRange(tag, e.id)
 		if err := b.DeleteRange(lo, hi, nil); err != nil {
 			return err
@@ -683,12 +688,16 @@ func removeOld(b *pebble.Batch, e *nsEntry, key string, old keyState, now time.T
 }
 
 // deleteKeyRecords adds to b the deletion of key's value record and its key
-// entry (at ek).
-func deleteKeyRecords(b *pebble.Batch, id [16]byte, key string, ek []byte) error {
+// entry (at ek), and its change record: kind (a delete or an expiry) at
+// revision rev, made at now.
+func deleteKeyRecords(b *pebble.Batch, id [16]byte, key string, ek []byte, rev store.Revision, kind store.ChangeKind, now time.Time) error {
 	if err := b.Delete(appendValueKey(nil, id, key), nil); err != nil {
 		return err
 	}
-	return b.Delete(ek, nil)
+	if err := b.Delete(ek, nil); err != nil {
+		return err
+	}
+	return removalChange(b, id, rev, kind, now, key)
 }
 
 // appendSize encodes a size for an expiry entry.
@@ -697,7 +706,7 @@ func appendSize(dst []byte, size int64) []byte {
 }
 
 // putRecords adds to b the records of v stored under key at revision rev,
-// in place of old, and returns the key's new state and the change of its
+// in place of old, with the change record, and returns the key's new state and the change of its
 // live bytes at now (the usage of an old value that expired is added to
 // b at its expiry).
 func putRecords(b *pebble.Batch, e *nsEntry, key string, data []byte, contentType string, expiry uint64, rev store.Revision, old keyState, now time.Time) (keyState, int64, error) {
@@ -711,6 +720,9 @@ func putRecords(b *pebble.Batch, e *nsEntry, key string, data []byte, contentTyp
 	appendEntryKey(op.Key[:0], e.id, key)
 	encodeEntry(op.Value[:0], now.UnixNano(), expiry, len(data), rev)
 	if err := op.Finish(); err != nil {
+		return keyState{}, 0, err
+	}
+	if err := putChange(b, e.id, rev, now, expiry, key, contentType, data); err != nil {
 		return keyState{}, 0, err
 	}
 	size := keySize(key, len(data))
@@ -744,21 +756,25 @@ func (d *DB) PutKey(ctx context.Context, org string, nsID kv.ID, key string, v s
 	}
 	defer e.mu.RUnlock()
 
-	b := d.db.NewBatchWithSize(valueHeaderSize + len(v.ContentType) + len(v.Data) + entrySize + 3*(1+16+8+len(key)) + 64)
+	b := d.db.NewBatchWithSize(valueHeaderSize + len(v.ContentType) + len(v.Data) + entrySize + 3*(1+16+8+len(key)) +
+		1 + 16 + 8 + changeSize(key, v.ContentType, v.Data) + 64)
 	defer b.Close()
 	kb := keyBufs.Get().(*[]byte)
 	ek := appendEntryKey((*kb)[:0], e.id, key)
 	defer func() { *kb = ek; keyBufs.Put(kb) }()
 
-	written, w, err := d.putLocked(b, e, ek, key, v, now)
+	var rh revHold
+	defer rh.release() // once the batch is durable, or failed
+	written, w, err := d.putLocked(b, e, ek, key, v, now, &rh)
 	if serr := w.wait(); serr != nil {
 		return store.Written{}, serr
 	}
 	return written, err
 }
 
-// putLocked is PutKey under the key's stripe.
-func (d *DB) putLocked(b *pebble.Batch, e *nsEntry, ek []byte, key string, v store.PutValue, now time.Time) (store.Written, syncWait, error) {
+// putLocked is PutKey under the key's stripe; its revision is taken into
+// rh.
+func (d *DB) putLocked(b *pebble.Batch, e *nsEntry, ek []byte, key string, v store.PutValue, now time.Time, rh *revHold) (store.Written, syncWait, error) {
 	l := d.keyLock(e.id, key)
 	l.Lock()
 	defer l.Unlock()
@@ -769,7 +785,7 @@ func (d *DB) putLocked(b *pebble.Batch, e *nsEntry, ek []byte, key string, v sto
 	if !v.If.Holds(old.live(now), old.rev) {
 		return store.Written{}, seen(l), preconditionFailed(0, old, now)
 	}
-	rev, err := d.revs.take(1)
+	rev, err := d.revs.take(rh, 1)
 	if err != nil {
 		return store.Written{}, syncWait{}, err
 	}
@@ -809,15 +825,18 @@ func (d *DB) DeleteKey(ctx context.Context, org string, nsID kv.ID, key string, 
 	defer e.mu.RUnlock()
 	b := d.db.NewBatch()
 	defer b.Close()
-	deleted, w, err := d.deleteLocked(b, e, key, now)
+	var rh revHold
+	defer rh.release() // once the batch is durable, or failed
+	deleted, w, err := d.deleteLocked(b, e, key, now, &rh)
 	if serr := w.wait(); serr != nil {
 		return false, serr
 	}
 	return deleted, err
 }
 
-// deleteLocked is DeleteKey under the key's stripe.
-func (d *DB) deleteLocked(b *pebble.Batch, e *nsEntry, key string, now time.Time) (bool, syncWait, error) {
+// deleteLocked is DeleteKey under the key's stripe; the revision of a
+// removal is taken into rh.
+func (d *DB) deleteLocked(b *pebble.Batch, e *nsEntry, key string, now time.Time, rh *revHold) (bool, syncWait, error) {
 	ek := appendEntryKey(nil, e.id, key)
 	l := d.keyLock(e.id, key)
 	l.Lock()
@@ -829,7 +848,11 @@ func (d *DB) deleteLocked(b *pebble.Batch, e *nsEntry, key string, now time.Time
 	if !old.exists {
 		return false, seen(l), nil
 	}
-	if err := deleteKeyRecords(b, e.id, key, ek); err != nil {
+	rev, err := d.revs.take(rh, 1)
+	if err != nil {
+		return false, syncWait{}, err
+	}
+	if err := deleteKeyRecords(b, e.id, key, ek, rev, store.ChangeDelete, now); err != nil {
 		return false, syncWait{}, err
 	}
 	removed, err := removeOld(b, e, key, old, now)
@@ -952,49 +975,83 @@ func (d *DB) sweepNamespace(e *nsEntry, now time.Time, max int) (int, error) {
 	if err := d.scanExpired(e.id, now, max, func(x expiryEntry, _ int64) { due = append(due, x) }); err != nil {
 		return 0, err
 	}
+	// Each removal is applied under its key's stripe and synced like a
+	// write, since watchers are told of it: the waits come after the last,
+	// so that the removals share log syncs. Their revisions stay in flight
+	// until then.
+	holds := make([]revHold, len(due))
+	defer func() {
+		for i := range holds {
+			holds[i].release()
+		}
+	}()
+	waits := make([]syncWait, 0, len(due))
+	batches := make([]*pebble.Batch, 0, len(due))
+	defer func() {
+		for _, b := range batches {
+			b.Close()
+		}
+	}()
 	removed := 0
-	for _, x := range due {
-		ok, err := d.sweepKey(e, x, now)
+	var err error
+	for i, x := range due {
+		b := d.db.NewBatch()
+		batches = append(batches, b)
+		var ok bool
+		var w syncWait
+		ok, w, err = d.sweepKey(b, e, x, now, &holds[i])
+		waits = append(waits, w)
 		if err != nil {
-			return removed, err
+			break
 		}
 		if ok {
 			removed++
 		}
 	}
-	return removed, nil
+	for _, w := range waits {
+		if werr := w.wait(); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return removed, err
 }
 
-// sweepKey deletes x's key if its expiry is still x.expiry, with its
-// expiry entry and the end of its storage at its expiry, in one batch.
-// Sweeps are not synced: a lost sweep is redone.
-func (d *DB) sweepKey(e *nsEntry, x expiryEntry, now time.Time) (bool, error) {
+// sweepKey adds to b the deletion of x's key, if its expiry is still
+// x.expiry, with its expiry entry, the end of its storage at its expiry
+// and its change record (an expiry, at a revision taken into rh), and
+// applies it. An expiry entry no write left behind is dropped unsynced: a
+// lost drop is redone.
+func (d *DB) sweepKey(b *pebble.Batch, e *nsEntry, x expiryEntry, now time.Time, rh *revHold) (bool, syncWait, error) {
 	ek := appendEntryKey(nil, e.id, x.key)
 	l := d.keyLock(e.id, x.key)
 	l.Lock()
 	defer l.Unlock()
 	old, err := d.readOld(ek, x.key)
 	if err != nil {
-		return false, err
+		return false, syncWait{}, err
 	}
-	b := d.db.NewBatch()
-	defer b.Close()
-	hit := old.exists && old.expiry == x.expiry && expired(old.expiry, now)
-	if hit {
-		if err := deleteKeyRecords(b, e.id, x.key, ek); err != nil {
-			return false, err
-		}
-		if _, err := removeOld(b, e, x.key, old, now); err != nil {
-			return false, err
-		}
-	} else {
-		// An entry no write left behind; drop it.
+	if !(old.exists && old.expiry == x.expiry && expired(old.expiry, now)) {
 		b.Delete(appendExpiryKey(nil, e.id, x.expiry, x.key), nil)
+		if err := b.Commit(pebble.NoSync); err != nil {
+			return false, syncWait{}, fmt.Errorf("kvd/pebble: sweep: %w", err)
+		}
+		return false, syncWait{}, nil
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return false, fmt.Errorf("kvd/pebble: sweep: %w", err)
+	rev, err := d.revs.take(rh, 1)
+	if err != nil {
+		return false, syncWait{}, err
 	}
-	return hit, nil
+	if err := deleteKeyRecords(b, e.id, x.key, ek, rev, store.ChangeExpire, now); err != nil {
+		return false, syncWait{}, err
+	}
+	if _, err := removeOld(b, e, x.key, old, now); err != nil {
+		return false, syncWait{}, err
+	}
+	w, err := d.applyLocked(b, l)
+	if err != nil {
+		return false, syncWait{}, fmt.Errorf("kvd/pebble: sweep: %w", err)
+	}
+	return true, w, nil
 }
 
 // pebbleLogger sends Pebble's errors to slog (at most one line per

@@ -1,9 +1,11 @@
 package pebble
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,12 +27,22 @@ const revisionBlock = 1 << 20
 // a store restored from a backup (whose ceiling is older) never gives
 // again a revision the lost timeline gave, as long as that timeline gave
 // fewer than a million revisions a second.
+//
+// It also keeps the change feed's head. Revisions are taken before their
+// batch commits, and batches commit in any order, so a revision is in
+// flight from take until its operation is done (its batch durable, or
+// failed, or abandoned): the head is the revision below the lowest one in
+// flight, or the last one given when none is. Every change at or below the
+// head is final.
 type revisions struct {
 	db *pebble.DB
 
-	mu      sync.Mutex
-	next    store.Revision // the next one to give
-	ceiling store.Revision // stored; every revision below it may be given
+	mu       sync.Mutex
+	next     store.Revision   // the next one to give
+	ceiling  store.Revision   // stored; every revision below it may be given
+	inFlight []store.Revision // the first revision of each block in flight, ascending
+	moved    chan struct{}    // closed when the head rises or the engine closes; nil when nobody waits
+	closed   bool
 }
 
 func loadRevisions(db *pebble.DB, now time.Time) (*revisions, error) {
@@ -51,8 +63,21 @@ func loadRevisions(db *pebble.DB, now time.Time) (*revisions, error) {
 	return r, nil
 }
 
-// take returns the first of n new revisions.
-func (r *revisions) take(n int) (store.Revision, error) {
+// revHold is the block of revisions one operation took, in flight until
+// release. An operation declares one, defers its release, and releases it
+// only once its batch is durable or has failed (after syncWait.wait), so
+// that no reader of the feed sees a change a crash could still undo.
+type revHold struct {
+	r     *revisions
+	first store.Revision // 0: nothing taken
+}
+
+// take returns the first of n new revisions, in flight in h until
+// h.release. h holds at most one block.
+func (r *revisions) take(h *revHold, n int) (store.Revision, error) {
+	if h.first != 0 {
+		panic("kvd/pebble: a revision hold taken twice")
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	first := r.next
@@ -64,5 +89,79 @@ func (r *revisions) take(n int) (store.Revision, error) {
 		r.ceiling = c
 	}
 	r.next += store.Revision(n)
+	// Blocks are taken in ascending order: appending keeps the list sorted.
+	r.inFlight = append(r.inFlight, first)
+	h.r, h.first = r, first
 	return first, nil
+}
+
+// release ends h's block's flight; releasing an empty hold, or one
+// released already, does nothing.
+func (h *revHold) release() {
+	if h.first == 0 {
+		return
+	}
+	r := h.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	before := r.headLocked()
+	if i, ok := slices.BinarySearch(r.inFlight, h.first); ok {
+		r.inFlight = slices.Delete(r.inFlight, i, i+1)
+	}
+	h.first = 0
+	if r.headLocked() > before && r.moved != nil {
+		close(r.moved)
+		r.moved = nil
+	}
+}
+
+func (r *revisions) headLocked() store.Revision {
+	if len(r.inFlight) > 0 {
+		return r.inFlight[0] - 1
+	}
+	return r.next - 1
+}
+
+// head returns the feed's head.
+func (r *revisions) head() store.Revision {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.headLocked()
+}
+
+// wait returns the head once it is above after; ctx's error when ctx
+// ends first, store.ErrClosed once the engine closes.
+func (r *revisions) wait(ctx context.Context, after store.Revision) (store.Revision, error) {
+	for {
+		r.mu.Lock()
+		h, closed := r.headLocked(), r.closed
+		if h > after || closed {
+			r.mu.Unlock()
+			if h > after {
+				return h, nil
+			}
+			return 0, store.ErrClosed
+		}
+		if r.moved == nil {
+			r.moved = make(chan struct{})
+		}
+		moved := r.moved
+		r.mu.Unlock()
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// close wakes every waiter for good.
+func (r *revisions) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	if r.moved != nil {
+		close(r.moved)
+		r.moved = nil
+	}
 }
