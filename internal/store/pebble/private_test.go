@@ -170,7 +170,15 @@ func TestCanceledContext(t *testing.T) {
 		"AddUsage": func() error {
 			return d.AddUsage(ctx, []store.UsageDelta{{Org: "org", NamespaceID: ns.ID, Month: damageAt}})
 		},
-		"Usage": func() error { _, err := d.Usage(ctx, "org", ns.ID, damageAt, damageAt); return err },
+		"Usage":          func() error { _, err := d.Usage(ctx, "org", ns.ID, damageAt, damageAt); return err },
+		"ReadChanges":    func() error { _, _, err := d.ReadChanges(ctx, "org", ns.ID, "", 0, 10, false); return err },
+		"Head":           func() error { _, err := d.Head(ctx); return err },
+		"WaitHead":       func() error { _, err := d.WaitHead(ctx, 0); return err },
+		"CompactChanges": func() error { _, err := d.CompactChanges(ctx, damageAt, 10); return err },
+		"Snapshot": func() error {
+			_, err := d.Snapshot(ctx, "org", ns.ID, "", damageAt, false, func(store.Change) error { return nil })
+			return err
+		},
 	}
 	for name, call := range calls {
 		if err := call(); !errors.Is(err, context.Canceled) {
