@@ -118,6 +118,14 @@ func Run(t *testing.T, h Harness) {
 		{"BatchErrors", testBatchErrors},
 		{"BatchUsage", testBatchUsage},
 		{"ConcurrentBatches", testConcurrentBatches},
+		{"Changes", testChanges},
+		{"ChangesFailedWrites", testChangesFailedWrites},
+		{"ChangesExpire", testChangesExpire},
+		{"ChangesNamespace", testChangesNamespace},
+		{"CompactChanges", testCompactChanges},
+		{"Snapshot", testSnapshot},
+		{"ChangesTail", testChangesTail},
+		{"SnapshotUnderWrites", testSnapshotUnderWrites},
 		{"ContextDone", testContextDone},
 		{"AfterClose", testAfterClose},
 	}
@@ -128,6 +136,8 @@ func Run(t *testing.T, h Harness) {
 		{"Restart", testRestart},
 		{"TwoHandles", testTwoHandles},
 		{"RevisionsAfterRestart", testRevisionsAfterRestart},
+		{"ChangesTwoHandles", testChangesTwoHandles},
+		{"ChangesAfterRestart", testChangesAfterRestart},
 	}
 	// The group makes Run wait for its parallel cases, so a caller may
 	// release what the harness uses as soon as Run returns.
