@@ -774,6 +774,15 @@ const sqlPutCondition = `CASE $12::int
 		ELSE EXISTS (SELECT 1 FROM old WHERE live AND revision = ANY($13::bigint[]))
 	END AS pass`
 
+// sqlRevisionAfterOld is a PUT's new revision, taken after old has read,
+// and so locked, the key's row: the aggregate reads old to its end before
+// the revision is taken from its one row. w's condition alone does not
+// order them: without a condition ($12 = 0) it never reads old, and the
+// revision came before the row lock, which the upsert takes; a write that
+// waited there for another could then commit after it with the lower
+// revision.
+const sqlRevisionAfterOld = `(SELECT nextval('key_revisions') FROM (SELECT count(*) FROM old) AS locked)`
+
 // sqlPutUpsert ends a PUT's insert of the key: an existing row (one old
 // saw) takes the new value and revision, and its version goes up by one
 // (back to 1 if it had expired).
@@ -819,6 +828,10 @@ const sqlPutUpsert = `	ON CONFLICT (ns_id, key) DO UPDATE SET
 // Every write takes the next revision; a row inserted by a concurrent
 // first write that old did not see is retried as above, and the retry
 // decides the condition on it.
+//
+// The new revision is taken once old has locked the key's row
+// (sqlRevisionAfterOld), so for one key revisions increase in the order
+// of the commits, which ETags rely on.
 var sqlPutKey = `WITH ns AS (
 	SELECT id, status FROM namespaces WHERE id = $1 AND org = $2 FOR SHARE
 ), old AS (
@@ -830,7 +843,7 @@ var sqlPutKey = `WITH ns AS (
 	SELECT ` + sqlPutCondition + `
 ), w AS (
 	INSERT INTO keys AS k (ns_id, key, value, content_type, updated_at, expires_at, version, revision)
-	SELECT id, $3::bytea, $4::bytea, $5::text, $6::bigint, $7::bigint, 1, nextval('key_revisions')
+	SELECT id, $3::bytea, $4::bytea, $5::text, $6::bigint, $7::bigint, 1, ` + sqlRevisionAfterOld + `
 	FROM ns WHERE status = 'provision_ok' AND (SELECT pass FROM ok)
 ` + sqlPutUpsert + `
 	RETURNING k.version, k.revision
@@ -874,7 +887,7 @@ var sqlPutKeyFast = `WITH ns AS (
 	SELECT NOT EXISTS (SELECT 1 FROM old WHERE NOT live) AS fast, ` + sqlPutCondition + `
 ), w AS (
 	INSERT INTO keys AS k (ns_id, key, value, content_type, updated_at, expires_at, version, revision)
-	SELECT id, $3::bytea, $4::bytea, $5::text, $6::bigint, $7::bigint, 1, nextval('key_revisions')
+	SELECT id, $3::bytea, $4::bytea, $5::text, $6::bigint, $7::bigint, 1, ` + sqlRevisionAfterOld + `
 	FROM ns WHERE status = 'provision_ok' AND (SELECT fast AND pass FROM ok)
 ` + sqlPutUpsert + `
 	RETURNING k.version, k.revision, $11::bigint - COALESCE((SELECT size FROM old), 0) AS delta
