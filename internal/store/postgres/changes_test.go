@@ -175,12 +175,7 @@ func TestCreateRacingCreateAndDelete(t *testing.T) {
 	db := open(t, url, postgres.Config{})
 	ns := readyNamespace(t, db, "org", "ns")
 	start := mustHead(t, db)
-	other := rawConn(t, url)
-	tx, err := other.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
+	tx := rawTx(t, url)
 	// A batch's placeholder: the put's insert waits for it.
 	if _, err := tx.Exec(ctx, `INSERT INTO keys (ns_id, key, value, content_type, updated_at, expires_at, version, revision)
 		VALUES ($1, 'k', '', '', 1, 1, 1, 0)`, ns.ID); err != nil {
@@ -236,12 +231,7 @@ func TestHeadWaitsForOpenTransaction(t *testing.T) {
 	ns := readyNamespace(t, db, "org", "ns")
 	before := mustHead(t, db)
 
-	slow := rawConn(t, url)
-	tx, err := slow.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
+	tx := rawTx(t, url)
 	var held int64
 	if err := tx.QueryRow(ctx, `SELECT kv_next_revision()`).Scan(&held); err != nil {
 		t.Fatal(err)

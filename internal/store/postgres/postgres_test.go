@@ -81,6 +81,18 @@ func textValue(s string) store.PutValue {
 	return store.PutValue{Data: []byte(s), ContentType: "text/plain"}
 }
 
+// rawTx begins a transaction on a connection of its own, rolled back at
+// the test's end unless committed.
+func rawTx(t testing.TB, url string) pgx.Tx {
+	t.Helper()
+	tx, err := rawConn(t, url).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback(ctx) })
+	return tx
+}
+
 // readyNamespace creates a provision_ok namespace through s.
 func readyNamespace(t testing.TB, s store.Store, org, name string) kv.Namespace {
 	t.Helper()
@@ -507,12 +519,7 @@ func TestPutRevisionAfterRowLock(t *testing.T) {
 			if _, err := db.PutKey(ctx, "org", ns.ID, key, c.v, base); err != nil {
 				t.Fatal(err)
 			}
-			holder := rawConn(t, url)
-			tx, err := holder.Begin(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tx.Rollback(ctx)
+			tx := rawTx(t, url)
 			var held int64
 			if err := tx.QueryRow(ctx, `UPDATE keys SET revision = nextval('key_revisions') WHERE ns_id = $1 AND key = $2 RETURNING revision`,
 				ns.ID, []byte(key)).Scan(&held); err != nil {
