@@ -161,8 +161,8 @@ func (db *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op,
 	return results, nil
 }
 
-// applyBatch runs a batch of writes puts and incrs and deletes deletes
-// in tx.
+// applyBatch runs ops in tx; writes counts their puts and incrs, deletes
+// their deletes.
 func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []store.Op, keys, incrKeys [][]byte, writes, deletes int, now time.Time) ([]store.Result, error) {
 	var status *string
 	err := tx.QueryRow(ctx, sqlBatchNamespace, id, org).Scan(&status)
