@@ -23,6 +23,12 @@ import (
 // state is written, with the usage, in the same transaction; the
 // placeholders of keys it leaves absent are deleted before the commit, so
 // no other transaction ever sees one.
+//
+// Every op that changes a key (a put, an incr, a delete that removes a
+// key) is recorded in the change feed, in the same transaction, under a
+// revision of its own, in the order of the ops. The revisions are taken
+// once every key is locked, so for one key they increase in the order of
+// the commits.
 
 const (
 	sqlBatchNamespace = `SELECT status FROM namespaces WHERE id = $1 AND org = $2 FOR SHARE`
@@ -44,7 +50,7 @@ FROM keys WHERE ns_id = $1 AND key = ANY($2::bytea[])`
 
 	sqlBatchValues = `SELECT key, value FROM keys WHERE ns_id = $1 AND key = ANY($2::bytea[])`
 
-	sqlBatchRevisions = `SELECT nextval('key_revisions') FROM generate_series(1, $1::int)`
+	sqlBatchRevisions = `SELECT kv_next_revision() FROM generate_series(1, $1::int)`
 
 	sqlBatchUpsert = `INSERT INTO keys AS k (ns_id, key, value, content_type, updated_at, expires_at, version, revision)
 VALUES ($1, $2::bytea, $3::bytea, $4::text, $5::bigint, $6::bigint, 1, $7::bigint)
@@ -118,7 +124,7 @@ func (db *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op,
 	}
 	var keys, incrKeys [][]byte
 	seen := map[string]bool{}
-	writes := 0
+	writes, deletes := 0, 0
 	for _, op := range ops {
 		switch op.Kind {
 		case store.OpPut:
@@ -126,7 +132,9 @@ func (db *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op,
 		case store.OpIncr:
 			writes++
 			incrKeys = append(incrKeys, []byte(op.Key))
-		case store.OpCheck, store.OpGet, store.OpDelete:
+		case store.OpDelete:
+			deletes++
+		case store.OpCheck, store.OpGet:
 		default:
 			return nil, fmt.Errorf("postgres: op kind %d: %w", op.Kind, store.ErrInvalidArgument)
 		}
@@ -141,7 +149,7 @@ func (db *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op,
 		return retryTransient(ctx, func() error {
 			results = nil
 			return pgx.BeginTxFunc(ctx, c, pgx.TxOptions{}, func(tx pgx.Tx) error {
-				r, err := applyBatch(ctx, tx, id, org, ops, keys, incrKeys, writes, now)
+				r, err := applyBatch(ctx, tx, id, org, ops, keys, incrKeys, writes, deletes, now)
 				results = r
 				return err
 			})
@@ -153,7 +161,9 @@ func (db *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op,
 	return results, nil
 }
 
-func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []store.Op, keys, incrKeys [][]byte, writes int, now time.Time) ([]store.Result, error) {
+// applyBatch runs ops in tx; writes counts their puts and incrs, deletes
+// their deletes.
+func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []store.Op, keys, incrKeys [][]byte, writes, deletes int, now time.Time) ([]store.Result, error) {
 	var status *string
 	err := tx.QueryRow(ctx, sqlBatchNamespace, id, org).Scan(&status)
 	if err := checkKeyRow(err, status); err != nil {
@@ -202,9 +212,11 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 		}
 		return r
 	}
+	// A revision for each op that may change a key; those of deletes of
+	// missing keys go unused.
 	var revs []int64
-	if writes > 0 {
-		rows, err := tx.Query(ctx, sqlBatchRevisions, writes)
+	if n := writes + deletes; n > 0 {
+		rows, err := tx.Query(ctx, sqlBatchRevisions, n)
 		if err != nil {
 			return nil, err
 		}
@@ -212,15 +224,16 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 		if err != nil {
 			return nil, err
 		}
-		if len(revs) != writes {
-			return nil, fmt.Errorf("postgres: %d revisions for %d writes", len(revs), writes)
+		if len(revs) != n {
+			return nil, fmt.Errorf("postgres: %d revisions for %d writes and deletes", len(revs), n)
 		}
 	}
+	var feed batchChanges
 	nowNS := encodeTime(now)
 	results := make([]store.Result, len(ops))
 	var fetch [][]byte // keys whose stored values gets return
 	var read int64
-	deletes := int64(0)
+	removed := int64(0)
 	touch := func(r *batchRow) {
 		if !r.touched {
 			start := *r
@@ -280,6 +293,7 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 			r.written, r.data, r.ct, r.wexp = true, data, op.Value.ContentType, encodeExpiry(op.Value.ExpiresAt)
 			r.wrev, revs = revs[0], revs[1:]
 			r.wsize = int64(len(op.Key) + len(data))
+			feed.put(r.wrev, op.Key, data, r.ct, r.wexp)
 			*res = store.Result{Created: !live, Revision: store.Revision(r.wrev)}
 		case store.OpIncr:
 			var n int64
@@ -312,8 +326,11 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 			r.written, r.data, r.ct, r.wexp = true, data, store.CounterContentType, exp
 			r.wrev, revs = revs[0], revs[1:]
 			r.wsize = int64(len(op.Key) + len(data))
+			feed.put(r.wrev, op.Key, data, r.ct, r.wexp)
 			*res = store.Result{Created: !live, Revision: store.Revision(r.wrev), Int: sum}
 		case store.OpDelete:
+			rev := revs[0]
+			revs = revs[1:]
 			exists := r.exists
 			if r.touched {
 				exists = r.written
@@ -324,7 +341,8 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 			touch(r)
 			r.written, r.data = false, nil
 			res.Deleted = true
-			deletes++
+			removed++
+			feed.delete(rev, op.Key)
 		}
 	}
 	if len(fetch) > 0 {
@@ -364,7 +382,7 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 		evT     = []int64{nowNS}
 		evD     = []int64{0}
 		evW     = []int64{int64(writes)}
-		evDel   = []int64{deletes}
+		evDel   = []int64{removed}
 		changed = false
 	)
 	names := make([]string, 0, len(state))
@@ -401,8 +419,11 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 	if len(gone) > 0 {
 		b.Queue(sqlBatchDelete, id, gone)
 	}
+	if len(feed.revs) > 0 {
+		b.Queue(sqlBatchChanges, id, nowNS, feed.revs, feed.kinds, feed.keys, feed.sizes, feed.contentTypes, feed.expires, feed.values)
+	}
 	if !changed {
-		if len(gone) > 0 {
+		if b.Len() > 0 {
 			if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 				return nil, err
 			}
@@ -415,4 +436,39 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 		return nil, err
 	}
 	return results, nil
+}
+
+// batchChanges are the changes of a batch, as columns for sqlBatchChanges.
+type batchChanges struct {
+	revs         []int64
+	kinds        []int16
+	keys         [][]byte
+	sizes        []*int64
+	contentTypes []*string
+	expires      []*int64
+	values       [][]byte
+}
+
+// put records a put of data; a change keeps values of up to
+// store.MaxChangeValue bytes only.
+func (c *batchChanges) put(rev int64, key string, data []byte, contentType string, expires *int64) {
+	size := int64(len(data))
+	if size > store.MaxChangeValue {
+		data = nil
+	}
+	c.add(rev, store.ChangePut, key, &size, &contentType, expires, data)
+}
+
+func (c *batchChanges) delete(rev int64, key string) {
+	c.add(rev, store.ChangeDelete, key, nil, nil, nil, nil)
+}
+
+func (c *batchChanges) add(rev int64, kind store.ChangeKind, key string, size *int64, contentType *string, expires *int64, value []byte) {
+	c.revs = append(c.revs, rev)
+	c.kinds = append(c.kinds, int16(kind))
+	c.keys = append(c.keys, []byte(key))
+	c.sizes = append(c.sizes, size)
+	c.contentTypes = append(c.contentTypes, contentType)
+	c.expires = append(c.expires, expires)
+	c.values = append(c.values, value)
 }

@@ -9,6 +9,11 @@ import (
 // tests can exercise batching without writing tens of thousands of keys.
 func SetPurgeBatch(db *DB, n int) { db.purgeBatch = n }
 
+// SetSnapshotHook has Snapshot call hook between its steps: "head" once
+// it has found the head it starts from, "taken" once its snapshot is
+// taken.
+func SetSnapshotHook(db *DB, hook func(step string)) { db.snapshotHook = hook }
+
 // UsageShards is the number of rows usage is spread over.
 const UsageShards = usageShards
 

@@ -4,6 +4,8 @@
 // The SQL stays within what CockroachDB and YugabyteDB also accept: no
 // advisory locks, no system columns (xmax, ctid), no extensions, no
 // LISTEN/NOTIFY. Where a statement is shaped by that, a comment says so.
+// The change feed (changes.go) is the exception: it reads PostgreSQL's
+// transaction ids and snapshots (PostgreSQL 13 or later).
 //
 // Consistency rests on row locks taken in the same statement as the work:
 // every key write locks its namespace row FOR SHARE while it checks the
@@ -48,14 +50,25 @@ type DB struct {
 	// the server read-only (Unix nanoseconds); see dropReadOnly.
 	resetAt atomic.Int64
 
-	// purgeBatch is the most keys PurgeNamespace deletes per statement.
+	// purgeBatch is the most keys, or changes, PurgeNamespace deletes per
+	// statement.
 	purgeBatch int
+
+	// feed is the change feed's head (changes.go).
+	feed *feed
+
+	// snapshotHook, when set (by tests), is called by Snapshot between its
+	// steps: "head" once it has h0, "taken" once its snapshot is.
+	snapshotHook func(step string)
 
 	// errs counts failed calls by kind, for metrics (Stats).
 	errs errorCounters
 }
 
-var _ store.Store = (*DB)(nil)
+var (
+	_ store.Store   = (*DB)(nil)
+	_ store.Changes = (*DB)(nil)
+)
 
 // defaultPurgeBatch keeps each statement of a purge to a bounded
 // transaction; see PurgeNamespace.
@@ -146,6 +159,7 @@ func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
 		return nil, err
 	}
 	br.setLogger(cfg.Logger)
+	db.feed = newFeed()
 	return db, nil
 }
 
@@ -217,6 +231,7 @@ func (db *DB) Close() error {
 	if db.closed.Swap(true) {
 		return store.ErrClosed
 	}
+	db.feed.close() // waiters return, the poller stops
 	db.pool.Close()
 	return nil
 }
@@ -315,7 +330,8 @@ func contractError(err error) bool {
 		return true
 	}
 	for _, e := range []error{store.ErrNamespaceNotFound, store.ErrKeyNotFound, store.ErrTokenNotFound, store.ErrNameTaken,
-		store.ErrIDTaken, store.ErrAlreadyDeleting, store.ErrNotDeleting, store.ErrInvalidArgument, store.ErrUnavailable, store.ErrNotReached, store.ErrClosed} {
+		store.ErrIDTaken, store.ErrAlreadyDeleting, store.ErrNotDeleting, store.ErrInvalidArgument, store.ErrUnavailable, store.ErrNotReached, store.ErrClosed,
+		store.ErrHistoryGone} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -482,13 +498,30 @@ WHERE id = $1 AND status = 'pending'`
 WHERE ns_id = $1 AND key IN (SELECT key FROM keys WHERE ns_id = $1 ORDER BY key LIMIT $2)
 AND EXISTS (SELECT 1 FROM namespaces WHERE id = $1 AND status = 'deleting')`
 
-	// sqlPurgeNamespace deletes a deleting namespace and whatever keys it
-	// still has, in one statement. Writable CTEs on different tables are
-	// accepted by CockroachDB and YugabyteDB.
+	// sqlPurgeChanges deletes up to $2 changes of a namespace that is
+	// deleting, and returns how many it found (it deletes fewer when a
+	// compaction removes some first).
+	sqlPurgeChanges = `WITH c AS (
+	SELECT rev FROM changes
+	WHERE ns_id = $1 AND EXISTS (SELECT 1 FROM namespaces WHERE id = $1 AND status = 'deleting')
+	ORDER BY rev LIMIT $2
+), d AS (
+	DELETE FROM changes WHERE ns_id = $1 AND rev IN (SELECT rev FROM c) RETURNING 1
+)
+SELECT count(*) FROM c`
+
+	// sqlPurgeNamespace deletes a deleting namespace and whatever keys and
+	// changes it still has, and its feed's horizon, in one statement.
+	// Writable CTEs on different tables are accepted by CockroachDB and
+	// YugabyteDB.
 	sqlPurgeNamespace = `WITH ns AS (
 	DELETE FROM namespaces WHERE id = $1 AND status = 'deleting' RETURNING id
 ), k AS (
 	DELETE FROM keys WHERE ns_id = (SELECT id FROM ns) RETURNING 1
+), c AS (
+	DELETE FROM changes WHERE ns_id = (SELECT id FROM ns) RETURNING 1
+), h AS (
+	DELETE FROM change_horizons WHERE ns_id = (SELECT id FROM ns) RETURNING 1
 )
 SELECT count(*) FROM ns`
 )
@@ -678,6 +711,11 @@ func (db *DB) CompleteProvision(ctx context.Context, id kv.ID, holder string, to
 // hits statement_timeout, and on CockroachDB exceeds its transaction size
 // limits. Deleting in batches is safe because no key can be added to a
 // namespace once it is deleting.
+//
+// The namespace's changes go the same way, after its keys (no change is
+// recorded once it is deleting either), until none is found: a compaction
+// that removed some of them meanwhile has then committed, its horizon
+// with it, which the last statement removes.
 func (db *DB) PurgeNamespace(ctx context.Context, id kv.ID, holder string) error {
 	nsID := [16]byte(id)
 	return db.conn(ctx, "purge namespace", func(c *pgx.Conn) error {
@@ -687,6 +725,15 @@ func (db *DB) PurgeNamespace(ctx context.Context, id kv.ID, holder string) error
 				return err
 			}
 			if tag.RowsAffected() < int64(db.purgeBatch) {
+				break
+			}
+		}
+		for {
+			var found int
+			if err := c.QueryRow(ctx, sqlPurgeChanges, nsID, db.purgeBatch).Scan(&found); err != nil {
+				return err
+			}
+			if found == 0 {
 				break
 			}
 		}
@@ -741,7 +788,8 @@ ORDER BY k.key`
 // removal in the same statement: one delete at now ($5, $6), and the
 // key's bytes stop counting at now, or at its expiry if that has
 // passed by now ($4). The namespace row is locked FOR SHARE as in
-// sqlPutKey. $7 is the shard (see usage.go).
+// sqlPutKey. $7 is the shard (see usage.go). A removal is recorded in
+// the change feed under a revision taken once the DELETE holds the row.
 var sqlDeleteKey = `WITH ns AS (
 	SELECT id, status FROM namespaces WHERE id = $1 AND org = $2 FOR SHARE
 ), d AS (
@@ -761,7 +809,10 @@ var sqlDeleteKey = `WITH ns AS (
 	FROM ev GROUP BY month ORDER BY month
 	` + sqlAddAll + `
 	RETURNING 1
-), ` + sqlDayEvents("deletes", "$7", "") + `
+), ` + sqlDayEvents("deletes", "$7", "") + `, ch AS (
+	INSERT INTO changes (ns_id, rev, kind, key, at)
+	SELECT $1, kv_next_revision(), ` + changeDelete + `, $3::bytea, $4::bigint FROM d
+)
 SELECT ns.status, (SELECT count(*) FROM d) FROM ns`
 
 // sqlPutCondition decides a PUT's condition ($12: 0 none, 1 the key must
@@ -773,6 +824,15 @@ const sqlPutCondition = `CASE $12::int
 		WHEN 2 THEN NOT EXISTS (SELECT 1 FROM old WHERE live)
 		ELSE EXISTS (SELECT 1 FROM old WHERE live AND revision = ANY($13::bigint[]))
 	END AS pass`
+
+// sqlRevisionAfterOld is a PUT's new revision, taken after old has read,
+// and so locked, the key's row: the aggregate reads old to its end before
+// the revision is taken from its one row. w's condition alone does not
+// order them: without a condition ($12 = 0) it never reads old, and the
+// revision came before the row lock, which the upsert takes; a write that
+// waited there for another could then commit after it with the lower
+// revision.
+const sqlRevisionAfterOld = `(SELECT kv_next_revision() FROM (SELECT count(*) FROM old) AS locked)`
 
 // sqlPutUpsert ends a PUT's insert of the key: an existing row (one old
 // saw) takes the new value and revision, and its version goes up by one
@@ -819,6 +879,15 @@ const sqlPutUpsert = `	ON CONFLICT (ns_id, key) DO UPDATE SET
 // Every write takes the next revision; a row inserted by a concurrent
 // first write that old did not see is retried as above, and the retry
 // decides the condition on it.
+//
+// The new revision is taken once old has locked the key's row
+// (sqlRevisionAfterOld), so for one key revisions increase in the order
+// of the commits, which ETags and the change feed's Snapshot rely on. A
+// revision taken for a write that then finds an unseen row is dropped
+// with the write (the retry takes another, under the lock). The put is
+// recorded in the change feed in the same statement (ch, sqlRecordPut).
+// A write that created the key from no row took its revision before its
+// insert won, so it is checked once it has (created, sqlRecordPut).
 var sqlPutKey = `WITH ns AS (
 	SELECT id, status FROM namespaces WHERE id = $1 AND org = $2 FOR SHARE
 ), old AS (
@@ -830,7 +899,7 @@ var sqlPutKey = `WITH ns AS (
 	SELECT ` + sqlPutCondition + `
 ), w AS (
 	INSERT INTO keys AS k (ns_id, key, value, content_type, updated_at, expires_at, version, revision)
-	SELECT id, $3::bytea, $4::bytea, $5::text, $6::bigint, $7::bigint, 1, nextval('key_revisions')
+	SELECT id, $3::bytea, $4::bytea, $5::text, $6::bigint, $7::bigint, 1, ` + sqlRevisionAfterOld + `
 	FROM ns WHERE status = 'provision_ok' AND (SELECT pass FROM ok)
 ` + sqlPutUpsert + `
 	RETURNING k.version, k.revision
@@ -848,8 +917,8 @@ var sqlPutKey = `WITH ns AS (
 	GROUP BY month ORDER BY month
 	` + sqlAddAll + `
 	RETURNING 1
-), ` + sqlDayEvents("writes", "$10", "WHERE EXISTS (SELECT 1 FROM w)") + `
-SELECT ns.status, w.version, w.revision, (SELECT pass FROM ok), (SELECT revision FROM old WHERE live)
+), ` + sqlDayEvents("writes", "$10", "WHERE EXISTS (SELECT 1 FROM w)") + `, ` + sqlRecordPut + `
+SELECT ns.status, w.version, w.revision, (SELECT pass FROM ok), (SELECT revision FROM old WHERE live), ` + sqlCheckedCreate + `
 FROM ns LEFT JOIN w ON true`
 
 // sqlPutKeyFast is sqlPutKey for the common case: the key is absent, or
@@ -874,7 +943,7 @@ var sqlPutKeyFast = `WITH ns AS (
 	SELECT NOT EXISTS (SELECT 1 FROM old WHERE NOT live) AS fast, ` + sqlPutCondition + `
 ), w AS (
 	INSERT INTO keys AS k (ns_id, key, value, content_type, updated_at, expires_at, version, revision)
-	SELECT id, $3::bytea, $4::bytea, $5::text, $6::bigint, $7::bigint, 1, nextval('key_revisions')
+	SELECT id, $3::bytea, $4::bytea, $5::text, $6::bigint, $7::bigint, 1, ` + sqlRevisionAfterOld + `
 	FROM ns WHERE status = 'provision_ok' AND (SELECT fast AND pass FROM ok)
 ` + sqlPutUpsert + `
 	RETURNING k.version, k.revision, $11::bigint - COALESCE((SELECT size FROM old), 0) AS delta
@@ -888,8 +957,8 @@ var sqlPutKeyFast = `WITH ns AS (
 	SELECT $2, $14::date, $1, $10, 1, w.delta, w.delta::numeric * $15::bigint
 	FROM w CROSS JOIN (SELECT count(*) FROM u) after_u
 	` + onConflictAdd(usageDayKey, "writes", "delta_sum", "weighted_sum") + `
-)
-SELECT ns.status, w.version, w.revision, ok.pass, (SELECT revision FROM old WHERE live), ok.fast
+), ` + sqlRecordPut + `
+SELECT ns.status, w.version, w.revision, ok.pass, (SELECT revision FROM old WHERE live), ok.fast, ` + sqlCheckedCreate + `
 FROM ns CROSS JOIN ok LEFT JOIN w ON true`
 
 // putKeyArgs are the arguments of sqlPutKey.
@@ -918,7 +987,9 @@ func putKeyArgs(id [16]byte, org, key string, data []byte, contentType string, e
 // the namespace row is locked FOR SHARE, as key writes do, so a
 // MarkDeleting either waits for this sweep and sees its changes, or has
 // committed first, and then the sweep records nothing (MarkDeleting has
-// ended the namespace's storage, these keys included).
+// ended the namespace's storage, these keys included). Each key removed
+// from a provision_ok namespace is recorded in the change feed as an
+// expiry at now, under a revision taken once the DELETE holds its row.
 var sqlSweepExpired = `WITH d AS (
 	DELETE FROM keys
 	WHERE (ns_id, key) IN (
@@ -927,11 +998,14 @@ var sqlSweepExpired = `WITH d AS (
 		LIMIT $2
 		FOR UPDATE SKIP LOCKED
 	) AND expires_at <= $1
-	RETURNING ns_id, expires_at, (octet_length(key) + octet_length(value))::bigint AS size
+	RETURNING ns_id, key, expires_at, (octet_length(key) + octet_length(value))::bigint AS size
 ), ns AS (
 	SELECT id, org FROM namespaces
 	WHERE id IN (SELECT ns_id FROM d) AND status = 'provision_ok'
 	FOR SHARE
+), ch AS (
+	INSERT INTO changes (ns_id, rev, kind, key, at)
+	SELECT d.ns_id, kv_next_revision(), ` + changeExpire + `, d.key, $1 FROM d JOIN ns ON ns.id = d.ns_id
 ), u AS (
 	INSERT INTO ns_usage AS u (org, ns_id, month, shard, delta_sum, weighted_sum)
 	SELECT ns.org, d.ns_id, x.month, $3, -sum(d.size), -sum(d.size::numeric * x.off)
@@ -1015,7 +1089,7 @@ func (db *DB) PutKey(ctx context.Context, org string, nsID kv.ID, key string, v 
 			args := putKeyArgs(id, org, key, data, v.ContentType, v.ExpiresAt, v.If, now, shardOf(c))
 			fast := false
 			if a := atTime(now); a.exact {
-				err := c.QueryRow(ctx, sqlPutKeyFast, append(args, a.day, a.dayOffset)...).Scan(&status, &version, &rev, &pass, &current, &fast)
+				err := c.QueryRow(ctx, sqlPutKeyFast, append(args, a.day, a.dayOffset)...).Scan(&status, &version, &rev, &pass, &current, &fast, nil)
 				if err := checkKeyRow(err, status); err != nil {
 					return err
 				}
@@ -1023,7 +1097,7 @@ func (db *DB) PutKey(ctx context.Context, org string, nsID kv.ID, key string, v 
 			if !fast {
 				// The value replaced has expired (or now is out of
 				// the stored range): the full statement.
-				err := c.QueryRow(ctx, sqlPutKey, args...).Scan(&status, &version, &rev, &pass, &current)
+				err := c.QueryRow(ctx, sqlPutKey, args...).Scan(&status, &version, &rev, &pass, &current, nil)
 				if err := checkKeyRow(err, status); err != nil {
 					return err
 				}

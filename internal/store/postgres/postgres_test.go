@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -74,6 +75,22 @@ func rawConn(t testing.TB, url string) *pgx.Conn {
 	}
 	t.Cleanup(func() { c.Close(ctx) })
 	return c
+}
+
+func textValue(s string) store.PutValue {
+	return store.PutValue{Data: []byte(s), ContentType: "text/plain"}
+}
+
+// rawTx begins a transaction on a connection of its own, rolled back at
+// the test's end unless committed.
+func rawTx(t testing.TB, url string) pgx.Tx {
+	t.Helper()
+	tx, err := rawConn(t, url).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback(ctx) })
+	return tx
 }
 
 // readyNamespace creates a provision_ok namespace through s.
@@ -475,5 +492,61 @@ func TestTokenMigration(t *testing.T) {
 	if want := "tok_" + hex.EncodeToString(sum[:12]); tok.ID != want || tok.Org != "acme" || !slices.Equal(tok.Permissions, kv.AllPermissions) ||
 		tok.Namespaces != nil || tok.Prefixes != nil || !tok.ExpiresAt.IsZero() || !tok.RevokedAt.IsZero() {
 		t.Fatalf("the migrated token = %+v; want a full token of acme with id %s", tok, want)
+	}
+}
+
+// A PUT takes its revision once it holds the key's row, on the full
+// statement too, with no condition (which reads nothing of the row
+// before the write): a write that waited for another commits after it,
+// with a higher revision.
+func TestPutRevisionAfterRowLock(t *testing.T) {
+	url := pgtest.URL(t)
+	db := open(t, url, postgres.Config{})
+	ns := readyNamespace(t, db, "org", "ns")
+	soon := textValue("expires")
+	soon.ExpiresAt = base.Add(time.Second)
+	for _, c := range []struct {
+		name string
+		v    store.PutValue
+		now  time.Time // the waiting put's
+	}{
+		{"fast statement", textValue("v"), base},
+		{"full statement, over an expired value", soon, base.Add(time.Minute)},
+		{"full statement, out of the exact range", textValue("v"), time.Date(1960, 1, 1, 0, 0, 0, 0, time.UTC)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			key := strings.ReplaceAll(c.name, " ", "-")
+			if _, err := db.PutKey(ctx, "org", ns.ID, key, c.v, base); err != nil {
+				t.Fatal(err)
+			}
+			tx := rawTx(t, url)
+			var held int64
+			if err := tx.QueryRow(ctx, `UPDATE keys SET revision = nextval('key_revisions') WHERE ns_id = $1 AND key = $2 RETURNING revision`,
+				ns.ID, []byte(key)).Scan(&held); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan store.Written, 1)
+			go func() {
+				w, err := db.PutKey(ctx, "org", ns.ID, key, textValue("after"), c.now)
+				if err != nil {
+					t.Error(err)
+				}
+				done <- w
+			}()
+			waitForLockWait(t, rawConn(t, url))
+			// The holder takes a later revision than any the waiting put
+			// may have taken, and commits first.
+			var later int64
+			if err := tx.QueryRow(ctx, `UPDATE keys SET revision = nextval('key_revisions') WHERE ns_id = $1 AND key = $2 RETURNING revision`,
+				ns.ID, []byte(key)).Scan(&later); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if w := <-done; int64(w.Revision) <= later {
+				t.Fatalf("the put that waited got revision %d, below the %d of the write it waited for", w.Revision, later)
+			}
+		})
 	}
 }
