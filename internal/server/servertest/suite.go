@@ -71,6 +71,7 @@ func Run(t *testing.T, start StartFunc) {
 		{"WatchExpiry", testWatchExpiry},
 		{"WatchHistory", testWatchHistory},
 		{"WatchEnds", testWatchEnds},
+		{"WatchUsage", testWatchUsage},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -432,3 +432,34 @@ func testWatchEnds(t *testing.T, start StartFunc) {
 		t.Fatalf("stopping with a watch open took %v", took)
 	}
 }
+
+// testWatchUsage: opening a watch counts one list; each put, delete or
+// expire event delivered, snapshot puts included, counts one read.
+func testWatchUsage(t *testing.T, start StartFunc) {
+	clock := kvdtest.NewClock(time.Date(2026, 11, 15, 12, 0, 0, 0, time.UTC))
+	s := start(t, kvdtest.WithClock(clock.Now))
+	c := newClient(t, s, s.Token)
+	id := c.readyNS("watch-metered")
+	key := func(k string) string { return "/v2/storage/kvs/" + id + "/keys/" + k }
+	wantStatus(t, c.do("PUT", key("a"), []byte("1")), http.StatusCreated) // 1 write
+	wantStatus(t, c.do("PUT", key("b"), []byte("2")), http.StatusCreated) // 1 write
+	w := c.openWatch(id, "snapshot=true")                                 // 1 list
+	w.want("put", "a")                                                    // 1 read
+	w.want("put", "b")                                                    // 1 read
+	w.want("ready", "")
+	wantStatus(t, c.do("PUT", key("c"), []byte("3")), http.StatusCreated) // 1 write
+	wantStatus(t, c.do("DELETE", key("a"), nil), http.StatusOK)           // 1 delete
+	w.want("put", "c")                                                    // 1 read
+	w.want("delete", "a")                                                 // 1 read
+	w.close()
+	var rep struct {
+		Data struct{ Reads, Writes, Deletes, Lists int64 }
+	}
+	r := c.do("GET", "/v2/storage/kvs/"+id+"/usage?month=2026-11", nil)
+	if err := json.Unmarshal(r.body, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if d := rep.Data; d.Lists != 1 || d.Reads != 4 || d.Writes != 3 || d.Deletes != 1 {
+		t.Fatalf("usage = %+v, want 1 list, 4 reads, 3 writes, 1 delete: %s", d, r.body)
+	}
+}
