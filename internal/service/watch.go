@@ -113,6 +113,10 @@ type watchHub struct {
 	tails    map[tailKey]*nsTail
 	catchUp  chan struct{}
 	snapshot chan struct{}
+
+	// The bounds above, as this hub applies them (tests make them small).
+	ringEvents, ringBytes int
+	catchUpWait           time.Duration
 }
 
 type tailKey struct {
@@ -121,11 +125,13 @@ type tailKey struct {
 }
 
 func newWatchHub() *watchHub {
-	return &watchHub{tails: map[tailKey]*nsTail{}, catchUp: make(chan struct{}, catchUpSlots), snapshot: make(chan struct{}, snapshotSlots)}
+	return &watchHub{tails: map[tailKey]*nsTail{}, catchUp: make(chan struct{}, catchUpSlots), snapshot: make(chan struct{}, snapshotSlots),
+		ringEvents: ringEvents, ringBytes: ringBytes, catchUpWait: catchUpWait}
 }
 
 // nsTail follows one namespace's feed for the watchers of this process.
 type nsTail struct {
+	hub    *watchHub
 	key    tailKey
 	feed   store.Changes
 	cancel context.CancelFunc
@@ -149,7 +155,7 @@ func (h *watchHub) join(feed store.Changes, org string, ns kv.ID, head store.Rev
 	t := h.tails[k]
 	if t == nil {
 		ctx, cancel := context.WithCancel(context.Background())
-		t = &nsTail{key: k, feed: feed, cancel: cancel, base: head, last: head, moved: make(chan struct{})}
+		t = &nsTail{hub: h, key: k, feed: feed, cancel: cancel, base: head, last: head, moved: make(chan struct{})}
 		h.tails[k] = t
 		go t.run(ctx)
 	}
@@ -246,7 +252,7 @@ func (t *nsTail) add(changes []store.Change, last store.Revision) {
 		t.ringBytes += len(c.Value) + len(c.Key) + 64
 	}
 	drop := 0
-	for len(t.ring)-drop > ringEvents || t.ringBytes > ringBytes && drop < len(t.ring) {
+	for len(t.ring)-drop > t.hub.ringEvents || t.ringBytes > t.hub.ringBytes && drop < len(t.ring) {
 		e := t.ring[drop]
 		t.ringBytes -= len(e.Change.Value) + len(e.Change.Key) + 64
 		t.base = e.Change.Revision
@@ -451,7 +457,7 @@ func (w *Watcher) fromRing() (evs []*Event, moved <-chan struct{}, behind bool, 
 // catch-up slot; a watcher that cannot get one in time is sent an
 // overflow.
 func (w *Watcher) catchUp(ctx context.Context) ([]*Event, error) {
-	t := time.NewTimer(catchUpWait)
+	t := time.NewTimer(w.s.watches.catchUpWait)
 	defer t.Stop()
 	select {
 	case w.s.watches.catchUp <- struct{}{}:
