@@ -33,6 +33,10 @@ const (
 	// EPrecondition is 412: an If-Match, an If-None-Match or a batch's
 	// check did not hold; nothing was written.
 	EPrecondition ErrorCode = "10035"
+	// EHistoryGone is 410: a watch asked for changes from before the
+	// history the namespace keeps; the error's OldestRevision is the
+	// lowest revision it may resume from.
+	EHistoryGone ErrorCode = "10037"
 )
 
 var codeInfo = map[ErrorCode]struct {
@@ -53,6 +57,7 @@ var codeInfo = map[ErrorCode]struct {
 	EInsufficientStorage: {http.StatusInsufficientStorage, "Insufficient storage"},
 	EForbidden:           {http.StatusForbidden, "Forbidden"},
 	EPrecondition:        {http.StatusPreconditionFailed, "Precondition failed"},
+	EHistoryGone:         {http.StatusGone, "History compacted"},
 }
 
 // statusCodes is the code an answer without a recognised code is taken
@@ -112,6 +117,9 @@ type Error struct {
 	// ETag is the key's current entity tag, sent with a 412 as the ETag
 	// header; empty when the key does not exist.
 	ETag string
+	// OldestRevision is, for EHistoryGone, the lowest revision a watch
+	// may resume from; it is sent as meta.oldest_revision.
+	OldestRevision uint64
 
 	notReady bool // NotReady's: worth retrying (see ShouldRetry)
 }
@@ -165,6 +173,7 @@ var (
 	ErrInsufficientStorage = &Error{Code: EInsufficientStorage}
 	ErrForbidden           = &Error{Code: EForbidden}
 	ErrPrecondition        = &Error{Code: EPrecondition}
+	ErrHistoryGone         = &Error{Code: EHistoryGone}
 )
 
 // ErrorCodeOf returns the code of err: its own if it is (or wraps) an *Error,

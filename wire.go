@@ -177,6 +177,8 @@ type ErrorSource struct {
 // ErrorMeta links to the code's documentation.
 type ErrorMeta struct {
 	URL string `json:"url"`
+	// OldestRevision: see Error.OldestRevision.
+	OldestRevision *uint64 `json:"oldest_revision,omitempty"`
 }
 
 // ErrorDocs is where each error code is explained.
@@ -190,6 +192,10 @@ func (e *Error) Envelope() ErrorEnvelope {
 	}
 	if e.Pointer != "" || e.Parameter != "" {
 		obj.Source = &ErrorSource{Pointer: e.Pointer, Parameter: e.Parameter}
+	}
+	if e.Code == EHistoryGone {
+		oldest := e.OldestRevision
+		obj.Meta.OldestRevision = &oldest
 	}
 	return ErrorEnvelope{Errors: []ErrorObject{obj}}
 }

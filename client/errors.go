@@ -69,6 +69,9 @@ type APIError struct {
 	// on a failed precondition (412) it is the ETag the key has now, and
 	// empty when the key does not exist.
 	ETag string
+	// OldestRevision is, on a 410 of a watch (ErrHistoryGone), the lowest
+	// revision the watch may resume from.
+	OldestRevision uint64
 }
 
 func (e *APIError) Error() string {
@@ -123,7 +126,8 @@ type errorObject struct {
 	Detail string          `json:"detail"`
 	Source *kv.ErrorSource `json:"source,omitempty"`
 	Meta   struct {
-		ETag string `json:"etag"`
+		ETag           string `json:"etag"`
+		OldestRevision uint64 `json:"oldest_revision"`
 	} `json:"meta"`
 }
 
@@ -136,6 +140,7 @@ func (e *APIError) fill(o errorObject) {
 	if e.ETag == "" {
 		e.ETag = o.Meta.ETag
 	}
+	e.OldestRevision = o.Meta.OldestRevision
 	e.Code = kv.ErrorCode(o.Code)
 }
 

@@ -82,10 +82,10 @@ func readmeRun(t *testing.T, block, addr, dir string, env []string) (string, int
 // never hang.
 func TestREADME(t *testing.T) {
 	blocks := readmeBlocks(t)
-	if len(blocks) != 5 {
-		t.Fatalf("README.md has %d blocks marked %s; want the quick start, the JavaScript section, the session counter, the CLI section and the conditional writes", len(blocks), readmeMarker)
+	if len(blocks) != 6 {
+		t.Fatalf("README.md has %d blocks marked %s; want the quick start, the JavaScript section, the session counter, the CLI section, the conditional writes and the watch", len(blocks), readmeMarker)
 	}
-	quick, js, session, cli, cas := blocks[0], blocks[1], blocks[2], blocks[3], blocks[4]
+	quick, js, session, cli, cas, watch := blocks[0], blocks[1], blocks[2], blocks[3], blocks[4], blocks[5]
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Skip("no bash")
 	}
@@ -121,6 +121,7 @@ func TestREADME(t *testing.T) {
 			{"session counter", session, root, []string{`"views":8}`}},
 			{"CLI", cli, work, []string{"Alice 👋", "Created key user/avatar", "was not written: its ETag is", "exit 4\n", "Wrote 2 keys, ", "Deleted 1 key from ", "my function would read namespace "}},
 			{"conditional writes", cas, work, []string{"201\n412\n200\n", `"code":"10035"`, "\n412\n200\n", `"committed":true`, `"op":"incr","key":"views/abc","value":1,`}},
+			{"watch", watch, work, []string{`"key":"flags/beta"`, `"value":"on"`, "event: ready", `"key":"flags/dark-mode"`, "event: delete"}},
 		} {
 			if (c.name == "JavaScript" || c.name == "session counter") && nodeErr != nil {
 				t.Logf("no node (%s): the JavaScript block is not run", node)
@@ -151,6 +152,7 @@ func TestREADME(t *testing.T) {
 		{"CLI, wrong token", strings.ReplaceAll(cli, "dev-key", "wrong-key"), addr, "key"},
 		{"CLI, no kvd", cli, down, "127.0.0.1"},
 		{"conditional writes, wrong token", strings.ReplaceAll(cas, "dev-key", "wrong-key"), addr, "401"},
+		{"watch, wrong token", strings.ReplaceAll(watch, "dev-key", "wrong-key"), addr, "401"},
 	} {
 		out, code, hung := readmeRun(t, c.block, c.addr, work, env)
 		if hung || code == 0 {

@@ -184,6 +184,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.IntVar(&cfg.Postgres.MaxConns, "pg-max-conns", 0, "PostgreSQL: most connections this process opens (default 4 per CPU, at least 8)")
 	fs.DurationVar(&cfg.Postgres.StatementTimeout, "pg-statement-timeout", 0, "PostgreSQL: server-side statement_timeout (default 30s)")
 	pgConnectTimeout := fs.Duration("pg-connect-timeout", 60*time.Second, "PostgreSQL: how long to wait at start for the database to accept a connection, trying again with backoff; 0 for one attempt (env KV_PG_CONNECT_TIMEOUT)")
+	fs.DurationVar(&cfg.Lifecycle.WatchRetention, "watch-retention", 0, "how long the change feed keeps changes, so that a watch may resume from them (default 24h)")
 	fs.DurationVar(&cfg.Lifecycle.Lease, "job-lease", 0, "how long a background job is one process's before another may take it over (default 30s)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", getenv("KV_METRICS_LISTEN"), "serve Prometheus /metrics and /debug/pprof/ on this address; off when empty (env KV_METRICS_LISTEN)")
 	fs.BoolVar(&cfg.AccessLog, "access-log", cfg.AccessLog, "log one line per request")

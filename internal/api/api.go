@@ -79,6 +79,8 @@ type Handler struct {
 	// batchReadSlots).
 	batchReads chan struct{}
 	reqPrefix  string
+	// closing is set when the server stops: watch streams end.
+	closing atomic.Bool
 }
 
 // New returns the API handler.
@@ -162,6 +164,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // InFlight is the number of requests being served.
 func (h *Handler) InFlight() int64 { return h.inFlight.Load() }
 
+// Close ends the watch streams within about a second (they would hold a
+// graceful shutdown for as long as their clients stay); other requests
+// are not affected.
+func (h *Handler) Close() { h.closing.Store(true) }
+
 func (h *Handler) newRequestID() string {
 	n := h.reqSeq.Add(1)
 	var b [16]byte
@@ -227,7 +234,7 @@ type route struct {
 
 // hasNamespace reports whether the route names a namespace.
 func (rt route) hasNamespace() bool {
-	return rt.kind == routeNamespace || rt.kind == routeKeys || rt.kind == routeKey || rt.kind == routeNamespaceUsage || rt.kind == routeBatch
+	return rt.kind == routeNamespace || rt.kind == routeKeys || rt.kind == routeKey || rt.kind == routeNamespaceUsage || rt.kind == routeBatch || rt.kind == routeWatch
 }
 
 type routeKind int
@@ -241,6 +248,7 @@ const (
 	routeUsage                    // /v2/storage/kvs/usage
 	routeNamespaceUsage           // /v2/storage/kvs/{id}/usage
 	routeBatch                    // /v2/storage/kvs/{id}/batch
+	routeWatch                    // /v2/storage/kvs/{id}/watch
 )
 
 var routeNames = [...]string{
@@ -252,6 +260,7 @@ var routeNames = [...]string{
 	routeUsage:          "usage",
 	routeNamespaceUsage: "namespace_usage",
 	routeBatch:          "batch",
+	routeWatch:          "watch",
 }
 
 // parseRoute splits an escaped path into a route. The key is the escaped
@@ -282,6 +291,8 @@ func parseRoute(escaped string) (rt route, ok bool) {
 		rt.kind = routeKeys
 	case tail == "batch":
 		rt.kind = routeBatch
+	case tail == "watch":
+		rt.kind = routeWatch
 	case strings.HasPrefix(tail, "keys/"):
 		rt.kind, rt.key = routeKey, unescape(tail[len("keys/"):])
 	default:
@@ -381,6 +392,13 @@ func (h *Handler) route(w *recorder, r *http.Request) {
 			h.batch(w, r, who, rt.ns)
 		default:
 			methodNotAllowed(w, "POST")
+		}
+	case routeWatch:
+		switch r.Method {
+		case http.MethodGet, http.MethodHead:
+			h.watch(w, r, who, rt.ns, token)
+		default:
+			methodNotAllowed(w, "GET")
 		}
 	case routeKey:
 		switch r.Method {

@@ -34,7 +34,7 @@ one KV binding.`,
 		Args: groupArgs,
 		RunE: groupRun,
 	}
-	kvCmd.AddCommand(a.newListCommand(), a.newCreateCommand(), a.newGetCommand(), a.newDeleteCommand(), a.newBindCommand(), a.newKeyCommand(), a.newUsageCommand(), a.newExportCommand(), a.newImportCommand(), a.newBulkCommand())
+	kvCmd.AddCommand(a.newListCommand(), a.newCreateCommand(), a.newGetCommand(), a.newDeleteCommand(), a.newBindCommand(), a.newKeyCommand(), a.newUsageCommand(), a.newExportCommand(), a.newImportCommand(), a.newBulkCommand(), a.newWatchCommand())
 	storage.AddCommand(kvCmd)
 	return storage
 }

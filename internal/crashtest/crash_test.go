@@ -61,6 +61,7 @@ func TestCrashRecovery(t *testing.T) {
 
 func runKVDCrashes(t *testing.T, store string, cycles int, args ...string) {
 	r := newCrashRun(t, startKVD(t, store, args...), nil)
+	r.feed = r.startFeedWatcher()
 	r.run(cycles, func(cycle int) {
 		var d *doomedNS
 		if cycle%doomEvery == 0 {
@@ -192,6 +193,9 @@ type crashRun struct {
 
 	// db is the database server that is crashed, nil when kvd is.
 	db *pgtest.Server
+	// feed follows the main namespace's watch across the kills; nil when
+	// the run does not watch.
+	feed *feedWatcher
 
 	mu       sync.Mutex
 	problems []string // unexpected answers seen by the workers
@@ -274,6 +278,9 @@ func (r *crashRun) run(cycles int, cycle func(n int)) {
 		r.crashes++
 	}
 	r.verify(n)
+	if r.feed != nil {
+		r.feed.check()
+	}
 	r.k.stop()
 
 	st := r.rec.Stats()
@@ -486,8 +493,10 @@ func (r *crashRun) keyWorker(ctx context.Context, id int, seed uint64) {
 	for ctx.Err() == nil {
 		key := keyName(rng.IntN(crashKeys))
 		var res linearizability.Result
+		put := false
 		switch x := rng.IntN(100); {
 		case x < 50:
+			put = true
 			res = c.Put(context.Background(), key, fmt.Sprintf("v%d", r.seq.Add(1)))
 		case x < 65:
 			res = c.Delete(context.Background(), key)
@@ -508,6 +517,9 @@ func (r *crashRun) keyWorker(ctx context.Context, id int, seed uint64) {
 			r.failed("request on "+key, res.Call, res.Return, 0, "", res.Err)
 		default:
 			b.reset()
+			if put && r.feed != nil {
+				r.feed.ackedPut(key, res.ETag)
+			}
 		}
 	}
 }

@@ -31,10 +31,15 @@ type Config struct {
 	// Poll is how often the worker looks for jobs it was not woken for,
 	// such as ones left by another process (default 1s).
 	Poll time.Duration
-	// Sweep is how often expired keys are reclaimed (default 10s).
+	// Sweep is how often expired keys are reclaimed (default 500ms, so
+	// that a watch sees an expiry within a second of its instant).
 	Sweep time.Duration
 	// SweepBatch bounds the keys reclaimed per store call (default 1000).
 	SweepBatch int
+	// WatchRetention is how long the change feed keeps changes (default
+	// 24h), when the store keeps one (store.Changes); older ones are
+	// compacted every CompactEvery (default 1m).
+	WatchRetention, CompactEvery time.Duration
 }
 
 // Worker runs the lifecycle jobs. Run it once; Wake is safe to call from
@@ -46,6 +51,7 @@ type Worker struct {
 	// Counters for metrics (Stats).
 	jobsDone, sweeps, sweptKeys                                 atomic.Int64
 	claimFailures, provisionFailures, purgeFailures, sweepFails atomic.Int64
+	compacted, compactFails                                     atomic.Int64
 }
 
 // New returns a Worker with defaults applied.
@@ -68,7 +74,13 @@ func New(cfg Config) *Worker {
 		cfg.Poll = time.Second
 	}
 	if cfg.Sweep <= 0 {
-		cfg.Sweep = 10 * time.Second
+		cfg.Sweep = 500 * time.Millisecond
+	}
+	if cfg.WatchRetention <= 0 {
+		cfg.WatchRetention = DefaultWatchRetention
+	}
+	if cfg.CompactEvery <= 0 {
+		cfg.CompactEvery = time.Minute
 	}
 	if cfg.SweepBatch <= 0 {
 		cfg.SweepBatch = 1000
@@ -88,10 +100,58 @@ func (w *Worker) Wake() {
 // (if any) has finished.
 func (w *Worker) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); w.runJobs(ctx) }()
 	go func() { defer wg.Done(); w.runSweeps(ctx) }()
+	go func() { defer wg.Done(); w.runCompactions(ctx) }()
 	wg.Wait()
+}
+
+// DefaultWatchRetention is how long the change feed keeps changes by
+// default: watchers may resume from up to a day back.
+const DefaultWatchRetention = 24 * time.Hour
+
+func (w *Worker) runCompactions(ctx context.Context) {
+	if _, ok := w.cfg.Store.(store.Changes); !ok {
+		return
+	}
+	t := time.NewTicker(w.cfg.CompactEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			w.CompactOnce(ctx)
+		}
+	}
+}
+
+// compactBatch bounds the changes removed per store call.
+const compactBatch = 5000
+
+// CompactOnce removes the changes older than the retention, in batches,
+// and reports how many it removed.
+func (w *Worker) CompactOnce(ctx context.Context) int {
+	feed, ok := w.cfg.Store.(store.Changes)
+	if !ok {
+		return 0
+	}
+	total := 0
+	for ctx.Err() == nil {
+		n, err := feed.CompactChanges(ctx, w.cfg.Now().Add(-w.cfg.WatchRetention), compactBatch)
+		total += n
+		w.compacted.Add(int64(n))
+		if err != nil {
+			w.compactFails.Add(1)
+			w.cfg.Logger.Error("lifecycle: compact the change feed", "err", err)
+			break
+		}
+		if n < compactBatch {
+			break
+		}
+	}
+	return total
 }
 
 func (w *Worker) runJobs(ctx context.Context) {
@@ -194,6 +254,9 @@ type Stats struct {
 	// Sweeps counts the sweeps of expired keys, SweptKeys the keys they
 	// removed.
 	Sweeps, SweptKeys int64
+	// CompactedChanges counts the changes of the feed compacted,
+	// CompactFailures the compactions that stopped on an error.
+	CompactedChanges, CompactFailures int64
 }
 
 // Stats returns the counts so far. It is safe to call from any goroutine.
@@ -206,6 +269,8 @@ func (w *Worker) Stats() Stats {
 		SweepFailures:     w.sweepFails.Load(),
 		Sweeps:            w.sweeps.Load(),
 		SweptKeys:         w.sweptKeys.Load(),
+		CompactedChanges:  w.compacted.Load(),
+		CompactFailures:   w.compactFails.Load(),
 	}
 }
 

@@ -392,6 +392,7 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.stopping.Store(true)
+	s.api.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	err := s.http.Shutdown(ctx)

@@ -74,6 +74,8 @@ type Service struct {
 	authLog      *slog.Logger
 	logMu        sync.Mutex
 	logged       map[string]time.Time // see logOncePer
+
+	watches *watchHub
 }
 
 type staticToken struct {
@@ -106,6 +108,7 @@ func New(cfg Config) *Service {
 		s.authLog = slog.Default()
 	}
 	s.logged = map[string]time.Time{}
+	s.watches = newWatchHub()
 	return s
 }
 

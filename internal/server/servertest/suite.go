@@ -66,6 +66,12 @@ func Run(t *testing.T, start StartFunc) {
 		{"BatchScopes", testBatchScopes},
 		{"SessionCounter", testSessionCounter},
 		{"BatchUsage", testBatchUsage},
+		{"Watch", testWatch},
+		{"WatchScopes", testWatchScopes},
+		{"WatchExpiry", testWatchExpiry},
+		{"WatchHistory", testWatchHistory},
+		{"WatchEnds", testWatchEnds},
+		{"WatchUsage", testWatchUsage},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

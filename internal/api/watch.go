@@ -1,0 +1,254 @@
+package api
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/service"
+	"github.com/edgekv/kv/internal/store"
+)
+
+// The watch stream (API.md, "Watch"): Server-Sent Events.
+const (
+	// pingEvery is how often an idle stream gets a ": ping" comment.
+	pingEvery = 15 * time.Second
+	// recheckEvery is how often a stream's token is checked again, so
+	// that a revoked or expired token stops watching within about a
+	// second, as it stops everything else.
+	recheckEvery = time.Second
+	// watchWriteTimeout is how long one write to a watcher may block
+	// before the stream is closed: a client that takes nothing for that
+	// long is gone or hostile.
+	watchWriteTimeout = 30 * time.Second
+)
+
+func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id kv.ID, token string) {
+	q, err := parseQuery(r.URL.RawQuery, "prefix", "since", "snapshot", "values")
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	opts := service.WatchOptions{Prefix: q["prefix"]}
+	if opts.Snapshot, err = q.boolean("snapshot"); err != nil {
+		h.fail(w, err)
+		return
+	}
+	if opts.Values, err = q.boolean("values"); err != nil {
+		h.fail(w, err)
+		return
+	}
+	// Last-Event-ID is what an EventSource sends when it reconnects, with
+	// the URL (and its since) it first opened: it is the later position.
+	if v, ok := r.Header["Last-Event-Id"]; ok {
+		rev, err := parseRevision(strings.Join(v, ","))
+		if err != nil {
+			h.fail(w, kv.Errorf(kv.EInvalid, "the Last-Event-ID header must be a revision (a decimal integer); got %q", truncate(strings.Join(v, ","), 32)))
+			return
+		}
+		opts.Since, opts.HasSince = rev, true
+	} else if v, ok := q["since"]; ok {
+		rev, err := parseRevision(v)
+		if err != nil {
+			h.fail(w, paramError("since", "since must be a revision (a decimal integer); got %q", truncate(v, 32)))
+			return
+		}
+		opts.Since, opts.HasSince = rev, true
+	}
+	if opts.HasSince {
+		opts.Snapshot = false // the watcher has its copy; it resumes
+	}
+	ctx := r.Context()
+	wt, err := h.svc.Watch(ctx, who, id, opts)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	defer wt.Close()
+
+	// A stream outlives the server's read and write timeouts: each write
+	// gets its own deadline instead, and the request has been read.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Time{})
+	hd := w.Header()
+	hd.Set("Content-Type", "text/event-stream")
+	hd.Set("Cache-Control", "no-cache")
+	hd.Set("X-Accel-Buffering", "no") // proxies must not hold events back
+	w.WriteHeader(http.StatusOK)
+	s := &sseWriter{w: w, rc: rc, values: opts.Values}
+	if r.Method == http.MethodHead {
+		return
+	}
+	if opts.Snapshot {
+		if _, err := wt.Snapshot(ctx, s.event); err != nil {
+			// The status is sent; the stream just ends, and the
+			// client resumes or starts again.
+			h.log.Debug("watch: snapshot ended", "request_id", w.id, "err", err)
+			return
+		}
+	}
+	if !opts.HasSince {
+		s.ready(wt.Revision())
+	}
+	if s.flush() != nil {
+		return
+	}
+	lastPing := time.Now()
+	for {
+		evs, err := wt.Next(ctx, recheckEvery)
+		if err != nil {
+			return
+		}
+		for _, e := range evs {
+			if e.Kind == service.EventOverflow {
+				s.overflow(e.Change.Revision)
+				s.flush()
+				return
+			}
+			s.event(e)
+		}
+		if len(evs) == 0 && time.Since(lastPing) >= pingEvery {
+			s.buf = append(s.buf, ": ping\n\n"...)
+		}
+		if len(s.buf) > 0 {
+			if s.flush() != nil {
+				return
+			}
+			lastPing = time.Now()
+		}
+		if h.closing.Load() {
+			return
+		}
+		if _, err := h.svc.Authenticate(ctx, token, r.RemoteAddr); err != nil {
+			return
+		}
+	}
+}
+
+// parseRevision parses a decimal revision.
+func parseRevision(s string) (store.Revision, error) {
+	n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+	return store.Revision(n), err
+}
+
+// boolean returns parameter name as a bool: true or false (absent:
+// false); anything else is an error.
+func (q query) boolean(name string) (bool, error) {
+	switch v, ok := q[name]; {
+	case !ok || v == "false":
+		return false, nil
+	case v == "true":
+		return true, nil
+	default:
+		return false, paramError(name, "%s must be true or false; got %q", name, truncate(v, 32))
+	}
+}
+
+// sseWriter buffers a stream's events and writes them out, each write
+// with its own deadline.
+type sseWriter struct {
+	w      http.ResponseWriter
+	rc     *http.ResponseController
+	values bool
+	buf    []byte
+	err    error
+}
+
+func (s *sseWriter) event(e *service.Event) error {
+	s.buf = append(s.buf, e.Frame(s.values, encodeEvent)...)
+	if len(s.buf) >= 32<<10 {
+		return s.flush()
+	}
+	return s.err
+}
+
+func (s *sseWriter) ready(rev store.Revision) {
+	s.buf = append(s.buf, "event: ready\ndata: {\"revision\":"...)
+	s.buf = strconv.AppendUint(s.buf, uint64(rev), 10)
+	s.buf = append(s.buf, "}\n\n"...)
+}
+
+func (s *sseWriter) overflow(rev store.Revision) {
+	s.buf = append(s.buf, "event: overflow\ndata: {\"revision\":"...)
+	s.buf = strconv.AppendUint(s.buf, uint64(rev), 10)
+	s.buf = append(s.buf, "}\n\n"...)
+}
+
+func (s *sseWriter) flush() error {
+	if s.err != nil {
+		return s.err
+	}
+	if len(s.buf) == 0 {
+		return nil
+	}
+	s.rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
+	if _, err := s.w.Write(s.buf); err != nil {
+		s.err = err
+		return err
+	}
+	s.buf = s.buf[:0]
+	if err := s.rc.Flush(); err != nil {
+		s.err = err
+	}
+	return s.err
+}
+
+// encodeEvent is an event's frame: its id, its kind and its data.
+//
+//	id: 1042
+//	event: put
+//	data: {"key":"user/1","revision":1042,"etag":"\"…\"","size_bytes":21,"content_type":"application/json","updated_at":"…","expires_at":null}
+func encodeEvent(e *service.Event, values bool) []byte {
+	c := &e.Change
+	b := make([]byte, 0, 192+len(c.Key)+len(c.Value)*2)
+	b = append(b, "id: "...)
+	b = strconv.AppendUint(b, uint64(c.Revision), 10)
+	b = append(b, "\nevent: "...)
+	b = append(b, e.Kind.String()...)
+	b = append(b, "\ndata: {\"key\":"...)
+	b = appendJSONString(b, c.Key)
+	b = append(b, `,"revision":`...)
+	b = strconv.AppendUint(b, uint64(c.Revision), 10)
+	if e.Kind == service.EventPut {
+		b = append(b, `,"etag":`...)
+		b = appendJSONString(b, kv.FormatETag(uint64(c.Revision)))
+		b = append(b, `,"size_bytes":`...)
+		b = strconv.AppendInt(b, c.Size, 10)
+		b = append(b, `,"content_type":`...)
+		b = appendJSONString(b, c.ContentType)
+		b = append(b, `,"updated_at":"`...)
+		b = appendKeyTime(b, c.UpdatedAt)
+		b = append(b, `","expires_at":`...)
+		if c.ExpiresAt.IsZero() {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '"')
+			b = appendKeyTime(b, c.ExpiresAt)
+			b = append(b, '"')
+		}
+		if values && c.HasValue {
+			if utf8.Valid(c.Value) {
+				b = append(b, `,"value":`...)
+				b = appendJSONString(b, string(c.Value))
+			} else {
+				b = append(b, `,"value_base64":"`...)
+				b = base64.StdEncoding.AppendEncode(b, c.Value)
+				b = append(b, '"')
+			}
+		}
+	}
+	return append(b, "}\n\n"...)
+}
+
+// appendJSONString appends s as a JSON string. Escaping U+2028 and
+// U+2029 as encoding/json does keeps the data on one line for every
+// reader; a newline in the data would end the event.
+func appendJSONString(b []byte, s string) []byte {
+	q, _ := json.Marshal(s) // a string always encodes
+	return append(b, q...)
+}

@@ -1,0 +1,488 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/store"
+)
+
+// Watching: how a namespace's change feed reaches many watchers.
+//
+// Each namespace that has watchers in this process has one tail: a
+// goroutine that follows the namespace's feed in the store (WaitHead, then
+// ReadChanges) and keeps the latest changes in a ring shared by every
+// watcher of the namespace. A watcher reads the ring at its own pace from
+// its own position; the store is read once per change, whatever the
+// number of watchers. A watcher whose position is older than the ring
+// (it resumed from an older revision, or fell behind by more than the
+// ring holds) reads the store itself until it reaches the ring, holding
+// one of a few catch-up slots; one that waits too long for a slot is sent
+// an overflow event and closed, and resumes with since.
+//
+// Every event is encoded once, in the tail, and the same bytes go to
+// every watcher that wants them.
+
+// EventKind is what a watch event says.
+type EventKind uint8
+
+const (
+	EventPut      EventKind = EventKind(store.ChangePut)
+	EventDelete   EventKind = EventKind(store.ChangeDelete)
+	EventExpire   EventKind = EventKind(store.ChangeExpire)
+	EventReady    EventKind = 10 // the snapshot (or the start) is complete at Revision
+	EventOverflow EventKind = 11 // the watcher fell behind and is closed
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventReady:
+		return "ready"
+	case EventOverflow:
+		return "overflow"
+	}
+	return store.ChangeKind(k).String()
+}
+
+// Event is one event of a watch. Its encoding is cached: Frame.
+type Event struct {
+	Kind   EventKind
+	Change store.Change // Revision for every kind; the rest for changes
+
+	frames [2]atomic.Pointer[[]byte] // without and with the value
+}
+
+// Frame returns the event encoded by enc (values: with its value, when it
+// has one), encoding it only the first time.
+func (e *Event) Frame(values bool, enc func(e *Event, values bool) []byte) []byte {
+	i := 0
+	if values && e.Change.HasValue {
+		i = 1
+	}
+	if f := e.frames[i].Load(); f != nil {
+		return *f
+	}
+	f := enc(e, i == 1)
+	e.frames[i].Store(&f)
+	return f
+}
+
+// WatchOptions are a watch's parameters (see API.md, "Watch").
+type WatchOptions struct {
+	Prefix string
+	// Since, when HasSince, is the revision after which changes are sent.
+	Since    store.Revision
+	HasSince bool
+	// Snapshot: first every live key, as of a revision, then the changes
+	// after it.
+	Snapshot bool
+	// Values: put events carry values up to store.MaxChangeValue.
+	Values bool
+}
+
+// The bounds of watching.
+const (
+	// ringEvents and ringBytes bound a namespace's ring of recent changes.
+	ringEvents = 4096
+	ringBytes  = 16 << 20
+	// catchUpSlots bounds the watchers reading the store at once;
+	// catchUpWait is how long a watcher waits for a slot before it is
+	// sent an overflow.
+	catchUpSlots = 32
+	catchUpWait  = 10 * time.Second
+	// snapshotSlots bounds the snapshots being sent at once; a watch that
+	// waits longer than snapshotWait for one is refused with a 503.
+	snapshotSlots = 8
+	snapshotWait  = 5 * time.Second
+	// eventBatch is the most events Next returns at once.
+	eventBatch = 256
+	// recheckTail is how often a tail reads its namespace when nothing
+	// changes, to see whether it is still there.
+	recheckTail = time.Second
+)
+
+// watchHub holds the tails of the namespaces being watched.
+type watchHub struct {
+	mu       sync.Mutex
+	tails    map[tailKey]*nsTail
+	catchUp  chan struct{}
+	snapshot chan struct{}
+
+	// The bounds above, as this hub applies them (tests make them small).
+	ringEvents, ringBytes int
+	catchUpWait           time.Duration
+}
+
+type tailKey struct {
+	org string
+	ns  kv.ID
+}
+
+func newWatchHub() *watchHub {
+	return &watchHub{tails: map[tailKey]*nsTail{}, catchUp: make(chan struct{}, catchUpSlots), snapshot: make(chan struct{}, snapshotSlots),
+		ringEvents: ringEvents, ringBytes: ringBytes, catchUpWait: catchUpWait}
+}
+
+// nsTail follows one namespace's feed for the watchers of this process.
+type nsTail struct {
+	hub    *watchHub
+	key    tailKey
+	feed   store.Changes
+	cancel context.CancelFunc
+	users  int // guarded by watchHub.mu
+
+	mu sync.Mutex
+	// ring holds the changes with revisions in (base, last], in order.
+	ring       []*Event
+	ringBytes  int
+	base, last store.Revision
+	err        error         // the feed ended: the namespace is gone or not ready
+	moved      chan struct{} // closed and replaced when last moves or err is set
+}
+
+// join returns the tail of ns, started at the feed's head if it was not
+// running. The caller must leave it.
+func (h *watchHub) join(feed store.Changes, org string, ns kv.ID, head store.Revision) *nsTail {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	k := tailKey{org, ns}
+	t := h.tails[k]
+	if t == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		t = &nsTail{hub: h, key: k, feed: feed, cancel: cancel, base: head, last: head, moved: make(chan struct{})}
+		h.tails[k] = t
+		go t.run(ctx)
+	}
+	t.users++
+	return t
+}
+
+func (h *watchHub) leave(t *nsTail) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if t.users--; t.users == 0 {
+		t.cancel()
+		if h.tails[t.key] == t {
+			delete(h.tails, t.key)
+		}
+	}
+}
+
+// run reads the feed into the ring until ctx ends or the namespace goes.
+func (t *nsTail) run(ctx context.Context) {
+	t.mu.Lock()
+	pos := t.last
+	t.mu.Unlock()
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		changes, head, err := t.feed.ReadChanges(ctx, t.key.org, t.key.ns, "", pos, eventBatch, true)
+		switch {
+		case err == nil:
+			backoff = 50 * time.Millisecond
+		case ctx.Err() != nil:
+			return
+		case feedEnded(err):
+			t.end(err)
+			return
+		default: // the store is unavailable for now: try again
+			if !sleepCtx(ctx, backoff) {
+				return
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
+		if len(changes) > 0 {
+			pos = changes[len(changes)-1].Revision
+		}
+		if len(changes) < eventBatch {
+			pos = max(pos, head)
+		}
+		t.add(changes, pos)
+		if len(changes) == eventBatch {
+			continue
+		}
+		// The wait is bounded so that the namespace is read again at
+		// least every recheckTail even when nothing changes: a namespace
+		// deleted meanwhile ends its watches.
+		wctx, cancel := context.WithTimeout(ctx, recheckTail)
+		_, err = t.feed.WaitHead(wctx, pos)
+		cancel()
+		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
+			if !sleepCtx(ctx, backoff) {
+				return
+			}
+		}
+	}
+}
+
+// feedEnded reports whether a feed error ends every watch of the
+// namespace: it is gone, or no longer ready.
+func feedEnded(err error) bool {
+	var nr *store.NotReadyError
+	return errors.Is(err, store.ErrNamespaceNotFound) || errors.As(err, &nr)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// add appends changes to the ring, which then reaches last, evicting the
+// oldest beyond its bounds, and wakes the watchers.
+func (t *nsTail) add(changes []store.Change, last store.Revision) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if last <= t.last && len(changes) == 0 {
+		return
+	}
+	for _, c := range changes {
+		t.ring = append(t.ring, &Event{Kind: EventKind(c.Kind), Change: c})
+		t.ringBytes += len(c.Value) + len(c.Key) + 64
+	}
+	drop := 0
+	for len(t.ring)-drop > t.hub.ringEvents || t.ringBytes > t.hub.ringBytes && drop < len(t.ring) {
+		e := t.ring[drop]
+		t.ringBytes -= len(e.Change.Value) + len(e.Change.Key) + 64
+		t.base = e.Change.Revision
+		t.ring[drop] = nil
+		drop++
+	}
+	if drop > 0 {
+		t.ring = append(t.ring[:0:0], t.ring[drop:]...)
+	}
+	t.last = max(t.last, last)
+	close(t.moved)
+	t.moved = make(chan struct{})
+}
+
+func (t *nsTail) end(err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.err = err
+	close(t.moved)
+	t.moved = make(chan struct{})
+}
+
+// Watcher is one open watch. It is used by one goroutine.
+type Watcher struct {
+	s     *Service
+	feed  store.Changes
+	who   Principal
+	ns    kv.ID
+	opts  WatchOptions
+	tail  *nsTail
+	pos   store.Revision // every change up to it was delivered or skipped
+	ready bool
+}
+
+// Watch opens a watch of namespace id (see API.md, "Watch"). It counts
+// one list. The caller must Close the watcher.
+func (s *Service) Watch(ctx context.Context, p Principal, id kv.ID, opts WatchOptions) (*Watcher, error) {
+	if err := p.namespace(id, kv.PermKeysRead); err != nil {
+		return nil, err
+	}
+	if err := p.listPrefix(opts.Prefix); err != nil {
+		return nil, err
+	}
+	if len(opts.Prefix) > kv.MaxKeyLen {
+		return nil, kv.Errorf(kv.EInvalid, "prefix is longer than any key can be (%d characters)", kv.MaxKeyLen).WithParam("prefix")
+	}
+	feed, ok := s.store.(store.Changes)
+	if !ok {
+		return nil, kv.Errorf(kv.EInternal, "this store keeps no change feed")
+	}
+	head, err := feed.Head(ctx)
+	if err != nil {
+		return nil, fromStore(err, "")
+	}
+	w := &Watcher{s: s, feed: feed, who: p, ns: id, opts: opts, pos: head}
+	if opts.HasSince {
+		// Check the namespace and the history now, so that a watch that
+		// cannot be served is refused before its stream starts.
+		if _, _, err := feed.ReadChanges(ctx, p.Org, id, opts.Prefix, opts.Since, 1, false); err != nil {
+			return nil, watchErr(err)
+		}
+		w.pos = opts.Since
+	} else if _, _, err := feed.ReadChanges(ctx, p.Org, id, opts.Prefix, head, 1, false); err != nil {
+		return nil, watchErr(err)
+	}
+	w.tail = s.watches.join(feed, p.Org, id, head)
+	s.meter.Add(p.Org, id, s.now(), store.UsageCounts{Lists: 1})
+	return w, nil
+}
+
+func watchErr(err error) error {
+	var gone *store.HistoryGoneError
+	if errors.As(err, &gone) {
+		e := kv.Errorf(kv.EHistoryGone, "the changes after that revision are no longer kept; resume from revision %d or later, or start again with snapshot=true", gone.Oldest)
+		e.OldestRevision = uint64(gone.Oldest)
+		return e
+	}
+	return fromStore(err, "")
+}
+
+// Close ends the watch.
+func (w *Watcher) Close() {
+	if w.tail != nil {
+		w.s.watches.leave(w.tail)
+		w.tail = nil
+	}
+}
+
+// Snapshot sends, through fn, a put event for every live key under the
+// watch's prefix as of a revision, which it returns; the watch goes on
+// from there. It counts a read per key sent. A watch that cannot get one
+// of the snapshot slots within a few seconds is refused (503).
+func (w *Watcher) Snapshot(ctx context.Context, fn func(*Event) error) (store.Revision, error) {
+	t := time.NewTimer(snapshotWait)
+	defer t.Stop()
+	select {
+	case w.s.watches.snapshot <- struct{}{}:
+		defer func() { <-w.s.watches.snapshot }()
+	case <-t.C:
+		return 0, kv.Errorf(kv.EUnavailable, "too many snapshots are being sent; try again shortly")
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	sent := 0
+	now := w.s.now()
+	defer func() {
+		if sent > 0 {
+			w.s.meter.Add(w.who.Org, w.ns, w.s.now(), store.UsageCounts{Reads: int64(sent)})
+		}
+	}()
+	at, err := w.feed.Snapshot(ctx, w.who.Org, w.ns, w.opts.Prefix, now, w.opts.Values, func(c store.Change) error {
+		sent++
+		return fn(&Event{Kind: EventPut, Change: c})
+	})
+	if err != nil {
+		return 0, watchErr(err)
+	}
+	w.pos = at
+	return at, nil
+}
+
+// Revision is the revision up to which every change was delivered (or
+// was not the watch's): the resume point, and a ready event's revision.
+func (w *Watcher) Revision() store.Revision { return w.pos }
+
+// Next returns the next events (at most a few hundred), waiting up to
+// wait for one; none when the wait ended without any. An overflow event
+// comes last and ends the watch. An error ends it too: the namespace was
+// deleted, or ctx ended.
+func (w *Watcher) Next(ctx context.Context, wait time.Duration) ([]*Event, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		evs, moved, behind, err := w.fromRing()
+		if err != nil || len(evs) > 0 {
+			return w.count(evs), err
+		}
+		if behind {
+			evs, err := w.catchUp(ctx)
+			if err != nil || len(evs) > 0 {
+				return w.count(evs), err
+			}
+			continue
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, nil
+		}
+		t := time.NewTimer(left)
+		select {
+		case <-moved:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		}
+		t.Stop()
+	}
+}
+
+// count meters the changes among evs.
+func (w *Watcher) count(evs []*Event) []*Event {
+	n := 0
+	for _, e := range evs {
+		if e.Kind != EventOverflow {
+			n++
+		}
+	}
+	if n > 0 {
+		w.s.meter.Add(w.who.Org, w.ns, w.s.now(), store.UsageCounts{Reads: int64(n)})
+	}
+	return evs
+}
+
+// fromRing takes the watcher's next events from the ring. behind: the
+// watcher's position is older than the ring; moved is closed when the
+// ring gets more.
+func (w *Watcher) fromRing() (evs []*Event, moved <-chan struct{}, behind bool, err error) {
+	t := w.tail
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.err != nil {
+		return nil, nil, false, fromStore(t.err, "")
+	}
+	if w.pos < t.base {
+		return nil, nil, true, nil
+	}
+	i := sort.Search(len(t.ring), func(i int) bool { return t.ring[i].Change.Revision > w.pos })
+	for ; i < len(t.ring) && len(evs) < eventBatch; i++ {
+		e := t.ring[i]
+		w.pos = e.Change.Revision
+		if strings.HasPrefix(e.Change.Key, w.opts.Prefix) {
+			evs = append(evs, e)
+		}
+	}
+	if i == len(t.ring) {
+		w.pos = max(w.pos, t.last)
+	}
+	return evs, t.moved, false, nil
+}
+
+// catchUp reads the watcher's next changes from the store, holding a
+// catch-up slot; a watcher that cannot get one in time is sent an
+// overflow.
+func (w *Watcher) catchUp(ctx context.Context) ([]*Event, error) {
+	t := time.NewTimer(w.s.watches.catchUpWait)
+	defer t.Stop()
+	select {
+	case w.s.watches.catchUp <- struct{}{}:
+		defer func() { <-w.s.watches.catchUp }()
+	case <-t.C:
+		return []*Event{{Kind: EventOverflow, Change: store.Change{Revision: w.pos}}}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	changes, head, err := w.feed.ReadChanges(ctx, w.who.Org, w.ns, w.opts.Prefix, w.pos, eventBatch, w.opts.Values)
+	var gone *store.HistoryGoneError
+	switch {
+	case errors.As(err, &gone):
+		// Compacted while the watcher was behind: it must start again.
+		return []*Event{{Kind: EventOverflow, Change: store.Change{Revision: w.pos}}}, nil
+	case err != nil:
+		return nil, fromStore(err, "")
+	}
+	evs := make([]*Event, len(changes))
+	for i, c := range changes {
+		evs[i] = &Event{Kind: EventKind(c.Kind), Change: c}
+		w.pos = c.Revision
+	}
+	if len(changes) < eventBatch {
+		w.pos = max(w.pos, head)
+	}
+	return evs, nil
+}

@@ -1,0 +1,144 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/store/pebble"
+)
+
+// newWatched returns a service on a fresh embedded store, a ready
+// namespace, and a function that writes n keys into it.
+func newWatched(t *testing.T) (*Service, kv.ID, func(n int)) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := pebble.Open(t.TempDir(), pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	svc := New(Config{Store: db})
+	p := FullPrincipal("org")
+	ns, err := svc.CreateNamespace(ctx, p, "watched")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := db.ClaimLifecycleJob(ctx, "h", time.Now(), time.Minute); err != nil || !ok {
+		t.Fatalf("claim: %v, %v", ok, err)
+	}
+	if err := db.CompleteProvision(ctx, ns.ID, "h", kv.StatusProvisionOK, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	seq := 0
+	return svc, ns.ID, func(n int) {
+		for range n {
+			seq++
+			if _, err := svc.PutKey(ctx, p, ns.ID, fmt.Sprintf("k%03d", seq), Put{Data: []byte("v")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// drain reads w until it has n events or one is an overflow.
+func drain(t *testing.T, w *Watcher, n int) []*Event {
+	t.Helper()
+	var got []*Event
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < n && time.Now().Before(deadline) {
+		evs, err := w.Next(context.Background(), 100*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, evs...)
+		if len(got) > 0 && got[len(got)-1].Kind == EventOverflow {
+			break
+		}
+	}
+	return got
+}
+
+// TestWatchBehindTheRing: a watcher whose position is older than its
+// namespace's ring reads the store until it reaches the ring, and gets
+// every change once, in order; one that cannot get a catch-up slot in
+// time is sent an overflow with the revision to resume from.
+func TestWatchBehindTheRing(t *testing.T) {
+	svc, id, write := newWatched(t)
+	svc.watches.ringEvents = 8
+	svc.watches.catchUpWait = 50 * time.Millisecond
+	p := FullPrincipal("org")
+	ctx := context.Background()
+
+	w, err := svc.Watch(ctx, p, id, WatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	start := w.Revision()
+	write(40) // the ring keeps the last 8
+	got := drain(t, w, 40)
+	if len(got) != 40 {
+		t.Fatalf("%d events of 40", len(got))
+	}
+	for i, e := range got {
+		if e.Kind != EventPut || e.Change.Key != fmt.Sprintf("k%03d", i+1) || i > 0 && e.Change.Revision <= got[i-1].Change.Revision {
+			t.Fatalf("event %d: %v %q at %d", i, e.Kind, e.Change.Key, e.Change.Revision)
+		}
+	}
+
+	// Every catch-up slot taken: a watcher behind the ring overflows.
+	for range cap(svc.watches.catchUp) {
+		svc.watches.catchUp <- struct{}{}
+	}
+	late, err := svc.Watch(ctx, p, id, WatchOptions{Since: start, HasSince: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	got = drain(t, late, 1)
+	if len(got) != 1 || got[0].Kind != EventOverflow || got[0].Change.Revision != start {
+		t.Fatalf("a watcher behind the ring with no catch-up slot: %+v", got)
+	}
+	for range cap(svc.watches.catchUp) {
+		<-svc.watches.catchUp
+	}
+	// Resuming from the overflow's revision, with slots free, misses nothing.
+	again, err := svc.Watch(ctx, p, id, WatchOptions{Since: got[0].Change.Revision, HasSince: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if got := drain(t, again, 40); len(got) != 40 || got[39].Change.Key != "k040" {
+		t.Fatalf("resumed after the overflow: %d events", len(got))
+	}
+}
+
+// TestWatchTailsEnd: the tail of a namespace stops when its last watcher
+// leaves, and the next watcher starts a new one.
+func TestWatchTailsEnd(t *testing.T) {
+	svc, id, write := newWatched(t)
+	p := FullPrincipal("org")
+	ctx := context.Background()
+	a, _ := svc.Watch(ctx, p, id, WatchOptions{})
+	b, _ := svc.Watch(ctx, p, id, WatchOptions{})
+	if a.tail != b.tail || len(svc.watches.tails) != 1 {
+		t.Fatalf("two watchers of one namespace have %d tails", len(svc.watches.tails))
+	}
+	a.Close()
+	b.Close()
+	if n := len(svc.watches.tails); n != 0 {
+		t.Fatalf("%d tails left after the last watcher closed", n)
+	}
+	c, err := svc.Watch(ctx, p, id, WatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	write(1)
+	if got := drain(t, c, 1); len(got) != 1 || got[0].Change.Key != "k001" {
+		t.Fatalf("a watcher after the tails ended: %+v", got)
+	}
+}
