@@ -299,10 +299,7 @@ func (s *Service) Watch(ctx context.Context, p Principal, id kv.ID, opts WatchOp
 	if len(opts.Prefix) > kv.MaxKeyLen {
 		return nil, kv.Errorf(kv.EInvalid, "prefix is longer than any key can be (%d characters)", kv.MaxKeyLen).WithParam("prefix")
 	}
-	feed, ok := s.store.(store.Changes)
-	if !ok {
-		return nil, kv.Errorf(kv.EInternal, "this store keeps no change feed")
-	}
+	feed := s.store
 	head, err := feed.Head(ctx)
 	if err != nil {
 		return nil, fromStore(err, "")

@@ -90,7 +90,7 @@ func (e *HistoryGoneError) Error() string {
 
 func (e *HistoryGoneError) Is(target error) bool { return target == ErrHistoryGone }
 
-// Changes reads the change feed.
+// Changes reads the change feed. Every engine keeps one.
 type Changes interface {
 	// ReadChanges returns up to limit (> 0; less is ErrInvalidArgument)
 	// changes of namespace ns of org whose keys start with prefix and

@@ -49,6 +49,7 @@ type Store interface {
 	Lifecycle
 	UsageAdder
 	UsageReader
+	Changes
 
 	// Close releases the engine, after the calls in flight have returned.
 	// Calls after Close return ErrClosed.

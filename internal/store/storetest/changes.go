@@ -16,26 +16,9 @@ import (
 	"github.com/edgekv/kv/internal/store"
 )
 
-// feedStore is an engine with its change feed.
-type feedStore interface {
-	store.Store
-	store.Changes
-}
-
-// feedOf returns s's change feed, or skips the case for an engine
-// without one.
-func feedOf(t *testing.T, s store.Store) feedStore {
-	t.Helper()
-	f, ok := s.(feedStore)
-	if !ok {
-		t.Skip("the engine keeps no change feed")
-	}
-	return f
-}
-
 // readAll reads ns's feed after `after` up to the head, page by page of
 // limit, and returns the changes and the head it ended at.
-func readAll(t *testing.T, f feedStore, ns kv.Namespace, prefix string, after store.Revision, limit int, values bool) ([]store.Change, store.Revision) {
+func readAll(t *testing.T, f store.Store, ns kv.Namespace, prefix string, after store.Revision, limit int, values bool) ([]store.Change, store.Revision) {
 	t.Helper()
 	var all []store.Change
 	for {
@@ -73,7 +56,7 @@ func wantChange(t *testing.T, what string, c store.Change, k store.ChangeKind, k
 // a delete of a missing key records nothing; values come only when asked
 // and only up to MaxChangeValue.
 func testChanges(t *testing.T, s store.Store) {
-	f := feedOf(t, s)
+	f := s
 	ns := readyNamespace(t, s, "org-a", "ns")
 	other := readyNamespace(t, s, "org-a", "other")
 	start, err := f.Head(ctx)
@@ -175,7 +158,7 @@ func testChanges(t *testing.T, s store.Store) {
 // testChangesFailedWrites: a write that fails (a precondition, an atomic
 // batch that fails part way) records nothing.
 func testChangesFailedWrites(t *testing.T, s store.Store) {
-	f := feedOf(t, s)
+	f := s
 	ns := readyNamespace(t, s, "org-a", "ns")
 	w := put(t, s, ns, "a", putValue("A"), base)
 	v := putValue("refused")
@@ -198,7 +181,7 @@ func testChangesFailedWrites(t *testing.T, s store.Store) {
 // testChangesExpire: a swept expiry records an expire change, with a
 // revision of its own, at the sweep's now.
 func testChangesExpire(t *testing.T, s store.Store) {
-	f := feedOf(t, s)
+	f := s
 	ns := readyNamespace(t, s, "org-a", "ns")
 	w := put(t, s, ns, "t", store.PutValue{Data: []byte("soon"), ContentType: "text/plain", ExpiresAt: base.Add(time.Second)}, base)
 	put(t, s, ns, "keep", putValue("k"), base)
@@ -227,7 +210,7 @@ func testChangesExpire(t *testing.T, s store.Store) {
 // testChangesNamespace: the feed checks its namespace as key operations
 // do, and a limit below 1 is refused.
 func testChangesNamespace(t *testing.T, s store.Store) {
-	f := feedOf(t, s)
+	f := s
 	ns := readyNamespace(t, s, "org-a", "ns")
 	pending := newNamespace(t, s, "org-a", "pending", base)
 	none := func(store.Change) error { return nil }
@@ -265,7 +248,7 @@ func testChangesNamespace(t *testing.T, s store.Store) {
 // latest removed with a *HistoryGoneError naming the oldest revision it
 // accepts, and reads on from there.
 func testCompactChanges(t *testing.T, s store.Store) {
-	f := feedOf(t, s)
+	f := s
 	ns := readyNamespace(t, s, "org-a", "ns")
 	quiet := readyNamespace(t, s, "org-a", "quiet")
 	start, err := f.Head(ctx)
@@ -315,7 +298,7 @@ func testCompactChanges(t *testing.T, s store.Store) {
 // testSnapshot: Snapshot gives the live keys under a prefix in key order,
 // as of a revision from which the feed goes on with what came after.
 func testSnapshot(t *testing.T, s store.Store) {
-	f := feedOf(t, s)
+	f := s
 	ns := readyNamespace(t, s, "org-a", "ns")
 	put(t, s, ns, "p/b", store.PutValue{Data: []byte("B"), ContentType: "text/x-b", ExpiresAt: base.Add(time.Hour)}, base)
 	wa := put(t, s, ns, "p/a", putValue("A"), base)
@@ -516,7 +499,7 @@ func churn(t *testing.T, s store.Store, ns kv.Namespace, writers int, stop <-cha
 // caught up with head (taken after the writers stopped), applying every
 // change to r; it fails on a change out of order or seen twice, and
 // returns the revisions seen.
-func tail(t *testing.T, f feedStore, ns kv.Namespace, after store.Revision, r replica, stop <-chan struct{}, final func() store.Revision) map[store.Revision]bool {
+func tail(t *testing.T, f store.Store, ns kv.Namespace, after store.Revision, r replica, stop <-chan struct{}, final func() store.Revision) map[store.Revision]bool {
 	t.Helper()
 	seen := map[store.Revision]bool{}
 	var until store.Revision
@@ -560,12 +543,12 @@ func tail(t *testing.T, f feedStore, ns kv.Namespace, after store.Revision, r re
 // the feed sees every change once, in increasing revision order, every
 // acknowledged write among them, and ends with a copy equal to the store.
 func testChangesTail(t *testing.T, s store.Store) {
-	f := feedOf(t, s)
+	f := s
 	ns := readyNamespace(t, s, "org-a", "ns")
 	testTailThrough(t, f, s, ns)
 }
 
-func testTailThrough(t *testing.T, reader feedStore, writer store.Store, ns kv.Namespace) {
+func testTailThrough(t *testing.T, reader store.Store, writer store.Store, ns kv.Namespace) {
 	t.Helper()
 	start, err := reader.Head(ctx)
 	if err != nil {
@@ -578,7 +561,7 @@ func testTailThrough(t *testing.T, reader feedStore, writer store.Store, ns kv.N
 	r := replica{}
 	seen := tail(t, reader, ns, start, r, stop, func() store.Revision {
 		acked = wait()
-		h, err := writer.(store.Changes).Head(ctx)
+		h, err := writer.Head(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -598,7 +581,7 @@ func testTailThrough(t *testing.T, reader feedStore, writer store.Store, ns kv.N
 // testSnapshotUnderWrites: a snapshot taken while 8 writers run, then the
 // feed from its revision, rebuild the store exactly; several times.
 func testSnapshotUnderWrites(t *testing.T, s store.Store) {
-	f := feedOf(t, s)
+	f := s
 	ns := readyNamespace(t, s, "org-a", "ns")
 	for round := range 3 {
 		stop := make(chan struct{})
@@ -636,7 +619,7 @@ func testSnapshotUnderWrites(t *testing.T, s store.Store) {
 // second process) reach a reader of the first, complete and in order.
 func testChangesTwoHandles(t *testing.T, h Harness, a store.Store) {
 	t.Cleanup(func() { a.Close() })
-	f := feedOf(t, a)
+	f := a
 	b := h.Second(t, a)
 	if b == nil {
 		t.Skip("the engine admits one process at a time")
@@ -648,10 +631,6 @@ func testChangesTwoHandles(t *testing.T, h Harness, a store.Store) {
 
 // testChangesAfterRestart: the feed and its head survive a restart.
 func testChangesAfterRestart(t *testing.T, h Harness, s store.Store) {
-	if _, ok := s.(feedStore); !ok {
-		s.Close()
-		t.Skip("the engine keeps no change feed")
-	}
 	ns := readyNamespace(t, s, "org-a", "ns")
 	var revs []store.Revision
 	for i := range 3 {
@@ -659,7 +638,7 @@ func testChangesAfterRestart(t *testing.T, h Harness, s store.Store) {
 	}
 	s = h.Reopen(t, s)
 	defer s.Close()
-	f := feedOf(t, s)
+	f := s
 	if head, err := f.Head(ctx); err != nil || head < revs[2] {
 		t.Fatalf("head after restart: %d, %v; the last write was at %d", head, err, revs[2])
 	}
