@@ -59,11 +59,12 @@ import (
 // The feed needs PostgreSQL 13 or later (xid8, pg_current_snapshot); the
 // rest of the engine keeps to what CockroachDB and YugabyteDB accept.
 
-// The kinds of changes in the changes table: store.ChangeKind's values.
-const (
-	changePut    = "1"
-	changeDelete = "2"
-	changeExpire = "3"
+// The kinds of changes in the changes table, for statements:
+// store.ChangeKind's values.
+var (
+	changePut    = strconv.Itoa(int(store.ChangePut))
+	changeDelete = strconv.Itoa(int(store.ChangeDelete))
+	changeExpire = strconv.Itoa(int(store.ChangeExpire))
 )
 
 // maxChangeValue is store.MaxChangeValue, for statements.
