@@ -1,6 +1,7 @@
 package pebble
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -174,6 +175,23 @@ func TestCheckFindsDamage(t *testing.T) {
 		{"expiry index entry missing", "not in the expiry index", func(dir string) {
 			rawPebble(t, dir, func(db *pebbledb.DB) {
 				db.Delete(appendExpiryKey(nil, id, encodeExpiry(damageAt.Add(time.Second)), "t000"), pebbledb.Sync)
+			})
+		}},
+		{"change record corrupt", "corrupt change record", func(dir string) {
+			rawPebble(t, dir, func(db *pebbledb.DB) {
+				lo, hi := namespaceRange(tagChange, id)
+				it, _ := db.NewIter(&pebbledb.IterOptions{LowerBound: lo, UpperBound: hi})
+				if !it.Last() {
+					t.Fatal("no change record")
+				}
+				k := bytes.Clone(it.Key())
+				it.Close()
+				db.Set(k, []byte{byte(store.ChangeDelete)}, pebbledb.Sync)
+			})
+		}},
+		{"change feed of no namespace", "its change feed is not", func(dir string) {
+			rawPebble(t, dir, func(db *pebbledb.DB) {
+				db.Set(appendChangeKey(nil, [16]byte(kv.NewID()), 1), appendChange(nil, store.ChangeDelete, damageAt, 0, 0, "k", "", nil), pebbledb.Sync)
 			})
 		}},
 		{"corrupt namespace record", "record does not decode", func(dir string) {

@@ -189,11 +189,12 @@ func readHorizon(r pebble.Reader, id [16]byte) (store.Revision, error) {
 	return decodeHorizon(v)
 }
 
-// changeScanBudget bounds the records one ReadChanges looks at: a reader
-// of a narrow prefix far behind the head is answered with the head it read
-// up to, and goes on from there, rather than walking all the history in
-// one call while it holds its namespace.
-const changeScanBudget = 16 << 10
+// changeScanBudget bounds the records one ReadChanges looks at (and so
+// reads, values included: up to 256 MiB at 64 KiB each): a reader of a
+// narrow prefix far behind the head is answered with the head it read up
+// to, and goes on from there, rather than walking all the history in one
+// call while it holds its namespace.
+const changeScanBudget = 4 << 10
 
 // ReadChanges implements store.Changes. The horizon and the records come
 // from one iterator, one consistent view, so a compaction meanwhile

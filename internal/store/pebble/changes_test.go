@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,13 +25,20 @@ import (
 
 var feedAt = time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
 
+// openFeed opens a new store, closed when the test ends.
 func openFeed(t *testing.T) *DB {
 	t.Helper()
-	d, err := Open(t.TempDir(), Options{Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := mustOpen(t, t.TempDir())
 	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func mustOpen(t *testing.T, dir string) *DB {
+	t.Helper()
+	d, err := Open(dir, Options{Logger: quietLog})
+	if err != nil {
+		t.Fatalf("open %s: %v", dir, err)
+	}
 	return d
 }
 
@@ -961,10 +969,7 @@ func TestHeadWaitsForLogSync(t *testing.T) {
 // the engine closes.
 func TestWaitHead(t *testing.T) {
 	ctx := context.Background()
-	d, err := Open(t.TempDir(), Options{Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := mustOpen(t, t.TempDir())
 	ns := readyNamespace(t, d, "org", feedAt)
 	head, _ := d.Head(ctx)
 	if h, err := d.WaitHead(ctx, head-1); err != nil || h != head {
@@ -1010,20 +1015,14 @@ func TestWaitHead(t *testing.T) {
 func TestChangesSurviveRestart(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	d, err := Open(dir, Options{Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := mustOpen(t, dir)
 	ns := readyNamespace(t, d, "org", feedAt)
 	var stop atomic.Bool
 	feedWorkload(t, d, ns, 1, 200, &stop, func(string, store.Revision) {})
 	before, head := readFeed(t, d, ns, "", 0, 64, true)
 	d.Close()
 
-	d, err = Open(dir, Options{Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d = mustOpen(t, dir)
 	defer d.Close()
 	after, head2 := readFeed(t, d, ns, "", 0, 64, true)
 	if len(after) != len(before) || len(before) == 0 {
@@ -1230,10 +1229,7 @@ func changesPowerLoss(t *testing.T, seed uint64) {
 func TestCompactChanges(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	d, err := Open(dir, Options{Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := mustOpen(t, dir)
 	ns := readyNamespace(t, d, "org", feedAt)
 	other := readyNamespace(t, d, "org2", feedAt)
 	var revs []store.Revision
@@ -1281,10 +1277,7 @@ func TestCompactChanges(t *testing.T) {
 	}
 	d.Close()
 
-	d, err = Open(dir, Options{Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d = mustOpen(t, dir)
 	defer d.Close()
 	gone(0, revs[4])
 	if cs, _ := readFeed(t, d, ns, "", revs[4], 100, false); len(cs) != 6 {
@@ -1424,10 +1417,7 @@ func TestPurgeRemovesTheFeed(t *testing.T) {
 func TestCheckpointCarriesTheFeed(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
-	d, err := Open(filepath.Join(root, "store"), Options{Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := mustOpen(t, filepath.Join(root, "store"))
 	defer d.Close()
 	ns := readyNamespace(t, d, "org", feedAt)
 	var stop atomic.Bool
@@ -1435,7 +1425,7 @@ func TestCheckpointCarriesTheFeed(t *testing.T) {
 	if _, err := d.CompactChanges(ctx, feedAt.Add(time.Minute), 10); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = d.ReadChanges(ctx, ns.Org, ns.ID, "", 0, 10, false)
+	_, _, err := d.ReadChanges(ctx, ns.Org, ns.ID, "", 0, 10, false)
 	var hg *store.HistoryGoneError
 	if !errors.As(err, &hg) {
 		t.Fatalf("reading the compacted feed from 0: %v", err)
@@ -1479,10 +1469,7 @@ func TestCheckpointCarriesTheFeed(t *testing.T) {
 func TestUpgradeStartsTheFeed(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	d, err := Open(dir, Options{Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := mustOpen(t, dir)
 	full := readyNamespace(t, d, "org", feedAt)
 	empty := readyNamespace(t, d, "org2", feedAt)
 	for i := range 5 {
@@ -1502,17 +1489,14 @@ func TestUpgradeStartsTheFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d, err = Open(dir, Options{Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d = mustOpen(t, dir)
 	defer d.Close()
 	if v, closer, err := d.db.Get(formatKey); err != nil || !bytes.Equal(v, []byte{formatVersion}) {
 		t.Fatalf("layout record after the upgrade: %x, %v", v, err)
 	} else {
 		closer.Close()
 	}
-	_, _, err = d.ReadChanges(ctx, full.Org, full.ID, "", 0, 10, false)
+	_, _, err := d.ReadChanges(ctx, full.Org, full.ID, "", 0, 10, false)
 	var hg *store.HistoryGoneError
 	if !errors.As(err, &hg) || hg.Oldest == 0 {
 		t.Fatalf("reading the upgraded namespace from 0: %v; want its history gone", err)
@@ -1599,5 +1583,31 @@ func TestChangeRecordsDecodeStrictly(t *testing.T) {
 		if _, err := decodeChange(b); err == nil {
 			t.Errorf("%s: decoded", name)
 		}
+	}
+}
+
+// TestUpgradeCutShortBeforeTheIdentity: a store whose layout record is
+// ahead of its identity file (an upgrade from layout 2 that a crash cut
+// short before it rewrote the file) opens, and gets its identity file
+// rewritten; one whose layout record is behind is refused.
+func TestUpgradeCutShortBeforeTheIdentity(t *testing.T) {
+	dir := t.TempDir()
+	d := mustOpen(t, dir)
+	readyNamespace(t, d, "org", feedAt)
+	d.Close()
+	if err := writeIdentityLayout(dir, 2); err != nil {
+		t.Fatal(err)
+	}
+	d = mustOpen(t, dir)
+	d.Close()
+	if id, err := readIdentity(vfs.Default, dir); err != nil || id == nil || id.Layout != formatVersion {
+		t.Fatalf("identity after opening: %+v, %v", id, err)
+	}
+	rawPebble(t, dir, func(db *pebbledb.DB) { db.Set(formatKey, []byte{3}, pebbledb.Sync) })
+	if d, err := Open(dir, Options{Logger: quietLog}); err == nil || !strings.Contains(err.Error(), "identity file says layout 4, its layout record 3") {
+		if err == nil {
+			d.Close()
+		}
+		t.Fatalf("a layout record behind the identity file: %v", err)
 	}
 }

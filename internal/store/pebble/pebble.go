@@ -706,9 +706,9 @@ func appendSize(dst []byte, size int64) []byte {
 }
 
 // putRecords adds to b the records of v stored under key at revision rev,
-// in place of old, with the change record, and returns the key's new state and the change of its
-// live bytes at now (the usage of an old value that expired is added to
-// b at its expiry).
+// in place of old, with its change record, and returns the key's new state
+// and the change of its live bytes at now (the usage of an old value that
+// expired is added to b at its expiry).
 func putRecords(b *pebble.Batch, e *nsEntry, key string, data []byte, contentType string, expiry uint64, rev store.Revision, old keyState, now time.Time) (keyState, int64, error) {
 	op := b.SetDeferred(1+16+len(key), valueHeaderSize+len(contentType)+len(data))
 	appendValueKey(op.Key[:0], e.id, key)
