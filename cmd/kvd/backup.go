@@ -92,6 +92,6 @@ func runBackup(ctx context.Context, cmd string, args []string, getenv func(strin
 }
 
 func summary(r pebble.CheckReport) string {
-	return fmt.Sprintf("layout %d, %d namespaces, %d tokens, %d keys, %s of keys and values",
-		r.Layout, r.Namespaces, r.Tokens, r.Keys, diskguard.Bytes(uint64(r.Bytes)))
+	return fmt.Sprintf("layout %d, %d namespaces, %d tokens, %d keys, %s of keys and values, %d changes in the watch history",
+		r.Layout, r.Namespaces, r.Tokens, r.Keys, diskguard.Bytes(uint64(r.Bytes)), r.Changes)
 }
