@@ -312,7 +312,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	if cfg.selected(GetHitSlowloris) {
 		// The attacker's connections and the clients' share this process.
-		if err := raiseFDLimit(cfg.SlowConns + cfg.maxClients() + fdReserve); err != nil {
+		if err := raiseFDLimit(cfg.SlowConns+cfg.maxClients()+fdReserve, slowlorisUse, "--slow-conns"); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
 	}
