@@ -767,24 +767,31 @@ func (r *ScaleReport) Print(w io.Writer) {
 			}
 		}
 	}
-	if len(r.Targets) > 0 {
-		fmt.Fprintln(w, "\ntargets:")
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		for _, t := range r.Targets {
-			verdict := "met"
-			if !t.Met {
-				verdict = "MISSED"
-			}
-			fmt.Fprintf(tw, "  %s\t%s\twant %s\t%s\n", t.Name, t.Got, t.Want, verdict)
-		}
-		tw.Flush()
-	}
+	printTargets(w, r.Targets)
 	if !r.PeakRSSResettable {
 		fmt.Fprintln(w, "\npeak RSS figures are kvd's peak since it started (VmHWM could not be reset)")
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintln(w, "note:", n)
 	}
+}
+
+// printTargets writes the targets and whether each was met, if there are
+// any.
+func printTargets(w io.Writer, targets []ScaleTarget) {
+	if len(targets) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\ntargets:")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, t := range targets {
+		verdict := "met"
+		if !t.Met {
+			verdict = "MISSED"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\twant %s\t%s\n", t.Name, t.Got, t.Want, verdict)
+	}
+	tw.Flush()
 }
 
 // fmtMiB formats a byte count in MiB, or in GiB from 1 GiB.
