@@ -20,7 +20,10 @@ import (
 // ReadChanges) and keeps the latest changes in a ring shared by every
 // watcher of the namespace. A watcher reads the ring at its own pace from
 // its own position; the store is read once per change, whatever the
-// number of watchers. A watcher whose position is older than the ring
+// number of watchers. The ring is published as an immutable view that
+// watchers read without a lock: ten thousand watchers woken by one change
+// would otherwise queue on the tail's mutex, one at a time. A watcher
+// whose position is older than the ring
 // (it resumed from an older revision, or fell behind by more than the
 // ring holds) reads the store itself until it reaches the ring, holding
 // one of a few catch-up slots; one that waits too long for a slot is sent
@@ -131,13 +134,21 @@ type nsTail struct {
 	cancel context.CancelFunc
 	users  int // guarded by watchHub.mu
 
-	mu sync.Mutex
-	// ring holds the changes with revisions in (base, last], in order.
-	ring       []*Event
-	ringBytes  int
+	// view is the ring now; only the tail's goroutine publishes views.
+	view atomic.Pointer[ringView]
+}
+
+// ringView is a tail's ring as of one moment. A view is never changed
+// once published. A newer view shares its predecessor's array: it only
+// appends past the predecessor's end, where no published view reads, and
+// drops from the front by slicing.
+type ringView struct {
+	// events holds the changes with revisions in (base, last], in order.
+	events     []*Event
+	bytes      int
 	base, last store.Revision
 	err        error         // the feed ended: the namespace is gone or not ready
-	moved      chan struct{} // closed and replaced when last moves or err is set
+	moved      chan struct{} // closed when a newer view is published
 }
 
 // join returns the tail of ns, started at the feed's head if it was not
@@ -149,7 +160,8 @@ func (h *watchHub) join(feed store.Changes, org string, ns kv.ID, head store.Rev
 	t := h.tails[k]
 	if t == nil {
 		ctx, cancel := context.WithCancel(context.Background())
-		t = &nsTail{key: k, feed: feed, cancel: cancel, base: head, last: head, moved: make(chan struct{})}
+		t = &nsTail{key: k, feed: feed, cancel: cancel}
+		t.view.Store(&ringView{base: head, last: head, moved: make(chan struct{})})
 		h.tails[k] = t
 		go t.run(ctx)
 	}
@@ -170,9 +182,7 @@ func (h *watchHub) leave(t *nsTail) {
 
 // run reads the feed into the ring until ctx ends or the namespace goes.
 func (t *nsTail) run(ctx context.Context) {
-	t.mu.Lock()
-	pos := t.last
-	t.mu.Unlock()
+	pos := t.view.Load().last
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
 		changes, head, err := t.feed.ReadChanges(ctx, t.key.org, t.key.ns, "", pos, eventBatch, true)
@@ -233,40 +243,46 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// add appends changes to the ring, which then reaches last, evicting the
-// oldest beyond its bounds, and wakes the watchers.
+// add publishes a view with changes appended to the ring, which then
+// reaches last, the oldest evicted beyond its bounds, and wakes the
+// watchers.
 func (t *nsTail) add(changes []store.Change, last store.Revision) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if last <= t.last && len(changes) == 0 {
+	v := t.view.Load()
+	if last <= v.last && len(changes) == 0 {
 		return
 	}
+	n := &ringView{events: v.events, bytes: v.bytes, base: v.base, last: max(v.last, last), moved: make(chan struct{})}
 	for _, c := range changes {
-		t.ring = append(t.ring, &Event{Kind: EventKind(c.Kind), Change: c})
-		t.ringBytes += len(c.Value) + len(c.Key) + 64
+		n.events = append(n.events, &Event{Kind: EventKind(c.Kind), Change: c})
+		n.bytes += ringSize(&c)
 	}
+	// Evicted events stay in the array, where older views may still read
+	// them, until an append moves the ring to a new one.
 	drop := 0
-	for len(t.ring)-drop > ringEvents || t.ringBytes > ringBytes && drop < len(t.ring) {
-		e := t.ring[drop]
-		t.ringBytes -= len(e.Change.Value) + len(e.Change.Key) + 64
-		t.base = e.Change.Revision
-		t.ring[drop] = nil
+	for len(n.events)-drop > ringEvents || n.bytes > ringBytes && drop < len(n.events) {
+		e := n.events[drop]
+		n.bytes -= ringSize(&e.Change)
+		n.base = e.Change.Revision
 		drop++
 	}
-	if drop > 0 {
-		t.ring = append(t.ring[:0:0], t.ring[drop:]...)
-	}
-	t.last = max(t.last, last)
-	close(t.moved)
-	t.moved = make(chan struct{})
+	n.events = n.events[drop:]
+	t.publish(v, n)
 }
 
+// ringSize is what a change counts toward the ring's bytes.
+func ringSize(c *store.Change) int { return len(c.Value) + len(c.Key) + 64 }
+
 func (t *nsTail) end(err error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.err = err
-	close(t.moved)
-	t.moved = make(chan struct{})
+	v := t.view.Load()
+	n := *v
+	n.err, n.moved = err, make(chan struct{})
+	t.publish(v, &n)
+}
+
+// publish replaces view old with n and wakes the watchers waiting on old.
+func (t *nsTail) publish(old, n *ringView) {
+	t.view.Store(n)
+	close(old.moved)
 }
 
 // Watcher is one open watch. It is used by one goroutine.
@@ -279,6 +295,7 @@ type Watcher struct {
 	tail  *nsTail
 	pos   store.Revision // every change up to it was delivered or skipped
 	ready bool
+	evs   []*Event // what Next returned last, reused
 }
 
 // Watch opens a watch of namespace id (see API.md, "Watch"). It counts
@@ -373,9 +390,9 @@ func (w *Watcher) Snapshot(ctx context.Context, fn func(*Event) error) (store.Re
 func (w *Watcher) Revision() store.Revision { return w.pos }
 
 // Next returns the next events (at most a few hundred), waiting up to
-// wait for one; none when the wait ended without any. An overflow event
-// comes last and ends the watch. An error ends it too: the namespace was
-// deleted, or ctx ended.
+// wait for one; none when the wait ended without any. The slice is valid
+// until the next call. An overflow event comes last and ends the watch.
+// An error ends it too: the namespace was deleted, or ctx ended.
 func (w *Watcher) Next(ctx context.Context, wait time.Duration) ([]*Event, error) {
 	deadline := time.Now().Add(wait)
 	for {
@@ -424,27 +441,28 @@ func (w *Watcher) count(evs []*Event) []*Event {
 // watcher's position is older than the ring; moved is closed when the
 // ring gets more.
 func (w *Watcher) fromRing() (evs []*Event, moved <-chan struct{}, behind bool, err error) {
-	t := w.tail
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.err != nil {
-		return nil, nil, false, fromStore(t.err, "")
+	v := w.tail.view.Load()
+	if v.err != nil {
+		return nil, nil, false, fromStore(v.err, "")
 	}
-	if w.pos < t.base {
+	if w.pos < v.base {
 		return nil, nil, true, nil
 	}
-	i := sort.Search(len(t.ring), func(i int) bool { return t.ring[i].Change.Revision > w.pos })
-	for ; i < len(t.ring) && len(evs) < eventBatch; i++ {
-		e := t.ring[i]
+	ring := v.events
+	i := sort.Search(len(ring), func(i int) bool { return ring[i].Change.Revision > w.pos })
+	evs = w.evs[:0]
+	for ; i < len(ring) && len(evs) < eventBatch; i++ {
+		e := ring[i]
 		w.pos = e.Change.Revision
 		if strings.HasPrefix(e.Change.Key, w.opts.Prefix) {
 			evs = append(evs, e)
 		}
 	}
-	if i == len(t.ring) {
-		w.pos = max(w.pos, t.last)
+	if i == len(ring) {
+		w.pos = max(w.pos, v.last)
 	}
-	return evs, t.moved, false, nil
+	w.evs = evs
+	return evs, v.moved, false, nil
 }
 
 // catchUp reads the watcher's next changes from the store, holding a
