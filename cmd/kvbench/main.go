@@ -69,6 +69,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return runScale(ctx, args[1:], stdout, stderr)
 		case "watch":
 			return runWatch(ctx, args[1:], stdout, stderr)
+		case "watchers":
+			// The watch mode's own child, driven over its input and
+			// output; see bench.ServeWatchers.
+			if err := bench.ServeWatchers(ctx, os.Stdin, stdout); err != nil {
+				fmt.Fprintln(stderr, "kvbench watchers:", err)
+				return 1
+			}
+			return 0
 		}
 	}
 	cfg, jsonPath, err := parseFlags(args, stderr)

@@ -1,16 +1,14 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,6 +75,9 @@ type WatchConfig struct {
 	Postgres string
 	// NoEmbedded leaves out the run on the embedded engine.
 	NoEmbedded bool
+	// WatchersCmd is the command of the watchers process (see
+	// watchers.go); empty runs this executable with "watchers".
+	WatchersCmd []string
 
 	Keys        int // keys filled into the watched namespace, the keys get-hit reads
 	ValueSize   int // bytes of each value, the fill's, put-new's and the writer's
@@ -223,8 +224,8 @@ type WatchEngine struct {
 	// put-new ran with the watchers connected.
 	Latency       WatchLatency `json:"latency"`
 	LatencyLoaded WatchLatency `json:"latency_loaded"`
-	// EventsPerSec is the events all watchers received per second over
-	// the measured window.
+	// EventsPerSec is the events of the writes sent in the measured
+	// window that the watchers received, per second of the window.
 	EventsPerSec float64 `json:"events_per_sec"`
 	// DrainSeconds is the time from the writer's stop until every watcher
 	// had every write (or the wait gave up: Drained false).
@@ -236,11 +237,14 @@ type WatchEngine struct {
 	KVDPeakRSS []int64 `json:"kvd_peak_rss_bytes"`
 	PeakRSS    int64   `json:"peak_rss_bytes"`
 	// KVDCPU is the cores every kvd together used over the measured
-	// window; BenchCPU kvbench's (watchers and writer), BenchPeakRSS its
-	// peak resident memory over the watch phase.
-	KVDCPU       float64 `json:"kvd_cpu_cores"`
-	BenchCPU     float64 `json:"kvbench_cpu_cores"`
-	BenchPeakRSS int64   `json:"kvbench_peak_rss_bytes"`
+	// window, WatchersCPU the watchers process's, BenchCPU kvbench's own
+	// (the writer; the clients are idle then). WatchersPeakRSS and
+	// BenchPeakRSS are their peak resident memory over the watch phase.
+	KVDCPU          float64 `json:"kvd_cpu_cores"`
+	WatchersCPU     float64 `json:"watchers_cpu_cores"`
+	BenchCPU        float64 `json:"kvbench_cpu_cores"`
+	WatchersPeakRSS int64   `json:"watchers_peak_rss_bytes"`
+	BenchPeakRSS    int64   `json:"kvbench_peak_rss_bytes"`
 
 	// Without and With are get-hit and put-new without watchers and with
 	// them connected (and the writer writing); Costs compares them.
@@ -348,8 +352,7 @@ func RunWatch(ctx context.Context, cfg WatchConfig) (*WatchReport, error) {
 	if cfg.Log != nil {
 		cfg.Log = &lockedWriter{w: cfg.Log}
 	}
-	// Every watcher's connection, the writer's and the clients' are
-	// kvbench's; a child started after this inherits the raised limit.
+	// The watchers process, started later, inherits the raised limit.
 	if err := raiseFDLimit(cfg.Watchers+cfg.Clients+cfg.Writers+fdReserve, watchUse, "--watchers"); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
@@ -359,6 +362,13 @@ func RunWatch(ctx context.Context, cfg WatchConfig) (*WatchReport, error) {
 			return nil, err
 		}
 		cfg.KVD = bin
+	}
+	if len(cfg.WatchersCmd) == 0 {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		cfg.WatchersCmd = []string{self, "watchers"}
 	}
 	rep := &WatchReport{
 		Version: WatchReportVersion,
@@ -433,6 +443,7 @@ func runWatchEngines(ctx context.Context, cfg *WatchConfig, dir string, rep *Wat
 // watchRun is the state of the run on one engine.
 type watchRun struct {
 	cfg     *WatchConfig
+	dir     string // where the logs go
 	rep     *WatchReport
 	e       *WatchEngine
 	servers []*server
@@ -456,7 +467,7 @@ func runWatchEngine(ctx context.Context, cfg *WatchConfig, dir, engine string, p
 	// the writer and the fill; kvd's default cap is 10,000.
 	conns := max((cfg.Watchers+e.KVDs-1)/e.KVDs+cfg.Clients+cfg.Writers, cfg.FillClients) + 64
 	args := append([]string{"--max-connections", strconv.Itoa(conns)}, cfg.KVDArgs...)
-	wr := &watchRun{cfg: cfg, rep: rep, e: &e}
+	wr := &watchRun{cfg: cfg, dir: dir, rep: rep, e: &e}
 	defer func() {
 		for _, s := range wr.servers {
 			s.close()
@@ -547,46 +558,62 @@ func (wr *watchRun) watch(ctx context.Context) error {
 			}
 		}
 	}
+	var wp *watchersProc
 	defer func() {
 		e.KVDPeakRSS = peaks
 		for _, p := range peaks {
 			e.PeakRSS = max(e.PeakRSS, p)
 		}
 		e.BenchPeakRSS, _ = procStatus(self, "VmHWM")
+		if wp != nil {
+			e.WatchersPeakRSS, _ = procStatus(wp.pid(), "VmHWM")
+			wp.stop(time.Minute)
+		}
 	}()
 
-	cfg.logf("%s: opening %d watchers over %d kvd", wr.servers[0].name, cfg.Watchers, len(wr.servers))
+	first := wr.servers[0].name
+	spec := watchersSpec{Namespace: wr.r.mainNS, Watchers: cfg.Watchers, OpenNanos: int64(cfg.Open)}
+	for _, s := range wr.servers {
+		spec.Servers = append(spec.Servers, watchersServer{Name: s.name, Base: s.base, Auth: s.auth})
+	}
+	cfg.logf("%s: opening %d watchers over %d kvd, in a process of their own", first, cfg.Watchers, len(wr.servers))
 	start := time.Now()
-	ws, err := openWatchers(ctx, wr.servers, wr.r.mainNS, cfg.Watchers, cfg.Open)
-	e.Ready = ws.ready()
+	wp, rep, err := startWatchers(cfg.WatchersCmd, spec, filepath.Join(wr.dir, fmt.Sprintf("watchers-%d.log", time.Now().UnixNano())))
+	e.Ready = rep.Ready
 	if err != nil {
-		ws.close()
 		return err
 	}
 	e.OpenSeconds = time.Since(start).Seconds()
-	cfg.logf("%s: %d watchers ready after %.1fs", wr.servers[0].name, e.Ready, e.OpenSeconds)
+	cfg.logf("%s: %d watchers ready after %.1fs", first, e.Ready, e.OpenSeconds)
 	notePeaks()
 
-	w := startWatchWriter(wr.r, ws.base, cfg.WriteRate, cfg.Writers)
-	sleepUntil(ctx, time.Now().Add(cfg.Warmup))
-	cpu := func() time.Duration {
-		var d time.Duration
-		for _, s := range wr.servers {
-			d += procCPUOrZero(s.proc.pid)
-		}
-		return d
+	// The periods are known before the first PUT, so that the watchers
+	// count every write's latency toward the period it was sent in.
+	t0 := monoNow() + int64(cfg.Warmup)
+	t1 := t0 + int64(cfg.Duration)
+	if _, err := wp.call("periods %d %d", t0, t1); err != nil {
+		return err
 	}
-	t0, k0, c0, a0, n0 := ws.mark(markWindow), cpu(), selfCPU(), w.acked.Load(), ws.received()
-	sleepUntil(ctx, time.Now().Add(cfg.Duration))
-	t1, k1, c1, a1, n1 := ws.mark(markLoaded), cpu(), selfCPU(), w.acked.Load(), ws.received()
-	el := time.Duration(t1 - t0).Seconds()
+	w := startWatchWriter(wr.r, cfg.WriteRate, cfg.Writers)
+	cpu := func() (kvd, watchers time.Duration) {
+		for _, s := range wr.servers {
+			kvd += procCPUOrZero(s.proc.pid)
+		}
+		return kvd, procCPUOrZero(wp.pid())
+	}
+	sleepMono(ctx, t0)
+	k0, v0 := cpu()
+	m0, b0, a0 := monoNow(), selfCPU(), w.acked.Load()
+	sleepMono(ctx, t1)
+	k1, v1 := cpu()
+	m1, b1, a1 := monoNow(), selfCPU(), w.acked.Load()
+	el := time.Duration(m1 - m0).Seconds()
 	e.Writes.WindowAcked = a1 - a0
-	e.Writes.PerSec = float64(a1-a0) / el
-	e.EventsPerSec = float64(n1-n0) / el
+	e.Writes.PerSec = float64(e.Writes.WindowAcked) / el
 	e.KVDCPU = (k1 - k0).Seconds() / el
-	e.BenchCPU = (c1 - c0).Seconds() / el
-	cfg.logf("%s: writer %.0f PUT/s, watchers %.0f events/s, kvd CPU %.2f cores, kvbench CPU %.2f cores",
-		wr.servers[0].name, e.Writes.PerSec, e.EventsPerSec, e.KVDCPU, e.BenchCPU)
+	e.WatchersCPU = (v1 - v0).Seconds() / el
+	e.BenchCPU = (b1 - b0).Seconds() / el
+	cfg.logf("%s: writer %.0f PUT/s; CPU: kvd %.2f cores, watchers %.2f, kvbench %.2f", first, e.Writes.PerSec, e.KVDCPU, e.WatchersCPU, e.BenchCPU)
 
 	notePeaks() // measure resets the first kvd's peak at each phase's start
 	for _, res := range wr.throughput(ctx, "with watchers") {
@@ -594,25 +621,38 @@ func (wr *watchRun) watch(ctx context.Context) error {
 		peaks[0] = max(peaks[0], res.PeakRSS)
 		notePeaks()
 	}
-	ws.mark(markAfter)
 	w.stop()
 	e.Writes.Acked, e.Writes.Errors, e.Writes.Skipped = w.acked.Load(), w.errs.Load(), w.skipped.Load()
 	if v, ok := w.firstErr.Load().(string); ok {
 		e.Writes.FirstError = v
 	}
 	cfg.logf("%s: writer stopped: %d PUTs acknowledged, %d failed, %d skipped; waiting up to %s for every watcher to have them",
-		wr.servers[0].name, e.Writes.Acked, e.Writes.Errors, e.Writes.Skipped, cfg.Drain)
+		first, e.Writes.Acked, e.Writes.Errors, e.Writes.Skipped, cfg.Drain)
 	d0 := time.Now()
-	e.Drained = ws.waitDelivered(ctx, e.Writes.Acked, cfg.Drain)
-	e.DrainSeconds = time.Since(d0).Seconds()
+	if rep, err = wp.call("drain %d %d", e.Writes.Acked, int64(cfg.Drain)); err != nil {
+		return err
+	}
+	e.Drained, e.DrainSeconds = rep.Drained, time.Since(d0).Seconds()
 	notePeaks()
-	ws.close()
-	e.Events = ws.tally(e.Writes.Acked)
-	e.Latency, e.LatencyLoaded = ws.latency(markWindow), ws.latency(markLoaded)
+	e.WatchersPeakRSS, _ = procStatus(wp.pid(), "VmHWM")
+	if rep, err = wp.call("close %d", e.Writes.Acked); err != nil {
+		return err
+	}
+	if rep.Events == nil || rep.Latency == nil || rep.LatencyLoaded == nil {
+		return errors.New("watchers process: no counts in its last reply")
+	}
+	e.Events, e.Latency, e.LatencyLoaded = *rep.Events, *rep.Latency, *rep.LatencyLoaded
+	e.EventsPerSec = float64(e.Latency.Events) / cfg.Duration.Seconds()
 	cfg.logf("%s: %d events expected, %d received, %d missing, %d duplicated, %d overflows, %d ended early; delivery p50 %s p99 %s max %s",
-		wr.servers[0].name, e.Events.Expected, e.Events.Received, e.Events.Missing, e.Events.Duplicated, e.Events.Overflows, e.Events.EndedEarly,
+		first, e.Events.Expected, e.Events.Received, e.Events.Missing, e.Events.Duplicated, e.Events.Overflows, e.Events.EndedEarly,
 		fmtUs(e.Latency.P50us), fmtUs(e.Latency.P99us), fmtUs(e.Latency.MaxUs))
 	return ctx.Err()
+}
+
+// sleepMono sleeps until the monotonic clock reads t (see monoNow), or
+// ctx ends.
+func sleepMono(ctx context.Context, t int64) {
+	sleepUntil(ctx, time.Now().Add(time.Duration(t-monoNow())))
 }
 
 // watchWriter PUTs new keys into the watched namespace at a steady rate,
@@ -628,7 +668,7 @@ type watchWriter struct {
 // r's server. A tick whose PUT finds every connection busy and the queue
 // (a tenth of a second of PUTs) full is skipped and counted, so that a
 // slow server lowers the rate achieved instead of piling up writes.
-func startWatchWriter(r *run, base time.Time, rate, conns int) *watchWriter {
+func startWatchWriter(r *run, rate, conns int) *watchWriter {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &watchWriter{cancel: cancel}
 	jobs := make(chan struct{}, max(rate/10, conns))
@@ -663,7 +703,7 @@ func startWatchWriter(r *run, base time.Time, rate, conns int) *watchWriter {
 					return
 				case <-jobs:
 				}
-				key := watchKeyPrefix + strconv.FormatInt(int64(time.Since(base)), 10) + "-" + strconv.FormatInt(seq.Add(1), 10)
+				key := watchKeyPrefix + strconv.FormatInt(monoNow(), 10) + "-" + strconv.FormatInt(seq.Add(1), 10)
 				if err := wk.put(r.keyURL(r.mainNS, key), r.small.value(wk.rng, r.cfg.ValueSize), http.StatusCreated); err != nil {
 					w.errs.Add(1)
 					w.firstErr.CompareAndSwap(nil, err.Error())
@@ -680,334 +720,6 @@ func startWatchWriter(r *run, base time.Time, rate, conns int) *watchWriter {
 func (w *watchWriter) stop() {
 	w.cancel()
 	w.wg.Wait()
-}
-
-// The marks of a watch phase: the delivery latency of a write counts
-// toward the period its PUT was sent in.
-const (
-	markWindow = iota // the measured window starts
-	markLoaded        // it ends; get-hit and put-new run
-	markAfter         // they have ended
-	marks
-)
-
-// latencyShards spreads the watchers' latency histograms, so that a
-// watcher recording its samples seldom waits for another.
-const latencyShards = 64
-
-// latencyBatch is the samples a watcher keeps before it records them.
-const latencyBatch = 64
-
-// watchSet is the open watchers of a run.
-type watchSet struct {
-	base time.Time
-	// at holds the marks, in nanoseconds since base; 0 is not yet.
-	at       [marks]atomic.Int64
-	shards   [latencyShards]latencyShard
-	ws       []*watcher
-	stopping atomic.Bool
-	wg       sync.WaitGroup
-}
-
-type latencyShard struct {
-	mu sync.Mutex
-	h  [markAfter]Histogram // per period: markWindow, markLoaded
-}
-
-// watcher is one watch stream.
-type watcher struct {
-	set   *watchSet
-	shard *latencyShard
-	conn  atomic.Pointer[net.Conn]
-	ready atomic.Bool
-	got   atomic.Int64 // distinct writes received
-	done  atomic.Bool  // the stream has ended
-
-	// stamp is the stream's connection, which knows when it last read.
-	stamp *stampConn
-
-	// Set by the watcher's goroutine, read once it has ended.
-	dups, other int64
-	last        uint64
-	overflow    bool
-	endErr      error
-	samples     [latencyBatch]latencySample
-	n           int
-}
-
-// latencySample is one write's send time and delivery latency, in
-// nanoseconds.
-type latencySample struct{ sent, lat int64 }
-
-// openWatchers opens n watches of namespace ns, watcher i on server
-// i % len(servers), and waits until each has received its ready event.
-// It fails when a watch could not be opened, or not all were ready within
-// timeout; the set returned must be closed in every case.
-func openWatchers(ctx context.Context, servers []*server, ns string, n int, timeout time.Duration) (*watchSet, error) {
-	set := &watchSet{base: time.Now(), ws: make([]*watcher, n)}
-	var ready sync.WaitGroup
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	sem := make(chan struct{}, watchOpens)
-	stopOnCancel := context.AfterFunc(ctx, set.closeConns)
-	defer stopOnCancel()
-	for i := range n {
-		w := &watcher{set: set, shard: &set.shards[i%latencyShards]}
-		set.ws[i] = w
-		s := servers[i%len(servers)]
-		ready.Add(1)
-		set.wg.Go(func() {
-			defer w.done.Store(true)
-			sem <- struct{}{}
-			sr, err := w.open(s, ns, timeout)
-			<-sem
-			if err != nil {
-				if !set.stopping.Load() {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, fmt.Sprintf("%s: %v", s.name, err))
-				}
-				w.endErr = err
-				ready.Done()
-				return
-			}
-			w.ready.Store(true)
-			ready.Done()
-			w.follow(sr)
-		})
-	}
-	allReady := make(chan struct{})
-	go func() { ready.Wait(); close(allReady) }()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-allReady:
-	case <-t.C:
-		return set, fmt.Errorf("%d of %d watchers ready after %s", set.ready(), n, timeout)
-	case <-ctx.Done():
-		return set, ctx.Err()
-	}
-	if f := failed.Load(); f > 0 {
-		return set, fmt.Errorf("%d of %d watches could not be opened; first: %s", f, n, firstErr.Load())
-	}
-	return set, ctx.Err()
-}
-
-// open opens w's stream on server s: a GET of the watch on a connection
-// of its own, read up to its ready event.
-func (w *watcher) open(s *server, ns string, timeout time.Duration) (*sseReader, error) {
-	u, err := url.Parse(s.base)
-	if err != nil {
-		return nil, err
-	}
-	c, err := net.DialTimeout("tcp", u.Host, 10*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	w.conn.Store(&c)
-	if w.set.stopping.Load() {
-		c.Close()
-		return nil, net.ErrClosed
-	}
-	c.SetDeadline(time.Now().Add(timeout))
-	req := "GET /v2/storage/kvs/" + ns + "/watch HTTP/1.1\r\nHost: " + u.Host + "\r\nAuthorization: " + s.auth + "\r\nAccept: text/event-stream\r\n\r\n"
-	if _, err := io.WriteString(c, req); err != nil {
-		return nil, err
-	}
-	sc := &stampConn{Conn: c, base: w.set.base}
-	resp, err := http.ReadResponse(bufio.NewReaderSize(sc, 8<<10), nil)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return nil, fmt.Errorf("watch: %s: %s", resp.Status, strings.TrimSpace(string(b)))
-	}
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
-		return nil, fmt.Errorf("watch: Content-Type %q, want text/event-stream", ct)
-	}
-	sr := &sseReader{br: bufio.NewReaderSize(resp.Body, 4<<10)}
-	var ev sseEvent
-	if err := sr.next(&ev); err != nil {
-		return nil, fmt.Errorf("watch: before its ready event: %w", err)
-	}
-	if ev.kind != sseReady {
-		return nil, fmt.Errorf("watch: the first event is not ready (kind %d)", ev.kind)
-	}
-	c.SetDeadline(time.Time{})
-	w.stamp = sc
-	return sr, nil
-}
-
-// follow reads w's stream until it ends or the set is closed.
-func (w *watcher) follow(sr *sseReader) {
-	defer w.flush()
-	var ev sseEvent
-	for {
-		if err := sr.next(&ev); err != nil {
-			if !w.set.stopping.Load() {
-				w.endErr = err
-			}
-			return
-		}
-		switch {
-		case ev.kind == sseOverflow:
-			w.overflow = true
-			return
-		case ev.kind != ssePut || !ev.hasSent || !ev.hasRev:
-			w.other++
-		case ev.rev <= w.last:
-			w.dups++
-		default:
-			w.last = ev.rev
-			w.got.Add(1)
-			w.samples[w.n] = latencySample{ev.sent, w.stamp.at - ev.sent}
-			if w.n++; w.n == len(w.samples) {
-				w.flush()
-			}
-		}
-	}
-}
-
-// flush records w's samples in its shard's histograms.
-func (w *watcher) flush() {
-	if w.n == 0 {
-		return
-	}
-	var at [marks]int64
-	for i := range at {
-		at[i] = w.set.at[i].Load()
-	}
-	w.shard.mu.Lock()
-	for _, s := range w.samples[:w.n] {
-		if p := periodOf(s.sent, at); p >= 0 {
-			w.shard.h[p].Record(time.Duration(s.lat))
-		}
-	}
-	w.shard.mu.Unlock()
-	w.n = 0
-}
-
-// periodOf returns the period (markWindow, markLoaded) a PUT sent at sent
-// counts toward, or -1 for none (the warm-up, or after). A mark not yet
-// set lies after every sample being recorded.
-func periodOf(sent int64, at [marks]int64) int {
-	after := func(m int) bool { return at[m] != 0 && sent >= at[m] }
-	switch {
-	case !after(markWindow), after(markAfter):
-		return -1
-	case after(markLoaded):
-		return markLoaded
-	default:
-		return markWindow
-	}
-}
-
-// mark sets mark m to now and returns it, in nanoseconds since base.
-func (s *watchSet) mark(m int) int64 {
-	t := int64(time.Since(s.base))
-	s.at[m].Store(t)
-	return t
-}
-
-// ready returns the watchers that received their ready event.
-func (s *watchSet) ready() int {
-	n := 0
-	for _, w := range s.ws {
-		if w != nil && w.ready.Load() {
-			n++
-		}
-	}
-	return n
-}
-
-// received returns the writes all watchers have received so far.
-func (s *watchSet) received() int64 {
-	var n int64
-	for _, w := range s.ws {
-		n += w.got.Load()
-	}
-	return n
-}
-
-// waitDelivered waits until every watcher still following its stream has
-// received acked writes, or timeout passes; it reports whether they all
-// had.
-func (s *watchSet) waitDelivered(ctx context.Context, acked int64, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		all := true
-		for _, w := range s.ws {
-			if !w.done.Load() && w.got.Load() < acked {
-				all = false
-				break
-			}
-		}
-		if all || time.Now().After(deadline) || ctx.Err() != nil {
-			return all
-		}
-		sleepUntil(ctx, time.Now().Add(20*time.Millisecond))
-	}
-}
-
-// closeConns closes every watcher's connection, ending its stream.
-func (s *watchSet) closeConns() {
-	s.stopping.Store(true)
-	for _, w := range s.ws {
-		if w == nil {
-			continue
-		}
-		if c := w.conn.Load(); c != nil {
-			(*c).Close()
-		}
-	}
-}
-
-// close ends every stream and waits for the watchers to finish.
-func (s *watchSet) close() {
-	s.closeConns()
-	s.wg.Wait()
-	// A watcher that stored its connection after closeConns looked at it
-	// has seen stopping and closed it itself.
-}
-
-// tally counts the events of the closed set against acked writes.
-func (s *watchSet) tally(acked int64) WatchEvents {
-	var v WatchEvents
-	for _, w := range s.ws {
-		if !w.ready.Load() {
-			continue
-		}
-		got := w.got.Load()
-		v.Expected += acked
-		v.Received += got
-		v.Missing += max(0, acked-got)
-		v.BeyondAcked += max(0, got-acked)
-		v.Duplicated += w.dups
-		v.Other += w.other
-		switch {
-		case w.overflow:
-			v.Overflows++
-		case w.endErr != nil:
-			v.EndedEarly++
-			if v.FirstEnd == "" {
-				v.FirstEnd = w.endErr.Error()
-			}
-		}
-	}
-	return v
-}
-
-// latency returns the delivery latency of the writes sent in period p.
-func (s *watchSet) latency(p int) WatchLatency {
-	var h Histogram
-	for i := range s.shards {
-		h.Merge(&s.shards[i].h[p])
-	}
-	return WatchLatency{
-		Events: int64(h.Count()),
-		P50us:  us(h.Quantile(0.50)), P90us: us(h.Quantile(0.90)), P99us: us(h.Quantile(0.99)),
-		MaxUs: us(h.Max()), MeanUs: us(h.Mean()),
-	}
 }
 
 // finish sets the end time and the target checks.
@@ -1117,7 +829,8 @@ func (e *WatchEngine) print(w io.Writer) {
 		rss = append(rss, fmt.Sprintf("%d MiB", p>>20))
 	}
 	fmt.Fprintf(tw, "  kvd peak RSS\t%s (watchers connected to closed)\n", strings.Join(rss, ", "))
-	fmt.Fprintf(tw, "  CPU, measured window\tkvd %.2f cores, kvbench %.2f cores (kvbench peak RSS %d MiB)\n", e.KVDCPU, e.BenchCPU, e.BenchPeakRSS>>20)
+	fmt.Fprintf(tw, "  CPU, measured window\tkvd %.2f cores, watchers process %.2f, kvbench (writer) %.2f\n", e.KVDCPU, e.WatchersCPU, e.BenchCPU)
+	fmt.Fprintf(tw, "  load generator RSS\twatchers process peak %d MiB, kvbench peak %d MiB\n", e.WatchersPeakRSS>>20, e.BenchPeakRSS>>20)
 	tw.Flush()
 	if len(e.Without) == 0 {
 		return

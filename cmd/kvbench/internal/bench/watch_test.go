@@ -92,20 +92,14 @@ func (o *oneByteReader) Read(p []byte) (int, error) {
 }
 
 func TestPeriodOf(t *testing.T) {
-	var at [marks]int64
-	if p := periodOf(5, at); p != -1 {
-		t.Errorf("before any mark: period %d, want none (the warm-up)", p)
+	var from [periods]int64
+	if p := periodOf(5, from); p != -1 {
+		t.Errorf("periods not yet known: period %d, want none (the warm-up)", p)
 	}
-	at[markWindow] = 10
-	for sent, want := range map[int64]int{9: -1, 10: markWindow, 1000: markWindow} {
-		if p := periodOf(sent, at); p != want {
-			t.Errorf("window open, sent %d: period %d, want %d", sent, p, want)
-		}
-	}
-	at[markLoaded], at[markAfter] = 20, 30
-	for sent, want := range map[int64]int{9: -1, 19: markWindow, 20: markLoaded, 29: markLoaded, 30: -1} {
-		if p := periodOf(sent, at); p != want {
-			t.Errorf("every mark set, sent %d: period %d, want %d", sent, p, want)
+	from[periodWindow], from[periodLoaded] = 10, 20
+	for sent, want := range map[int64]int{9: -1, 10: periodWindow, 19: periodWindow, 20: periodLoaded, 1000: periodLoaded} {
+		if p := periodOf(sent, from); p != want {
+			t.Errorf("sent %d: period %d, want %d", sent, p, want)
 		}
 	}
 }
@@ -113,7 +107,7 @@ func TestPeriodOf(t *testing.T) {
 // smallWatchConfig is a watch run small enough for a test.
 func smallWatchConfig(t *testing.T, dir string) WatchConfig {
 	cfg := DefaultWatchConfig()
-	cfg.KVD = goBuild(t, dir, "kvd")
+	cfg.KVD, cfg.WatchersCmd = goBuild(t, dir, "kvd"), []string{goBuild(t, dir, "kvbench"), "watchers"}
 	cfg.Keys, cfg.Watchers, cfg.WriteRate, cfg.Writers = 200, 50, 100, 2
 	cfg.Clients, cfg.FillClients = 4, 8
 	cfg.Duration, cfg.Warmup = time.Second, 100*time.Millisecond
@@ -198,8 +192,9 @@ func checkWatchEngine(t *testing.T, e *WatchEngine, cfg WatchConfig, kvds int) {
 		t.Errorf("%s: %d + %d latency samples, %d events received by %d watchers: each write's samples are all in one period",
 			e.Engine, e.Latency.Events, e.LatencyLoaded.Events, v.Received, n)
 	}
-	if e.EventsPerSec <= 0 || e.KVDCPU <= 0 || e.BenchCPU < 0 || e.BenchPeakRSS <= 0 {
-		t.Errorf("%s: %v events/s, kvd CPU %v, kvbench CPU %v, kvbench RSS %d", e.Engine, e.EventsPerSec, e.KVDCPU, e.BenchCPU, e.BenchPeakRSS)
+	if e.EventsPerSec <= 0 || e.KVDCPU <= 0 || e.WatchersCPU <= 0 || e.BenchCPU < 0 || e.WatchersPeakRSS <= 0 || e.BenchPeakRSS <= 0 {
+		t.Errorf("%s: %v events/s, CPU kvd %v, watchers %v, kvbench %v; RSS watchers %d, kvbench %d",
+			e.Engine, e.EventsPerSec, e.KVDCPU, e.WatchersCPU, e.BenchCPU, e.WatchersPeakRSS, e.BenchPeakRSS)
 	}
 	if len(e.KVDPeakRSS) != kvds || e.PeakRSS <= 0 {
 		t.Errorf("%s: kvd peak RSS %v, max %d", e.Engine, e.KVDPeakRSS, e.PeakRSS)

@@ -6,7 +6,8 @@ import (
 	"errors"
 	"io"
 	"net"
-	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The watch mode's reader of a watch stream: a lean Server-Sent Events
@@ -29,18 +30,18 @@ type sseEvent struct {
 	// rev is the event's id, the change's revision, when hasRev.
 	rev    uint64
 	hasRev bool
-	// sent is the time the watch writer sent the PUT, in nanoseconds
-	// since its base, read from the key in the event's data (see
-	// watchKeyPrefix), when hasSent.
+	// sent is the time the watch writer sent the PUT (monoNow), read
+	// from the key in the event's data (see watchKeyPrefix), when
+	// hasSent.
 	sent    int64
 	hasSent bool
 }
 
 // watchKeyPrefix starts the keys of the watch writer: "w/", the time the
-// PUT was sent in decimal nanoseconds since the run's base, "-" and a
-// sequence number. The key carries the send time, so that a watcher
-// measures an event's delivery latency from the event alone, whichever kvd
-// sent it and whether or not the writer has had its answer yet.
+// PUT was sent (monoNow, in decimal), "-" and a sequence number. The key
+// carries the send time, so that a watcher measures an event's delivery
+// latency from the event alone, whichever kvd sent it and whether or not
+// the writer has had its answer yet.
 const watchKeyPrefix = "w/"
 
 // dataKeyPrefix is how the data of a watch event begins, up to its key.
@@ -135,22 +136,32 @@ func parseDecimal(b []byte) (uint64, bool) {
 	return n, true
 }
 
-// stampConn is a connection that notes when it last read bytes, in
-// nanoseconds since base (the monotonic clock). An event's delivery
-// latency taken from it when the event has been parsed runs to the read
-// that brought the event's last bytes, or a later one: never less than
-// the truth, and without the time kvbench takes to parse what it has
-// read. It costs one clock reading per read rather than per event.
+// stampConn is a connection that notes when it last read bytes
+// (monoNow). An event's delivery latency taken from it when the event has
+// been parsed runs to the read that brought the event's last bytes, or a
+// later one: never less than the truth, and without the time kvbench
+// takes to parse what it has read. It costs one clock reading per read
+// rather than per event.
 type stampConn struct {
 	net.Conn
-	base time.Time
-	at   int64
+	at int64
 }
 
 func (c *stampConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
-		c.at = int64(time.Since(c.base))
+		c.at = monoNow()
 	}
 	return n, err
+}
+
+// monoNow returns the system's monotonic clock in nanoseconds: the same
+// clock in every process, which wall-clock steps do not move. The writer
+// stamps its PUTs with it and the watchers process their arrival.
+func monoNow() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		panic("bench: CLOCK_MONOTONIC: " + err.Error())
+	}
+	return ts.Nano()
 }
