@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -31,6 +32,15 @@ import (
 //
 // Every event is encoded once, in the tail, and the same bytes go to
 // every watcher that wants them.
+//
+// A change wakes every watcher of its namespace. Ten thousand goroutines
+// made runnable at once would each wait, at every step, behind all the
+// others, and so would every other request of the process (the PUTs
+// among them that feed the watchers): a watcher delivers only while it
+// holds one of a few delivery slots, from reading the ring until it asks
+// for more, and waits for one parked, out of the scheduler's way. A
+// watcher whose write blocks (a slow reader) keeps its slot to itself
+// only briefly.
 
 // EventKind is what a watch event says.
 type EventKind uint8
@@ -105,6 +115,10 @@ const (
 	snapshotWait  = 5 * time.Second
 	// eventBatch is the most events Next returns at once.
 	eventBatch = 256
+	// deliverySlotsPerCPU bounds, per CPU, the watchers delivering at
+	// once; deliveryHold is how long one keeps its slot to itself.
+	deliverySlotsPerCPU = 8
+	deliveryHold        = 10 * time.Millisecond
 	// recheckTail is how often a tail reads its namespace when nothing
 	// changes, to see whether it is still there.
 	recheckTail = time.Second
@@ -116,6 +130,7 @@ type watchHub struct {
 	tails    map[tailKey]*nsTail
 	catchUp  chan struct{}
 	snapshot chan struct{}
+	deliver  chan struct{} // the delivery slots
 }
 
 type tailKey struct {
@@ -124,8 +139,12 @@ type tailKey struct {
 }
 
 func newWatchHub() *watchHub {
-	return &watchHub{tails: map[tailKey]*nsTail{}, catchUp: make(chan struct{}, catchUpSlots), snapshot: make(chan struct{}, snapshotSlots)}
+	return &watchHub{tails: map[tailKey]*nsTail{}, catchUp: make(chan struct{}, catchUpSlots), snapshot: make(chan struct{}, snapshotSlots),
+		deliver: make(chan struct{}, max(16, deliverySlotsPerCPU*runtime.GOMAXPROCS(0)))}
 }
+
+// freeSlot gives back a delivery slot.
+func (h *watchHub) freeSlot() { <-h.deliver }
 
 // nsTail follows one namespace's feed for the watchers of this process.
 type nsTail struct {
@@ -296,6 +315,10 @@ type Watcher struct {
 	pos   store.Revision // every change up to it was delivered or skipped
 	ready bool
 	evs   []*Event // what Next returned last, reused
+	// holding says the watcher holds a delivery slot; hold gives it back
+	// after deliveryHold, unless stopped first.
+	holding bool
+	hold    *time.Timer
 }
 
 // Watch opens a watch of namespace id (see API.md, "Watch"). It counts
@@ -346,6 +369,7 @@ func watchErr(err error) error {
 
 // Close ends the watch.
 func (w *Watcher) Close() {
+	w.releaseSlot()
 	if w.tail != nil {
 		w.s.watches.leave(w.tail)
 		w.tail = nil
@@ -393,17 +417,32 @@ func (w *Watcher) Revision() store.Revision { return w.pos }
 // wait for one; none when the wait ended without any. The slice is valid
 // until the next call. An overflow event comes last and ends the watch.
 // An error ends it too: the namespace was deleted, or ctx ended.
+//
+// The watcher holds a delivery slot from the moment Next returns events
+// until it calls Next again or Close: the caller writes them out in
+// between, and calls again as soon as it has.
 func (w *Watcher) Next(ctx context.Context, wait time.Duration) ([]*Event, error) {
+	w.releaseSlot()
 	deadline := time.Now().Add(wait)
 	for {
+		if err := w.takeSlot(ctx); err != nil {
+			return nil, err
+		}
 		evs, moved, behind, err := w.fromRing()
 		if err != nil || len(evs) > 0 {
 			return w.count(evs), err
 		}
+		w.releaseSlot()
 		if behind {
 			evs, err := w.catchUp(ctx)
-			if err != nil || len(evs) > 0 {
-				return w.count(evs), err
+			if err == nil && len(evs) > 0 {
+				err = w.takeSlot(ctx)
+			}
+			if err != nil {
+				return nil, err
+			}
+			if len(evs) > 0 {
+				return w.count(evs), nil
 			}
 			continue
 		}
@@ -420,6 +459,34 @@ func (w *Watcher) Next(ctx context.Context, wait time.Duration) ([]*Event, error
 			return nil, ctx.Err()
 		}
 		t.Stop()
+	}
+}
+
+// takeSlot waits for a delivery slot.
+func (w *Watcher) takeSlot(ctx context.Context) error {
+	select {
+	case w.s.watches.deliver <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	w.holding = true
+	if w.hold == nil {
+		w.hold = time.AfterFunc(deliveryHold, w.s.watches.freeSlot)
+	} else {
+		w.hold.Reset(deliveryHold)
+	}
+	return nil
+}
+
+// releaseSlot gives back the watcher's delivery slot, unless its hold
+// ran out and gave it back already.
+func (w *Watcher) releaseSlot() {
+	if !w.holding {
+		return
+	}
+	w.holding = false
+	if w.hold.Stop() {
+		w.s.watches.freeSlot()
 	}
 }
 
