@@ -148,11 +148,8 @@ func parseFlags(args []string, stderr io.Writer) (bench.Config, string, error) {
 	listClients := fs.String("list-clients", joinInts(cfg.ListClients), "further client counts for list-1000")
 	workloads := fs.String("workloads", "", "comma-separated workloads to run (default: all)")
 	jsonPath := fs.String("json", "", "write the results as JSON to this file")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return cfg, "", err
-	}
-	if fs.NArg() > 0 {
-		return cfg, "", fmt.Errorf("unexpected argument %q (see kvbench -h)", fs.Arg(0))
 	}
 	var err error
 	if cfg.Clients, err = parseInts(*clients); err != nil {
@@ -169,6 +166,18 @@ func parseFlags(args []string, stderr io.Writer) (bench.Config, string, error) {
 		cfg.Log = stderr
 	}
 	return cfg, *jsonPath, cfg.Validate()
+}
+
+// parseArgs parses args into fs, which takes no arguments besides its
+// flags.
+func parseArgs(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see %s -h)", fs.Arg(0), fs.Name())
+	}
+	return nil
 }
 
 func parseInts(s string) ([]int, error) {
@@ -233,11 +242,8 @@ func parseScaleFlags(args []string, stderr io.Writer) (bench.ScaleConfig, string
 	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "longest wait after the load for kvd to go quiet (compactions) before GET; 0 does not wait")
 	fs.StringVar(&cfg.WorkDir, "workdir", "", "keep the binary, stores and server logs here (default: a temporary directory, removed)")
 	jsonPath := fs.String("json", "", "write the results as JSON to this file")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return cfg, "", err
-	}
-	if fs.NArg() > 0 {
-		return cfg, "", fmt.Errorf("unexpected argument %q (see kvbench scale -h)", fs.Arg(0))
 	}
 	cfg.KVDArgs = strings.Fields(*kvdArgs)
 	if cfg.Log == nil {
@@ -295,11 +301,8 @@ func parseWatchFlags(args []string, stderr io.Writer) (bench.WatchConfig, string
 	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "longest wait, once the writer stops, for every watcher to receive every write")
 	fs.StringVar(&cfg.WorkDir, "workdir", "", "keep the binary, stores and server logs here (default: a temporary directory, removed)")
 	jsonPath := fs.String("json", "", "write the results as JSON to this file")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return cfg, "", err
-	}
-	if fs.NArg() > 0 {
-		return cfg, "", fmt.Errorf("unexpected argument %q (see kvbench watch -h)", fs.Arg(0))
 	}
 	cfg.KVDArgs = strings.Fields(*kvdArgs)
 	if cfg.Log == nil {

@@ -127,6 +127,9 @@ func DefaultWatchConfig() WatchConfig {
 
 // Validate checks the configuration.
 func (c *WatchConfig) Validate() error {
+	if err := checkTimes(c.Duration, c.Warmup, c.Settle); err != nil {
+		return err
+	}
 	switch {
 	case c.Keys < 1 || c.Keys > scaleMaxKeys:
 		return fmt.Errorf("bench: --keys must be 1 to %d", scaleMaxKeys)
@@ -142,12 +145,6 @@ func (c *WatchConfig) Validate() error {
 		return errors.New("bench: --clients must be 1 to 4096")
 	case c.FillClients < 1 || c.FillClients > 4096:
 		return errors.New("bench: --fill-clients must be 1 to 4096")
-	case c.Duration <= 0:
-		return errors.New("bench: --duration must be positive")
-	case c.Warmup < 0:
-		return errors.New("bench: --warmup must not be negative")
-	case c.Settle < 0:
-		return errors.New("bench: --settle must not be negative")
 	case c.Open <= 0:
 		return errors.New("bench: --open-timeout must be positive")
 	case c.Drain <= 0:
@@ -338,17 +335,6 @@ func RunWatch(ctx context.Context, cfg WatchConfig) (*WatchReport, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	dir := cfg.WorkDir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "kvbench-watch-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
 	if cfg.Log != nil {
 		cfg.Log = &lockedWriter{w: cfg.Log}
 	}
@@ -356,13 +342,11 @@ func RunWatch(ctx context.Context, cfg WatchConfig) (*WatchReport, error) {
 	if err := raiseFDLimit(cfg.Watchers+cfg.Clients+cfg.Writers+fdReserve, watchUse, "--watchers"); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	if cfg.KVD == "" {
-		bin, err := buildKVD(ctx, dir, cfg.Log)
-		if err != nil {
-			return nil, err
-		}
-		cfg.KVD = bin
+	dir, cleanup, err := prepareWorkDir(ctx, "kvbench-watch-", cfg.WorkDir, &cfg.KVD, cfg.Log)
+	if err != nil {
+		return nil, err
 	}
+	defer cleanup()
 	if len(cfg.WatchersCmd) == 0 {
 		self, err := os.Executable()
 		if err != nil {
@@ -382,7 +366,7 @@ func RunWatch(ctx context.Context, cfg WatchConfig) (*WatchReport, error) {
 		Engines: []WatchEngine{},
 		Targets: []ScaleTarget{},
 	}
-	err := runWatchEngines(ctx, &cfg, dir, rep)
+	err = runWatchEngines(ctx, &cfg, dir, rep)
 	rep.finish()
 	if err == nil {
 		for _, e := range rep.Engines {
@@ -417,26 +401,12 @@ func runWatchEngines(ctx context.Context, cfg *WatchConfig, dir string, rep *Wat
 			return err
 		}
 	}
-	var pg *pgEnv
-	switch cfg.Postgres {
-	case "", PostgresOff:
+	pg, notes := openPostgres(cfg.Postgres, false, cfg.logf)
+	rep.Notes = append(rep.Notes, notes...)
+	if pg == nil {
 		return nil
-	case PostgresAuto:
-		env, err := startThrowaway(false, cfg.logf)
-		if err != nil {
-			cfg.logf("kvd on PostgreSQL left out: %v", err)
-			rep.Notes = append(rep.Notes, "kvd on PostgreSQL left out: "+firstLine(err.Error()))
-			return nil
-		}
-		pg = env
-	default:
-		pg = urlEnv(cfg.Postgres, false)
 	}
 	defer pg.close()
-	d := pg.describe()
-	cfg.logf("%s", d)
-	rep.Notes = append(rep.Notes, d)
-	rep.Notes = append(rep.Notes, pg.notes...)
 	return run(EnginePostgres, pg)
 }
 
@@ -566,7 +536,10 @@ func (wr *watchRun) watch(ctx context.Context) error {
 		}
 		e.BenchPeakRSS, _ = procStatus(self, "VmHWM")
 		if wp != nil {
-			e.WatchersPeakRSS, _ = procStatus(wp.pid(), "VmHWM")
+			// Unless the process has exited already, after its counts.
+			if hwm, err := procStatus(wp.pid(), "VmHWM"); err == nil {
+				e.WatchersPeakRSS = max(e.WatchersPeakRSS, hwm)
+			}
 			wp.stop(time.Minute)
 		}
 	}()
