@@ -97,3 +97,13 @@ func TestWatchDeliverySlots(t *testing.T) {
 		t.Fatalf("%d delivery slots still taken after every watcher closed", n)
 	}
 }
+
+// TestPublishPause: the pause after a view grows with the watchers it
+// wakes, and is bounded.
+func TestPublishPause(t *testing.T) {
+	for users, want := range map[int64]time.Duration{0: 0, 1: wakeCost, 10: 10 * wakeCost, 10_000: maxPublishPause, 1 << 40: maxPublishPause} {
+		if got := publishPause(users); got != want {
+			t.Errorf("publishPause(%d) = %v, want %v", users, got, want)
+		}
+	}
+}
