@@ -18,8 +18,16 @@
 // start-up time on the loaded store, and the GET latency at that size
 // against the same GET on a --small-keys store.
 //
+// kvbench watch opens --watchers watch streams (10,000) of one namespace
+// while a writer puts --write-rate keys a second (1,000) into it, and
+// reports the delivery latency from each PUT to every watcher, events
+// missed, repeated or overflowed, kvd's peak RSS, and what the watchers
+// cost get-hit and put-new at --clients clients; with --postgres, the same
+// across two kvd on one database.
+//
 //	kvbench [--duration 10s] [--clients 1,64] [--workloads get-hit,put-new] [--slow-conns 1000] [--profile DIR] [--json FILE] ...
 //	kvbench scale [--keys 10000000] [--small-keys 10000] [--clients 64] [--json FILE] ...
+//	kvbench watch [--watchers 10000] [--write-rate 1000] [--duration 5s] [--postgres off|auto|URL] [--json FILE] ...
 //	kvbench compare A.json B.json
 //	kvbench baseline [--pprof ADDR] --listen ADDR
 package main
@@ -59,6 +67,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return runCompare(args[1:], stdout, stderr)
 		case "scale":
 			return runScale(ctx, args[1:], stdout, stderr)
+		case "watch":
+			return runWatch(ctx, args[1:], stdout, stderr)
+		case "watchers":
+			// The watch mode's own child, driven over its input and
+			// output; see bench.ServeWatchers.
+			if err := bench.ServeWatchers(ctx, os.Stdin, stdout); err != nil {
+				fmt.Fprintln(stderr, "kvbench watchers:", err)
+				return 1
+			}
+			return 0
 		}
 	}
 	cfg, jsonPath, err := parseFlags(args, stderr)
@@ -103,7 +121,7 @@ func parseFlags(args []string, stderr io.Writer) (bench.Config, string, error) {
 	fs := flag.NewFlagSet("kvbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: kvbench [flags]\n       kvbench scale [flags]\n       kvbench compare A.json B.json\n       kvbench baseline [--pprof ADDR] --listen ADDR\n\n")
+		fmt.Fprintf(stderr, "Usage: kvbench [flags]\n       kvbench scale [flags]\n       kvbench watch [flags]\n       kvbench compare A.json B.json\n       kvbench baseline [--pprof ADDR] --listen ADDR\n\n")
 		fmt.Fprintf(stderr, "Workloads of kvd and the baseline: %s\n", strings.Join(bench.Workloads, ", "))
 		fmt.Fprintf(stderr, "Workloads of PostgreSQL itself, on kvd's server (with --postgres): %s\n\nFlags:\n", strings.Join(bench.PGWorkloads, ", "))
 		fs.PrintDefaults()
@@ -130,11 +148,8 @@ func parseFlags(args []string, stderr io.Writer) (bench.Config, string, error) {
 	listClients := fs.String("list-clients", joinInts(cfg.ListClients), "further client counts for list-1000")
 	workloads := fs.String("workloads", "", "comma-separated workloads to run (default: all)")
 	jsonPath := fs.String("json", "", "write the results as JSON to this file")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return cfg, "", err
-	}
-	if fs.NArg() > 0 {
-		return cfg, "", fmt.Errorf("unexpected argument %q (see kvbench -h)", fs.Arg(0))
 	}
 	var err error
 	if cfg.Clients, err = parseInts(*clients); err != nil {
@@ -151,6 +166,18 @@ func parseFlags(args []string, stderr io.Writer) (bench.Config, string, error) {
 		cfg.Log = stderr
 	}
 	return cfg, *jsonPath, cfg.Validate()
+}
+
+// parseArgs parses args into fs, which takes no arguments besides its
+// flags.
+func parseArgs(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see %s -h)", fs.Arg(0), fs.Name())
+	}
+	return nil
 }
 
 func parseInts(s string) ([]int, error) {
@@ -215,11 +242,67 @@ func parseScaleFlags(args []string, stderr io.Writer) (bench.ScaleConfig, string
 	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "longest wait after the load for kvd to go quiet (compactions) before GET; 0 does not wait")
 	fs.StringVar(&cfg.WorkDir, "workdir", "", "keep the binary, stores and server logs here (default: a temporary directory, removed)")
 	jsonPath := fs.String("json", "", "write the results as JSON to this file")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return cfg, "", err
 	}
-	if fs.NArg() > 0 {
-		return cfg, "", fmt.Errorf("unexpected argument %q (see kvbench scale -h)", fs.Arg(0))
+	cfg.KVDArgs = strings.Fields(*kvdArgs)
+	if cfg.Log == nil {
+		cfg.Log = stderr
+	}
+	return cfg, *jsonPath, cfg.Validate()
+}
+
+// runWatch runs kvbench watch.
+func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, jsonPath, err := parseWatchFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "kvbench watch:", err)
+		return 2
+	}
+	rep, err := bench.RunWatch(ctx, cfg)
+	return report(rep, rep != nil && len(rep.Engines) > 0, err, jsonPath, "kvbench watch", stdout, stderr)
+}
+
+func parseWatchFlags(args []string, stderr io.Writer) (bench.WatchConfig, string, error) {
+	cfg := bench.DefaultWatchConfig()
+	fs := flag.NewFlagSet("kvbench watch", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: kvbench watch [flags]\n\n")
+		fmt.Fprintf(stderr, "Starts kvd on a new store, fills --keys keys into a namespace, and measures get-hit (of them) and\n")
+		fmt.Fprintf(stderr, "put-new (into another namespace) at --clients clients. Then opens --watchers watch streams of the\n")
+		fmt.Fprintf(stderr, "namespace, each on its own connection, and while a writer puts --write-rate new keys a second into\n")
+		fmt.Fprintf(stderr, "it, measures the delivery latency from each PUT to every watcher and get-hit and put-new again.\n")
+		fmt.Fprintf(stderr, "Every watcher must receive every write once; a missed, repeated or overflowed one fails the run.\n")
+		fmt.Fprintf(stderr, "With --postgres, the same on two kvd on one database: the watchers split between them, the writes\n")
+		fmt.Fprintf(stderr, "through the first. Targets: delivery p99 under %s (%s across two kvd on PostgreSQL), kvd peak RSS\n",
+			bench.WatchP99Target, bench.WatchP99TargetPostgres)
+		fmt.Fprintf(stderr, "under %d MiB, a cost to get-hit and put-new under %.0f%%.\n\nFlags:\n", bench.WatchRSSTarget>>20, 100*bench.WatchCostTarget)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.KVD, "kvd", "", "kvd binary to run (default: build ./cmd/kvd with the go command)")
+	kvdArgs := fs.String("kvd-args", "", "further flags for every kvd, separated by spaces, e.g. \"--metrics-listen 127.0.0.1:9090\" to profile it")
+	fs.StringVar(&cfg.Postgres, "postgres", cfg.Postgres, "also run two kvd on PostgreSQL: a postgres:// URL of an empty database, \"auto\" to start a throwaway server from this machine's PostgreSQL binaries when there are any, or \"off\"")
+	fs.BoolVar(&cfg.NoEmbedded, "no-embedded", false, "leave out kvd on the embedded engine (with --postgres)")
+	fs.IntVar(&cfg.Watchers, "watchers", cfg.Watchers, "watch streams open at once, each on its own connection")
+	fs.IntVar(&cfg.WriteRate, "write-rate", cfg.WriteRate, "PUTs of new keys per second into the watched namespace")
+	fs.IntVar(&cfg.Writers, "writers", cfg.Writers, "connections the writer spreads its PUTs over")
+	fs.IntVar(&cfg.Keys, "keys", cfg.Keys, "keys filled into the watched namespace, which get-hit reads")
+	fs.IntVar(&cfg.ValueSize, "value-size", cfg.ValueSize, "bytes of each value")
+	fs.IntVar(&cfg.Clients, "clients", cfg.Clients, "concurrent keep-alive clients of get-hit and put-new")
+	fs.IntVar(&cfg.FillClients, "fill-clients", cfg.FillClients, "concurrent clients of the fill")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured time of the delivery and of each get-hit and put-new")
+	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured time before each measurement")
+	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "longest wait after the fill for kvd to go quiet; 0 does not wait")
+	fs.DurationVar(&cfg.Open, "open-timeout", cfg.Open, "longest time for every watcher to open its stream and receive its ready event")
+	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "longest wait, once the writer stops, for every watcher to receive every write")
+	fs.StringVar(&cfg.WorkDir, "workdir", "", "keep the binary, stores and server logs here (default: a temporary directory, removed)")
+	jsonPath := fs.String("json", "", "write the results as JSON to this file")
+	if err := parseArgs(fs, args); err != nil {
+		return cfg, "", err
 	}
 	cfg.KVDArgs = strings.Fields(*kvdArgs)
 	if cfg.Log == nil {

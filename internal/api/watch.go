@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -98,7 +99,7 @@ func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id 
 	if s.flush() != nil {
 		return
 	}
-	lastPing := time.Now()
+	lastPing, lastAuth := time.Now(), time.Now()
 	for {
 		evs, err := wt.Next(ctx, recheckEvery)
 		if err != nil {
@@ -113,9 +114,9 @@ func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id 
 			s.event(e)
 		}
 		if len(evs) == 0 && time.Since(lastPing) >= pingEvery {
-			s.buf = append(s.buf, ": ping\n\n"...)
+			s.write(pingFrame)
 		}
-		if len(s.buf) > 0 {
+		if s.pending() {
 			if s.flush() != nil {
 				return
 			}
@@ -124,8 +125,13 @@ func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id 
 		if h.closing.Load() {
 			return
 		}
-		if _, err := h.svc.Authenticate(ctx, token, r.RemoteAddr); err != nil {
-			return
+		// Once a second, not after every batch: a busy stream would
+		// otherwise hash its token for each one.
+		if time.Since(lastAuth) >= recheckEvery {
+			if _, err := h.svc.Authenticate(ctx, token, r.RemoteAddr); err != nil {
+				return
+			}
+			lastAuth = time.Now()
 		}
 	}
 }
@@ -149,53 +155,94 @@ func (q query) boolean(name string) (bool, error) {
 	}
 }
 
-// sseWriter buffers a stream's events and writes them out, each write
-// with its own deadline.
+// pingFrame is the comment that keeps an idle stream's connection alive.
+var pingFrame = []byte(": ping\n\n")
+
+// sseFlushAt is how many bytes of events a stream gathers before it
+// writes them out, if its batch has more.
+const sseFlushAt = 32 << 10
+
+// sseBuffers holds the buffers streams gather their events in. A stream
+// holds one only from its first event to the flush that follows, so that
+// ten thousand streams waiting for a change hold none, and a batch of
+// events still goes out in one write.
+var sseBuffers = sync.Pool{New: func() any { b := make([]byte, 0, sseFlushAt); return &b }}
+
+// rearmEvery is how often a stream's write deadline is pushed back: it is
+// a timer update, too costly to make for every batch of ten thousand
+// streams, and the deadline is set that much further away.
+const rearmEvery = time.Second
+
+// sseWriter gathers a stream's events and writes them out, the writes
+// under a deadline at least watchWriteTimeout away.
 type sseWriter struct {
 	w      http.ResponseWriter
 	rc     *http.ResponseController
 	values bool
-	buf    []byte
+	buf    *[]byte   // from sseBuffers while events wait for a flush
+	armed  time.Time // when the write deadline was last set
 	err    error
 }
 
-func (s *sseWriter) event(e *service.Event) error {
-	s.buf = append(s.buf, e.Frame(s.values, encodeEvent)...)
-	if len(s.buf) >= 32<<10 {
-		return s.flush()
+// take makes sure the stream holds a buffer and returns it.
+func (s *sseWriter) take() *[]byte {
+	if s.buf == nil {
+		s.buf = sseBuffers.Get().(*[]byte)
 	}
-	return s.err
+	return s.buf
 }
 
-func (s *sseWriter) ready(rev store.Revision) {
-	s.buf = append(s.buf, "event: ready\ndata: {\"revision\":"...)
-	s.buf = strconv.AppendUint(s.buf, uint64(rev), 10)
-	s.buf = append(s.buf, "}\n\n"...)
+func (s *sseWriter) pending() bool { return s.buf != nil && len(*s.buf) > 0 }
+
+func (s *sseWriter) write(b []byte) {
+	p := s.take()
+	*p = append(*p, b...)
 }
 
-func (s *sseWriter) overflow(rev store.Revision) {
-	s.buf = append(s.buf, "event: overflow\ndata: {\"revision\":"...)
-	s.buf = strconv.AppendUint(s.buf, uint64(rev), 10)
-	s.buf = append(s.buf, "}\n\n"...)
-}
-
-func (s *sseWriter) flush() error {
+func (s *sseWriter) event(e *service.Event) error {
 	if s.err != nil {
 		return s.err
 	}
-	if len(s.buf) == 0 {
-		return nil
+	s.write(e.Frame(s.values, encodeEvent))
+	if len(*s.buf) >= sseFlushAt {
+		return s.flush()
 	}
-	s.rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
-	if _, err := s.w.Write(s.buf); err != nil {
-		s.err = err
-		return err
+	return nil
+}
+
+func (s *sseWriter) ready(rev store.Revision) { s.revisionEvent("ready", rev) }
+
+func (s *sseWriter) overflow(rev store.Revision) { s.revisionEvent("overflow", rev) }
+
+// revisionEvent adds an event whose data is only a revision.
+func (s *sseWriter) revisionEvent(kind string, rev store.Revision) {
+	p := s.take()
+	b := append(*p, "event: "...)
+	b = append(b, kind...)
+	b = append(b, "\ndata: {\"revision\":"...)
+	b = strconv.AppendUint(b, uint64(rev), 10)
+	*p = append(b, "}\n\n"...)
+}
+
+func (s *sseWriter) flush() error {
+	if s.err != nil || !s.pending() {
+		return s.err
 	}
-	s.buf = s.buf[:0]
-	if err := s.rc.Flush(); err != nil {
-		s.err = err
+	if now := time.Now(); now.Sub(s.armed) >= rearmEvery {
+		s.rc.SetWriteDeadline(now.Add(watchWriteTimeout + rearmEvery))
+		s.armed = now
 	}
-	return s.err
+	_, err := s.w.Write(*s.buf)
+	if cap(*s.buf) <= 4*sseFlushAt { // not one grown by a large value
+		*s.buf = (*s.buf)[:0]
+		sseBuffers.Put(s.buf)
+	}
+	s.buf = nil
+	if err == nil {
+		err = s.rc.Flush()
+	}
+	s.err = err
+	return err
 }
 
 // encodeEvent is an event's frame: its id, its kind and its data.

@@ -187,6 +187,9 @@ func DefaultConfig() Config {
 
 // Validate checks the configuration.
 func (c *Config) Validate() error {
+	if err := checkTimes(c.Duration, c.Warmup, c.Settle); err != nil {
+		return err
+	}
 	switch {
 	case c.Keys < 1:
 		return errors.New("bench: --keys must be at least 1")
@@ -196,12 +199,6 @@ func (c *Config) Validate() error {
 		return errors.New("bench: value size must be 0 to 1 MiB")
 	case c.BigKeys < 1:
 		return errors.New("bench: big keys must be at least 1")
-	case c.Duration <= 0:
-		return errors.New("bench: --duration must be positive")
-	case c.Warmup < 0:
-		return errors.New("bench: --warmup must not be negative")
-	case c.Settle < 0:
-		return errors.New("bench: --settle must not be negative")
 	case len(c.Clients) == 0:
 		return errors.New("bench: --clients is empty")
 	case c.FillClients < 1:
@@ -224,6 +221,20 @@ func (c *Config) Validate() error {
 		if !slices.Contains(allWorkloads(), w) {
 			return fmt.Errorf("bench: unknown workload %q (have %s)", w, strings.Join(allWorkloads(), ", "))
 		}
+	}
+	return nil
+}
+
+// checkTimes checks the times every mode has: measured, warm-up and
+// settle.
+func checkTimes(duration, warmup, settle time.Duration) error {
+	switch {
+	case duration <= 0:
+		return errors.New("bench: --duration must be positive")
+	case warmup < 0:
+		return errors.New("bench: --warmup must not be negative")
+	case settle < 0:
+		return errors.New("bench: --settle must not be negative")
 	}
 	return nil
 }
@@ -312,7 +323,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	if cfg.selected(GetHitSlowloris) {
 		// The attacker's connections and the clients' share this process.
-		if err := raiseFDLimit(cfg.SlowConns + cfg.maxClients() + fdReserve); err != nil {
+		if err := raiseFDLimit(cfg.SlowConns+cfg.maxClients()+fdReserve, slowlorisUse, "--slow-conns"); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
 	}
@@ -329,28 +340,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if !cfg.NoEmbedded && httpLoads {
 		targets = append(targets, TargetKVD)
 	}
-	var pg *pgEnv
-	switch cfg.Postgres {
-	case "", PostgresOff:
-	case PostgresAuto:
-		env, err := startThrowaway(cfg.ProfileDir != "", cfg.logf)
-		if err != nil {
-			cfg.logf("kvd on PostgreSQL left out: %v", err)
-			rep.Notes = append(rep.Notes, "kvd on PostgreSQL left out: "+firstLine(err.Error()))
-			break
-		}
-		cfg.logf("PostgreSQL: a throwaway server from this machine's binaries")
-		pg = env
-	default:
-		pg = urlEnv(cfg.Postgres, cfg.ProfileDir != "")
-	}
+	pg, notes := openPostgres(cfg.Postgres, cfg.ProfileDir != "", cfg.logf)
+	rep.Notes = append(rep.Notes, notes...)
 	if pg != nil {
 		defer pg.close()
 		cfg.Postgres = pg.kvdURL
-		d := pg.describe()
-		cfg.logf("%s", d)
-		rep.Notes = append(rep.Notes, d)
-		rep.Notes = append(rep.Notes, pg.notes...)
 		if httpLoads {
 			targets = append(targets, TargetKVDPostgres)
 		}

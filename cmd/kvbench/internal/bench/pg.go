@@ -135,6 +135,32 @@ func launch(s *pgserver.Server) error {
 	return err
 }
 
+// openPostgres returns the PostgreSQL server of a run given --postgres
+// spec (a URL, PostgresAuto, PostgresOff or ""), with the notes the report
+// keeps of it: nil when there is none, or a throwaway one could not be
+// started (a note says why). profile is as for startThrowaway. The caller
+// closes the server.
+func openPostgres(spec string, profile bool, log func(string, ...any)) (*pgEnv, []string) {
+	var pg *pgEnv
+	switch spec {
+	case "", PostgresOff:
+		return nil, nil
+	case PostgresAuto:
+		env, err := startThrowaway(profile, log)
+		if err != nil {
+			log("kvd on PostgreSQL left out: %v", err)
+			return nil, []string{"kvd on PostgreSQL left out: " + firstLine(err.Error())}
+		}
+		log("PostgreSQL: a throwaway server from this machine's binaries")
+		pg = env
+	default:
+		pg = urlEnv(spec, profile)
+	}
+	d := pg.describe()
+	log("%s", d)
+	return pg, append([]string{d}, pg.notes...)
+}
+
 // urlEnv is the environment of a server given by URL: the pg-* tables go
 // into kvd's database, beside kvd's own, and pg_stat_statements is used if
 // the server preloads it.

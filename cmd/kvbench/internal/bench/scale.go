@@ -94,6 +94,9 @@ func DefaultScaleConfig() ScaleConfig {
 
 // Validate checks the configuration.
 func (c *ScaleConfig) Validate() error {
+	if err := checkTimes(c.Duration, c.Warmup, c.Settle); err != nil {
+		return err
+	}
 	switch {
 	case c.Keys < 1 || c.Keys > scaleMaxKeys:
 		return fmt.Errorf("bench: --keys must be 1 to %d", scaleMaxKeys)
@@ -105,12 +108,6 @@ func (c *ScaleConfig) Validate() error {
 		return errors.New("bench: --fill-clients must be 1 to 4096")
 	case c.Clients < 1 || c.Clients > 4096:
 		return errors.New("bench: --clients must be 1 to 4096")
-	case c.Duration <= 0:
-		return errors.New("bench: --duration must be positive")
-	case c.Warmup < 0:
-		return errors.New("bench: --warmup must not be negative")
-	case c.Settle < 0:
-		return errors.New("bench: --settle must not be negative")
 	case c.Progress <= 0:
 		return errors.New("bench: the progress interval must be positive")
 	}
@@ -295,6 +292,31 @@ func (r *ScaleReport) WriteJSON(path string) error {
 	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
+// prepareWorkDir returns a mode's work directory: dir, created if need
+// be, or a new temporary one (named from prefix) that cleanup removes. It
+// builds kvd into it unless *kvd names a binary already, and sets *kvd.
+func prepareWorkDir(ctx context.Context, prefix, dir string, kvd *string, log io.Writer) (string, func(), error) {
+	cleanup := func() {}
+	if dir == "" {
+		d, err := os.MkdirTemp("", prefix)
+		if err != nil {
+			return "", nil, err
+		}
+		dir, cleanup = d, func() { os.RemoveAll(d) }
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", nil, err
+	}
+	if *kvd == "" {
+		bin, err := buildKVD(ctx, dir, log)
+		if err != nil {
+			cleanup()
+			return "", nil, err
+		}
+		*kvd = bin
+	}
+	return dir, cleanup, nil
+}
+
 // lockedWriter serialises the writes of several goroutines to w.
 type lockedWriter struct {
 	mu sync.Mutex
@@ -322,28 +344,15 @@ func RunScale(ctx context.Context, cfg ScaleConfig) (*ScaleReport, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	dir := cfg.WorkDir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "kvbench-scale-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
 	if cfg.Log != nil {
 		// The load's progress lines come from their own goroutine.
 		cfg.Log = &lockedWriter{w: cfg.Log}
 	}
-	if cfg.KVD == "" {
-		bin, err := buildKVD(ctx, dir, cfg.Log)
-		if err != nil {
-			return nil, err
-		}
-		cfg.KVD = bin
+	dir, cleanup, err := prepareWorkDir(ctx, "kvbench-scale-", cfg.WorkDir, &cfg.KVD, cfg.Log)
+	if err != nil {
+		return nil, err
 	}
+	defer cleanup()
 	keyBytes := len(mainKey(0))
 	rep := &ScaleReport{
 		Version: ScaleReportVersion,
@@ -366,7 +375,7 @@ func RunScale(ctx context.Context, cfg ScaleConfig) (*ScaleReport, error) {
 			sr.live.close()
 		}
 	}()
-	err := sr.run(ctx)
+	err = sr.run(ctx)
 	rep.finish()
 	if err != nil {
 		return rep, fmt.Errorf("bench: scale: %w", err)
@@ -767,24 +776,31 @@ func (r *ScaleReport) Print(w io.Writer) {
 			}
 		}
 	}
-	if len(r.Targets) > 0 {
-		fmt.Fprintln(w, "\ntargets:")
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		for _, t := range r.Targets {
-			verdict := "met"
-			if !t.Met {
-				verdict = "MISSED"
-			}
-			fmt.Fprintf(tw, "  %s\t%s\twant %s\t%s\n", t.Name, t.Got, t.Want, verdict)
-		}
-		tw.Flush()
-	}
+	printTargets(w, r.Targets)
 	if !r.PeakRSSResettable {
 		fmt.Fprintln(w, "\npeak RSS figures are kvd's peak since it started (VmHWM could not be reset)")
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintln(w, "note:", n)
 	}
+}
+
+// printTargets writes the targets and whether each was met, if there are
+// any.
+func printTargets(w io.Writer, targets []ScaleTarget) {
+	if len(targets) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\ntargets:")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, t := range targets {
+		verdict := "met"
+		if !t.Met {
+			verdict = "MISSED"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\twant %s\t%s\n", t.Name, t.Got, t.Want, verdict)
+	}
+	tw.Flush()
 }
 
 // fmtMiB formats a byte count in MiB, or in GiB from 1 GiB.

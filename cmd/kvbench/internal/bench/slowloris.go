@@ -364,15 +364,20 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	}
 }
 
+// slowlorisUse names what needs the descriptors the slowloris workload
+// holds, in the errors of raiseFDLimit and checkServerFDs.
+const slowlorisUse = "the slowloris workload"
+
 // fdReserve is the file descriptors, besides the attacker's connections
 // and the clients', that a process is given room for.
 const fdReserve = 256
 
 // raiseFDLimit raises this process's soft RLIMIT_NOFILE to its hard limit
-// and checks that it allows need descriptors (all ones is unlimited). (The Go runtime raises it
-// too, at start, on Linux; kvd and the baseline, being Go programs, raise
-// their own.)
-func raiseFDLimit(need int) error {
+// and checks that it allows need descriptors (all ones is unlimited); what
+// needs them, and the flag that lowers the need, go into the error. (The Go
+// runtime raises it too, at start, on Linux; kvd and the baseline, being Go
+// programs, raise their own.)
+func raiseFDLimit(need int, what, flag string) error {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		return fmt.Errorf("getrlimit: %w", err)
@@ -385,7 +390,7 @@ func raiseFDLimit(need int) error {
 		}
 	}
 	if rl.Cur != ^uint64(0) && rl.Cur < uint64(need) {
-		return fmt.Errorf("the slowloris workload needs about %d file descriptors in kvbench, but its RLIMIT_NOFILE is %d (hard limit %d): raise the hard limit (ulimit -Hn, limits.conf or the container's nofile) or lower --slow-conns", need, rl.Cur, rl.Max)
+		return fmt.Errorf("%s needs about %d file descriptors in kvbench, but its RLIMIT_NOFILE is %d (hard limit %d): raise the hard limit (ulimit -Hn, limits.conf or the container's nofile) or lower %s", what, need, rl.Cur, rl.Max, flag)
 	}
 	return nil
 }
@@ -416,14 +421,15 @@ func procFDLimit(pid int) (int64, error) {
 	return 0, fmt.Errorf("/proc/%d/limits: no Max open files", pid)
 }
 
-// checkServerFDs checks that server process pid may hold need descriptors.
-func checkServerFDs(name string, pid, need int) error {
+// checkServerFDs checks that server process pid may hold need descriptors;
+// what needs them, and the flag that lowers the need, go into the error.
+func checkServerFDs(name string, pid, need int, what, flag string) error {
 	lim, err := procFDLimit(pid)
 	if err != nil {
 		return nil // not Linux, or the process is gone: nothing to check
 	}
 	if lim >= 0 && lim < int64(need) {
-		return fmt.Errorf("the slowloris workload needs about %d file descriptors in %s (pid %d), but its RLIMIT_NOFILE is %d: raise the hard limit or lower --slow-conns", need, name, pid, lim)
+		return fmt.Errorf("%s needs about %d file descriptors in %s (pid %d), but its RLIMIT_NOFILE is %d: raise the hard limit or lower %s", what, need, name, pid, lim, flag)
 	}
 	return nil
 }

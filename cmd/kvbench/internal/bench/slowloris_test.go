@@ -251,10 +251,10 @@ func TestSlowPoolDialErrors(t *testing.T) {
 }
 
 func TestFDLimits(t *testing.T) {
-	if err := raiseFDLimit(64); err != nil {
+	if err := raiseFDLimit(64, slowlorisUse, "--slow-conns"); err != nil {
 		t.Fatalf("64 descriptors: %v", err)
 	}
-	err := raiseFDLimit(1 << 62)
+	err := raiseFDLimit(1<<62, slowlorisUse, "--slow-conns")
 	if err == nil || !strings.Contains(err.Error(), "--slow-conns") {
 		t.Fatalf("an impossible need: %v, want an error naming --slow-conns", err)
 	}
@@ -266,11 +266,11 @@ func TestFDLimits(t *testing.T) {
 		t.Fatal("pid 1: a limit of 0 open files")
 	}
 	if lim > 0 {
-		if err := checkServerFDs("init", 1, int(lim)+1); err == nil {
+		if err := checkServerFDs("init", 1, int(lim)+1, slowlorisUse, "--slow-conns"); err == nil {
 			t.Error("checkServerFDs accepts a need over the process's limit")
 		}
 	}
-	if err := checkServerFDs("init", 1, 1); err != nil {
+	if err := checkServerFDs("init", 1, 1, slowlorisUse, "--slow-conns"); err != nil {
 		t.Error(err)
 	}
 }

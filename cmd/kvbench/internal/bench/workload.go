@@ -106,7 +106,7 @@ func runTarget(ctx context.Context, cfg *Config, dir, name string, pg *pgEnv, re
 	}
 	rep.PeakRSSResettable = rep.PeakRSSResettable || resetPeakRSS(s.proc.pid)
 	if cfg.selected(GetHitSlowloris) {
-		if err := checkServerFDs(name, s.proc.pid, cfg.SlowConns+maxClients+fdReserve); err != nil {
+		if err := checkServerFDs(name, s.proc.pid, cfg.SlowConns+maxClients+fdReserve, slowlorisUse, "--slow-conns"); err != nil {
 			return err
 		}
 	}
