@@ -1,40 +1,21 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgekv/kv/client"
+	"github.com/edgekv/kv/internal/kvdtest"
 )
-
-// syncBuffer is a bytes.Buffer safe to read while the command writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // watchCmd runs `storage kv watch args...` until stop is called, which
 // returns its exit code, stdout and stderr.
-func (h *harness) watchCmd(args ...string) (stdout *syncBuffer, stop func() (int, string)) {
+func (h *harness) watchCmd(args ...string) (stdout *kvdtest.SyncBuffer, stop func() (int, string)) {
 	ctx, cancel := context.WithCancel(context.Background())
-	out, errOut := &syncBuffer{}, &syncBuffer{}
+	out, errOut := &kvdtest.SyncBuffer{}, &kvdtest.SyncBuffer{}
 	env := Env{Stdin: strings.NewReader(""), Stdout: out, Stderr: errOut, Getenv: func(k string) string { return h.env[k] }, Environ: h.environ, Dir: h.dir, IsTerminal: func() bool { return false }}
 	done := make(chan int, 1)
 	go func() { done <- Run(ctx, env, append([]string{"storage", "kv", "watch"}, args...)) }()
@@ -51,7 +32,7 @@ func (h *harness) watchCmd(args ...string) (stdout *syncBuffer, stop func() (int
 }
 
 // waitFor waits until out holds n lines.
-func waitFor(t *testing.T, out *syncBuffer, n int) []string {
+func waitFor(t *testing.T, out *kvdtest.SyncBuffer, n int) []string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

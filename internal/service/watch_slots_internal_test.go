@@ -4,9 +4,6 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	"github.com/edgekv/kv"
-	"github.com/edgekv/kv/internal/store/pebble"
 )
 
 // TestWatchDeliverySlots: watchers that took their events and did not
@@ -16,26 +13,11 @@ import (
 // not.
 func TestWatchDeliverySlots(t *testing.T) {
 	ctx := context.Background()
-	db, err := pebble.Open(t.TempDir(), pebble.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	svc := New(Config{Store: db})
+	svc, id, _ := newWatched(t)
 	p := FullPrincipal("org")
-	ns, err := svc.CreateNamespace(ctx, p, "slots")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok, err := db.ClaimLifecycleJob(ctx, "h", time.Now(), time.Minute); err != nil || !ok {
-		t.Fatalf("claim: %v, %v", ok, err)
-	}
-	if err := db.CompleteProvision(ctx, ns.ID, "h", kv.StatusProvisionOK, time.Now()); err != nil {
-		t.Fatal(err)
-	}
 	open := func() *Watcher {
 		t.Helper()
-		w, err := svc.Watch(ctx, p, ns.ID, WatchOptions{})
+		w, err := svc.Watch(ctx, p, id, WatchOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +50,7 @@ func TestWatchDeliverySlots(t *testing.T) {
 		stuck[i] = open()
 	}
 	late, prompt := open(), open()
-	if _, err := svc.PutKey(ctx, p, ns.ID, "a", Put{Data: []byte("1")}); err != nil {
+	if _, err := svc.PutKey(ctx, p, id, "a", Put{Data: []byte("1")}); err != nil {
 		t.Fatal(err)
 	}
 	for _, w := range stuck {
@@ -77,7 +59,7 @@ func TestWatchDeliverySlots(t *testing.T) {
 	next(late, "a")
 	// A watcher that comes back for more gives its slot back at once.
 	next(prompt, "a")
-	if _, err := svc.PutKey(ctx, p, ns.ID, "b", Put{Data: []byte("2")}); err != nil {
+	if _, err := svc.PutKey(ctx, p, id, "b", Put{Data: []byte("2")}); err != nil {
 		t.Fatal(err)
 	}
 	next(prompt, "b")
