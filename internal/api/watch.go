@@ -80,6 +80,12 @@ func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id 
 	hd.Set("Content-Type", "text/event-stream")
 	hd.Set("Cache-Control", "no-cache")
 	hd.Set("X-Accel-Buffering", "no") // proxies must not hold events back
+	// Not chunked: the body runs to the end of the connection, as the
+	// SSE recommendation suggests. A chunked batch larger than the
+	// connection's 4 KiB buffer takes three writes to the socket (the
+	// chunk's header with the start of the data, the rest, its CRLF);
+	// unchunked, one.
+	hd.Set("Transfer-Encoding", "identity")
 	w.WriteHeader(http.StatusOK)
 	s := &sseWriter{w: w, rc: rc, values: opts.Values}
 	if r.Method == http.MethodHead {
