@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -92,7 +93,15 @@ func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id 
 		return
 	}
 	if opts.Snapshot {
-		if _, err := wt.Snapshot(ctx, s.event); err != nil {
+		// A stop of the server ends a snapshot too, between two keys: a
+		// slow client would otherwise hold the shutdown until its end.
+		send := func(e *service.Event) error {
+			if h.closing.Load() {
+				return errClosing
+			}
+			return s.event(e)
+		}
+		if _, err := wt.Snapshot(ctx, send); err != nil {
 			// The status is sent; the stream just ends, and the
 			// client resumes or starts again.
 			h.log.Debug("watch: snapshot ended", "request_id", w.id, "err", err)
@@ -141,6 +150,9 @@ func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id 
 		}
 	}
 }
+
+// errClosing ends a snapshot when the server stops.
+var errClosing = errors.New("the server is stopping")
 
 // parseRevision parses a decimal revision.
 func parseRevision(s string) (store.Revision, error) {
