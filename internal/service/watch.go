@@ -24,23 +24,25 @@ import (
 // number of watchers. The ring is published as an immutable view that
 // watchers read without a lock: ten thousand watchers woken by one change
 // would otherwise queue on the tail's mutex, one at a time. A watcher
-// whose position is older than the ring
-// (it resumed from an older revision, or fell behind by more than the
-// ring holds) reads the store itself until it reaches the ring, holding
-// one of a few catch-up slots; one that waits too long for a slot is sent
-// an overflow event and closed, and resumes with since.
+// whose position is older than the ring (it resumed from an older
+// revision, or fell behind by more than the ring holds) reads the store
+// itself until it reaches the ring, holding one of a few catch-up slots;
+// one that waits too long for a slot is sent an overflow event and
+// closed, and resumes with since.
 //
 // Every event is encoded once, in the tail, and the same bytes go to
 // every watcher that wants them.
 //
-// A change wakes every watcher of its namespace. Ten thousand goroutines
-// made runnable at once would each wait, at every step, behind all the
-// others, and so would every other request of the process (the PUTs
-// among them that feed the watchers): a watcher delivers only while it
-// holds one of a few delivery slots, from reading the ring until it asks
-// for more, and waits for one parked, out of the scheduler's way. A
-// watcher whose write blocks (a slow reader) keeps its slot to itself
-// only briefly.
+// A change wakes every watcher of its namespace, and each then writes to
+// its socket. So that ten thousand of them do not hold up, at every step,
+// each other and every other request of the process (the PUTs among them
+// that feed the watchers), a watcher writes only while it holds one of a
+// few delivery slots, from reading the ring until it asks for more, and
+// waits for one parked; one whose write blocks (a slow reader) keeps its
+// slot to itself only briefly. And a tail of many watchers pauses after
+// each view it publishes (publishPause), so that a namespace written to
+// faster than its watchers can be woken wakes them once for several
+// changes.
 
 // EventKind is what a watch event says.
 type EventKind uint8
