@@ -92,6 +92,13 @@ func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id 
 	if r.Method == http.MethodHead {
 		return
 	}
+	// The status goes out now: a watch resumed with since may have
+	// nothing to send for a long while, and its client waits for the
+	// headers.
+	rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
+	if err := rc.Flush(); err != nil {
+		return
+	}
 	if opts.Snapshot {
 		// A stop of the server ends a snapshot too, between two keys: a
 		// slow client would otherwise hold the shutdown until its end.

@@ -239,6 +239,22 @@ func testWatch(t *testing.T, start StartFunc) {
 		rw.close()
 	}
 
+	// A watch resumed with nothing to send answers its headers at once.
+	headers := make(chan *stream, 1)
+	go func() {
+		st, _ := c.tryWatch(id, "since="+got[len(got)-1].id)
+		headers <- st
+	}()
+	select {
+	case st := <-headers:
+		if st == nil {
+			t.Fatal("a watch resumed from the last revision was refused")
+		}
+		st.close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("a watch resumed with nothing to send sent no headers within 5 s")
+	}
+
 	// values=true: text as value, bytes as value_base64, none over 64 KiB.
 	vw := c.openWatch(id, "values=true&prefix=v/")
 	vw.want("ready", "")
