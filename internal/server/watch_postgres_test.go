@@ -73,6 +73,7 @@ func TestWatchAcrossKVD(t *testing.T) {
 	var last, readyRev uint64
 	stopped := false
 	sentinel := uint64(0)
+	sentinelDone := make(chan struct{})
 	for ev, err := range nsB.Watch(ctx, client.WatchOptions{Snapshot: true, Values: true}) {
 		if err != nil {
 			t.Fatal(err)
@@ -87,6 +88,7 @@ func TestWatchAcrossKVD(t *testing.T) {
 			if !stopped {
 				stopped = true
 				time.AfterFunc(500*time.Millisecond, func() {
+					defer close(sentinelDone)
 					close(stop)
 					wg.Wait()
 					r, err := nsA.PutWithResult(ctx, "zz-sentinel", []byte("end"), nil)
@@ -117,6 +119,8 @@ func TestWatchAcrossKVD(t *testing.T) {
 			break
 		}
 	}
+	// The sentinel's event may come through before its PUT's answer.
+	<-sentinelDone
 	mu.Lock()
 	defer mu.Unlock()
 	if sentinel == 0 || !seen[sentinel] {
