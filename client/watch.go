@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/edgekv/kv"
@@ -164,7 +165,7 @@ func (w *watchLoop) stream(ctx context.Context, yield func(Event, error) bool) (
 		return false, false, err
 	}
 	defer resp.Body.Close()
-	if ct := resp.Header.Get("Content-Type"); !bytes.HasPrefix([]byte(ct), []byte("text/event-stream")) {
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		return false, false, fmt.Errorf("client: a watch answered %q, not text/event-stream", ct)
 	}
 	r := &sseReader{r: bufio.NewReaderSize(resp.Body, 64<<10)}

@@ -234,12 +234,7 @@ func (t *nsTail) run(ctx context.Context) {
 			backoff = min(2*backoff, 2*time.Second)
 			continue
 		}
-		if len(changes) > 0 {
-			pos = changes[len(changes)-1].Revision
-		}
-		if len(changes) < eventBatch {
-			pos = max(pos, head)
-		}
+		pos = readUpTo(pos, changes, head)
 		published := t.add(changes, pos)
 		if len(changes) == eventBatch {
 			continue
@@ -259,6 +254,20 @@ func (t *nsTail) run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// readUpTo is where a reader of the feed at pos is once ReadChanges (with
+// limit eventBatch) returned changes and head: after the last change, or
+// at the head when the page was not full (nothing more under its prefix
+// up to there).
+func readUpTo(pos store.Revision, changes []store.Change, head store.Revision) store.Revision {
+	if len(changes) > 0 {
+		pos = changes[len(changes)-1].Revision
+	}
+	if len(changes) < eventBatch {
+		pos = max(pos, head)
+	}
+	return pos
 }
 
 // publishPause is how long a tail with users watchers waits, after it
@@ -336,15 +345,13 @@ func (t *nsTail) publish(old, n *ringView) {
 
 // Watcher is one open watch. It is used by one goroutine.
 type Watcher struct {
-	s     *Service
-	feed  store.Changes
-	who   Principal
-	ns    kv.ID
-	opts  WatchOptions
-	tail  *nsTail
-	pos   store.Revision // every change up to it was delivered or skipped
-	ready bool
-	evs   []*Event // what Next returned last, reused
+	s    *Service
+	who  Principal
+	ns   kv.ID
+	opts WatchOptions
+	tail *nsTail
+	pos  store.Revision // every change up to it was delivered or skipped
+	evs  []*Event       // what Next returned last, reused
 	// holding says the watcher holds a delivery slot; hold gives it back
 	// after deliveryHold, unless stopped first.
 	holding bool
@@ -363,26 +370,21 @@ func (s *Service) Watch(ctx context.Context, p Principal, id kv.ID, opts WatchOp
 	if len(opts.Prefix) > kv.MaxKeyLen {
 		return nil, kv.Errorf(kv.EInvalid, "prefix is longer than any key can be (%d characters)", kv.MaxKeyLen).WithParam("prefix")
 	}
-	feed, ok := s.store.(store.Changes)
-	if !ok {
-		return nil, kv.Errorf(kv.EInternal, "this store keeps no change feed")
-	}
-	head, err := feed.Head(ctx)
+	head, err := s.store.Head(ctx)
 	if err != nil {
 		return nil, fromStore(err, "")
 	}
-	w := &Watcher{s: s, feed: feed, who: p, ns: id, opts: opts, pos: head}
+	from := head
 	if opts.HasSince {
-		// Check the namespace and the history now, so that a watch that
-		// cannot be served is refused before its stream starts.
-		if _, _, err := feed.ReadChanges(ctx, p.Org, id, opts.Prefix, opts.Since, 1, false); err != nil {
-			return nil, watchErr(err)
-		}
-		w.pos = opts.Since
-	} else if _, _, err := feed.ReadChanges(ctx, p.Org, id, opts.Prefix, head, 1, false); err != nil {
+		from = opts.Since
+	}
+	// Check the namespace (and the history, from since) now, so that a
+	// watch that cannot be served is refused before its stream starts.
+	if _, _, err := s.store.ReadChanges(ctx, p.Org, id, opts.Prefix, from, 1, false); err != nil {
 		return nil, watchErr(err)
 	}
-	w.tail = s.watches.join(feed, p.Org, id, head)
+	w := &Watcher{s: s, who: p, ns: id, opts: opts, pos: from}
+	w.tail = s.watches.join(s.store, p.Org, id, head)
 	s.meter.Add(p.Org, id, s.now(), store.UsageCounts{Lists: 1})
 	return w, nil
 }
@@ -428,7 +430,7 @@ func (w *Watcher) Snapshot(ctx context.Context, fn func(*Event) error) (store.Re
 			w.s.meter.Add(w.who.Org, w.ns, w.s.now(), store.UsageCounts{Reads: int64(sent)})
 		}
 	}()
-	at, err := w.feed.Snapshot(ctx, w.who.Org, w.ns, w.opts.Prefix, now, w.opts.Values, func(c store.Change) error {
+	at, err := w.s.store.Snapshot(ctx, w.who.Org, w.ns, w.opts.Prefix, now, w.opts.Values, func(c store.Change) error {
 		sent++
 		return fn(&Event{Kind: EventPut, Change: c})
 	})
@@ -576,7 +578,7 @@ func (w *Watcher) catchUp(ctx context.Context) ([]*Event, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	changes, head, err := w.feed.ReadChanges(ctx, w.who.Org, w.ns, w.opts.Prefix, w.pos, eventBatch, w.opts.Values)
+	changes, head, err := w.s.store.ReadChanges(ctx, w.who.Org, w.ns, w.opts.Prefix, w.pos, eventBatch, w.opts.Values)
 	var gone *store.HistoryGoneError
 	switch {
 	case errors.As(err, &gone):
@@ -588,10 +590,7 @@ func (w *Watcher) catchUp(ctx context.Context) ([]*Event, error) {
 	evs := make([]*Event, len(changes))
 	for i, c := range changes {
 		evs[i] = &Event{Kind: EventKind(c.Kind), Change: c}
-		w.pos = c.Revision
 	}
-	if len(changes) < eventBatch {
-		w.pos = max(w.pos, head)
-	}
+	w.pos = readUpTo(w.pos, changes, head)
 	return evs, nil
 }
