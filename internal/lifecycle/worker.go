@@ -102,30 +102,49 @@ func (w *Worker) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); w.runJobs(ctx) }()
-	go func() { defer wg.Done(); w.runSweeps(ctx) }()
-	go func() { defer wg.Done(); w.runCompactions(ctx) }()
+	go func() { defer wg.Done(); every(ctx, w.cfg.Sweep, w.SweepOnce) }()
+	go func() { defer wg.Done(); every(ctx, w.cfg.CompactEvery, w.CompactOnce) }()
 	wg.Wait()
 }
 
-// DefaultWatchRetention is how long the change feed keeps changes by
-// default: watchers may resume from up to a day back.
-const DefaultWatchRetention = 24 * time.Hour
-
-func (w *Worker) runCompactions(ctx context.Context) {
-	if _, ok := w.cfg.Store.(store.Changes); !ok {
-		return
-	}
-	t := time.NewTicker(w.cfg.CompactEvery)
+// every runs fn every d until ctx is done.
+func every(ctx context.Context, d time.Duration, fn func(context.Context) int) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			w.CompactOnce(ctx)
+			fn(ctx)
 		}
 	}
 }
+
+// inBatches calls step, which removes up to batch items, until it removes
+// fewer, fails or ctx is done, counting what it removed in done and a
+// failure (logged as what) in fails. It reports how many it removed.
+func (w *Worker) inBatches(ctx context.Context, batch int, what string, done, fails *atomic.Int64, step func() (int, error)) int {
+	total := 0
+	for ctx.Err() == nil {
+		n, err := step()
+		total += n
+		done.Add(int64(n))
+		if err != nil {
+			fails.Add(1)
+			w.cfg.Logger.Error("lifecycle: "+what, "err", err)
+			break
+		}
+		if n < batch {
+			break
+		}
+	}
+	return total
+}
+
+// DefaultWatchRetention is how long the change feed keeps changes by
+// default: watchers may resume from up to a day back.
+const DefaultWatchRetention = 24 * time.Hour
 
 // compactBatch bounds the changes removed per store call.
 const compactBatch = 5000
@@ -137,21 +156,9 @@ func (w *Worker) CompactOnce(ctx context.Context) int {
 	if !ok {
 		return 0
 	}
-	total := 0
-	for ctx.Err() == nil {
-		n, err := feed.CompactChanges(ctx, w.cfg.Now().Add(-w.cfg.WatchRetention), compactBatch)
-		total += n
-		w.compacted.Add(int64(n))
-		if err != nil {
-			w.compactFails.Add(1)
-			w.cfg.Logger.Error("lifecycle: compact the change feed", "err", err)
-			break
-		}
-		if n < compactBatch {
-			break
-		}
-	}
-	return total
+	return w.inBatches(ctx, compactBatch, "compact the change feed", &w.compacted, &w.compactFails, func() (int, error) {
+		return feed.CompactChanges(ctx, w.cfg.Now().Add(-w.cfg.WatchRetention), compactBatch)
+	})
 }
 
 func (w *Worker) runJobs(ctx context.Context) {
@@ -164,19 +171,6 @@ func (w *Worker) runJobs(ctx context.Context) {
 			return
 		case <-w.wake:
 		case <-t.C:
-		}
-	}
-}
-
-func (w *Worker) runSweeps(ctx context.Context) {
-	t := time.NewTicker(w.cfg.Sweep)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			w.SweepOnce(ctx)
 		}
 	}
 }
@@ -224,22 +218,10 @@ func (w *Worker) RunJobs(ctx context.Context) int {
 // SweepOnce reclaims every key expired by now, in batches, and reports how
 // many it removed.
 func (w *Worker) SweepOnce(ctx context.Context) int {
-	total := 0
 	w.sweeps.Add(1)
-	for ctx.Err() == nil {
-		n, err := w.cfg.Store.SweepExpired(ctx, w.cfg.Now(), w.cfg.SweepBatch)
-		total += n
-		w.sweptKeys.Add(int64(n))
-		if err != nil {
-			w.sweepFails.Add(1)
-			w.cfg.Logger.Error("lifecycle: sweep expired keys", "err", err)
-			break
-		}
-		if n < w.cfg.SweepBatch {
-			break
-		}
-	}
-	return total
+	return w.inBatches(ctx, w.cfg.SweepBatch, "sweep expired keys", &w.sweptKeys, &w.sweepFails, func() (int, error) {
+		return w.cfg.Store.SweepExpired(ctx, w.cfg.Now(), w.cfg.SweepBatch)
+	})
 }
 
 // Stats counts the worker's work since it was made.
