@@ -23,7 +23,8 @@ type feedWatcher struct {
 	done   chan struct{}
 
 	mu        sync.Mutex
-	last      uint64            // the last revision received
+	started   bool              // a first ready came through: last is a position
+	last      uint64            // the last revision received (or ready's)
 	seen      map[uint64]string // revision -> key, of every event received
 	dups      []string
 	backwards []string
@@ -69,7 +70,7 @@ func (f *feedWatcher) stream(ctx context.Context, ready chan struct{}) {
 	req, _ := http.NewRequestWithContext(ctx, "GET", f.r.k.url()+"/v2/storage/kvs/"+f.r.ns+"/watch", nil)
 	req.Header.Set("Authorization", "Bearer "+apiKey)
 	f.mu.Lock()
-	if f.last != 0 {
+	if f.started {
 		req.Header.Set("Last-Event-ID", strconv.FormatUint(f.last, 10))
 		f.reconnect++
 	}
@@ -105,7 +106,12 @@ func (f *feedWatcher) stream(ctx context.Context, ready chan struct{}) {
 			f.mu.Lock()
 			switch {
 			case event == "ready":
-				if f.last == 0 {
+				// Only the first connection has no position: every later one
+				// resumes with Last-Event-ID and is sent no ready. A fresh
+				// namespace's ready may say revision 0, so started, not
+				// last, says whether there was one.
+				if !f.started {
+					f.started = true
 					f.last = d.Revision
 					close(ready)
 				}
