@@ -25,12 +25,14 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/sockpeek"
 	"github.com/edgekv/kv/internal/store"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -127,7 +129,7 @@ func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
 	// replaced by another (pgxpool pings only connections idle for over a
 	// second).
 	pc.PrepareConn = func(ctx context.Context, c *pgx.Conn) (bool, error) {
-		return !peerClosed(c.PgConn().Conn()), nil
+		return !serverClosed(c.PgConn().Conn()), nil
 	}
 
 	// Every new connection asks the breaker first, and reports to it how
@@ -1214,4 +1216,20 @@ func (db *DB) SweepExpired(ctx context.Context, now time.Time, max int) (int, er
 		})
 	})
 	return n, err
+}
+
+// serverClosed reports whether the server end of c, a connection idle in
+// the pool, has closed, or, on a plain connection, has sent something
+// nobody asked for (such as the error a terminated session gets before
+// it is closed; under TLS, pending bytes may be a record the TLS layer
+// has yet to read).
+func serverClosed(c net.Conn) bool {
+	switch sockpeek.Look(c) {
+	case sockpeek.Closed:
+		return true
+	case sockpeek.Pending:
+		_, tls := c.(interface{ NetConn() net.Conn })
+		return !tls
+	}
+	return false
 }

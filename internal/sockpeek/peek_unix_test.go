@@ -1,6 +1,6 @@
 //go:build unix
 
-package postgres
+package sockpeek
 
 import (
 	"net"
@@ -33,18 +33,18 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 	return client, server
 }
 
-// peerClosedSoon runs peerClosed on c in a goroutine and fails t if it
-// does not return: it must never wait for the connection.
-func peerClosedSoon(t *testing.T, c net.Conn) bool {
+// lookSoon runs Look on c in a goroutine and fails t if it does not
+// return: it must never wait for the connection.
+func lookSoon(t *testing.T, c net.Conn) State {
 	t.Helper()
-	res := make(chan bool, 1)
-	go func() { res <- peerClosed(c) }()
+	res := make(chan State, 1)
+	go func() { res <- Look(c) }()
 	select {
-	case closed := <-res:
-		return closed
+	case st := <-res:
+		return st
 	case <-time.After(30 * time.Second):
-		t.Fatal("peerClosed blocked")
-		return false
+		t.Fatal("Look blocked")
+		return Open
 	}
 }
 
@@ -59,32 +59,32 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func TestPeerClosed(t *testing.T) {
+func TestLook(t *testing.T) {
 	t.Run("open and idle", func(t *testing.T) {
 		c, _ := tcpPair(t)
-		if peerClosedSoon(t, c) {
-			t.Fatal("an open, idle connection counts as closed")
+		if st := lookSoon(t, c); st != Open {
+			t.Fatalf("an open, idle connection is %d", st)
 		}
 	})
 	t.Run("closed by the peer", func(t *testing.T) {
 		c, s := tcpPair(t)
 		s.Close()
-		waitFor(t, "end of file", func() bool { return peerClosedSoon(t, c) })
+		waitFor(t, "end of file", func() bool { return lookSoon(t, c) == Closed })
 	})
 	t.Run("unasked data", func(t *testing.T) {
 		c, s := tcpPair(t)
 		if _, err := s.Write([]byte("E")); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "pending byte", func() bool { return peerClosedSoon(t, c) })
+		waitFor(t, "pending byte", func() bool { return lookSoon(t, c) == Pending })
 		// The peek consumed nothing.
 		b := make([]byte, 1)
 		if n, err := c.Read(b); n != 1 || b[0] != 'E' {
 			t.Fatalf("read after the peek = %d %q %v", n, b[:n], err)
 		}
 	})
-	// pgconn's background reader can still be parked in a Read of a
-	// connection that is back in the pool; the look must not wait for it.
+	// A reader can be parked in a Read of the connection (pgconn's, of
+	// one back in its pool); the look must not wait for it.
 	t.Run("with a read in progress", func(t *testing.T) {
 		c, s := tcpPair(t)
 		read := make(chan error, 1)
@@ -93,8 +93,8 @@ func TestPeerClosed(t *testing.T) {
 			read <- err
 		}()
 		time.Sleep(10 * time.Millisecond) // let the Read park; the check holds either way
-		if peerClosedSoon(t, c) {
-			t.Fatal("an open connection with a read in progress counts as closed")
+		if st := lookSoon(t, c); st != Open {
+			t.Fatalf("an open connection with a read in progress is %d", st)
 		}
 		s.Write([]byte("x"))
 		if err := <-read; err != nil {
