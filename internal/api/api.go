@@ -81,6 +81,11 @@ type Handler struct {
 	reqPrefix  string
 	// closing is set when the server stops: watch streams end.
 	closing atomic.Bool
+	// streamsCtx is the context of the watch streams that run on a
+	// connection of their own, streams counts them; Close ends them.
+	streamsCtx   context.Context
+	closeStreams context.CancelFunc
+	streams      sync.WaitGroup
 }
 
 // New returns the API handler.
@@ -90,6 +95,7 @@ func New(cfg Config) *Handler {
 	if h.slowBody <= 0 {
 		h.slowBody = DefaultSlowBody
 	}
+	h.streamsCtx, h.closeStreams = context.WithCancel(context.Background())
 	budget := func(n, def int64) *fairshare.Pool {
 		if n <= 0 {
 			n = def
@@ -164,10 +170,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // InFlight is the number of requests being served.
 func (h *Handler) InFlight() int64 { return h.inFlight.Load() }
 
-// Close ends the watch streams within about a second (they would hold a
-// graceful shutdown for as long as their clients stay); other requests
-// are not affected.
-func (h *Handler) Close() { h.closing.Store(true) }
+// Close ends the watch streams (they would hold a graceful shutdown for
+// as long as their clients stay), those on a response within about a
+// second; other requests are not affected.
+func (h *Handler) Close() {
+	h.closing.Store(true)
+	h.closeStreams()
+}
+
+// WaitStreams waits until the watch streams that took over their
+// connections have ended, or ctx ends: they are not requests in flight
+// that a shutdown of the HTTP server waits for.
+func (h *Handler) WaitStreams(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { h.streams.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 func (h *Handler) newRequestID() string {
 	n := h.reqSeq.Add(1)

@@ -1,9 +1,11 @@
 package api
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/service"
+	"github.com/edgekv/kv/internal/sockpeek"
 	"github.com/edgekv/kv/internal/store"
 )
 
@@ -71,7 +74,12 @@ func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id 
 		h.fail(w, err)
 		return
 	}
-	defer wt.Close()
+	closeWatcher := true // unless a goroutine of the stream's own takes it
+	defer func() {
+		if closeWatcher {
+			wt.Close()
+		}
+	}()
 
 	// A stream outlives the server's read and write timeouts: each write
 	// gets its own deadline instead, and the request has been read.
@@ -88,7 +96,6 @@ func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id 
 	// unchunked, one.
 	hd.Set("Transfer-Encoding", "identity")
 	w.WriteHeader(http.StatusOK)
-	s := &sseWriter{w: w, rc: rc, values: opts.Values}
 	if r.Method == http.MethodHead {
 		return
 	}
@@ -99,7 +106,56 @@ func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id 
 	if err := rc.Flush(); err != nil {
 		return
 	}
-	if opts.Snapshot {
+	st := &stream{h: h, wt: wt, opts: opts, token: token, addr: r.RemoteAddr, id: w.id}
+	// The rest of the stream is bytes to the end of the connection: it
+	// takes the connection over from net/http, which would otherwise
+	// keep, for each of ten thousand streams, a goroutine reading the
+	// connection, its buffers, and this goroutine's grown stack. The
+	// stream goes on in a goroutine of its own, and looks every second
+	// whether its client has left.
+	// Where the connection cannot be taken over (HTTP/2), the stream
+	// runs here, on the response.
+	conn, _, err := rc.Hijack()
+	if err != nil {
+		st.s = &sseWriter{w: w, rc: rc, values: opts.Values}
+		st.run(ctx)
+		return
+	}
+	st.s = &sseWriter{conn: conn, values: opts.Values}
+	sctx, cancel := context.WithCancel(h.streamsCtx)
+	h.streams.Add(1)
+	closeWatcher = false
+	// A stop of the server closes the connection too: a write blocked
+	// on a client that reads nothing ends at once.
+	stop := context.AfterFunc(sctx, func() { conn.Close() })
+	go func() {
+		defer h.streams.Done()
+		defer cancel()
+		defer stop()
+		defer conn.Close()
+		defer wt.Close()
+		st.run(sctx)
+	}()
+}
+
+// stream is one watch stream being sent.
+type stream struct {
+	h     *Handler
+	s     *sseWriter
+	wt    *service.Watcher
+	opts  service.WatchOptions
+	token string
+	addr  string // the client's, for the token's checks
+	id    string // the request's id
+}
+
+// run sends the snapshot (if asked), the ready event (unless the watch
+// resumes) and the changes, until the client goes, the watch ends, or
+// the server stops.
+func (st *stream) run(ctx context.Context) {
+	h, s, wt := st.h, st.s, st.wt
+	defer s.release()
+	if st.opts.Snapshot {
 		// A stop of the server ends a snapshot too, between two keys: a
 		// slow client would otherwise hold the shutdown until its end.
 		send := func(e *service.Event) error {
@@ -111,11 +167,11 @@ func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id 
 		if _, err := wt.Snapshot(ctx, send); err != nil {
 			// The status is sent; the stream just ends, and the
 			// client resumes or starts again.
-			h.log.Debug("watch: snapshot ended", "request_id", w.id, "err", err)
+			h.log.Debug("watch: snapshot ended", "request_id", st.id, "err", err)
 			return
 		}
 	}
-	if !opts.HasSince {
+	if !st.opts.HasSince {
 		s.ready(wt.Revision())
 	}
 	if s.flush() != nil {
@@ -148,9 +204,14 @@ func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id 
 			return
 		}
 		// Once a second, not after every batch: a busy stream would
-		// otherwise hash its token for each one.
+		// otherwise hash its token for each one. A stream on a connection
+		// of its own looks then whether its client has gone, as nothing
+		// reads the connection to find out.
 		if time.Since(lastAuth) >= recheckEvery {
-			if _, err := h.svc.Authenticate(ctx, token, r.RemoteAddr); err != nil {
+			if _, err := h.svc.Authenticate(ctx, st.token, st.addr); err != nil {
+				return
+			}
+			if s.conn != nil && sockpeek.Look(s.conn) == sockpeek.Closed {
 				return
 			}
 			lastAuth = time.Now()
@@ -196,11 +257,13 @@ var sseBuffers = sync.Pool{New: func() any { b := make([]byte, 0, sseFlushAt); r
 // rearmEvery is how often a stream's write deadline is pushed back: it is
 // a timer update, too costly to make for every batch of ten thousand
 // streams, and the deadline is set that much further away.
-const rearmEvery = time.Second
+const rearmEvery = 10 * time.Second
 
 // sseWriter gathers a stream's events and writes them out, the writes
-// under a deadline at least watchWriteTimeout away.
+// under a deadline at least watchWriteTimeout away: to conn, the
+// connection taken over from net/http, or else to the response w.
 type sseWriter struct {
+	conn   net.Conn
 	w      http.ResponseWriter
 	rc     *http.ResponseController
 	values bool
@@ -253,21 +316,40 @@ func (s *sseWriter) flush() error {
 	if s.err != nil || !s.pending() {
 		return s.err
 	}
+	rearm := false
 	if now := time.Now(); now.Sub(s.armed) >= rearmEvery {
-		s.rc.SetWriteDeadline(now.Add(watchWriteTimeout + rearmEvery))
-		s.armed = now
+		rearm, s.armed = true, now
 	}
-	_, err := s.w.Write(*s.buf)
+	deadline := s.armed.Add(watchWriteTimeout + rearmEvery)
+	var err error
+	if s.conn != nil {
+		if rearm {
+			s.conn.SetWriteDeadline(deadline)
+		}
+		_, err = s.conn.Write(*s.buf)
+	} else {
+		if rearm {
+			s.rc.SetWriteDeadline(deadline)
+		}
+		if _, err = s.w.Write(*s.buf); err == nil {
+			err = s.rc.Flush()
+		}
+	}
+	s.release()
+	s.err = err
+	return err
+}
+
+// release gives the stream's buffer back, with whatever it holds.
+func (s *sseWriter) release() {
+	if s.buf == nil {
+		return
+	}
 	if cap(*s.buf) <= 4*sseFlushAt { // not one grown by a large value
 		*s.buf = (*s.buf)[:0]
 		sseBuffers.Put(s.buf)
 	}
 	s.buf = nil
-	if err == nil {
-		err = s.rc.Flush()
-	}
-	s.err = err
-	return err
 }
 
 // encodeEvent is an event's frame: its id, its kind and its data.

@@ -339,6 +339,10 @@ func (c *Conn) Close() error {
 	return err
 }
 
+// NetConn returns the TCP connection under c, for a look at its socket
+// (see sockpeek).
+func (c *Conn) NetConn() net.Conn { return c.raw }
+
 // ConnectionState lets net/http and handlers see the TLS state.
 func (c *Conn) ConnectionState() (tls.ConnectionState, bool) {
 	if tc, ok := c.Conn.(*tls.Conn); ok {

@@ -282,7 +282,7 @@ func Start(cfg Config, st store.Store) (*Server, error) {
 			return nil, fmt.Errorf("metrics: listen on %s: %w", cfg.MetricsListen, err)
 		}
 		refusals = metrics.NewRefusals(reg)
-		registerCollectors(reg, st, worker, cfg.Now)
+		registerCollectors(reg, st, worker, svc, cfg.Now)
 		s.metricsLn = mln
 		s.metrics = &http.Server{Handler: metrics.Handler(reg), ReadHeaderTimeout: 10 * time.Second}
 		go s.metrics.Serve(mln)
@@ -399,6 +399,7 @@ func (s *Server) Close() error {
 	if err != nil {
 		s.http.Close()
 	}
+	err = errors.Join(err, s.api.WaitStreams(ctx))
 	if s.metrics != nil {
 		s.metrics.Close()
 	}

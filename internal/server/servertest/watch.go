@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -436,7 +437,40 @@ func testWatchEnds(t *testing.T, start StartFunc) {
 	wantStatus(t, c.do("DELETE", "/v2/storage/kvs/"+id, nil), http.StatusOK)
 	w.ended(5 * time.Second)
 
+	// A client that goes away ends its watch: nothing reads a stream's
+	// connection, and kvd must still notice.
 	live := c.readyNS("live")
+	gone := c.openWatch(live, "")
+	gone.want("ready", "")
+	watching := func() int64 { return s.Service.WatchStats().Watchers }
+	if n := watching(); n != 1 {
+		t.Fatalf("%d watches open, want 1", n)
+	}
+	gone.close()
+	for deadline := time.Now().Add(10 * time.Second); watching() != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the watch of a client that closed its connection is still open after 10 s")
+		}
+	}
+
+	// A client that reads nothing, with more sent to it than the socket
+	// buffers hold, does not hold up a stop of the server.
+	stalled, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	fmt.Fprintf(stalled, "GET /v2/storage/kvs/%s/watch?values=true HTTP/1.1\r\nHost: kvd\r\nAuthorization: Bearer %s\r\n\r\n", live, s.Token)
+	for deadline := time.Now().Add(10 * time.Second); watching() != 1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled client's watch never opened")
+		}
+	}
+	big := []byte(strings.Repeat("v", 60<<10))
+	for i := range 200 { // 12 MB
+		wantStatus(t, c.do("PUT", fmt.Sprintf("/v2/storage/kvs/%s/keys/big-%03d", live, i), big), http.StatusCreated)
+	}
+
 	lw := c.openWatch(live, "")
 	lw.want("ready", "")
 	began := time.Now()
