@@ -13,9 +13,6 @@ import (
 // The collectors below read their figures when Prometheus scrapes, never on
 // the request path: each Collect asks its source once.
 //
-// Watch streams, when they come, get their gauges (open streams, events
-// sent, overflows) in a collector of their own here, registered by
-// server.Start beside these.
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc(name, help, labels, nil)
@@ -222,6 +219,32 @@ var (
 // backlogTimeout bounds the store query behind the backlog gauges, so a
 // scrape never waits long on an unreachable database.
 const backlogTimeout = 5 * time.Second
+
+var (
+	watchStreams    = desc("kvd_watch_streams", "Watch streams open in this process.")
+	watchNamespaces = desc("kvd_watch_namespaces", "Namespaces the open watch streams of this process follow (one reader of the change feed each).")
+)
+
+// WatchStats is what NewWatchCollector exports.
+type WatchStats struct{ Streams, Namespaces int64 }
+
+type watchCollector struct{ read func() WatchStats }
+
+// NewWatchCollector returns a collector of the watch streams read counts.
+func NewWatchCollector(read func() WatchStats) prometheus.Collector {
+	return watchCollector{read: read}
+}
+
+func (c watchCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- watchStreams
+	ch <- watchNamespaces
+}
+
+func (c watchCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.read()
+	ch <- prometheus.MustNewConstMetric(watchStreams, prometheus.GaugeValue, float64(s.Streams))
+	ch <- prometheus.MustNewConstMetric(watchNamespaces, prometheus.GaugeValue, float64(s.Namespaces))
+}
 
 // NewWorkerCollector returns a collector of what read returns; read is
 // given a context that ends after a few seconds.

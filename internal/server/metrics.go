@@ -8,6 +8,7 @@ import (
 
 	"github.com/edgekv/kv/internal/lifecycle"
 	"github.com/edgekv/kv/internal/metrics"
+	"github.com/edgekv/kv/internal/service"
 	"github.com/edgekv/kv/internal/store"
 	"github.com/edgekv/kv/internal/store/pebble"
 	"github.com/edgekv/kv/internal/store/postgres"
@@ -15,7 +16,7 @@ import (
 
 // registerCollectors registers the collectors that read the engine and
 // the worker when Prometheus scrapes.
-func registerCollectors(reg prometheus.Registerer, st store.Store, w *lifecycle.Worker, now func() time.Time) {
+func registerCollectors(reg prometheus.Registerer, st store.Store, w *lifecycle.Worker, svc *service.Service, now func() time.Time) {
 	switch e := st.(type) {
 	case *pebble.DB:
 		reg.MustRegister(metrics.NewPebbleCollector(e.Metrics))
@@ -26,6 +27,10 @@ func registerCollectors(reg prometheus.Registerer, st store.Store, w *lifecycle.
 				EngineFailures: s.Errors.EngineFailures, BreakerOpen: s.BreakerOpen}
 		}))
 	}
+	reg.MustRegister(metrics.NewWatchCollector(func() metrics.WatchStats {
+		s := svc.WatchStats()
+		return metrics.WatchStats{Streams: s.Watchers, Namespaces: s.Namespaces}
+	}))
 	reg.MustRegister(metrics.NewWorkerCollector(func(ctx context.Context) metrics.WorkerStats {
 		s := w.Stats()
 		out := metrics.WorkerStats{JobsDone: s.JobsDone, ClaimFailures: s.ClaimFailures, ProvisionFailures: s.ProvisionFailures,

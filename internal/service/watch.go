@@ -33,7 +33,16 @@ import (
 // Every event is encoded once, in the tail, and the same bytes go to
 // every watcher that wants them.
 //
-// A change wakes every watcher of its namespace, and each then writes to
+// The watchers of a tail are grouped by the prefix they watch. Each group
+// has its own view of the ring, only the changes under its prefix, and a
+// change wakes only the groups it is under: ten thousand caches of one
+// namespace that each follow their own part of it are neither all woken
+// by every change nor each made to look through the others' changes. A
+// group's view starts after the last change under its prefix that the
+// ring dropped, so a watcher the ring has moved past while nothing under
+// its prefix changed still reads on from its view, not from the store.
+//
+// A change wakes the watchers it concerns, and each then writes to
 // its socket. So that ten thousand of them do not hold up, at every step,
 // each other and every other request of the process (the PUTs among them
 // that feed the watchers), a watcher writes only while it holds one of a
@@ -155,6 +164,24 @@ func newWatchHub() *watchHub {
 		ringEvents: ringEvents, ringBytes: ringBytes, catchUpWait: catchUpWait}
 }
 
+// WatchStats is what the watches of this process are.
+type WatchStats struct {
+	Watchers   int64 // open watches
+	Namespaces int64 // namespaces they watch (tails)
+}
+
+// WatchStats returns the watches open in this process now.
+func (s *Service) WatchStats() WatchStats {
+	h := s.watches
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := WatchStats{Namespaces: int64(len(h.tails))}
+	for _, t := range h.tails {
+		st.Watchers += t.users.Load()
+	}
+	return st
+}
+
 // freeSlot gives back a delivery slot.
 func (h *watchHub) freeSlot() { <-h.deliver }
 
@@ -169,6 +196,42 @@ type nsTail struct {
 
 	// view is the ring now; only the tail's goroutine publishes views.
 	view atomic.Pointer[ringView]
+
+	// mu guards groups and lens, and orders a group's start against
+	// the views published meanwhile.
+	mu sync.Mutex
+	// groups is the watchers by the prefix they watch; lens is the
+	// lengths of those prefixes, in increasing order.
+	groups map[string]*prefixGroup
+	lens   []int
+	gen    uint64 // marks the groups one call of add changes
+}
+
+// prefixGroup is the watchers of a tail that watch one prefix.
+type prefixGroup struct {
+	prefix string
+	// Under nsTail.mu: the watchers; the call of add that last changed
+	// the group, with the view it is making and whether it wakes them.
+	users int
+	mark  uint64
+	next  *groupView
+	woken bool
+	// view is the group's part of the ring now; only the tail's
+	// goroutine publishes views, as it does the ring's.
+	view atomic.Pointer[groupView]
+	// wake is closed, and replaced, when a view with a change under the
+	// prefix is published, or the feed ends.
+	wake atomic.Pointer[chan struct{}]
+}
+
+// groupView is a group's part of a ringView: its changes, in order, and
+// the revision after which it holds every change under the prefix that
+// the ring has (base: the last one the ring dropped, or the ring's base
+// when the group began). A view is never changed once published; it
+// shares its array with its predecessor as ringView does.
+type groupView struct {
+	events []*Event
+	base   store.Revision
 }
 
 // ringView is a tail's ring as of one moment. A view is never changed
@@ -180,31 +243,31 @@ type ringView struct {
 	events     []*Event
 	bytes      int
 	base, last store.Revision
-	err        error         // the feed ended: the namespace is gone or not ready
-	moved      chan struct{} // closed when a newer view is published
+	err        error // the feed ended: the namespace is gone or not ready
 }
 
 // join returns the tail of ns, started at the feed's head if it was not
-// running. The caller must leave it.
-func (h *watchHub) join(feed store.Changes, org string, ns kv.ID, head store.Revision) *nsTail {
+// running, and the group of prefix in it. The caller must leave them.
+func (h *watchHub) join(feed store.Changes, org string, ns kv.ID, head store.Revision, prefix string) (*nsTail, *prefixGroup) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	k := tailKey{org, ns}
 	t := h.tails[k]
 	if t == nil {
 		ctx, cancel := context.WithCancel(context.Background())
-		t = &nsTail{hub: h, key: k, feed: feed, cancel: cancel}
-		t.view.Store(&ringView{base: head, last: head, moved: make(chan struct{})})
+		t = &nsTail{hub: h, key: k, feed: feed, cancel: cancel, groups: map[string]*prefixGroup{}}
+		t.view.Store(&ringView{base: head, last: head})
 		h.tails[k] = t
 		go t.run(ctx)
 	}
 	t.users.Add(1)
-	return t
+	return t, t.joinGroup(prefix)
 }
 
-func (h *watchHub) leave(t *nsTail) {
+func (h *watchHub) leave(t *nsTail, g *prefixGroup) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	t.leaveGroup(g)
 	if t.users.Add(-1) == 0 {
 		t.cancel()
 		if h.tails[t.key] == t {
@@ -213,11 +276,80 @@ func (h *watchHub) leave(t *nsTail) {
 	}
 }
 
+func (t *nsTail) joinGroup(prefix string) *prefixGroup {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	g := t.groups[prefix]
+	if g == nil {
+		g = &prefixGroup{prefix: prefix}
+		c := make(chan struct{})
+		g.wake.Store(&c)
+		// What the ring dropped before now is unknown to the group: any
+		// of it may have been under the prefix.
+		v := t.view.Load()
+		gv := &groupView{base: v.base}
+		for _, e := range v.events {
+			if strings.HasPrefix(e.Change.Key, prefix) {
+				gv.events = append(gv.events, e)
+			}
+		}
+		g.view.Store(gv)
+		t.groups[prefix] = g
+		t.setLens()
+	}
+	g.users++
+	return g
+}
+
+func (t *nsTail) leaveGroup(g *prefixGroup) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if g.users--; g.users == 0 && t.groups[g.prefix] == g {
+		delete(t.groups, g.prefix)
+		t.setLens()
+	}
+}
+
+// setLens sets lens from groups; the caller holds mu.
+func (t *nsTail) setLens() {
+	seen := map[int]bool{}
+	t.lens = t.lens[:0]
+	for p := range t.groups {
+		if !seen[len(p)] {
+			seen[len(p)] = true
+			t.lens = append(t.lens, len(p))
+		}
+	}
+	sort.Ints(t.lens)
+}
+
+// groupsOf calls fn for each group whose prefix key is under; the caller
+// holds mu.
+func (t *nsTail) groupsOf(key string, fn func(*prefixGroup)) {
+	for _, l := range t.lens {
+		if l > len(key) {
+			return
+		}
+		if g := t.groups[key[:l]]; g != nil {
+			fn(g)
+		}
+	}
+}
+
+// wakeUp wakes the watchers of g.
+func (g *prefixGroup) wakeUp() {
+	c := make(chan struct{})
+	close(*g.wake.Swap(&c))
+}
+
 // run reads the feed into the ring until ctx ends or the namespace goes.
 func (t *nsTail) run(ctx context.Context) {
 	pos := t.view.Load().last
 	backoff := 50 * time.Millisecond
+	hint, _ := t.feed.(store.ChangeHint)
+	var read time.Time // the last read of the store
 	for ctx.Err() == nil {
+		read = time.Now()
 		changes, head, err := t.feed.ReadChanges(ctx, t.key.org, t.key.ns, "", pos, eventBatch, true)
 		switch {
 		case err == nil:
@@ -235,25 +367,45 @@ func (t *nsTail) run(ctx context.Context) {
 			continue
 		}
 		pos = readUpTo(pos, changes, head)
-		published := t.add(changes, pos)
+		woken := t.add(changes, pos)
 		if len(changes) == eventBatch {
 			continue
 		}
-		if published && !sleepCtx(ctx, publishPause(t.users.Load())) {
+		if woken > 0 && !sleepCtx(ctx, publishPause(woken)) {
 			return
 		}
 		// The wait is bounded so that the namespace is read again at
 		// least every recheckTail even when nothing changes: a namespace
 		// deleted meanwhile ends its watches.
-		wctx, cancel := context.WithTimeout(ctx, recheckTail)
-		_, err = t.feed.WaitHead(wctx, pos)
-		cancel()
-		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
-			if !sleepCtx(ctx, backoff) {
-				return
+		for {
+			wctx, cancel := context.WithTimeout(ctx, time.Until(read.Add(recheckTail)))
+			head, err := t.feed.WaitHead(wctx, pos)
+			cancel()
+			if err != nil {
+				if ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !sleepCtx(ctx, backoff) {
+					return
+				}
+				break
 			}
+			// The head moved; unless the namespace has a change below it
+			// (or it is time to see that the namespace is still there),
+			// another namespace's change moved it: wait on.
+			if last, ok := changeHint(hint, t.key); ok && last <= pos && time.Since(read) < recheckTail {
+				pos = head
+				continue
+			}
+			break
 		}
 	}
+}
+
+// changeHint asks hint, if the engine gives one, for the last revision
+// taken for a change of the namespace k.
+func changeHint(hint store.ChangeHint, k tailKey) (store.Revision, bool) {
+	if hint == nil {
+		return 0, false
+	}
+	return hint.LastRevisionTaken(k.org, k.ns)
 }
 
 // readUpTo is where a reader of the feed at pos is once ReadChanges (with
@@ -270,11 +422,11 @@ func readUpTo(pos store.Revision, changes []store.Change, head store.Revision) s
 	return pos
 }
 
-// publishPause is how long a tail with users watchers waits, after it
-// published a view, before it reads the feed again: a view wakes every
-// watcher, so a namespace written to faster than its watchers can be
-// woken gathers the changes of the pause into one view, one write per
-// watcher. The pause is about what waking them all costs (users x
+// publishPause is how long a tail waits, after it published a view that
+// woke users watchers, before it reads the feed again: so that a namespace
+// written to faster than its watchers can be woken gathers the changes of
+// the pause into one view, one write per watcher. The pause is about what
+// waking them costs (users x
 // wakeCost, at most maxPublishPause), so that waking takes at most about
 // half of one CPU whatever the write rate: 25 us for 10 watchers, 25 ms
 // for 10,000, which then wake at most 40 times a second.
@@ -302,13 +454,13 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // add publishes a view with changes appended to the ring, which then
 // reaches last, the oldest evicted beyond its bounds, and wakes the
-// watchers.
-func (t *nsTail) add(changes []store.Change, last store.Revision) bool {
+// watchers of the changes' prefixes; it returns how many it woke.
+func (t *nsTail) add(changes []store.Change, last store.Revision) int64 {
 	v := t.view.Load()
 	if last <= v.last && len(changes) == 0 {
-		return false
+		return 0
 	}
-	n := &ringView{events: v.events, bytes: v.bytes, base: v.base, last: max(v.last, last), moved: make(chan struct{})}
+	n := &ringView{events: v.events, bytes: v.bytes, base: v.base, last: max(v.last, last)}
 	for _, c := range changes {
 		n.events = append(n.events, &Event{Kind: EventKind(c.Kind), Change: c})
 		n.bytes += ringSize(&c)
@@ -322,25 +474,71 @@ func (t *nsTail) add(changes []store.Change, last store.Revision) bool {
 		n.base = e.Change.Revision
 		drop++
 	}
+	added := n.events[len(n.events)-len(changes):]
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	// The groups' views change as the ring's: what it gets is appended
+	// to the views of the groups it is under, and what it drops (the
+	// oldest first, perhaps some of what it just got) leaves the front of
+	// theirs, as a group's view is the ring's changes under its prefix,
+	// in the same order.
+	t.gen++
+	var touched []*prefixGroup
+	view := func(g *prefixGroup) *groupView {
+		if g.mark != t.gen {
+			g.mark, g.woken = t.gen, false
+			v := *g.view.Load()
+			g.next = &v
+			touched = append(touched, g)
+		}
+		return g.next
+	}
+	for _, e := range added {
+		t.groupsOf(e.Change.Key, func(g *prefixGroup) {
+			v := view(g)
+			v.events = append(v.events, e)
+			g.woken = true
+		})
+	}
+	for _, e := range n.events[:drop] {
+		t.groupsOf(e.Change.Key, func(g *prefixGroup) {
+			v := view(g)
+			if len(v.events) > 0 && v.events[0] == e {
+				v.events = v.events[1:]
+			}
+			v.base = e.Change.Revision
+		})
+	}
 	n.events = n.events[drop:]
-	t.publish(v, n)
-	return true
+	t.view.Store(n)
+	// A watcher takes its group's channel before it reads the group's
+	// view, so that a view published in between still wakes it.
+	var woken int64
+	for _, g := range touched {
+		g.view.Store(g.next)
+		g.next = nil
+		if g.woken {
+			woken += int64(g.users)
+			g.wakeUp()
+		}
+	}
+	return woken
 }
 
 // ringSize is what a change counts toward the ring's bytes.
 func ringSize(c *store.Change) int { return len(c.Value) + len(c.Key) + 64 }
 
+// end publishes a view that says the feed ended with err, and wakes every
+// watcher.
 func (t *nsTail) end(err error) {
-	v := t.view.Load()
-	n := *v
-	n.err, n.moved = err, make(chan struct{})
-	t.publish(v, &n)
-}
-
-// publish replaces view old with n and wakes the watchers waiting on old.
-func (t *nsTail) publish(old, n *ringView) {
-	t.view.Store(n)
-	close(old.moved)
+	n := *t.view.Load()
+	n.err = err
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.view.Store(&n)
+	for _, g := range t.groups {
+		g.wakeUp()
+	}
 }
 
 // Watcher is one open watch. It is used by one goroutine.
@@ -348,10 +546,10 @@ type Watcher struct {
 	s    *Service
 	who  Principal
 	ns   kv.ID
-	opts WatchOptions
-	tail *nsTail
-	pos  store.Revision // every change up to it was delivered or skipped
-	evs  []*Event       // what Next returned last, reused
+	opts  WatchOptions
+	tail  *nsTail
+	group *prefixGroup   // the watchers of the tail with its prefix
+	pos   store.Revision // every change up to it was delivered or skipped
 	// holding says the watcher holds a delivery slot; hold gives it back
 	// after deliveryHold, unless stopped first.
 	holding bool
@@ -384,7 +582,7 @@ func (s *Service) Watch(ctx context.Context, p Principal, id kv.ID, opts WatchOp
 		return nil, watchErr(err)
 	}
 	w := &Watcher{s: s, who: p, ns: id, opts: opts, pos: from}
-	w.tail = s.watches.join(s.store, p.Org, id, head)
+	w.tail, w.group = s.watches.join(s.store, p.Org, id, head, opts.Prefix)
 	s.meter.Add(p.Org, id, s.now(), store.UsageCounts{Lists: 1})
 	return w, nil
 }
@@ -403,7 +601,7 @@ func watchErr(err error) error {
 func (w *Watcher) Close() {
 	w.releaseSlot()
 	if w.tail != nil {
-		w.s.watches.leave(w.tail)
+		w.s.watches.leave(w.tail, w.group)
 		w.tail = nil
 	}
 }
@@ -536,32 +734,25 @@ func (w *Watcher) count(evs []*Event) []*Event {
 	return evs
 }
 
-// fromRing takes the watcher's next events from the ring. behind: the
-// watcher's position is older than the ring; moved is closed when the
-// ring gets more.
+// fromRing takes the watcher's next events from its group's view of the
+// ring. behind: the ring dropped changes under the prefix after the
+// watcher's position; moved is closed when the group's view gets more.
 func (w *Watcher) fromRing() (evs []*Event, moved <-chan struct{}, behind bool, err error) {
-	v := w.tail.view.Load()
-	if v.err != nil {
+	moved = *w.group.wake.Load() // before the view: see nsTail.add
+	gv := w.group.view.Load()
+	if v := w.tail.view.Load(); v.err != nil {
 		return nil, nil, false, fromStore(v.err, "")
 	}
-	if w.pos < v.base {
+	if w.pos < gv.base {
 		return nil, nil, true, nil
 	}
-	ring := v.events
+	ring := gv.events
 	i := sort.Search(len(ring), func(i int) bool { return ring[i].Change.Revision > w.pos })
-	evs = w.evs[:0]
-	for ; i < len(ring) && len(evs) < eventBatch; i++ {
-		e := ring[i]
-		w.pos = e.Change.Revision
-		if strings.HasPrefix(e.Change.Key, w.opts.Prefix) {
-			evs = append(evs, e)
-		}
+	evs = ring[i:min(len(ring), i+eventBatch)] // views are never changed
+	if len(evs) > 0 {
+		w.pos = evs[len(evs)-1].Change.Revision
 	}
-	if i == len(ring) {
-		w.pos = max(w.pos, v.last)
-	}
-	w.evs = evs
-	return evs, v.moved, false, nil
+	return evs, moved, false, nil
 }
 
 // catchUp reads the watcher's next changes from the store, holding a

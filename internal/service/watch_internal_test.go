@@ -3,10 +3,12 @@ package service
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/edgekv/kv"
+	"github.com/edgekv/kv/internal/store"
 	"github.com/edgekv/kv/internal/store/pebble"
 )
 
@@ -140,5 +142,145 @@ func TestWatchTailsEnd(t *testing.T) {
 	write(1)
 	if got := drain(t, c, 1); len(got) != 1 || got[0].Change.Key != "k001" {
 		t.Fatalf("a watcher after the tails ended: %+v", got)
+	}
+}
+
+// TestWatchWakesOnlyItsPrefix: a change wakes the watchers of the prefixes
+// it is under, no other; and a watcher that the ring moved past while
+// nothing under its prefix changed reads on from the ring, without a read
+// of the store (every catch-up slot is taken: one would overflow).
+func TestWatchWakesOnlyItsPrefix(t *testing.T) {
+	svc, id, _ := newWatched(t)
+	svc.watches.ringEvents = 8
+	svc.watches.catchUpWait = 50 * time.Millisecond
+	p := FullPrincipal("org")
+	ctx := context.Background()
+	put := func(key string) {
+		t.Helper()
+		if _, err := svc.PutKey(ctx, p, id, key, Put{Data: []byte("v")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	watch := func(prefix string) *Watcher {
+		t.Helper()
+		w, err := svc.Watch(ctx, p, id, WatchOptions{Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(w.Close)
+		return w
+	}
+	a, all, b := watch("a/"), watch(""), watch("b/")
+	aWake, bWake := *a.group.wake.Load(), *b.group.wake.Load()
+
+	for i := range 40 { // the ring keeps the last 8
+		put(fmt.Sprintf("b/%02d", i))
+	}
+	if got := drain(t, b, 40); len(got) != 40 {
+		t.Fatalf("the b/ watcher got %d events of 40", len(got))
+	}
+	if got := drain(t, all, 40); len(got) != 40 {
+		t.Fatalf("the watcher of every key got %d events of 40", len(got))
+	}
+	select {
+	case <-aWake:
+		t.Fatal("changes under b/ woke the watcher of a/")
+	default:
+	}
+	select {
+	case <-bWake:
+	default:
+		t.Fatal("changes under b/ did not wake its watcher")
+	}
+
+	for range cap(svc.watches.catchUp) {
+		svc.watches.catchUp <- struct{}{}
+	}
+	put("a/x")
+	got := drain(t, a, 1)
+	for range cap(svc.watches.catchUp) {
+		<-svc.watches.catchUp
+	}
+	if len(got) != 1 || got[0].Kind != EventPut || got[0].Change.Key != "a/x" {
+		t.Fatalf("the a/ watcher, passed by the ring: %+v", got)
+	}
+
+	// A watcher that resumes from before changes under its prefix the
+	// ring dropped still reads them from the store.
+	late, err := svc.Watch(ctx, p, id, WatchOptions{Prefix: "b/", Since: got[0].Change.Revision - 41, HasSince: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	if got := drain(t, late, 40); len(got) != 40 || got[0].Change.Key != "b/00" {
+		t.Fatalf("a b/ watcher resumed from before the ring: %d events", len(got))
+	}
+}
+
+// countingStore counts the reads of one namespace's feed.
+type countingStore struct {
+	*pebble.DB
+	ns    kv.ID
+	reads atomic.Int64
+}
+
+func (c *countingStore) ReadChanges(ctx context.Context, org string, ns kv.ID, prefix string, after store.Revision, limit int, values bool) ([]store.Change, store.Revision, error) {
+	if ns == c.ns {
+		c.reads.Add(1)
+	}
+	return c.DB.ReadChanges(ctx, org, ns, prefix, after, limit, values)
+}
+
+// TestWatchQuietNamespace: revisions are shared by every namespace, but
+// the tail of a quiet namespace does not read the store at every change
+// of another (the engine's ChangeHint tells it there is nothing to read),
+// and still gets its own changes.
+func TestWatchQuietNamespace(t *testing.T) {
+	ctx := context.Background()
+	db, err := pebble.Open(t.TempDir(), pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	cs := &countingStore{DB: db}
+	svc := New(Config{Store: cs})
+	p := FullPrincipal("org")
+	ready := func(name string) kv.ID {
+		ns, err := svc.CreateNamespace(ctx, p, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := db.ClaimLifecycleJob(ctx, "h", time.Now(), time.Minute); err != nil || !ok {
+			t.Fatalf("claim: %v, %v", ok, err)
+		}
+		if err := db.CompleteProvision(ctx, ns.ID, "h", kv.StatusProvisionOK, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		return ns.ID
+	}
+	quiet, busy := ready("quiet"), ready("busy")
+	cs.ns = quiet
+	w, err := svc.Watch(ctx, p, quiet, WatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	began, before := time.Now(), cs.reads.Load()
+	const writes = 200
+	for i := range writes {
+		if _, err := svc.PutKey(ctx, p, busy, fmt.Sprintf("k%03d", i), Put{Data: []byte("v")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Besides a read a second to see that the namespace is still there.
+	reads, allowed := cs.reads.Load()-before, 2+2*int64(time.Since(began).Seconds())
+	if reads > allowed {
+		t.Fatalf("the tail of a quiet namespace read the store %d times while another took %d writes (at most %d)", reads, writes, allowed)
+	}
+	if _, err := svc.PutKey(ctx, p, quiet, "mine", Put{Data: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := drain(t, w, 1); len(got) != 1 || got[0].Change.Key != "mine" {
+		t.Fatalf("the quiet namespace's own change: %+v", got)
 	}
 }

@@ -90,6 +90,17 @@ func (e *HistoryGoneError) Error() string {
 
 func (e *HistoryGoneError) Is(target error) bool { return target == ErrHistoryGone }
 
+// ChangeHint is what an engine whose every writer is in this process may
+// tell the readers of its feed: the highest revision taken for a change of
+// a namespace, raised before the change commits, so that once WaitHead has
+// returned h, a hint at or below a reader's position says the namespace
+// has no change in (position, h] to read. Revisions are shared by every
+// namespace: without it, a reader of a quiet namespace would read the
+// store at every change of another. (ok: the namespace is known.)
+type ChangeHint interface {
+	LastRevisionTaken(org string, nsID kv.ID) (rev Revision, ok bool)
+}
+
 // Changes reads the change feed. Every engine keeps one.
 type Changes interface {
 	// ReadChanges returns up to limit (> 0; less is ErrInvalidArgument)

@@ -133,7 +133,7 @@ func (d *DB) applyOps(b *pebble.Batch, e *nsEntry, ops []store.Op, changes int, 
 	var rev store.Revision
 	if changes > 0 {
 		var err error
-		if rev, err = d.revs.take(rh, changes); err != nil {
+		if rev, err = d.takeRevisions(rh, e, changes); err != nil {
 			return nil, syncWait{}, err
 		}
 	}

@@ -111,6 +111,10 @@ type nsEntry struct {
 
 	leaseHolder string    // guarded by DB.mu
 	leaseUntil  time.Time // guarded by DB.mu
+
+	// lastTaken is the highest revision taken for a change of the
+	// namespace (see takeRevisions).
+	lastTaken atomic.Uint64
 }
 
 // DefaultCacheSize is the block cache's default size.
@@ -785,7 +789,7 @@ func (d *DB) putLocked(b *pebble.Batch, e *nsEntry, ek []byte, key string, v sto
 	if !v.If.Holds(old.live(now), old.rev) {
 		return store.Written{}, seen(l), preconditionFailed(0, old, now)
 	}
-	rev, err := d.revs.take(rh, 1)
+	rev, err := d.takeRevisions(rh, e, 1)
 	if err != nil {
 		return store.Written{}, syncWait{}, err
 	}
@@ -848,7 +852,7 @@ func (d *DB) deleteLocked(b *pebble.Batch, e *nsEntry, key string, now time.Time
 	if !old.exists {
 		return false, seen(l), nil
 	}
-	rev, err := d.revs.take(rh, 1)
+	rev, err := d.takeRevisions(rh, e, 1)
 	if err != nil {
 		return false, syncWait{}, err
 	}
@@ -1037,7 +1041,7 @@ func (d *DB) sweepKey(b *pebble.Batch, e *nsEntry, x expiryEntry, now time.Time,
 		}
 		return false, syncWait{}, nil
 	}
-	rev, err := d.revs.take(rh, 1)
+	rev, err := d.takeRevisions(rh, e, 1)
 	if err != nil {
 		return false, syncWait{}, err
 	}

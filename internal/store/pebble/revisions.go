@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/store"
 )
 
@@ -164,4 +165,31 @@ func (r *revisions) close() {
 		close(r.moved)
 		r.moved = nil
 	}
+}
+
+// takeRevisions takes n revisions into h for changes of e's namespace, as
+// revisions.take does, and raises e.lastTaken to the last of them, before
+// the batch commits and so before the head can reach them: once the head
+// is h, every change of the namespace at or below h has raised it.
+func (d *DB) takeRevisions(h *revHold, e *nsEntry, n int) (store.Revision, error) {
+	first, err := d.revs.take(h, n)
+	if err != nil {
+		return 0, err
+	}
+	last := uint64(first) + uint64(n) - 1
+	for {
+		old := e.lastTaken.Load()
+		if last <= old || e.lastTaken.CompareAndSwap(old, last) {
+			return first, nil
+		}
+	}
+}
+
+// LastRevisionTaken implements store.ChangeHint.
+func (d *DB) LastRevisionTaken(org string, nsID kv.ID) (store.Revision, bool) {
+	e, err := d.entry(org, nsID)
+	if err != nil {
+		return 0, false
+	}
+	return store.Revision(e.lastTaken.Load()), true
 }
