@@ -288,6 +288,7 @@ func parseWatchFlags(args []string, stderr io.Writer) (bench.WatchConfig, string
 	fs.StringVar(&cfg.Postgres, "postgres", cfg.Postgres, "also run two kvd on PostgreSQL: a postgres:// URL of an empty database, \"auto\" to start a throwaway server from this machine's PostgreSQL binaries when there are any, or \"off\"")
 	fs.BoolVar(&cfg.NoEmbedded, "no-embedded", false, "leave out kvd on the embedded engine (with --postgres)")
 	fs.IntVar(&cfg.Watchers, "watchers", cfg.Watchers, "watch streams open at once, each on its own connection")
+	fs.IntVar(&cfg.Prefixes, "prefixes", cfg.Prefixes, "parts of the namespace the watchers split over: 1, every watcher watches every write; N, watcher i watches the prefix w/(i mod N)/ and each write reaches watchers/N of them")
 	fs.IntVar(&cfg.WriteRate, "write-rate", cfg.WriteRate, "PUTs of new keys per second into the watched namespace")
 	fs.IntVar(&cfg.Writers, "writers", cfg.Writers, "connections the writer spreads its PUTs over")
 	fs.IntVar(&cfg.Keys, "keys", cfg.Keys, "keys filled into the watched namespace, which get-hit reads")

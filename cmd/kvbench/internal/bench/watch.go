@@ -82,6 +82,12 @@ type WatchConfig struct {
 	Keys        int // keys filled into the watched namespace, the keys get-hit reads
 	ValueSize   int // bytes of each value, the fill's, put-new's and the writer's
 	Watchers    int // watch streams open at once, each on its own connection
+	// Prefixes is the parts of the namespace the watchers follow: with
+	// 1, every watcher watches the whole namespace and every write
+	// reaches every watcher; with N > 1, watcher i watches the prefix
+	// w/(i mod N)/ and the writer's j-th PUT goes under w/(j mod N)/, so
+	// that a write reaches Watchers/N of them.
+	Prefixes    int
 	WriteRate   int // PUTs per second of the writer
 	Writers     int // connections the writer spreads its PUTs over
 	Clients     int // concurrent clients of get-hit and put-new
@@ -113,6 +119,7 @@ func DefaultWatchConfig() WatchConfig {
 		Keys:        10_000,
 		ValueSize:   1 << 10,
 		Watchers:    10_000,
+		Prefixes:    1,
 		WriteRate:   1000,
 		Writers:     4,
 		Clients:     64,
@@ -137,6 +144,8 @@ func (c *WatchConfig) Validate() error {
 		return errors.New("bench: --value-size must be 0 to 1 MiB")
 	case c.Watchers < 1 || c.Watchers > 1_000_000:
 		return errors.New("bench: --watchers must be 1 to 1000000")
+	case c.Prefixes < 1 || c.Prefixes > c.Watchers:
+		return errors.New("bench: --prefixes must be 1 to --watchers")
 	case c.WriteRate < 1 || c.WriteRate > 1_000_000:
 		return errors.New("bench: --write-rate must be 1 to 1000000")
 	case c.Writers < 1 || c.Writers > 4096:
@@ -188,6 +197,7 @@ type WatchSettings struct {
 	Keys        int      `json:"keys"`
 	ValueSize   int      `json:"value_size"`
 	Watchers    int      `json:"watchers"`
+	Prefixes    int      `json:"prefixes"`
 	WriteRate   int      `json:"write_rate"`
 	Writers     int      `json:"writers"`
 	Clients     int      `json:"clients"`
@@ -244,7 +254,7 @@ type WatchEngine struct {
 	BenchPeakRSS    int64   `json:"kvbench_peak_rss_bytes"`
 
 	// Without and With are get-hit and put-new without watchers and with
-	// them connected (and the writer writing); Costs compares them.
+	// them connected, the writer writing in both; Costs compares them.
 	Without []Result    `json:"without_watchers"`
 	With    []Result    `json:"with_watchers"`
 	Costs   []WatchCost `json:"costs"`
@@ -359,7 +369,7 @@ func RunWatch(ctx context.Context, cfg WatchConfig) (*WatchReport, error) {
 		Started: time.Now().UTC(),
 		Host:    hostInfo(),
 		Settings: WatchSettings{
-			Keys: cfg.Keys, ValueSize: cfg.ValueSize, Watchers: cfg.Watchers, WriteRate: cfg.WriteRate,
+			Keys: cfg.Keys, ValueSize: cfg.ValueSize, Watchers: cfg.Watchers, Prefixes: cfg.Prefixes, WriteRate: cfg.WriteRate,
 			Writers: cfg.Writers, Clients: cfg.Clients, FillClients: cfg.FillClients,
 			Duration: cfg.Duration.String(), Warmup: cfg.Warmup.String(), KVDArgs: cfg.KVDArgs,
 		},
@@ -479,7 +489,11 @@ func runWatchEngine(ctx context.Context, cfg *WatchConfig, dir, engine string, p
 	}
 	r.settle(ctx, &e.Fill)
 
-	e.Without = wr.throughput(ctx, "without watchers")
+	// The writer writes while the watchers are away too, so that the cost
+	// is the watchers' own, not that of the writes they follow.
+	bg := startWatchWriter(wr.r, cfg.WriteRate, cfg.Writers, cfg.Prefixes)
+	e.Without = wr.throughput(ctx, "without watchers, with the writer")
+	bg.stop()
 	err = wr.watch(ctx)
 	for i, w := range e.Without {
 		if i < len(e.With) {
@@ -545,7 +559,7 @@ func (wr *watchRun) watch(ctx context.Context) error {
 	}()
 
 	first := wr.servers[0].name
-	spec := watchersSpec{Namespace: wr.r.mainNS, Watchers: cfg.Watchers, OpenNanos: int64(cfg.Open)}
+	spec := watchersSpec{Namespace: wr.r.mainNS, Watchers: cfg.Watchers, Prefixes: cfg.Prefixes, OpenNanos: int64(cfg.Open)}
 	for _, s := range wr.servers {
 		spec.Servers = append(spec.Servers, watchersServer{Name: s.name, Base: s.base, Auth: s.auth})
 	}
@@ -567,7 +581,7 @@ func (wr *watchRun) watch(ctx context.Context) error {
 	if _, err := wp.call("periods %d %d", t0, t1); err != nil {
 		return err
 	}
-	w := startWatchWriter(wr.r, cfg.WriteRate, cfg.Writers)
+	w := startWatchWriter(wr.r, cfg.WriteRate, cfg.Writers, cfg.Prefixes)
 	cpu := func() (kvd, watchers time.Duration) {
 		for _, s := range wr.servers {
 			kvd += procCPUOrZero(s.proc.pid)
@@ -595,6 +609,7 @@ func (wr *watchRun) watch(ctx context.Context) error {
 		notePeaks()
 	}
 	w.stop()
+	acked := w.ackedByPrefix()
 	e.Writes.Acked, e.Writes.Errors, e.Writes.Skipped = w.acked.Load(), w.errs.Load(), w.skipped.Load()
 	if v, ok := w.firstErr.Load().(string); ok {
 		e.Writes.FirstError = v
@@ -602,13 +617,13 @@ func (wr *watchRun) watch(ctx context.Context) error {
 	cfg.logf("%s: writer stopped: %d PUTs acknowledged, %d failed, %d skipped; waiting up to %s for every watcher to have them",
 		first, e.Writes.Acked, e.Writes.Errors, e.Writes.Skipped, cfg.Drain)
 	d0 := time.Now()
-	if rep, err = wp.call("drain %d %d", e.Writes.Acked, int64(cfg.Drain)); err != nil {
+	if rep, err = wp.call("drain %d %s", int64(cfg.Drain), acked); err != nil {
 		return err
 	}
 	e.Drained, e.DrainSeconds = rep.Drained, time.Since(d0).Seconds()
 	notePeaks()
 	e.WatchersPeakRSS, _ = procStatus(wp.pid(), "VmHWM")
-	if rep, err = wp.call("close %d", e.Writes.Acked); err != nil {
+	if rep, err = wp.call("close %s", acked); err != nil {
 		return err
 	}
 	if rep.Events == nil || rep.Latency == nil || rep.LatencyLoaded == nil {
@@ -629,21 +644,24 @@ func sleepMono(ctx context.Context, t int64) {
 }
 
 // watchWriter PUTs new keys into the watched namespace at a steady rate,
-// each key naming the time it was sent (see watchKeyPrefix).
+// each key naming its prefix and the time it was sent (see
+// watchKeyPrefix).
 type watchWriter struct {
 	acked, errs, skipped atomic.Int64
+	byPrefix             []atomic.Int64 // acked, by the key's prefix
 	firstErr             atomic.Value
 	cancel               context.CancelFunc
 	wg                   sync.WaitGroup
 }
 
 // startWatchWriter starts rate PUTs per second over conns connections of
-// r's server. A tick whose PUT finds every connection busy and the queue
-// (a tenth of a second of PUTs) full is skipped and counted, so that a
-// slow server lowers the rate achieved instead of piling up writes.
-func startWatchWriter(r *run, rate, conns int) *watchWriter {
+// r's server, the j-th under prefix j mod prefixes. A tick whose PUT finds
+// every connection busy and the queue (a tenth of a second of PUTs) full
+// is skipped and counted, so that a slow server lowers the rate achieved
+// instead of piling up writes.
+func startWatchWriter(r *run, rate, conns, prefixes int) *watchWriter {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &watchWriter{cancel: cancel}
+	w := &watchWriter{cancel: cancel, byPrefix: make([]atomic.Int64, prefixes)}
 	jobs := make(chan struct{}, max(rate/10, conns))
 	w.wg.Go(func() {
 		period := max(time.Second/time.Duration(rate), time.Millisecond)
@@ -676,13 +694,16 @@ func startWatchWriter(r *run, rate, conns int) *watchWriter {
 					return
 				case <-jobs:
 				}
-				key := watchKeyPrefix + strconv.FormatInt(monoNow(), 10) + "-" + strconv.FormatInt(seq.Add(1), 10)
+				n := seq.Add(1)
+				g := int(n % int64(len(w.byPrefix)))
+				key := watchKey(g, monoNow(), n)
 				if err := wk.put(r.keyURL(r.mainNS, key), r.small.value(wk.rng, r.cfg.ValueSize), http.StatusCreated); err != nil {
 					w.errs.Add(1)
 					w.firstErr.CompareAndSwap(nil, err.Error())
 					continue
 				}
 				w.acked.Add(1)
+				w.byPrefix[g].Add(1)
 			}
 		})
 	}
@@ -693,6 +714,27 @@ func startWatchWriter(r *run, rate, conns int) *watchWriter {
 func (w *watchWriter) stop() {
 	w.cancel()
 	w.wg.Wait()
+}
+
+// ackedByPrefix returns the PUTs acknowledged under each prefix, as the
+// watchers process's commands take them: decimals separated by commas.
+func (w *watchWriter) ackedByPrefix() string {
+	var b strings.Builder
+	for i := range w.byPrefix {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(w.byPrefix[i].Load(), 10))
+	}
+	return b.String()
+}
+
+// shape names, in a target's name, how the watchers split the writes.
+func (s WatchSettings) shape() string {
+	if s.Prefixes <= 1 {
+		return ", each to every watcher"
+	}
+	return fmt.Sprintf(", each to %d", s.Watchers/s.Prefixes)
 }
 
 // finish sets the end time and the target checks.
@@ -717,7 +759,7 @@ func (r *WatchReport) finish() {
 				Met:  e.delivered(),
 			},
 			ScaleTarget{
-				Name: fmt.Sprintf("%s: delivery p99, %d watchers, %d writes/s", e.Engine, e.Ready, e.Writes.Rate),
+				Name: fmt.Sprintf("%s: delivery p99, %d watchers, %d writes/s%s", e.Engine, e.Ready, e.Writes.Rate, r.Settings.shape()),
 				Want: "< " + fmtUs(us(p99)),
 				Got:  fmtUs(e.Latency.P99us),
 				Met:  e.Latency.Events > 0 && e.Latency.P99us < us(p99),
@@ -744,8 +786,14 @@ func (r *WatchReport) Print(w io.Writer) {
 	s := r.Settings
 	fmt.Fprintf(w, "kvbench watch: %d CPUs, %s, %s, kernel %s, load average at start %s, at end %s\n",
 		r.Host.CPUs, r.Host.GoVersion, r.Host.OS, r.Host.Kernel, r.Host.LoadAvg, r.LoadEnd)
-	fmt.Fprintf(w, "%d watchers of one namespace (no prefix, values=false), each on its own connection; a writer of %d PUT/s of %d B over %d connections;\n",
-		s.Watchers, s.WriteRate, s.ValueSize, s.Writers)
+	if s.Prefixes <= 1 {
+		fmt.Fprintf(w, "%d watchers of one namespace (no prefix: every write reaches every watcher; values=false), each on its own connection;\n", s.Watchers)
+	} else {
+		fmt.Fprintf(w, "%d watchers of one namespace, split over %d prefixes (a write reaches %d of them; values=false), each on its own connection;\n",
+			s.Watchers, s.Prefixes, s.Watchers/s.Prefixes)
+	}
+	fmt.Fprintf(w, "a writer of %d PUT/s of %d B over %d connections, also while get-hit and put-new run without the watchers;\n",
+		s.WriteRate, s.ValueSize, s.Writers)
 	fmt.Fprintf(w, "%d keys in the namespace; get-hit (of them) and put-new (into an unwatched namespace) at %d clients, each %s after %s warm-up",
 		s.Keys, s.Clients, s.Duration, s.Warmup)
 	if len(s.KVDArgs) > 0 {

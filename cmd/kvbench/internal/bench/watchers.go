@@ -33,8 +33,11 @@ import (
 // command line gets one reply line:
 //
 //	periods T0 T1       PUTs sent from T0 count toward the measured window, from T1 toward the loaded period
-//	drain ACKED NANOS   wait up to NANOS until every stream has ACKED writes; reply Drained
+//	drain NANOS ACKED   wait up to NANOS until every stream has the writes acknowledged under its prefix; reply Drained
 //	close ACKED         close the streams; reply the counts and latencies, then exit
+//
+// ACKED is the writes acknowledged under each prefix, in decimal, separated
+// by commas.
 //
 // The process also exits, closing its streams, when its input ends.
 
@@ -43,6 +46,9 @@ type watchersSpec struct {
 	Servers   []watchersServer `json:"servers"` // watcher i watches on server i % len
 	Namespace string           `json:"namespace"`
 	Watchers  int              `json:"watchers"`
+	// Prefixes: watcher i watches w/(i mod Prefixes)/, or, with 1, the
+	// whole namespace (see WatchConfig.Prefixes).
+	Prefixes int `json:"prefixes"`
 	// OpenNanos bounds the time until every watcher is ready.
 	OpenNanos int64 `json:"open_nanos"`
 }
@@ -96,8 +102,9 @@ type latencyShard struct {
 
 // watcher is one watch stream.
 type watcher struct {
-	set   *watchSet
-	shard *latencyShard
+	set    *watchSet
+	shard  *latencyShard
+	prefix int // the prefix whose writes it expects
 	conn  atomic.Pointer[net.Conn]
 	ready atomic.Bool
 	got   atomic.Int64 // distinct writes received
@@ -129,14 +136,18 @@ func openWatchers(ctx context.Context, spec watchersSpec) (*watchSet, error) {
 	var firstErr atomic.Value
 	sem := make(chan struct{}, watchOpens)
 	for i := range n {
-		w := &watcher{set: set, shard: &set.shards[i%latencyShards]}
+		w := &watcher{set: set, shard: &set.shards[i%latencyShards], prefix: i % spec.Prefixes}
 		set.ws[i] = w
 		s := spec.Servers[i%len(spec.Servers)]
+		path := "/v2/storage/kvs/" + spec.Namespace + "/watch"
+		if spec.Prefixes > 1 {
+			path += "?prefix=" + url.QueryEscape(watchPrefix(w.prefix))
+		}
 		ready.Add(1)
 		set.wg.Go(func() {
 			defer w.done.Store(true)
 			sem <- struct{}{}
-			sr, err := w.open(s, spec.Namespace, timeout)
+			sr, err := w.open(s, path, timeout)
 			<-sem
 			if err != nil {
 				if !set.stopping.Load() {
@@ -169,9 +180,9 @@ func openWatchers(ctx context.Context, spec watchersSpec) (*watchSet, error) {
 	return set, nil
 }
 
-// open opens w's stream on server s: a GET of the watch on a connection
-// of its own, read up to its ready event.
-func (w *watcher) open(s watchersServer, ns string, timeout time.Duration) (*sseReader, error) {
+// open opens w's stream on server s: a GET of path on a connection of its
+// own, read up to its ready event.
+func (w *watcher) open(s watchersServer, path string, timeout time.Duration) (*sseReader, error) {
 	u, err := url.Parse(s.Base)
 	if err != nil {
 		return nil, err
@@ -186,7 +197,7 @@ func (w *watcher) open(s watchersServer, ns string, timeout time.Duration) (*sse
 		return nil, net.ErrClosed
 	}
 	c.SetDeadline(time.Now().Add(timeout))
-	req := "GET /v2/storage/kvs/" + ns + "/watch HTTP/1.1\r\nHost: " + u.Host + "\r\nAuthorization: " + s.Auth + "\r\nAccept: text/event-stream\r\n\r\n"
+	req := "GET " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nAuthorization: " + s.Auth + "\r\nAccept: text/event-stream\r\n\r\n"
 	if _, err := io.WriteString(c, req); err != nil {
 		return nil, err
 	}
@@ -290,14 +301,14 @@ func (s *watchSet) ready() int {
 }
 
 // waitDelivered waits until every watcher still following its stream has
-// received acked writes, or timeout passes; it reports whether they all
-// had.
-func (s *watchSet) waitDelivered(ctx context.Context, acked int64, timeout time.Duration) bool {
+// received the writes acked under its prefix, or timeout passes; it
+// reports whether they all had.
+func (s *watchSet) waitDelivered(ctx context.Context, acked []int64, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for {
 		all := true
 		for _, w := range s.ws {
-			if !w.done.Load() && w.got.Load() < acked {
+			if !w.done.Load() && w.got.Load() < acked[w.prefix] {
 				all = false
 				break
 			}
@@ -320,14 +331,15 @@ func (s *watchSet) close() {
 	s.wg.Wait()
 }
 
-// tally counts the events of the closed set against acked writes.
-func (s *watchSet) tally(acked int64) WatchEvents {
+// tally counts the events of the closed set against the writes acked
+// under each prefix.
+func (s *watchSet) tally(acked []int64) WatchEvents {
 	var v WatchEvents
 	for _, w := range s.ws {
 		if !w.ready.Load() {
 			continue
 		}
-		got := w.got.Load()
+		got, acked := w.got.Load(), acked[w.prefix]
 		v.Expected += acked
 		v.Received += got
 		v.Missing += max(0, acked-got)
@@ -365,6 +377,7 @@ func (s *watchSet) latency(p int) WatchLatency {
 // come after it, answering each on out (see the protocol above).
 func ServeWatchers(ctx context.Context, in io.Reader, out io.Writer) error {
 	lines := bufio.NewScanner(in)
+	lines.Buffer(nil, 64<<20) // a count for each of up to a million prefixes
 	enc := json.NewEncoder(out)
 	if !lines.Scan() {
 		return errors.New("bench: watchers: no spec on the input")
@@ -373,8 +386,8 @@ func ServeWatchers(ctx context.Context, in io.Reader, out io.Writer) error {
 	if err := json.Unmarshal(lines.Bytes(), &spec); err != nil {
 		return fmt.Errorf("bench: watchers: spec: %w", err)
 	}
-	if spec.Watchers < 1 || len(spec.Servers) == 0 || spec.OpenNanos <= 0 {
-		return fmt.Errorf("bench: watchers: spec %+v: no watchers, servers or open time", spec)
+	if spec.Watchers < 1 || len(spec.Servers) == 0 || spec.OpenNanos <= 0 || spec.Prefixes < 1 {
+		return fmt.Errorf("bench: watchers: spec %+v: no watchers, servers, prefixes or open time", spec)
 	}
 	if err := raiseFDLimit(spec.Watchers+fdReserve, watchUse, "--watchers"); err != nil {
 		enc.Encode(watchersReply{Error: err.Error()})
@@ -391,22 +404,53 @@ func ServeWatchers(ctx context.Context, in io.Reader, out io.Writer) error {
 	}
 	for lines.Scan() {
 		f := strings.Fields(lines.Text())
-		nums := make([]int64, len(f))
-		for i := 1; i < len(f); i++ {
-			if nums[i], err = strconv.ParseInt(f[i], 10, 64); err != nil {
-				return fmt.Errorf("bench: watchers: command %q: %w", lines.Text(), err)
+		bad := func(err error) error {
+			return fmt.Errorf("bench: watchers: command %.80q: %w", lines.Text(), err)
+		}
+		num := func(i int) int64 {
+			n, e := strconv.ParseInt(f[i], 10, 64)
+			if e != nil && err == nil {
+				err = e
 			}
+			return n
+		}
+		// acked parses field i: a count for each prefix.
+		acked := func(i int) []int64 {
+			c := strings.Split(f[i], ",")
+			if len(c) != spec.Prefixes && err == nil {
+				err = fmt.Errorf("%d counts for %d prefixes", len(c), spec.Prefixes)
+			}
+			n := make([]int64, spec.Prefixes)
+			for j := range min(len(c), len(n)) {
+				var e error
+				if n[j], e = strconv.ParseInt(c[j], 10, 64); e != nil && err == nil {
+					err = e
+				}
+			}
+			return n
 		}
 		rep := watchersReply{Ready: set.ready()}
 		switch {
 		case len(f) == 3 && f[0] == "periods":
-			set.from[periodWindow].Store(nums[1])
-			set.from[periodLoaded].Store(nums[2])
+			t0, t1 := num(1), num(2)
+			if err != nil {
+				return bad(err)
+			}
+			set.from[periodWindow].Store(t0)
+			set.from[periodLoaded].Store(t1)
 		case len(f) == 3 && f[0] == "drain":
-			rep.Drained = set.waitDelivered(ctx, nums[1], time.Duration(nums[2]))
+			wait, a := num(1), acked(2)
+			if err != nil {
+				return bad(err)
+			}
+			rep.Drained = set.waitDelivered(ctx, a, time.Duration(wait))
 		case len(f) == 2 && f[0] == "close":
+			a := acked(1)
+			if err != nil {
+				return bad(err)
+			}
 			set.close()
-			ev, lat, loaded := set.tally(nums[1]), set.latency(periodWindow), set.latency(periodLoaded)
+			ev, lat, loaded := set.tally(a), set.latency(periodWindow), set.latency(periodLoaded)
 			rep.Events, rep.Latency, rep.LatencyLoaded = &ev, &lat, &loaded
 			return enc.Encode(rep)
 		default:

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -37,12 +38,22 @@ type sseEvent struct {
 	hasSent bool
 }
 
-// watchKeyPrefix starts the keys of the watch writer: "w/", the time the
-// PUT was sent (monoNow, in decimal), "-" and a sequence number. The key
-// carries the send time, so that a watcher measures an event's delivery
-// latency from the event alone, whichever kvd sent it and whether or not
-// the writer has had its answer yet.
+// watchKeyPrefix starts the keys of the watch writer: "w/", the prefix's
+// number and "/" (see WatchConfig.Prefixes), the time the PUT was sent
+// (monoNow, in decimal), "-" and a sequence number. The key carries the
+// send time, so that a watcher measures an event's delivery latency from
+// the event alone, whichever kvd sent it and whether or not the writer
+// has had its answer yet.
 const watchKeyPrefix = "w/"
+
+// watchPrefix is the prefix of the watch writer's keys under prefix g.
+func watchPrefix(g int) string { return watchKeyPrefix + strconv.Itoa(g) + "/" }
+
+// watchKey is the watch writer's key for its seq-th PUT, under prefix g,
+// sent at sent.
+func watchKey(g int, sent, seq int64) string {
+	return watchPrefix(g) + strconv.FormatInt(sent, 10) + "-" + strconv.FormatInt(seq, 10)
+}
 
 // dataKeyPrefix is how the data of a watch event begins, up to its key.
 var dataKeyPrefix = []byte(`{"key":"` + watchKeyPrefix)
@@ -112,6 +123,9 @@ func (ev *sseEvent) field(line []byte) {
 		}
 	case "data":
 		if rest, ok := bytes.CutPrefix(value, dataKeyPrefix); ok && !ev.hasSent {
+			if i := bytes.IndexByte(rest, '/'); i >= 0 {
+				rest = rest[i+1:]
+			}
 			if i := bytes.IndexByte(rest, '-'); i > 0 {
 				if n, ok := parseDecimal(rest[:i]); ok && n <= 1<<62 {
 					ev.sent, ev.hasSent = int64(n), true
