@@ -203,11 +203,12 @@ func (st *stream) run(ctx context.Context) {
 		if h.closing.Load() {
 			return
 		}
-		// Once a second, not after every batch: a busy stream would
-		// otherwise hash its token for each one. A stream on a connection
-		// of its own looks then whether its client has gone, as nothing
-		// reads the connection to find out.
-		if time.Since(lastAuth) >= recheckEvery {
+		// About once a second, not after every batch: a busy stream would
+		// otherwise hash its token for each one. (Next returns from half
+		// of its wait on, at a tick of a clock shared by every stream.) A
+		// stream on a connection of its own looks then whether its client
+		// has gone, as nothing reads the connection to find out.
+		if time.Since(lastAuth) >= recheckEvery/2 {
 			if _, err := h.svc.Authenticate(ctx, st.token, st.addr); err != nil {
 				return
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"iter"
 	"net/http"
 	"os"
 	"regexp"
@@ -137,6 +138,15 @@ func traffic(t *testing.T, s *kvdtest.Server) {
 			t.Fatal(err)
 		}
 	}
+	// A watch stays open through the scrape (the test's end closes it).
+	wctx2, stopWatch := context.WithCancel(ctx)
+	t.Cleanup(stopWatch)
+	events := h.Watch(wctx2, client.WatchOptions{Prefix: "k/"})
+	next, stop := iter.Pull2(events)
+	t.Cleanup(stop)
+	if ev, err, ok := next(); !ok || err != nil || ev.Kind != client.EventReady {
+		t.Fatalf("watch: %+v %v %v", ev, err, ok)
+	}
 	h.Get(ctx, "k/a")
 	h.Get(ctx, "k/missing")
 	h.List(ctx, "k/", "", 0)
@@ -208,6 +218,8 @@ func TestMetricsOfEveryEngine(t *testing.T) {
 				{"kvd_refused_total", []string{"reason", "quota_stored_bytes"}, 1},
 				{"kvd_http_requests_total", []string{"route", "key", "method", "PUT", "status", "201"}, 20},
 				{"kvd_lifecycle_jobs_done_total", nil, 1},
+				{"kvd_watch_streams", nil, 1},
+				{"kvd_watch_namespaces", nil, 1},
 				{own + map[string]string{"kvd_pebble_": "wal_fsync_duration_seconds", "kvd_pg_": "pool_acquires_total"}[own], nil, 20},
 				{own + map[string]string{"kvd_pebble_": "disk_usage_bytes", "kvd_pg_": "pool_connections"}[own], nil, 1},
 			} {

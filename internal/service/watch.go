@@ -138,7 +138,63 @@ const (
 	// recheckTail is how often a tail reads its namespace when nothing
 	// changes, to see whether it is still there.
 	recheckTail = time.Second
+	// clockTick is the period of the clock that ends the waits of
+	// watchers with nothing to send; the watchers are spread over
+	// clockPhases phases of it, so that ten thousand of them do not all
+	// wake at once.
+	clockTick   = time.Second
+	clockPhases = 16
 )
+
+// watchClock ends the waits of watchers (Next's wait) without a timer of
+// each their own: ten thousand timers made and stopped every second would
+// cost more than the watchers' own work. Phase i's channel is closed, and
+// replaced, once every clockTick, at offset i/clockPhases of it. It runs
+// while there are watchers.
+type watchClock struct {
+	phases [clockPhases]atomic.Pointer[chan struct{}]
+	next   atomic.Uint32 // the phase of the next watcher
+	stop   chan struct{} // under watchHub.mu; nil while stopped
+}
+
+// start starts the clock; the caller holds watchHub.mu.
+func (c *watchClock) start() {
+	if c.stop != nil {
+		return
+	}
+	for i := range c.phases {
+		if c.phases[i].Load() == nil {
+			ch := make(chan struct{})
+			c.phases[i].Store(&ch)
+		}
+	}
+	stop := make(chan struct{})
+	c.stop = stop
+	go func() {
+		t := time.NewTicker(clockTick / clockPhases)
+		defer t.Stop()
+		for i := 0; ; i = (i + 1) % clockPhases {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			ch := make(chan struct{})
+			close(*c.phases[i].Swap(&ch))
+		}
+	}()
+}
+
+// halt stops the clock; the caller holds watchHub.mu.
+func (c *watchClock) halt() {
+	if c.stop != nil {
+		close(c.stop)
+		c.stop = nil
+	}
+}
+
+// tick returns the channel that phase's next tick closes.
+func (c *watchClock) tick(phase int) <-chan struct{} { return *c.phases[phase].Load() }
 
 // watchHub holds the tails of the namespaces being watched.
 type watchHub struct {
@@ -147,6 +203,7 @@ type watchHub struct {
 	catchUp  chan struct{}
 	snapshot chan struct{}
 	deliver  chan struct{} // the delivery slots
+	clock    watchClock
 
 	// The bounds above, as this hub applies them (tests make them small).
 	ringEvents, ringBytes int
@@ -258,6 +315,7 @@ func (h *watchHub) join(feed store.Changes, org string, ns kv.ID, head store.Rev
 		t = &nsTail{hub: h, key: k, feed: feed, cancel: cancel, groups: map[string]*prefixGroup{}}
 		t.view.Store(&ringView{base: head, last: head})
 		h.tails[k] = t
+		h.clock.start()
 		go t.run(ctx)
 	}
 	t.users.Add(1)
@@ -272,6 +330,9 @@ func (h *watchHub) leave(t *nsTail, g *prefixGroup) {
 		t.cancel()
 		if h.tails[t.key] == t {
 			delete(h.tails, t.key)
+		}
+		if len(h.tails) == 0 {
+			h.clock.halt()
 		}
 	}
 }
@@ -543,13 +604,14 @@ func (t *nsTail) end(err error) {
 
 // Watcher is one open watch. It is used by one goroutine.
 type Watcher struct {
-	s    *Service
-	who  Principal
-	ns   kv.ID
+	s     *Service
+	who   Principal
+	ns    kv.ID
 	opts  WatchOptions
 	tail  *nsTail
 	group *prefixGroup   // the watchers of the tail with its prefix
 	pos   store.Revision // every change up to it was delivered or skipped
+	phase int            // of the hub's clock
 	// holding says the watcher holds a delivery slot; hold gives it back
 	// after deliveryHold, unless stopped first.
 	holding bool
@@ -581,7 +643,7 @@ func (s *Service) Watch(ctx context.Context, p Principal, id kv.ID, opts WatchOp
 	if _, _, err := s.store.ReadChanges(ctx, p.Org, id, opts.Prefix, from, 1, false); err != nil {
 		return nil, watchErr(err)
 	}
-	w := &Watcher{s: s, who: p, ns: id, opts: opts, pos: from}
+	w := &Watcher{s: s, who: p, ns: id, opts: opts, pos: from, phase: int(s.watches.clock.next.Add(1) % clockPhases)}
 	w.tail, w.group = s.watches.join(s.store, p.Org, id, head, opts.Prefix)
 	s.meter.Add(p.Org, id, s.now(), store.UsageCounts{Lists: 1})
 	return w, nil
@@ -643,52 +705,49 @@ func (w *Watcher) Snapshot(ctx context.Context, fn func(*Event) error) (store.Re
 // was not the watch's): the resume point, and a ready event's revision.
 func (w *Watcher) Revision() store.Revision { return w.pos }
 
-// Next returns the next events (at most a few hundred), waiting up to
-// wait for one; none when the wait ended without any. The slice is valid
-// until the next call. An overflow event comes last and ends the watch.
-// An error ends it too: the namespace was deleted, or ctx ended.
+// Next returns the next events (at most a few hundred), waiting about
+// wait for one (until the first tick of the hub's clock after wait/2: from
+// half of wait, or as little as a test's, to wait plus a tick); none when
+// the wait ended without any. The slice is valid until the next call. An
+// overflow event comes last and ends the watch. An error ends it too: the
+// namespace was deleted, or ctx ended.
 //
 // The watcher holds a delivery slot from the moment Next returns events
 // until it calls Next again or Close: the caller writes them out in
-// between, and calls again as soon as it has.
+// between, and calls again as soon as it has. A watcher with nothing to
+// send takes no slot.
 func (w *Watcher) Next(ctx context.Context, wait time.Duration) ([]*Event, error) {
 	w.releaseSlot()
-	deadline := time.Now().Add(wait)
+	soonest := time.Now().Add(wait / 2)
 	for {
-		if err := w.takeSlot(ctx); err != nil {
+		// The views are never changed: reading one needs no slot, and
+		// what it gave stays valid while the watcher waits for one.
+		tick := w.s.watches.clock.tick(w.phase)
+		evs, moved, behind, err := w.fromRing()
+		if err == nil && len(evs) == 0 && behind {
+			evs, err = w.catchUp(ctx)
+		}
+		if err == nil && len(evs) > 0 {
+			err = w.takeSlot(ctx)
+		}
+		if err != nil {
 			return nil, err
 		}
-		evs, moved, behind, err := w.fromRing()
-		if err != nil || len(evs) > 0 {
-			return w.count(evs), err
+		if len(evs) > 0 {
+			return w.count(evs), nil
 		}
-		w.releaseSlot()
 		if behind {
-			evs, err := w.catchUp(ctx)
-			if err == nil && len(evs) > 0 {
-				err = w.takeSlot(ctx)
-			}
-			if err != nil {
-				return nil, err
-			}
-			if len(evs) > 0 {
-				return w.count(evs), nil
-			}
 			continue
 		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			return nil, nil
-		}
-		t := time.NewTimer(left)
 		select {
 		case <-moved:
-		case <-t.C:
+		case <-tick:
+			if !time.Now().Before(soonest) {
+				return nil, nil
+			}
 		case <-ctx.Done():
-			t.Stop()
 			return nil, ctx.Err()
 		}
-		t.Stop()
 	}
 }
 

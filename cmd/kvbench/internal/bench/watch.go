@@ -79,9 +79,9 @@ type WatchConfig struct {
 	// watchers.go); empty runs this executable with "watchers".
 	WatchersCmd []string
 
-	Keys        int // keys filled into the watched namespace, the keys get-hit reads
-	ValueSize   int // bytes of each value, the fill's, put-new's and the writer's
-	Watchers    int // watch streams open at once, each on its own connection
+	Keys      int // keys filled into the watched namespace, the keys get-hit reads
+	ValueSize int // bytes of each value, the fill's, put-new's and the writer's
+	Watchers  int // watch streams open at once, each on its own connection
 	// Prefixes is the parts of the namespace the watchers follow: with
 	// 1, every watcher watches the whole namespace and every write
 	// reaches every watcher; with N > 1, watcher i watches the prefix

@@ -105,10 +105,10 @@ type watcher struct {
 	set    *watchSet
 	shard  *latencyShard
 	prefix int // the prefix whose writes it expects
-	conn  atomic.Pointer[net.Conn]
-	ready atomic.Bool
-	got   atomic.Int64 // distinct writes received
-	done  atomic.Bool  // the stream has ended
+	conn   atomic.Pointer[net.Conn]
+	ready  atomic.Bool
+	got    atomic.Int64 // distinct writes received
+	done   atomic.Bool  // the stream has ended
 
 	// Set by the watcher's goroutine, read once it has ended.
 	stamp       *stampConn // the stream's connection, which knows when it last read
