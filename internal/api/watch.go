@@ -31,6 +31,11 @@ const (
 	// before the stream is closed: a client that takes nothing for that
 	// long is gone or hostile.
 	watchWriteTimeout = 30 * time.Second
+	// peekEvery is how often a stream on a connection of its own looks
+	// whether its client has closed the connection: a system call, of
+	// which ten thousand streams would otherwise make ten thousand a
+	// second.
+	peekEvery = 5 * time.Second
 )
 
 func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id kv.ID, token string) {
@@ -177,7 +182,7 @@ func (st *stream) run(ctx context.Context) {
 	if s.flush() != nil {
 		return
 	}
-	lastPing, lastAuth := time.Now(), time.Now()
+	lastPing, lastAuth, lastPeek := time.Now(), time.Now(), time.Now()
 	for {
 		evs, err := wt.Next(ctx, recheckEvery)
 		if err != nil {
@@ -205,17 +210,20 @@ func (st *stream) run(ctx context.Context) {
 		}
 		// About once a second, not after every batch: a busy stream would
 		// otherwise hash its token for each one. (Next returns from half
-		// of its wait on, at a tick of a clock shared by every stream.) A
-		// stream on a connection of its own looks then whether its client
-		// has gone, as nothing reads the connection to find out.
-		if time.Since(lastAuth) >= recheckEvery/2 {
+		// of its wait on, at a tick of a clock shared by every stream.)
+		if now := time.Now(); now.Sub(lastAuth) >= recheckEvery/2 {
 			if _, err := h.svc.Authenticate(ctx, st.token, st.addr); err != nil {
 				return
 			}
-			if s.conn != nil && sockpeek.Look(s.conn) == sockpeek.Closed {
-				return
+			lastAuth = now
+			// Nothing reads a stream's connection of its own: it looks
+			// now and then whether its client has gone.
+			if s.conn != nil && now.Sub(lastPeek) >= peekEvery {
+				if sockpeek.Look(s.conn) == sockpeek.Closed {
+					return
+				}
+				lastPeek = now
 			}
-			lastAuth = time.Now()
 		}
 	}
 }
