@@ -18,16 +18,18 @@
 // start-up time on the loaded store, and the GET latency at that size
 // against the same GET on a --small-keys store.
 //
-// kvbench watch opens --watchers watch streams (10,000) of one namespace
-// while a writer puts --write-rate keys a second (1,000) into it, and
-// reports the delivery latency from each PUT to every watcher, events
+// kvbench watch opens --watchers watch streams (10,000) of one namespace,
+// split over --prefixes parts of it (1,000; 1 for every watcher seeing
+// every write), while a writer puts --write-rate keys a second (1,000)
+// into it, and reports the delivery latency from each PUT to every watcher
+// of its prefix, events
 // missed, repeated or overflowed, kvd's peak RSS, and what the watchers
 // cost get-hit and put-new at --clients clients; with --postgres, the same
 // across two kvd on one database.
 //
 //	kvbench [--duration 10s] [--clients 1,64] [--workloads get-hit,put-new] [--slow-conns 1000] [--profile DIR] [--json FILE] ...
 //	kvbench scale [--keys 10000000] [--small-keys 10000] [--clients 64] [--json FILE] ...
-//	kvbench watch [--watchers 10000] [--write-rate 1000] [--duration 5s] [--postgres off|auto|URL] [--json FILE] ...
+//	kvbench watch [--watchers 10000] [--prefixes 1000] [--write-rate 1000] [--duration 5s] [--postgres off|auto|URL] [--json FILE] ...
 //	kvbench compare A.json B.json
 //	kvbench baseline [--pprof ADDR] --listen ADDR
 package main

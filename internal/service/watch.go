@@ -715,20 +715,36 @@ func (w *Watcher) Revision() store.Revision { return w.pos }
 // The watcher holds a delivery slot from the moment Next returns events
 // until it calls Next again or Close: the caller writes them out in
 // between, and calls again as soon as it has. A watcher with nothing to
-// send takes no slot.
+// send takes no slot, and waits for news without a timer of its own.
 func (w *Watcher) Next(ctx context.Context, wait time.Duration) ([]*Event, error) {
 	w.releaseSlot()
 	soonest := time.Now().Add(wait / 2)
 	for {
-		// The views are never changed: reading one needs no slot, and
-		// what it gave stays valid while the watcher waits for one.
 		tick := w.s.watches.clock.tick(w.phase)
-		evs, moved, behind, err := w.fromRing()
-		if err == nil && len(evs) == 0 && behind {
-			evs, err = w.catchUp(ctx)
+		moved := *w.group.wake.Load() // before the views: see nsTail.add
+		if !w.hasNews() {
+			select {
+			case <-moved:
+			case <-tick:
+				if !time.Now().Before(soonest) {
+					return nil, nil
+				}
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			continue
 		}
-		if err == nil && len(evs) > 0 {
-			err = w.takeSlot(ctx)
+		// The slot first, then the read: what came while the watcher
+		// waited for the slot goes out in the same write.
+		if err := w.takeSlot(ctx); err != nil {
+			return nil, err
+		}
+		evs, behind, err := w.fromRing()
+		if err == nil && len(evs) == 0 && behind {
+			w.releaseSlot()
+			if evs, err = w.catchUp(ctx); err == nil && len(evs) > 0 {
+				err = w.takeSlot(ctx)
+			}
 		}
 		if err != nil {
 			return nil, err
@@ -736,19 +752,20 @@ func (w *Watcher) Next(ctx context.Context, wait time.Duration) ([]*Event, error
 		if len(evs) > 0 {
 			return w.count(evs), nil
 		}
-		if behind {
-			continue
-		}
-		select {
-		case <-moved:
-		case <-tick:
-			if !time.Now().Before(soonest) {
-				return nil, nil
-			}
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+		w.releaseSlot()
 	}
+}
+
+// hasNews reports whether the watcher has something to read: changes in
+// its group's view after its position, changes it must read from the
+// store, or the end of the feed.
+func (w *Watcher) hasNews() bool {
+	gv := w.group.view.Load()
+	if w.tail.view.Load().err != nil || w.pos < gv.base {
+		return true
+	}
+	n := len(gv.events)
+	return n > 0 && gv.events[n-1].Change.Revision > w.pos
 }
 
 // takeSlot waits for a delivery slot.
@@ -795,15 +812,14 @@ func (w *Watcher) count(evs []*Event) []*Event {
 
 // fromRing takes the watcher's next events from its group's view of the
 // ring. behind: the ring dropped changes under the prefix after the
-// watcher's position; moved is closed when the group's view gets more.
-func (w *Watcher) fromRing() (evs []*Event, moved <-chan struct{}, behind bool, err error) {
-	moved = *w.group.wake.Load() // before the view: see nsTail.add
+// watcher's position.
+func (w *Watcher) fromRing() (evs []*Event, behind bool, err error) {
 	gv := w.group.view.Load()
 	if v := w.tail.view.Load(); v.err != nil {
-		return nil, nil, false, fromStore(v.err, "")
+		return nil, false, fromStore(v.err, "")
 	}
 	if w.pos < gv.base {
-		return nil, nil, true, nil
+		return nil, true, nil
 	}
 	ring := gv.events
 	i := sort.Search(len(ring), func(i int) bool { return ring[i].Change.Revision > w.pos })
@@ -811,7 +827,7 @@ func (w *Watcher) fromRing() (evs []*Event, moved <-chan struct{}, behind bool, 
 	if len(evs) > 0 {
 		w.pos = evs[len(evs)-1].Change.Revision
 	}
-	return evs, moved, false, nil
+	return evs, false, nil
 }
 
 // catchUp reads the watcher's next changes from the store, holding a

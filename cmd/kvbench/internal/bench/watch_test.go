@@ -206,17 +206,17 @@ func checkWatchEngine(t *testing.T, e *WatchEngine, cfg WatchConfig, kvds int) {
 			t.Errorf("%s: kvd peak RSS %v, max %d", e.Engine, e.KVDPeakRSS, e.PeakRSS)
 		}
 	}
-	if len(e.Without) != 2 || len(e.With) != 2 || len(e.Costs) != 2 {
-		t.Fatalf("%s: %d results without watchers, %d with, %d costs; want 2 each", e.Engine, len(e.Without), len(e.With), len(e.Costs))
+	if len(e.Without) != 2 || len(e.With) != 2 || len(e.WithoutAfter) != 2 || len(e.Costs) != 2 {
+		t.Fatalf("%s: %d results without watchers, %d with, %d after, %d costs; want 2 each", e.Engine, len(e.Without), len(e.With), len(e.WithoutAfter), len(e.Costs))
 	}
 	for i, wl := range []string{GetHit, PutNew} {
-		for _, x := range []Result{e.Without[i], e.With[i]} {
+		for _, x := range []Result{e.Without[i], e.With[i], e.WithoutAfter[i]} {
 			if x.Workload != wl || x.Clients != cfg.Clients || x.Ops <= 0 || x.Errors != 0 {
 				t.Errorf("%s: %s: %+v", e.Engine, wl, x)
 			}
 		}
 		c := e.Costs[i]
-		if c.Workload != wl || c.Without != e.Without[i].OpsPerSec || c.With != e.With[i].OpsPerSec || c.Cost != 1-c.With/c.Without {
+		if c.Workload != wl || c.Without != (e.Without[i].OpsPerSec+e.WithoutAfter[i].OpsPerSec)/2 || c.With != e.With[i].OpsPerSec || c.Cost != 1-c.With/c.Without {
 			t.Errorf("%s: cost %+v", e.Engine, c)
 		}
 	}
