@@ -262,8 +262,8 @@ type WatchEngine struct {
 	// watchers' cost. Costs compares With with the mean of the two.
 	Without      []Result    `json:"without_watchers"`
 	WithoutAfter []Result    `json:"without_watchers_after"`
-	With    []Result    `json:"with_watchers"`
-	Costs   []WatchCost `json:"costs"`
+	With         []Result    `json:"with_watchers"`
+	Costs        []WatchCost `json:"costs"`
 }
 
 // WatchWrites is what the writer did.
