@@ -116,10 +116,10 @@ func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id 
 	// takes the connection over from net/http, which would otherwise
 	// keep, for each of ten thousand streams, a goroutine reading the
 	// connection, its buffers, and this goroutine's grown stack. The
-	// stream goes on in a goroutine of its own, and looks every second
-	// whether its client has left.
-	// Where the connection cannot be taken over (HTTP/2), the stream
-	// runs here, on the response.
+	// stream goes on in a goroutine of its own, and looks now and then
+	// whether its client has left (peekEvery). Where the connection
+	// cannot be taken over (HTTP/2), the stream runs here, on the
+	// response.
 	conn, _, err := rc.Hijack()
 	if err != nil {
 		st.s = &sseWriter{w: w, rc: rc, values: opts.Values}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -258,9 +259,11 @@ type nsTail struct {
 	// the views published meanwhile.
 	mu sync.Mutex
 	// groups is the watchers by the prefix they watch; lens is the
-	// lengths of those prefixes, in increasing order.
+	// lengths of those prefixes, in increasing order, and ofLen how many
+	// have each.
 	groups map[string]*prefixGroup
 	lens   []int
+	ofLen  map[int]int
 	gen    uint64 // marks the groups one call of add changes
 }
 
@@ -312,7 +315,7 @@ func (h *watchHub) join(feed store.Changes, org string, ns kv.ID, head store.Rev
 	t := h.tails[k]
 	if t == nil {
 		ctx, cancel := context.WithCancel(context.Background())
-		t = &nsTail{hub: h, key: k, feed: feed, cancel: cancel, groups: map[string]*prefixGroup{}}
+		t = &nsTail{hub: h, key: k, feed: feed, cancel: cancel, groups: map[string]*prefixGroup{}, ofLen: map[int]int{}}
 		t.view.Store(&ringView{base: head, last: head})
 		h.tails[k] = t
 		h.clock.start()
@@ -356,7 +359,10 @@ func (t *nsTail) joinGroup(prefix string) *prefixGroup {
 		}
 		g.view.Store(gv)
 		t.groups[prefix] = g
-		t.setLens()
+		if t.ofLen[len(prefix)]++; t.ofLen[len(prefix)] == 1 {
+			i, _ := slices.BinarySearch(t.lens, len(prefix))
+			t.lens = slices.Insert(t.lens, i, len(prefix))
+		}
 	}
 	g.users++
 	return g
@@ -367,21 +373,14 @@ func (t *nsTail) leaveGroup(g *prefixGroup) {
 	defer t.mu.Unlock()
 	if g.users--; g.users == 0 && t.groups[g.prefix] == g {
 		delete(t.groups, g.prefix)
-		t.setLens()
-	}
-}
-
-// setLens sets lens from groups; the caller holds mu.
-func (t *nsTail) setLens() {
-	seen := map[int]bool{}
-	t.lens = t.lens[:0]
-	for p := range t.groups {
-		if !seen[len(p)] {
-			seen[len(p)] = true
-			t.lens = append(t.lens, len(p))
+		n := len(g.prefix)
+		if t.ofLen[n]--; t.ofLen[n] == 0 {
+			delete(t.ofLen, n)
+			if i, ok := slices.BinarySearch(t.lens, n); ok {
+				t.lens = slices.Delete(t.lens, i, i+1)
+			}
 		}
 	}
-	sort.Ints(t.lens)
 }
 
 // groupsOf calls fn for each group whose prefix key is under; the caller

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -214,6 +215,24 @@ func TestWatchWakesOnlyItsPrefix(t *testing.T) {
 	defer late.Close()
 	if got := drain(t, late, 40); len(got) != 40 || got[0].Change.Key != "b/00" {
 		t.Fatalf("a b/ watcher resumed from before the ring: %d events", len(got))
+	}
+
+	// A group goes with its last watcher, and its prefix's length when no
+	// other group has it.
+	tail := b.tail
+	lens := func() []int {
+		tail.mu.Lock()
+		defer tail.mu.Unlock()
+		return slices.Clone(tail.lens)
+	}
+	late.Close()
+	a.Close()
+	if got := lens(); !slices.Equal(got, []int{0, 2}) {
+		t.Fatalf("prefix lengths with the watchers of \"\" and b/ left: %v", got)
+	}
+	b.Close()
+	if got := lens(); !slices.Equal(got, []int{0}) || len(tail.groups) != 1 {
+		t.Fatalf("prefix lengths with the watcher of \"\" left: %v (%d groups)", got, len(tail.groups))
 	}
 }
 
