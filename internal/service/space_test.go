@@ -5,7 +5,6 @@ import (
 	"errors"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/service"
@@ -37,18 +36,9 @@ func TestSpaceRefusesWritesOnly(t *testing.T) {
 	defer db.Close()
 	disk := &fullDisk{}
 	svc := service.New(service.Config{Store: db, Space: disk})
-	ns, err := svc.CreateNamespace(ctx, service.FullPrincipal("org"), "n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok, err := db.ClaimLifecycleJob(ctx, "h", time.Now(), time.Minute); err != nil || !ok {
-		t.Fatalf("claim: %v, %v", ok, err)
-	}
-	if err := db.CompleteProvision(ctx, ns.ID, "h", kv.StatusProvisionOK, time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	id := service.ReadyNamespace(t, svc, db, "n")
 	for _, k := range []string{"a", "b"} {
-		if _, err := svc.PutKey(ctx, service.FullPrincipal("org"), ns.ID, k, service.Put{Data: []byte("v")}); err != nil {
+		if _, err := svc.PutKey(ctx, service.FullPrincipal("org"), id, k, service.Put{Data: []byte("v")}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -60,27 +50,27 @@ func TestSpaceRefusesWritesOnly(t *testing.T) {
 			t.Errorf("%s on a full disk: %v, want %s", what, err, kv.EInsufficientStorage)
 		}
 	}
-	_, err = svc.PutKey(ctx, service.FullPrincipal("org"), ns.ID, "c", service.Put{Data: []byte("v")})
+	_, err = svc.PutKey(ctx, service.FullPrincipal("org"), id, "c", service.Put{Data: []byte("v")})
 	refused("a new key", err)
-	_, err = svc.PutKey(ctx, service.FullPrincipal("org"), ns.ID, "a", service.Put{Data: []byte("w")})
+	_, err = svc.PutKey(ctx, service.FullPrincipal("org"), id, "a", service.Put{Data: []byte("w")})
 	refused("an overwrite", err)
 	_, err = svc.CreateNamespace(ctx, service.FullPrincipal("org"), "m")
 	refused("a namespace", err)
-	if _, err := svc.GetKey(ctx, service.FullPrincipal("org"), ns.ID, "c"); !kv.IsKeyNotFound(err) {
+	if _, err := svc.GetKey(ctx, service.FullPrincipal("org"), id, "c"); !kv.IsKeyNotFound(err) {
 		t.Errorf("the refused write of c: %v", err)
 	}
-	v, err := svc.GetKey(ctx, service.FullPrincipal("org"), ns.ID, "a")
+	v, err := svc.GetKey(ctx, service.FullPrincipal("org"), id, "a")
 	if err != nil || string(v.Data) != "v" {
 		t.Fatalf("read on a full disk: %v", err)
 	}
 	v.Close()
-	if page, err := svc.ListKeys(ctx, service.FullPrincipal("org"), ns.ID, "", "", 10); err != nil || len(page.Keys) != 2 {
+	if page, err := svc.ListKeys(ctx, service.FullPrincipal("org"), id, "", "", 10); err != nil || len(page.Keys) != 2 {
 		t.Errorf("listing on a full disk: %+v, %v", page, err)
 	}
-	if err := svc.DeleteKey(ctx, service.FullPrincipal("org"), ns.ID, "b", store.Condition{}); err != nil {
+	if err := svc.DeleteKey(ctx, service.FullPrincipal("org"), id, "b", store.Condition{}); err != nil {
 		t.Errorf("delete on a full disk: %v", err)
 	}
-	if _, err := svc.DeleteNamespace(ctx, service.FullPrincipal("org"), ns.ID); err != nil {
+	if _, err := svc.DeleteNamespace(ctx, service.FullPrincipal("org"), id); err != nil {
 		t.Errorf("namespace delete on a full disk: %v", err)
 	}
 

@@ -25,7 +25,24 @@ func newWatched(t *testing.T) (*Service, kv.ID, func(n int)) {
 	t.Cleanup(func() { db.Close() })
 	svc := New(Config{Store: db})
 	p := FullPrincipal("org")
-	ns, err := svc.CreateNamespace(ctx, p, "watched")
+	id := readyNamespace(t, svc, db, "watched")
+	seq := 0
+	return svc, id, func(n int) {
+		for range n {
+			seq++
+			if _, err := svc.PutKey(ctx, p, id, fmt.Sprintf("k%03d", seq), Put{Data: []byte("v")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// readyNamespace creates namespace name of the organization "org" in svc
+// and provisions it in db, its store, as the lifecycle worker would.
+func readyNamespace(t *testing.T, svc *Service, db *pebble.DB, name string) kv.ID {
+	t.Helper()
+	ctx := context.Background()
+	ns, err := svc.CreateNamespace(ctx, FullPrincipal("org"), name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,15 +52,7 @@ func newWatched(t *testing.T) (*Service, kv.ID, func(n int)) {
 	if err := db.CompleteProvision(ctx, ns.ID, "h", kv.StatusProvisionOK, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	seq := 0
-	return svc, ns.ID, func(n int) {
-		for range n {
-			seq++
-			if _, err := svc.PutKey(ctx, p, ns.ID, fmt.Sprintf("k%03d", seq), Put{Data: []byte("v")}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	return ns.ID
 }
 
 // drain reads w until it has n events or one is an overflow.
@@ -264,20 +273,7 @@ func TestWatchQuietNamespace(t *testing.T) {
 	cs := &countingStore{DB: db}
 	svc := New(Config{Store: cs})
 	p := FullPrincipal("org")
-	ready := func(name string) kv.ID {
-		ns, err := svc.CreateNamespace(ctx, p, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok, err := db.ClaimLifecycleJob(ctx, "h", time.Now(), time.Minute); err != nil || !ok {
-			t.Fatalf("claim: %v, %v", ok, err)
-		}
-		if err := db.CompleteProvision(ctx, ns.ID, "h", kv.StatusProvisionOK, time.Now()); err != nil {
-			t.Fatal(err)
-		}
-		return ns.ID
-	}
-	quiet, busy := ready("quiet"), ready("busy")
+	quiet, busy := readyNamespace(t, svc, db, "quiet"), readyNamespace(t, svc, db, "busy")
 	cs.ns = quiet
 	w, err := svc.Watch(ctx, p, quiet, WatchOptions{})
 	if err != nil {

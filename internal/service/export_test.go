@@ -1,0 +1,4 @@
+package service
+
+// ReadyNamespace is readyNamespace, for the tests of package service_test.
+var ReadyNamespace = readyNamespace
