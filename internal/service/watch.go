@@ -292,6 +292,10 @@ type prefixGroup struct {
 type groupView struct {
 	events []*Event
 	base   store.Revision
+	// dead is the slots before events in its array: changes the ring
+	// dropped, which the array still holds (and keeps from the garbage
+	// collector, values and all) until the view moves to a new one.
+	dead int
 }
 
 // ringView is a tail's ring as of one moment. A view is never changed
@@ -564,10 +568,23 @@ func (t *nsTail) add(changes []store.Change, last store.Revision) int64 {
 		t.groupsOf(e.Change.Key, func(g *prefixGroup) {
 			v := view(g)
 			if len(v.events) > 0 && v.events[0] == e {
-				v.events = v.events[1:]
+				v.events, v.dead = v.events[1:], v.dead+1
 			}
 			v.base = e.Change.Revision
 		})
+	}
+	// A view whose array holds more dropped changes than live ones moves
+	// to a new array: a quiet group would otherwise keep what the ring
+	// dropped for as long as it lives (ten thousand of them, a change of
+	// 64 KiB each).
+	for _, g := range touched {
+		if v := g.next; v.dead > len(v.events) {
+			var fresh []*Event // nil for none: an empty slice of the old array would keep it
+			if len(v.events) > 0 {
+				fresh = slices.Clone(v.events)
+			}
+			v.events, v.dead = fresh, 0
+		}
 	}
 	n.events = n.events[drop:]
 	t.view.Store(n)

@@ -192,6 +192,13 @@ func TestWatchWakesOnlyItsPrefix(t *testing.T) {
 	if got := drain(t, all, 40); len(got) != 40 {
 		t.Fatalf("the watcher of every key got %d events of 40", len(got))
 	}
+	// The groups' arrays do not keep what the ring dropped: at most as
+	// many dropped changes as live ones.
+	for _, w := range []*Watcher{b, all} {
+		if gv := w.group.view.Load(); len(gv.events) != 8 || gv.dead > len(gv.events) {
+			t.Fatalf("the view of %q holds %d changes and %d dropped ones", w.group.prefix, len(gv.events), gv.dead)
+		}
+	}
 	select {
 	case <-aWake:
 		t.Fatal("changes under b/ woke the watcher of a/")
@@ -214,6 +221,13 @@ func TestWatchWakesOnlyItsPrefix(t *testing.T) {
 	if len(got) != 1 || got[0].Kind != EventPut || got[0].Change.Key != "a/x" {
 		t.Fatalf("the a/ watcher, passed by the ring: %+v", got)
 	}
+	for i := range 8 { // a/x leaves the ring, and the a/ group's view
+		put(fmt.Sprintf("b/%02d", 40+i))
+	}
+	drain(t, b, 8)
+	if gv := a.group.view.Load(); cap(gv.events) != 0 || gv.base != got[0].Change.Revision {
+		t.Fatalf("the a/ group's view after the ring dropped its change: %d of %d slots, base %d", len(gv.events), cap(gv.events), gv.base)
+	}
 
 	// A watcher that resumes from before changes under its prefix the
 	// ring dropped still reads them from the store.
@@ -222,7 +236,7 @@ func TestWatchWakesOnlyItsPrefix(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer late.Close()
-	if got := drain(t, late, 40); len(got) != 40 || got[0].Change.Key != "b/00" {
+	if got := drain(t, late, 48); len(got) != 48 || got[0].Change.Key != "b/00" {
 		t.Fatalf("a b/ watcher resumed from before the ring: %d events", len(got))
 	}
 
