@@ -110,7 +110,7 @@ func TestPeriodOf(t *testing.T) {
 func smallWatchConfig(t *testing.T, dir string) WatchConfig {
 	cfg := DefaultWatchConfig()
 	cfg.KVD, cfg.WatchersCmd = goBuild(t, dir, "kvd"), []string{goBuild(t, dir, "kvbench"), "watchers"}
-	cfg.Keys, cfg.Watchers, cfg.WriteRate, cfg.Writers = 200, 50, 100, 2
+	cfg.Keys, cfg.Watchers, cfg.Prefixes, cfg.WriteRate, cfg.Writers = 200, 50, 1, 100, 2
 	cfg.Clients, cfg.FillClients = 4, 8
 	cfg.Duration, cfg.Warmup = time.Second, 100*time.Millisecond
 	cfg.Settle, cfg.Drain = time.Second, 10*time.Second
