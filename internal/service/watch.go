@@ -441,25 +441,29 @@ func (t *nsTail) run(ctx context.Context) {
 		// The wait is bounded so that the namespace is read again at
 		// least every recheckTail even when nothing changes: a namespace
 		// deleted meanwhile ends its watches.
+		// One deadline for the waits until the next read: the head of
+		// a busy engine moves thousands of times a second, and a timer
+		// for each wait would cost more than the wait.
+		wctx, cancel := context.WithDeadline(ctx, read.Add(recheckTail))
 		for {
-			wctx, cancel := context.WithTimeout(ctx, time.Until(read.Add(recheckTail)))
 			head, err := t.feed.WaitHead(wctx, pos)
-			cancel()
 			if err != nil {
 				if ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !sleepCtx(ctx, backoff) {
+					cancel()
 					return
 				}
 				break
 			}
-			// The head moved; unless the namespace has a change below it
-			// (or it is time to see that the namespace is still there),
-			// another namespace's change moved it: wait on.
-			if last, ok := changeHint(hint, t.key); ok && last <= pos && time.Since(read) < recheckTail {
+			// The head moved; unless the namespace has a change below it,
+			// another namespace's change moved it: wait on (until it is
+			// time to see that the namespace is still there).
+			if last, ok := changeHint(hint, t.key); ok && last <= pos {
 				pos = head
 				continue
 			}
 			break
 		}
+		cancel()
 	}
 }
 
