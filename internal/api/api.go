@@ -126,7 +126,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.inFlight.Add(1)
 	defer h.inFlight.Add(-1)
 	rec := recorders.Get().(*recorder)
-	*rec = recorder{ResponseWriter: w, status: http.StatusOK, ctx: r.Context()}
+	*rec = recorder{ResponseWriter: w, status: http.StatusOK, ctx: r.Context(), start: start}
 	rec.id = r.Header.Get("X-Request-Id")
 	if !validRequestID(rec.id) {
 		rec.id = h.newRequestID()
@@ -144,17 +144,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeError(rec, h.log, kv.Errorf(kv.EInternal, "An internal error occurred; the request id is %s", rec.id))
 			}
 		}
-		h.metrics.Observe(rec.route, r.Method, rec.status, time.Since(start))
-		if h.accessLog {
-			h.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
-				slog.String("request_id", rec.id),
-				slog.String("method", r.Method),
-				slog.String("path", r.URL.EscapedPath()),
-				slog.Int("status", rec.status),
-				slog.Int64("bytes", rec.bytes),
-				slog.String("org", rec.org),
-				slog.String("token_id", rec.tokenID),
-				slog.Duration("duration", time.Since(start)))
+		if !rec.detached { // a stream that went on by itself reports its own end
+			h.served(rec.served(r), rec.bytes, time.Since(start))
 		}
 		if !rec.wrote {
 			// net/http copies the header map when the status is written;
@@ -165,6 +156,38 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		recorders.Put(rec)
 	}()
 	h.route(rec, r)
+}
+
+// servedRequest is what the metrics and the access log say of a request
+// that was served.
+type servedRequest struct {
+	ctx                     context.Context
+	id, route, method, path string
+	org, tokenID            string
+	status                  int
+}
+
+// served returns what rec and r say of the request, copied: a stream that
+// goes on after its handler has returned reports it at its end.
+func (rec *recorder) served(r *http.Request) servedRequest {
+	return servedRequest{ctx: rec.ctx, id: rec.id, route: rec.route, method: r.Method, path: r.URL.EscapedPath(),
+		org: rec.org, tokenID: rec.tokenID, status: rec.status}
+}
+
+// served counts a request in the metrics and writes its access log line.
+func (h *Handler) served(q servedRequest, bytes int64, took time.Duration) {
+	h.metrics.Observe(q.route, q.method, q.status, took)
+	if h.accessLog {
+		h.log.LogAttrs(q.ctx, slog.LevelInfo, "request",
+			slog.String("request_id", q.id),
+			slog.String("method", q.method),
+			slog.String("path", q.path),
+			slog.Int("status", q.status),
+			slog.Int64("bytes", bytes),
+			slog.String("org", q.org),
+			slog.String("token_id", q.tokenID),
+			slog.Duration("duration", took))
+	}
 }
 
 // InFlight is the number of requests being served.
@@ -227,6 +250,10 @@ type recorder struct {
 	status               int
 	bytes                int64
 	wrote                bool
+	start                time.Time
+	// detached: the request goes on after its handler returns (a watch
+	// stream on a connection of its own), and reports its own end.
+	detached bool
 }
 
 func (r *recorder) WriteHeader(status int) {

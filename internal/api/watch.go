@@ -127,6 +127,9 @@ func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id 
 		return
 	}
 	st.s = &sseWriter{conn: conn, values: opts.Values}
+	w.detached = true
+	served, start := w.served(r), w.start
+	served.ctx = context.Background() // the request's ends as the handler returns
 	sctx, cancel := context.WithCancel(h.streamsCtx)
 	h.streams.Add(1)
 	closeWatcher = false
@@ -140,6 +143,7 @@ func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id 
 		defer conn.Close()
 		defer wt.Close()
 		st.run(sctx)
+		h.served(served, st.s.sent, time.Since(start))
 	}()
 }
 
@@ -278,6 +282,7 @@ type sseWriter struct {
 	values bool
 	buf    *[]byte   // from sseBuffers while events wait for a flush
 	armed  time.Time // when the write deadline was last set
+	sent   int64     // bytes written to conn
 	err    error
 }
 
@@ -335,7 +340,9 @@ func (s *sseWriter) flush() error {
 		if rearm {
 			s.conn.SetWriteDeadline(deadline)
 		}
-		_, err = s.conn.Write(*s.buf)
+		var n int
+		n, err = s.conn.Write(*s.buf)
+		s.sent += int64(n)
 	} else {
 		if rearm {
 			s.rc.SetWriteDeadline(deadline)
