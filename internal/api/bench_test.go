@@ -23,8 +23,9 @@ func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (w *discardWriter) WriteHeader(int)             {}
 
-// benchHandler is the API over a real Pebble with one ready namespace.
-func benchHandler(b *testing.B) (http.Handler, string) {
+// readyHandler is the API over a real Pebble with one ready namespace,
+// whose id it returns; the bearer token "tok" is of its organization.
+func readyHandler(b testing.TB) (*api.Handler, string) {
 	db, err := pebble.Open(b.TempDir(), pebble.Options{})
 	if err != nil {
 		b.Fatal(err)
@@ -46,7 +47,7 @@ func benchHandler(b *testing.B) (http.Handler, string) {
 // BenchmarkHandlerGetHit is the hot GET path from parsed request to
 // written value: allocations here are kvd's own.
 func BenchmarkHandlerGetHit(b *testing.B) {
-	h, id := benchHandler(b)
+	h, id := readyHandler(b)
 	url := "/v2/storage/kvs/" + id + "/keys/user/123"
 	put := httptest.NewRequest("PUT", url, bytes.NewReader(make([]byte, 1024)))
 	put.Header.Set("Authorization", "Bearer tok")
@@ -65,7 +66,7 @@ func BenchmarkHandlerGetHit(b *testing.B) {
 
 // BenchmarkHandlerPut is a durable 1 KiB overwrite.
 func BenchmarkHandlerPut(b *testing.B) {
-	h, id := benchHandler(b)
+	h, id := readyHandler(b)
 	url := "/v2/storage/kvs/" + id + "/keys/user/123"
 	body := make([]byte, 1024)
 	b.ReportAllocs()

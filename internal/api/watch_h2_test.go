@@ -2,45 +2,25 @@ package api_test
 
 import (
 	"bufio"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/edgekv/kv"
-	"github.com/edgekv/kv/internal/api"
-	"github.com/edgekv/kv/internal/service"
-	"github.com/edgekv/kv/internal/store/pebble"
 )
 
 // TestWatchOverHTTP2: a stream whose connection cannot be taken over (an
 // HTTP/2 stream shares its connection) runs on the response instead, with
 // the same events; and a stop of the handler ends it.
 func TestWatchOverHTTP2(t *testing.T) {
-	db, err := pebble.Open(t.TempDir(), pebble.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	svc := service.New(service.Config{Store: db, StaticTokens: map[string]string{"tok": "org"}})
-	h := api.New(api.Config{Service: svc, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	h, id := readyHandler(t)
 	srv := httptest.NewUnstartedServer(h)
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	defer srv.Close()
-	ns := kv.Namespace{ID: kv.NewID(), Org: "org", Name: "n", Status: kv.StatusPending, CreatedAt: time.Now(), UpdatedAt: time.Now()}
-	if err := db.CreateNamespace(t.Context(), ns); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.CompleteProvision(t.Context(), ns.ID, "", kv.StatusProvisionOK, time.Now()); err != nil {
-		t.Fatal(err)
-	}
 
 	c := srv.Client()
-	req, _ := http.NewRequest("GET", srv.URL+"/v2/storage/kvs/"+ns.ID.String()+"/watch", nil)
+	req, _ := http.NewRequest("GET", srv.URL+"/v2/storage/kvs/"+id+"/watch", nil)
 	req.Header.Set("Authorization", "Bearer tok")
 	resp, err := c.Do(req)
 	if err != nil {
@@ -76,7 +56,7 @@ func TestWatchOverHTTP2(t *testing.T) {
 		}
 	}
 	want("event: ready")
-	put, _ := http.NewRequest("PUT", srv.URL+"/v2/storage/kvs/"+ns.ID.String()+"/keys/k", strings.NewReader("v"))
+	put, _ := http.NewRequest("PUT", srv.URL+"/v2/storage/kvs/"+id+"/keys/k", strings.NewReader("v"))
 	put.Header.Set("Authorization", "Bearer tok")
 	pr, err := c.Do(put)
 	if err != nil || pr.StatusCode != http.StatusCreated {

@@ -2,14 +2,12 @@ package server_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,50 +16,24 @@ import (
 	"github.com/edgekv/kv/internal/server"
 )
 
-// syncBuffer is a bytes.Buffer safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestWatchAccessLog: a watch stream runs on after its handler returns
 // (it takes its connection over), and its access log line comes at its
 // end: with the bytes it sent and the time it was open, not those of its
 // headers.
 func TestWatchAccessLog(t *testing.T) {
-	var logs syncBuffer
+	var logs kvdtest.SyncBuffer
 	s := kvdtest.Start(t, kvdtest.WithConfig(func(c *server.Config) { c.AccessLog = true }),
 		kvdtest.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))))
 	ctx := context.Background()
 	c := client.New(client.WithBaseURL(s.URL), client.WithAPIKey(s.Token))
-	ns, err := c.CreateNamespace(ctx, "logged")
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if _, err := c.WaitReady(wctx, ns.ID.String()); err != nil {
-		t.Fatal(err)
-	}
+	id := readyNamespace(t, s)
 
 	conn, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "GET /v2/storage/kvs/%s/watch HTTP/1.1\r\nHost: kvd\r\nAuthorization: Bearer %s\r\n\r\n", ns.ID, s.Token)
+	fmt.Fprintf(conn, "GET /v2/storage/kvs/%s/watch HTTP/1.1\r\nHost: kvd\r\nAuthorization: Bearer %s\r\n\r\n", id, s.Token)
 	br := bufio.NewReader(conn)
 	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
 	for line := ""; !strings.HasPrefix(line, "event: ready"); {
@@ -69,7 +41,7 @@ func TestWatchAccessLog(t *testing.T) {
 			t.Fatalf("before the ready event: %v", err)
 		}
 	}
-	if _, err := c.Namespace(ns.ID.String()).Put(ctx, "k", []byte("v"), nil); err != nil {
+	if _, err := c.Namespace(id).Put(ctx, "k", []byte("v"), nil); err != nil {
 		t.Fatal(err)
 	}
 	for line := ""; !strings.HasPrefix(line, "event: put"); {
