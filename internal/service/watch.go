@@ -303,11 +303,11 @@ type groupView struct {
 // appends past the predecessor's end, where no published view reads, and
 // drops from the front by slicing.
 type ringView struct {
-	// events holds the changes with revisions in (base, last], in order.
-	events     []*Event
-	bytes      int
-	base, last store.Revision
-	err        error // the feed ended: the namespace is gone or not ready
+	// events holds the latest changes, those after base, in order.
+	events []*Event
+	bytes  int
+	base   store.Revision
+	err    error // the feed ended: the namespace is gone or not ready
 }
 
 // join returns the tail of ns, started at the feed's head if it was not
@@ -320,10 +320,10 @@ func (h *watchHub) join(feed store.Changes, org string, ns kv.ID, head store.Rev
 	if t == nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		t = &nsTail{hub: h, key: k, feed: feed, cancel: cancel, groups: map[string]*prefixGroup{}, ofLen: map[int]int{}}
-		t.view.Store(&ringView{base: head, last: head})
+		t.view.Store(&ringView{base: head})
 		h.tails[k] = t
 		h.clock.start()
-		go t.run(ctx)
+		go t.run(ctx, head)
 	}
 	t.users.Add(1)
 	return t, t.joinGroup(prefix)
@@ -406,9 +406,9 @@ func (g *prefixGroup) wakeUp() {
 	close(*g.wake.Swap(&c))
 }
 
-// run reads the feed into the ring until ctx ends or the namespace goes.
-func (t *nsTail) run(ctx context.Context) {
-	pos := t.view.Load().last
+// run reads the feed, from pos on, into the ring until ctx ends or the
+// namespace goes.
+func (t *nsTail) run(ctx context.Context, pos store.Revision) {
 	backoff := 50 * time.Millisecond
 	hint, _ := t.feed.(store.ChangeHint)
 	var read time.Time // the last read of the store
@@ -431,7 +431,7 @@ func (t *nsTail) run(ctx context.Context) {
 			continue
 		}
 		pos = readUpTo(pos, changes, head)
-		woken := t.add(changes, pos)
+		woken := t.add(changes)
 		if len(changes) == eventBatch {
 			continue
 		}
@@ -520,15 +520,15 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// add publishes a view with changes appended to the ring, which then
-// reaches last, the oldest evicted beyond its bounds, and wakes the
-// watchers of the changes' prefixes; it returns how many it woke.
-func (t *nsTail) add(changes []store.Change, last store.Revision) int64 {
-	v := t.view.Load()
-	if last <= v.last && len(changes) == 0 {
+// add publishes a view with changes appended to the ring, the oldest
+// evicted beyond its bounds, and wakes the watchers of the changes'
+// prefixes; it returns how many it woke.
+func (t *nsTail) add(changes []store.Change) int64 {
+	if len(changes) == 0 {
 		return 0
 	}
-	n := &ringView{events: v.events, bytes: v.bytes, base: v.base, last: max(v.last, last)}
+	v := t.view.Load()
+	n := &ringView{events: v.events, bytes: v.bytes, base: v.base}
 	for _, c := range changes {
 		n.events = append(n.events, &Event{Kind: EventKind(c.Kind), Change: c})
 		n.bytes += ringSize(&c)
