@@ -145,7 +145,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if !rec.detached { // a stream that went on by itself reports its own end
-			h.served(rec.served(r), rec.bytes, time.Since(start))
+			h.served(rec.summary(r), rec.bytes, time.Since(start))
 		}
 		if !rec.wrote {
 			// net/http copies the header map when the status is written;
@@ -169,7 +169,7 @@ type servedRequest struct {
 
 // served returns what rec and r say of the request, copied: a stream that
 // goes on after its handler has returned reports it at its end.
-func (rec *recorder) served(r *http.Request) servedRequest {
+func (rec *recorder) summary(r *http.Request) servedRequest {
 	return servedRequest{ctx: rec.ctx, id: rec.id, route: rec.route, method: r.Method, path: r.URL.EscapedPath(),
 		org: rec.org, tokenID: rec.tokenID, status: rec.status}
 }

@@ -128,7 +128,7 @@ func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id 
 	}
 	st.s = &sseWriter{conn: conn, values: opts.Values}
 	w.detached = true
-	served, start := w.served(r), w.start
+	served, start := w.summary(r), w.start
 	served.ctx = context.Background() // the request's ends as the handler returns
 	sctx, cancel := context.WithCancel(h.streamsCtx)
 	h.streams.Add(1)

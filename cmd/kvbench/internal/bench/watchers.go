@@ -403,64 +403,49 @@ func ServeWatchers(ctx context.Context, in io.Reader, out io.Writer) error {
 		return err
 	}
 	for lines.Scan() {
+		// Every argument is a list of decimals separated by commas: one
+		// for a time, one per prefix for the writes acknowledged.
 		f := strings.Fields(lines.Text())
-		bad := func(err error) error {
-			return fmt.Errorf("bench: watchers: command %.80q: %w", lines.Text(), err)
-		}
-		num := func(i int) int64 {
-			n, e := strconv.ParseInt(f[i], 10, 64)
-			if e != nil && err == nil {
-				err = e
+		args := make([][]int64, max(len(f)-1, 0))
+		for i := range args {
+			if args[i], err = parseCounts(f[i+1]); err != nil {
+				return fmt.Errorf("bench: watchers: command %.80q: %w", lines.Text(), err)
 			}
-			return n
 		}
-		// acked parses field i: a count for each prefix.
-		acked := func(i int) []int64 {
-			c := strings.Split(f[i], ",")
-			if len(c) != spec.Prefixes && err == nil {
-				err = fmt.Errorf("%d counts for %d prefixes", len(c), spec.Prefixes)
-			}
-			n := make([]int64, spec.Prefixes)
-			for j := range min(len(c), len(n)) {
-				var e error
-				if n[j], e = strconv.ParseInt(c[j], 10, 64); e != nil && err == nil {
-					err = e
-				}
-			}
-			return n
-		}
+		perPrefix := func(a []int64) bool { return len(a) == spec.Prefixes }
 		rep := watchersReply{Ready: set.ready()}
 		switch {
 		case len(f) == 3 && f[0] == "periods":
-			t0, t1 := num(1), num(2)
-			if err != nil {
-				return bad(err)
-			}
-			set.from[periodWindow].Store(t0)
-			set.from[periodLoaded].Store(t1)
-		case len(f) == 3 && f[0] == "drain":
-			wait, a := num(1), acked(2)
-			if err != nil {
-				return bad(err)
-			}
-			rep.Drained = set.waitDelivered(ctx, a, time.Duration(wait))
-		case len(f) == 2 && f[0] == "close":
-			a := acked(1)
-			if err != nil {
-				return bad(err)
-			}
+			set.from[periodWindow].Store(args[0][0])
+			set.from[periodLoaded].Store(args[1][0])
+		case len(f) == 3 && f[0] == "drain" && perPrefix(args[1]):
+			rep.Drained = set.waitDelivered(ctx, args[1], time.Duration(args[0][0]))
+		case len(f) == 2 && f[0] == "close" && perPrefix(args[0]):
 			set.close()
-			ev, lat, loaded := set.tally(a), set.latency(periodWindow), set.latency(periodLoaded)
+			ev, lat, loaded := set.tally(args[0]), set.latency(periodWindow), set.latency(periodLoaded)
 			rep.Events, rep.Latency, rep.LatencyLoaded = &ev, &lat, &loaded
 			return enc.Encode(rep)
 		default:
-			return fmt.Errorf("bench: watchers: unknown command %q", lines.Text())
+			return fmt.Errorf("bench: watchers: unknown command %.80q (of %d prefixes)", lines.Text(), spec.Prefixes)
 		}
 		if err := enc.Encode(rep); err != nil {
 			return err
 		}
 	}
 	return lines.Err()
+}
+
+// parseCounts parses decimals separated by commas.
+func parseCounts(s string) ([]int64, error) {
+	parts := strings.Split(s, ",")
+	n := make([]int64, len(parts))
+	for i, p := range parts {
+		var err error
+		if n[i], err = strconv.ParseInt(p, 10, 64); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
 }
 
 // watchersProc is a running watchers process.
