@@ -22,7 +22,9 @@ import (
 // that state. The ops are then played in memory, and each key's final
 // state is written, with the usage, in the same transaction; the
 // placeholders of keys it leaves absent are deleted before the commit, so
-// no other transaction ever sees one.
+// no other transaction ever sees one. The statements go in two pipelines
+// (applyBatch): the BEGIN and everything up to the revisions, then every
+// write and the COMMIT.
 //
 // Every op that changes a key (a put, an incr, a delete that removes a
 // key) is recorded in the change feed, in the same transaction, under a
@@ -35,9 +37,13 @@ const (
 
 	// The ON CONFLICT branch updates nothing (revisions are never
 	// negative) but locks the existing row, as DO UPDATE does before it
-	// tests its WHERE. It returns the keys that had no row.
+	// tests its WHERE. It returns the keys that had no row. It runs in the
+	// pipeline of sqlBatchNamespace, which may find the namespace missing,
+	// another organization's ($3) or not ready: then it locks nothing.
 	sqlBatchLock = `INSERT INTO keys AS k (ns_id, key, value, content_type, updated_at, expires_at, version, revision)
-SELECT $1, u.key, ''::bytea, '', 1, 1, 1, 0 FROM unnest($2::bytea[]) AS u(key) ORDER BY u.key
+SELECT $1, u.key, ''::bytea, '', 1, 1, 1, 0 FROM unnest($2::bytea[]) AS u(key)
+WHERE EXISTS (SELECT 1 FROM namespaces WHERE id = $1 AND org = $3 AND status = 'provision_ok')
+ORDER BY u.key
 ON CONFLICT (ns_id, key) DO UPDATE SET version = k.version WHERE k.revision < 0
 RETURNING k.key`
 
@@ -147,12 +153,9 @@ func (db *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op,
 	var results []store.Result
 	err := db.conn(ctx, "batch", func(c *pgx.Conn) error {
 		return retryTransient(ctx, func() error {
-			results = nil
-			return pgx.BeginTxFunc(ctx, c, pgx.TxOptions{}, func(tx pgx.Tx) error {
-				r, err := applyBatch(ctx, tx, id, org, ops, keys, incrKeys, writes, deletes, now)
-				results = r
-				return err
-			})
+			var err error
+			results, err = applyBatch(ctx, c, id, org, ops, keys, incrKeys, writes, deletes, now)
+			return err
 		})
 	})
 	if err != nil {
@@ -161,30 +164,83 @@ func (db *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op,
 	return results, nil
 }
 
-// applyBatch runs ops in tx; writes counts their puts and incrs, deletes
-// their deletes.
-func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []store.Op, keys, incrKeys [][]byte, writes, deletes int, now time.Time) ([]store.Result, error) {
-	var status *string
-	err := tx.QueryRow(ctx, sqlBatchNamespace, id, org).Scan(&status)
-	if err := checkKeyRow(err, status); err != nil {
-		return nil, err
+// applyBatch runs ops in a transaction of their own on c; writes counts
+// their puts and incrs, deletes their deletes. It takes two round trips
+// (three with gets of stored values), the commit included: none of the
+// statements before the ops are played needs another's outcome, so they
+// go in one pipeline with the BEGIN, and every write goes in one with the
+// COMMIT. On an error the transaction is rolled back.
+func applyBatch(ctx context.Context, c *pgx.Conn, id [16]byte, org string, ops []store.Op, keys, incrKeys [][]byte, writes, deletes int, now time.Time) (results []store.Result, err error) {
+	var b pgx.Batch
+	b.Queue("BEGIN")
+	b.Queue(sqlBatchNamespace, id, org)
+	b.Queue(sqlBatchLock, id, keys, org)
+	b.Queue(sqlBatchRows, id, keys, incrKeys)
+	n := writes + deletes
+	if n > 0 {
+		b.Queue(sqlBatchRevisions, n)
 	}
-	lrows, err := tx.Query(ctx, sqlBatchLock, id, keys)
+	defer func() {
+		if err != nil {
+			rollback(ctx, c)
+		}
+	}()
+	br := c.SendBatch(ctx, &b)
+	state, isPlaceholder, revs, err := readBatchState(br, n)
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return nil, err
+	}
+	results, w, err := playBatch(ctx, c, id, org, ops, state, isPlaceholder, revs, writes, now)
+	if err != nil {
+		return nil, err
+	}
+	w.Queue("COMMIT")
+	if err := c.SendBatch(ctx, w).Close(); err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+// rollback ends c's transaction after a failure, under a deadline of its
+// own (ctx may be what ended). If it fails too the connection is left
+// in a transaction, and the pool closes it instead of reusing it.
+func rollback(ctx context.Context, c *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_, _ = c.Exec(ctx, "ROLLBACK")
+}
+
+// readBatchState reads the outcomes of a batch's first pipeline: the
+// namespace check, the locks (the keys that had no row, now placeholders),
+// the rows found, and n revisions.
+func readBatchState(br pgx.BatchResults, n int) (state map[string]*batchRow, isPlaceholder map[string]bool, revs []int64, err error) {
+	if _, err := br.Exec(); err != nil { // BEGIN
+		return nil, nil, nil, err
+	}
+	var status *string
+	err = br.QueryRow().Scan(&status)
+	if err := checkKeyRow(err, status); err != nil {
+		return nil, nil, nil, err
+	}
+	lrows, err := br.Query()
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	placeholders, err := pgx.CollectRows(lrows, pgx.RowTo[[]byte])
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	isPlaceholder := make(map[string]bool, len(placeholders))
+	isPlaceholder = make(map[string]bool, len(placeholders))
 	for _, k := range placeholders {
 		isPlaceholder[string(k)] = true
 	}
-	state := make(map[string]*batchRow, len(keys))
-	rows, err := tx.Query(ctx, sqlBatchRows, id, keys, incrKeys)
+	state = map[string]*batchRow{}
+	rows, err := br.Query()
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	for rows.Next() {
 		var (
@@ -193,7 +249,7 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 		)
 		if err := rows.Scan(&key, &r.contentType, &r.updated, &r.expires, &r.rev, &r.size, &r.short); err != nil {
 			rows.Close()
-			return nil, err
+			return nil, nil, nil, err
 		}
 		r.size += int64(len(key))
 		if !isPlaceholder[string(key)] {
@@ -202,8 +258,30 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
+	// A revision for each op that may change a key; those of deletes of
+	// missing keys go unused.
+	if n > 0 {
+		rows, err := br.Query()
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		revs, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if len(revs) != n {
+			return nil, nil, nil, fmt.Errorf("postgres: %d revisions for %d writes and deletes", len(revs), n)
+		}
+	}
+	return state, isPlaceholder, revs, nil
+}
+
+// playBatch plays ops in memory on state (the batch's keys as found,
+// locked), reading the stored values its gets return in the transaction,
+// and returns their results and the statements that write the outcome.
+func playBatch(ctx context.Context, c *pgx.Conn, id [16]byte, org string, ops []store.Op, state map[string]*batchRow, isPlaceholder map[string]bool, revs []int64, writes int, now time.Time) ([]store.Result, *pgx.Batch, error) {
 	get := func(key string) *batchRow {
 		r, ok := state[key]
 		if !ok {
@@ -211,22 +289,6 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 			state[key] = r
 		}
 		return r
-	}
-	// A revision for each op that may change a key; those of deletes of
-	// missing keys go unused.
-	var revs []int64
-	if n := writes + deletes; n > 0 {
-		rows, err := tx.Query(ctx, sqlBatchRevisions, n)
-		if err != nil {
-			return nil, err
-		}
-		revs, err = pgx.CollectRows(rows, pgx.RowTo[int64])
-		if err != nil {
-			return nil, err
-		}
-		if len(revs) != n {
-			return nil, fmt.Errorf("postgres: %d revisions for %d writes and deletes", len(revs), n)
-		}
 	}
 	var feed batchChanges
 	nowNS := encodeTime(now)
@@ -259,9 +321,9 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 		case store.OpCheck:
 			if !op.If.Holds(live, store.Revision(rev)) {
 				if live {
-					return nil, &store.PreconditionError{Op: i, Exists: true, Revision: store.Revision(rev)}
+					return nil, nil, &store.PreconditionError{Op: i, Exists: true, Revision: store.Revision(rev)}
 				}
-				return nil, &store.PreconditionError{Op: i}
+				return nil, nil, &store.PreconditionError{Op: i}
 			}
 		case store.OpGet:
 			if !live {
@@ -277,7 +339,7 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 				break
 			}
 			if read += r.size - int64(len(op.Key)); read > store.MaxBatchReadBytes {
-				return nil, store.ErrBatchTooLarge
+				return nil, nil, store.ErrBatchTooLarge
 			}
 			res.ContentType, res.UpdatedAt = r.contentType, decodeTime(r.updated)
 			if r.expires != nil {
@@ -302,17 +364,17 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 				if !r.touched || cur == nil {
 					cur = r.short
 					if cur == nil {
-						return nil, &store.OpError{Op: i, Err: store.ErrNotInteger}
+						return nil, nil, &store.OpError{Op: i, Err: store.ErrNotInteger}
 					}
 				}
 				var err error
 				if n, err = store.ParseCounter(cur); err != nil {
-					return nil, &store.OpError{Op: i, Err: store.ErrNotInteger}
+					return nil, nil, &store.OpError{Op: i, Err: store.ErrNotInteger}
 				}
 			}
 			sum, ok := store.AddCounter(n, op.By)
 			if !ok {
-				return nil, &store.OpError{Op: i, Err: store.ErrOverflow}
+				return nil, nil, &store.OpError{Op: i, Err: store.ErrOverflow}
 			}
 			var exp *int64
 			if live {
@@ -346,22 +408,22 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 		}
 	}
 	if len(fetch) > 0 {
-		rows, err := tx.Query(ctx, sqlBatchValues, id, fetch)
+		rows, err := c.Query(ctx, sqlBatchValues, id, fetch)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		values := map[string][]byte{}
 		for rows.Next() {
 			var k, v []byte
 			if err := rows.Scan(&k, &v); err != nil {
 				rows.Close()
-				return nil, err
+				return nil, nil, err
 			}
 			values[string(k)] = v
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for i, op := range ops {
 			if op.Kind == store.OpGet && results[i].Found && results[i].Data == nil {
@@ -422,20 +484,11 @@ func applyBatch(ctx context.Context, tx pgx.Tx, id [16]byte, org string, ops []s
 	if len(feed.revs) > 0 {
 		b.Queue(sqlBatchChanges, id, nowNS, feed.revs, feed.kinds, feed.keys, feed.sizes, feed.contentTypes, feed.expires, feed.values)
 	}
-	if !changed {
-		if b.Len() > 0 {
-			if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-				return nil, err
-			}
-		}
-		return results, nil
+	if changed {
+		evD[0] = delta
+		b.Queue(sqlBatchUsage, id, org, evT, evD, evW, evDel, shardOf(c))
 	}
-	evD[0] = delta
-	b.Queue(sqlBatchUsage, id, org, evT, evD, evW, evDel, shardOf(tx.Conn()))
-	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-		return nil, err
-	}
-	return results, nil
+	return results, &b, nil
 }
 
 // batchChanges are the changes of a batch, as columns for sqlBatchChanges.

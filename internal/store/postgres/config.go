@@ -13,7 +13,11 @@ type Config struct {
 	// MaxConns is the most connections this process opens to the database.
 	// Every store call holds one connection for its duration, so MaxConns
 	// bounds the calls in flight; further calls wait for a free connection
-	// (or their context's deadline). Size it against the server's
+	// (or their context's deadline). Key reads and plain writes of small
+	// values share statements and transactions under load (getbatch.go,
+	// putgroup.go): reads take at most one connection per CPU between
+	// them, writes two per CPU, at most half the pool. Size it against the
+	// server's
 	// max_connections divided by the number of kvd processes, leaving room
 	// for other clients. Default: 4 per CPU, at least 8.
 	MaxConns int

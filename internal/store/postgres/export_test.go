@@ -47,3 +47,13 @@ func CountedAs(ctx context.Context, op string, err error) ErrorCounts {
 	c.count(ctx, wrap(ctx, op, err, false))
 	return ErrorCounts{Unavailable: c.unavailable.Load(), TimedOut: c.timedOut.Load(), EngineFailures: c.failures.Load()}
 }
+
+// Acquires is how many connections db's callers have taken from its pool.
+func Acquires(db *DB) int64 { return db.pool.Stat().AcquireCount() }
+
+// QueuedPuts is how many writes wait in db's queue for a group.
+func QueuedPuts(db *DB) int {
+	db.puts.mu.Lock()
+	defer db.puts.mu.Unlock()
+	return len(db.puts.queue)
+}

@@ -65,6 +65,12 @@ type DB struct {
 
 	// errs counts failed calls by kind, for metrics (Stats).
 	errs errorCounters
+
+	// gets coalesces concurrent key reads (getbatch.go).
+	gets *coalescer[*getCall]
+
+	// puts coalesces concurrent plain writes (putgroup.go).
+	puts *coalescer[*putCall]
 }
 
 var (
@@ -149,6 +155,8 @@ func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	db := &DB{pool: pool, breaker: br, purgeBatch: defaultPurgeBatch}
+	db.gets = newGetCoalescer(db, cfg.MaxConns)
+	db.puts = newPutCoalescer(db, cfg.MaxConns)
 	c, err := db.waitForDatabase(ctx, cfg)
 	if err != nil {
 		pool.Close()
@@ -244,6 +252,12 @@ func (db *DB) Close() error {
 // fails at once with errNotConnecting.
 func (db *DB) conn(ctx context.Context, op string, fn func(c *pgx.Conn) error) (err error) {
 	defer func() { db.errs.count(ctx, err) }()
+	return db.run(ctx, op, fn)
+}
+
+// run is conn without counting the failure: for callers that count it
+// for each call they serve themselves.
+func (db *DB) run(ctx context.Context, op string, fn func(c *pgx.Conn) error) error {
 	if db.closed.Load() {
 		return store.ErrClosed
 	}
@@ -1037,42 +1051,8 @@ var (
 	sqlListKeysUnbounded = fmt.Sprintf(sqlListKeysTemplate, "AND $5::bytea IS NULL")
 )
 
-// GetKey implements store.Store. The value is copied out of the
-// connection's buffers; Close on it is a no-op.
-func (db *DB) GetKey(ctx context.Context, org string, nsID kv.ID, key string, now time.Time) (*store.Value, error) {
-	id := [16]byte(nsID)
-	var v *store.Value
-	err := db.conn(ctx, "get key", func(c *pgx.Conn) error {
-		var (
-			status      *string
-			data        []byte
-			contentType *string
-			updated     *int64
-			expires     *int64
-			rev         *int64
-		)
-		err := c.QueryRow(ctx, sqlGetKey, id, org, []byte(key)).Scan(&status, &data, &contentType, &updated, &expires, &rev)
-		if err := checkKeyRow(err, status); err != nil {
-			return err
-		}
-		if updated == nil || expires != nil && *expires <= encodeTime(now) {
-			return store.ErrKeyNotFound
-		}
-		if data == nil {
-			data = []byte{}
-		}
-		var exp time.Time
-		if expires != nil {
-			exp = decodeTime(*expires)
-		}
-		v = store.NewValue(data, *contentType, decodeTime(*updated), exp, store.Revision(*rev), nil)
-		return nil
-	})
-	return v, err
-}
-
-// PutKey implements store.Store.
-func (db *DB) PutKey(ctx context.Context, org string, nsID kv.ID, key string, v store.PutValue, now time.Time) (store.Written, error) {
+// putKey is PutKey run alone, in a statement of its own.
+func (db *DB) putKey(ctx context.Context, org string, nsID kv.ID, key string, v store.PutValue, now time.Time) (store.Written, error) {
 	id := [16]byte(nsID)
 	data := v.Data
 	if data == nil {
