@@ -57,3 +57,6 @@ func QueuedPuts(db *DB) int {
 	defer db.puts.mu.Unlock()
 	return len(db.puts.queue)
 }
+
+// ListByScan makes db's ListKeys decode its rows through Scan.
+func ListByScan(db *DB) { db.listByScan = true }

@@ -70,14 +70,7 @@ func TestGetKeysCoalesce(t *testing.T) {
 
 	// A write waits for a row lock on the only connection; the reads
 	// arrive meanwhile.
-	locker := rawConn(t, url)
-	tx, err := locker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM namespaces WHERE id = $1 FOR UPDATE`, a.ID); err != nil {
-		t.Fatal(err)
-	}
+	tx := lockNamespace(t, url, a.ID)
 	wrote := make(chan error, 1)
 	go func() {
 		_, err := db.PutKey(ctx, "org-a", a.ID, "w", store.PutValue{Data: []byte("w"), ContentType: "text/plain"}, base)
@@ -122,14 +115,7 @@ func TestGetKeyQueuedGivesUp(t *testing.T) {
 	if _, err := db.PutKey(ctx, "org", ns.ID, "k", store.PutValue{Data: []byte("v"), ContentType: "text/plain"}, base); err != nil {
 		t.Fatal(err)
 	}
-	locker := rawConn(t, url)
-	tx, err := locker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM namespaces WHERE id = $1 FOR UPDATE`, ns.ID); err != nil {
-		t.Fatal(err)
-	}
+	tx := lockNamespace(t, url, ns.ID)
 	wrote := make(chan error, 1)
 	go func() {
 		_, err := db.PutKey(ctx, "org", ns.ID, "w", store.PutValue{Data: []byte("w"), ContentType: "text/plain"}, base)
@@ -145,7 +131,7 @@ func TestGetKeyQueuedGivesUp(t *testing.T) {
 	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = db.GetKey(short, "org", ns.ID, "k", base) // waits for its turn
+	_, err := db.GetKey(short, "org", ns.ID, "k", base) // waits for its turn
 	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
 		t.Fatalf("queued GetKey past its deadline = %v after %v", err, time.Since(start))
 	}

@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -277,6 +278,27 @@ func wantNotReady(t *testing.T, what string, err error) {
 
 // waitForLockWait waits until some session of the database waits for a
 // lock, so that a test knows a statement is blocked before it releases the
+// lockIn begins a transaction on a connection of its own to the database
+// at url and takes the row locks of query (a SELECT ... FOR UPDATE) in it;
+// the caller ends it.
+func lockIn(t *testing.T, url, query string, args ...any) pgx.Tx {
+	t.Helper()
+	tx, err := rawConn(t, url).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, query, args...); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
+// lockNamespace is lockIn of namespace id's row.
+func lockNamespace(t *testing.T, url string, id kv.ID) pgx.Tx {
+	t.Helper()
+	return lockIn(t, url, `SELECT 1 FROM namespaces WHERE id = $1 FOR UPDATE`, id)
+}
+
 // lock. It fails the test after a generous bound.
 func waitForLockWait(t *testing.T, c *pgx.Conn) {
 	t.Helper()
@@ -367,17 +389,10 @@ func TestContextDeadline(t *testing.T) {
 		t.Fatalf("GetNamespace with an expired context = %v, want DeadlineExceeded", err)
 	}
 
-	locker := rawConn(t, url)
-	tx, err := locker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM namespaces WHERE id = $1 FOR UPDATE`, ns.ID); err != nil {
-		t.Fatal(err)
-	}
+	tx := lockNamespace(t, url, ns.ID)
 	for i := range 3 { // more calls than connections: none is leaked
 		short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-		_, err = db.PutKey(short, "org", ns.ID, fmt.Sprintf("k%d", i), store.PutValue{Data: []byte("v"), ContentType: "text/plain"}, base)
+		_, err := db.PutKey(short, "org", ns.ID, fmt.Sprintf("k%d", i), store.PutValue{Data: []byte("v"), ContentType: "text/plain"}, base)
 		cancel()
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("PutKey blocked past its deadline = %v, want DeadlineExceeded", err)
@@ -402,16 +417,9 @@ func TestStatementTimeout(t *testing.T) {
 	url := pgtest.URL(t)
 	db := open(t, url, postgres.Config{StatementTimeout: 200 * time.Millisecond})
 	ns := readyNamespace(t, db, "org", "ns")
-	locker := rawConn(t, url)
-	tx, err := locker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx := lockNamespace(t, url, ns.ID)
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM namespaces WHERE id = $1 FOR UPDATE`, ns.ID); err != nil {
-		t.Fatal(err)
-	}
-	_, err = db.PutKey(ctx, "org", ns.ID, "k", store.PutValue{Data: []byte("v"), ContentType: "text/plain"}, base)
+	_, err := db.PutKey(ctx, "org", ns.ID, "k", store.PutValue{Data: []byte("v"), ContentType: "text/plain"}, base)
 	if !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("PutKey past statement_timeout = %v, want it to match store.ErrUnavailable (a 503, not an internal error)", err)
 	}
@@ -548,5 +556,37 @@ func TestPutRevisionAfterRowLock(t *testing.T) {
 				t.Fatalf("the put that waited got revision %d, below the %d of the write it waited for", w.Revision, later)
 			}
 		})
+	}
+}
+
+// ListKeys decodes its rows itself when they come as it expects, and
+// through Scan otherwise: both give the same pages.
+func TestListKeysDecodings(t *testing.T) {
+	url := pgtest.URL(t)
+	db, byScan := open(t, url, postgres.Config{}), open(t, url, postgres.Config{})
+	postgres.ListByScan(byScan)
+	ns := readyNamespace(t, db, "org", "ns")
+	for i := range 30 {
+		v := store.PutValue{Data: bytes.Repeat([]byte("v"), i*37), ContentType: "text/plain"}
+		if i%3 == 0 {
+			v.ExpiresAt = base.Add(time.Duration(i) * time.Minute) // some expired at the listing
+		}
+		if _, err := db.PutKey(ctx, "org", ns.ID, fmt.Sprintf("k/%02d\xff", 29-i), v, base.Add(time.Duration(i)*time.Nanosecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := base.Add(10 * time.Minute)
+	for _, q := range []struct{ prefix, after string }{{"", ""}, {"k/", "k/05\xff"}, {"k/1", ""}, {"none", ""}} {
+		a, amore, aerr := db.ListKeys(ctx, "org", ns.ID, q.prefix, q.after, 7, now)
+		b, bmore, berr := byScan.ListKeys(ctx, "org", ns.ID, q.prefix, q.after, 7, now)
+		if aerr != nil || berr != nil || amore != bmore || fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Errorf("ListKeys(%q, %q) = %v %v %v; through Scan %v %v %v", q.prefix, q.after, a, amore, aerr, b, bmore, berr)
+		}
+		if q.prefix == "" && (len(a) != 7 || !amore || a[0].Size != 29*37 || a[0].Revision == 0) {
+			t.Errorf("ListKeys(%q) = %+v, more %v", q.prefix, a, amore)
+		}
+	}
+	if _, _, err := db.ListKeys(ctx, "org-b", ns.ID, "", "", 7, now); !errors.Is(err, store.ErrNamespaceNotFound) {
+		t.Errorf("ListKeys of another organization's namespace = %v", err)
 	}
 }

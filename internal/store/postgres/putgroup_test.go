@@ -119,14 +119,7 @@ func TestPutKeysCoalesce(t *testing.T) {
 
 	s := setup("grouped")
 	writes := writesOf(s)
-	locker := rawConn(t, url)
-	tx, err := locker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM namespaces WHERE id = $1 FOR UPDATE`, s.a.ID); err != nil {
-		t.Fatal(err)
-	}
+	tx := lockNamespace(t, url, s.a.ID)
 	first := make(chan error, 1)
 	go func() { // runs alone, and waits for the lock
 		_, err := db.PutKey(ctx, "org-a", s.a.ID, "first", store.PutValue{Data: []byte("1"), ContentType: "text/plain"}, now)
@@ -230,14 +223,7 @@ func TestPutGroupWithoutAGivenUpWrite(t *testing.T) {
 	put("k0", "0")
 	put("k2", "2")
 	lock := func(key string) pgx.Tx {
-		tx, err := rawConn(t, url).Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM keys WHERE ns_id = $1 AND key = $2 FOR UPDATE`, ns.ID, []byte(key)); err != nil {
-			t.Fatal(err)
-		}
-		return tx
+		return lockIn(t, url, `SELECT 1 FROM keys WHERE ns_id = $1 AND key = $2 FOR UPDATE`, ns.ID, []byte(key))
 	}
 	a, b := lock("k0"), lock("k2")
 	first := make(chan error, 1)
@@ -308,13 +294,7 @@ END $$;
 CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON keys FOR EACH ROW EXECUTE FUNCTION refuse_poison()`); err != nil {
 		t.Fatal(err)
 	}
-	tx, err := rawConn(t, url).Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM namespaces WHERE id = $1 FOR UPDATE`, ns.ID); err != nil {
-		t.Fatal(err)
-	}
+	tx := lockNamespace(t, url, ns.ID)
 	put := func(key string) error {
 		_, err := db.PutKey(ctx, "org", ns.ID, key, store.PutValue{Data: []byte(key), ContentType: "text/plain"}, base)
 		return err
