@@ -16,7 +16,8 @@ import (
 // TestLinearizable runs many clients against kvd over HTTP, with no crash,
 // and checks the history with porcupine: on the embedded engine, on
 // PostgreSQL, and through two kvd processes sharing one PostgreSQL database
-// (each client talks to one of them, so a key's operations cross processes).
+// (each client talks to one of them, so a key's operations cross processes;
+// with small pools, so that reads and writes are served in groups).
 func TestLinearizable(t *testing.T) {
 	t.Run("pebble", func(t *testing.T) {
 		checkConcurrent(t, startKVD(t, t.TempDir()))
@@ -26,9 +27,14 @@ func TestLinearizable(t *testing.T) {
 	})
 	t.Run("postgres-two-processes", func(t *testing.T) {
 		url := pgtest.URL(t)
-		checkConcurrent(t, startKVD(t, url), startKVD(t, url))
+		checkConcurrent(t, startKVD(t, url, smallPool...), startKVD(t, url, smallPool...))
 	})
 }
+
+// smallPool gives a kvd on PostgreSQL two connections: one group of plain
+// writes and one statement of reads at a time, so that the clients' writes
+// and reads mostly share transactions and statements.
+var smallPool = []string{"--pg-max-conns", "2"}
 
 // TestLinearizableConditional is TestLinearizable with conditional PUTs
 // and DELETEs (If-Match the ETag just read, If-None-Match: *) and atomic
@@ -42,7 +48,7 @@ func TestLinearizableConditional(t *testing.T) {
 	})
 	t.Run("postgres-two-processes", func(t *testing.T) {
 		url := pgtest.URL(t)
-		checkConditional(t, startKVD(t, url), startKVD(t, url))
+		checkConditional(t, startKVD(t, url, smallPool...), startKVD(t, url, smallPool...))
 	})
 }
 

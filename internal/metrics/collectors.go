@@ -133,6 +133,9 @@ type PostgresStats struct {
 	// BreakerOpen: the last attempt to connect failed; new connections
 	// are refused until one succeeds.
 	BreakerOpen bool
+	// Key reads and plain writes that could share statements, and the
+	// statements (transactions) that served them.
+	SharedReads, SharedReadRuns, SharedWrites, SharedWriteRuns int64
 }
 
 type postgresCollector struct {
@@ -149,7 +152,9 @@ var (
 	pgWaitTime  = desc("kvd_pg_pool_wait_seconds_total", "Time calls spent waiting for a connection because none was idle.")
 	pgErrors    = desc("kvd_pg_errors_total", "Failed calls to the database by kind: unavailable (not reached, connection lost, read-only server, breaker open; a 503), timed_out (statement_timeout; a 503), engine_failure (anything else; a 500).", "kind")
 	pgBreaker   = desc("kvd_pg_breaker_open", "1 while the last attempt to connect to the database failed and new connections are refused; else 0.")
-	postgresAll = []*prometheus.Desc{pgMaxConns, pgConns, pgInUse, pgIdle, pgAcquires, pgWaits, pgWaitTime, pgErrors, pgBreaker}
+	pgShared    = desc("kvd_pg_shared_calls_total", "Key reads (op get) and plain writes of small values (op put) that could share statements and transactions with others.", "op")
+	pgSharedRun = desc("kvd_pg_shared_runs_total", "Statements (op get) and transactions (op put) that served them; calls per run is how much they shared.", "op")
+	postgresAll = []*prometheus.Desc{pgMaxConns, pgConns, pgInUse, pgIdle, pgAcquires, pgWaits, pgWaitTime, pgErrors, pgBreaker, pgShared, pgSharedRun}
 )
 
 // NewPostgresCollector returns a collector of what read returns.
@@ -181,6 +186,10 @@ func (c postgresCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(pgErrors, float64(s.Unavailable), "unavailable")
 	counter(pgErrors, float64(s.TimedOut), "timed_out")
 	counter(pgErrors, float64(s.EngineFailures), "engine_failure")
+	counter(pgShared, float64(s.SharedReads), "get")
+	counter(pgShared, float64(s.SharedWrites), "put")
+	counter(pgSharedRun, float64(s.SharedReadRuns), "get")
+	counter(pgSharedRun, float64(s.SharedWriteRuns), "put")
 	breaker := 0.0
 	if s.BreakerOpen {
 		breaker = 1

@@ -222,6 +222,8 @@ func TestMetricsOfEveryEngine(t *testing.T) {
 				{"kvd_watch_namespaces", nil, 1},
 				{own + map[string]string{"kvd_pebble_": "wal_fsync_duration_seconds", "kvd_pg_": "pool_acquires_total"}[own], nil, 20},
 				{own + map[string]string{"kvd_pebble_": "disk_usage_bytes", "kvd_pg_": "pool_connections"}[own], nil, 1},
+				{own + map[string]string{"kvd_pebble_": "disk_usage_bytes", "kvd_pg_": "shared_calls_total"}[own], map[string][]string{"kvd_pebble_": nil, "kvd_pg_": {"op", "put"}}[own], 1},
+				{own + map[string]string{"kvd_pebble_": "disk_usage_bytes", "kvd_pg_": "shared_runs_total"}[own], map[string][]string{"kvd_pebble_": nil, "kvd_pg_": {"op", "put"}}[own], 1},
 			} {
 				if v, ok := value(fams, want.name, want.labels...); !ok || v < want.min {
 					t.Errorf("%s%q = %v (found %v); want at least %v", want.name, want.labels, v, ok, want.min)

@@ -24,7 +24,8 @@ func registerCollectors(reg prometheus.Registerer, st store.Store, w *lifecycle.
 		reg.MustRegister(metrics.NewPostgresCollector(func() metrics.PostgresStats {
 			s := e.Stats()
 			return metrics.PostgresStats{Pool: s.Pool, Unavailable: s.Errors.Unavailable, TimedOut: s.Errors.TimedOut,
-				EngineFailures: s.Errors.EngineFailures, BreakerOpen: s.BreakerOpen}
+				EngineFailures: s.Errors.EngineFailures, BreakerOpen: s.BreakerOpen,
+				SharedReads: s.Reads.Calls, SharedReadRuns: s.Reads.Runs, SharedWrites: s.Writes.Calls, SharedWriteRuns: s.Writes.Runs}
 		}))
 	}
 	reg.MustRegister(metrics.NewWatchCollector(func() metrics.WatchStats {

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 )
 
 // A coalescer lets concurrent calls of one kind share statements. At most
@@ -30,6 +31,10 @@ type coalescer[C any] struct {
 	// run serves a group, every call of which gets its outcome (C holds
 	// it). It runs until every call of the group has given up on it.
 	run func(group []*waiting[C])
+
+	// calls and groups count the calls served and the groups run for
+	// them, alone ones included.
+	calls, groups atomic.Int64
 }
 
 // waiting is a call of a coalescer.
@@ -88,6 +93,8 @@ func (co *coalescer[C]) do(ctx context.Context, call C, queued func(C)) error {
 // and then, while calls wait, starts the next group; otherwise it gives
 // up its turn.
 func (co *coalescer[C]) serve(group []*waiting[C], self *waiting[C]) {
+	co.calls.Add(int64(len(group)))
+	co.groups.Add(1)
 	co.run(group)
 	for _, w := range group {
 		if w != self {

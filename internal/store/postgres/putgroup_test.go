@@ -126,7 +126,7 @@ func TestPutKeysCoalesce(t *testing.T) {
 		first <- err
 	}()
 	waitForLockWait(t, rawConn(t, url))
-	before := postgres.Acquires(db)
+	before, stats := postgres.Acquires(db), db.Stats().Writes
 	got := make([]putOutcome, len(writes))
 	var wg sync.WaitGroup
 	for i, w := range writes {
@@ -173,6 +173,9 @@ func TestPutKeysCoalesce(t *testing.T) {
 	}
 	if n := postgres.Acquires(db) - before; n > 6 {
 		t.Errorf("%d writes took %d connections from the pool, want them to share transactions", len(writes), n)
+	}
+	if s := db.Stats().Writes; s.Calls-stats.Calls != int64(len(writes)) || s.Runs-stats.Runs > 6 {
+		t.Errorf("Stats().Writes went from %+v to %+v for %d writes in at most 6 groups", stats, s, len(writes))
 	}
 	var nr *store.NotReadyError
 	if !errors.As(got[len(writes)-3].err, &nr) || !errors.Is(got[len(writes)-2].err, store.ErrNamespaceNotFound) || !errors.Is(got[len(writes)-1].err, store.ErrNamespaceNotFound) {

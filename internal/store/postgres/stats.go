@@ -23,6 +23,16 @@ type Stats struct {
 	// BreakerOpen reports that the last attempt to connect failed: new
 	// connections are refused until the next attempt succeeds.
 	BreakerOpen bool
+	// Reads and Writes count the key reads and the plain writes that
+	// could share statements and transactions (getbatch.go, putgroup.go).
+	Reads, Writes Shared
+}
+
+// Shared counts calls that could share statements, since Open: Calls of
+// them were served by Runs statements (or transactions), alone ones
+// included.
+type Shared struct {
+	Calls, Runs int64
 }
 
 // ErrorCounts counts failed calls, since Open, by kind. Calls whose
@@ -70,6 +80,8 @@ func (db *DB) Stats() Stats {
 			EngineFailures: db.errs.failures.Load(),
 		},
 		BreakerOpen: db.breaker.open(),
+		Reads:       Shared{Calls: db.gets.calls.Load(), Runs: db.gets.groups.Load()},
+		Writes:      Shared{Calls: db.puts.calls.Load(), Runs: db.puts.groups.Load()},
 	}
 }
 
