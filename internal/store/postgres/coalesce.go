@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -81,7 +82,7 @@ func (co *coalescer[C]) do(ctx context.Context, call C, queued func(C)) error {
 		defer co.mu.Unlock()
 		for i, q := range co.queue {
 			if q == w {
-				co.queue = append(co.queue[:i], co.queue[i+1:]...)
+				co.queue = slices.Delete(co.queue, i, i+1)
 				return ctx.Err() // nothing was tried
 			}
 		}
@@ -109,8 +110,16 @@ func (co *coalescer[C]) serve(group []*waiting[C], self *waiting[C]) {
 	}
 	next, rest := co.take(co.queue)
 	next = append([]*waiting[C](nil), next...)
-	co.queue = append(co.queue[:0], rest...)
+	co.setQueue(rest)
 	go co.serve(next, nil)
+}
+
+// setQueue makes rest, which may share co.queue's array, the queue, and
+// lets go of the calls past it.
+func (co *coalescer[C]) setQueue(rest []*waiting[C]) {
+	n := copy(co.queue, rest)
+	clear(co.queue[n:])
+	co.queue = co.queue[:n]
 }
 
 // groupContext returns a context for a statement that serves group: it
