@@ -123,38 +123,55 @@ func (r *batchRow) live(now int64) bool {
 	return r.exists && (r.expires == nil || *r.expires > now)
 }
 
+// batchPlan is what a batch's statements need to know of its ops before
+// they run: the keys named (each once, in the order of the ops), those an
+// incr reads, and how many ops write (puts and incrs) and delete.
+type batchPlan struct {
+	keys, incrKeys  [][]byte
+	writes, deletes int
+}
+
+// planBatch returns the plan of ops, or ErrInvalidArgument for an op of an
+// unknown kind.
+func planBatch(ops []store.Op) (batchPlan, error) {
+	var p batchPlan
+	seen := make(map[string]bool, len(ops))
+	for _, op := range ops {
+		switch op.Kind {
+		case store.OpPut:
+			p.writes++
+		case store.OpIncr:
+			p.writes++
+			p.incrKeys = append(p.incrKeys, []byte(op.Key))
+		case store.OpDelete:
+			p.deletes++
+		case store.OpCheck, store.OpGet:
+		default:
+			return batchPlan{}, fmt.Errorf("postgres: op kind %d: %w", op.Kind, store.ErrInvalidArgument)
+		}
+		if !seen[op.Key] {
+			seen[op.Key] = true
+			p.keys = append(p.keys, []byte(op.Key))
+		}
+	}
+	return p, nil
+}
+
 // Apply implements store.Store.
 func (db *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op, now time.Time) ([]store.Result, error) {
 	if len(ops) < 1 || len(ops) > store.MaxBatchOps {
 		return nil, fmt.Errorf("postgres: a batch of %d ops: %w", len(ops), store.ErrInvalidArgument)
 	}
-	var keys, incrKeys [][]byte
-	seen := map[string]bool{}
-	writes, deletes := 0, 0
-	for _, op := range ops {
-		switch op.Kind {
-		case store.OpPut:
-			writes++
-		case store.OpIncr:
-			writes++
-			incrKeys = append(incrKeys, []byte(op.Key))
-		case store.OpDelete:
-			deletes++
-		case store.OpCheck, store.OpGet:
-		default:
-			return nil, fmt.Errorf("postgres: op kind %d: %w", op.Kind, store.ErrInvalidArgument)
-		}
-		if !seen[op.Key] {
-			seen[op.Key] = true
-			keys = append(keys, []byte(op.Key))
-		}
+	plan, err := planBatch(ops)
+	if err != nil {
+		return nil, err
 	}
 	id := [16]byte(nsID)
 	var results []store.Result
-	err := db.conn(ctx, "batch", func(c *pgx.Conn) error {
+	err = db.conn(ctx, "batch", func(c *pgx.Conn) error {
 		return retryTransient(ctx, func() error {
 			var err error
-			results, err = applyBatch(ctx, c, id, org, ops, keys, incrKeys, writes, deletes, now)
+			results, err = applyBatch(ctx, c, id, org, ops, plan, now)
 			return err
 		})
 	})
@@ -164,19 +181,19 @@ func (db *DB) Apply(ctx context.Context, org string, nsID kv.ID, ops []store.Op,
 	return results, nil
 }
 
-// applyBatch runs ops in a transaction of their own on c; writes counts
-// their puts and incrs, deletes their deletes. It takes two round trips
+// applyBatch runs ops, whose plan is p, in a transaction of their own on
+// c. It takes two round trips
 // (three with gets of stored values), the commit included: none of the
 // statements before the ops are played needs another's outcome, so they
 // go in one pipeline with the BEGIN, and every write goes in one with the
 // COMMIT. On an error the transaction is rolled back.
-func applyBatch(ctx context.Context, c *pgx.Conn, id [16]byte, org string, ops []store.Op, keys, incrKeys [][]byte, writes, deletes int, now time.Time) (results []store.Result, err error) {
+func applyBatch(ctx context.Context, c *pgx.Conn, id [16]byte, org string, ops []store.Op, p batchPlan, now time.Time) (results []store.Result, err error) {
 	var b pgx.Batch
 	b.Queue("BEGIN")
 	b.Queue(sqlBatchNamespace, id, org)
-	b.Queue(sqlBatchLock, id, keys, org)
-	b.Queue(sqlBatchRows, id, keys, incrKeys)
-	n := writes + deletes
+	b.Queue(sqlBatchLock, id, p.keys, org)
+	b.Queue(sqlBatchRows, id, p.keys, p.incrKeys)
+	n := p.writes + p.deletes
 	if n > 0 {
 		b.Queue(sqlBatchRevisions, n)
 	}
@@ -193,7 +210,7 @@ func applyBatch(ctx context.Context, c *pgx.Conn, id [16]byte, org string, ops [
 	if err != nil {
 		return nil, err
 	}
-	results, w, err := playBatch(ctx, c, id, org, ops, state, isPlaceholder, revs, writes, now)
+	results, w, err := playBatch(ctx, c, id, org, ops, state, isPlaceholder, revs, p.writes, now)
 	if err != nil {
 		return nil, err
 	}

@@ -126,6 +126,9 @@ func (co *coalescer[C]) setQueue(rest []*waiting[C]) {
 // ends once every call of the group has given up on it. stop releases
 // what it holds.
 func groupContext[C any](group []*waiting[C]) (ctx context.Context, stop func()) {
+	if len(group) == 1 {
+		return group[0].ctx, func() {} // a call alone: its own
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	left := len(group)
 	var mu sync.Mutex

@@ -121,61 +121,60 @@ func (db *DB) putKeys(group []*waiting[*putCall]) {
 	ctx, stop := groupContext(group)
 	defer stop()
 	if len(group) == 1 {
-		c := group[0].call
-		c.w, c.err = db.putKey(ctx, c.org, kv.ID(c.id), c.key, c.v, c.now)
-		if c.err != nil {
-			c.err = groupError(group[0].ctx, ctx, "put key", c.err)
-		}
+		db.putAlone(ctx, group[0])
 		return
 	}
 	first := group[0].call
 	ops := make([]store.Op, len(group))
-	var keys [][]byte
-	seen := make(map[string]bool, len(group))
 	now := first.now
 	for i, w := range group {
 		c := w.call
 		ops[i] = store.Op{Kind: store.OpPut, Key: c.key, Value: c.v}
-		if !seen[c.key] {
-			seen[c.key] = true
-			keys = append(keys, []byte(c.key))
-		}
 		if c.now.After(now) {
 			now = c.now
 		}
 	}
-	var results []store.Result
-	err := db.run(ctx, "put key", func(conn *pgx.Conn) error {
-		return retryTransient(ctx, func() error {
-			var err error
-			results, err = applyBatch(ctx, conn, first.id, first.org, ops, keys, nil, len(ops), 0, now)
-			return err
+	plan, err := planBatch(ops)
+	if err == nil {
+		var results []store.Result
+		err = db.run(ctx, "put key", func(conn *pgx.Conn) error {
+			return retryTransient(ctx, func() error {
+				var err error
+				results, err = applyBatch(ctx, conn, first.id, first.org, ops, plan, now)
+				return err
+			})
 		})
-	})
+		if err == nil {
+			for i, w := range group {
+				w.call.w = store.Written{Created: results[i].Created, Revision: results[i].Revision}
+			}
+		}
+	}
 	var refused *pgconn.PgError
 	if errors.As(err, &refused) && ctx.Err() == nil {
 		// The database refused the group, and rolled it back: run each
 		// write alone, so that what one write meets is its own.
 		var wg sync.WaitGroup
 		for _, w := range group {
-			wg.Go(func() {
-				c := w.call
-				c.w, c.err = db.putKey(ctx, c.org, kv.ID(c.id), c.key, c.v, c.now)
-				if c.err != nil {
-					c.err = groupError(w.ctx, ctx, "put key", c.err)
-				}
-			})
+			wg.Go(func() { db.putAlone(ctx, w) })
 		}
 		wg.Wait()
 		return
 	}
-	for i, w := range group {
-		c := w.call
-		if err == nil {
-			c.w = store.Written{Created: results[i].Created, Revision: results[i].Revision}
-		} else {
-			c.err = groupError(w.ctx, ctx, "put key", err)
+	for _, w := range group {
+		if err != nil {
+			w.call.err = groupError(w.ctx, ctx, "put key", err)
 		}
-		db.errs.count(w.ctx, c.err)
+		db.errs.count(w.ctx, w.call.err)
+	}
+}
+
+// putAlone runs the write of w in a statement of its own, under ctx (its
+// group's).
+func (db *DB) putAlone(ctx context.Context, w *waiting[*putCall]) {
+	c := w.call
+	c.w, c.err = db.putKey(ctx, c.org, kv.ID(c.id), c.key, c.v, c.now)
+	if c.err != nil {
+		c.err = groupError(w.ctx, ctx, "put key", c.err)
 	}
 }
