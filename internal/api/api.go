@@ -194,8 +194,7 @@ func (h *Handler) served(q servedRequest, bytes int64, took time.Duration) {
 func (h *Handler) InFlight() int64 { return h.inFlight.Load() }
 
 // Close ends the watch streams (they would hold a graceful shutdown for
-// as long as their clients stay), those on a response within about a
-// second; other requests are not affected.
+// as long as their clients stay); other requests are not affected.
 func (h *Handler) Close() {
 	h.closing.Store(true)
 	h.closeStreams()

@@ -23,10 +23,6 @@ import (
 const (
 	// pingEvery is how often an idle stream gets a ": ping" comment.
 	pingEvery = 15 * time.Second
-	// recheckEvery is how often a stream's token is checked again, so
-	// that a revoked or expired token stops watching within about a
-	// second, as it stops everything else.
-	recheckEvery = time.Second
 	// watchWriteTimeout is how long one write to a watcher may block
 	// before the stream is closed: a client that takes nothing for that
 	// long is gone or hostile.
@@ -123,6 +119,9 @@ func (h *Handler) watch(w *recorder, r *http.Request, who service.Principal, id 
 	conn, _, err := rc.Hijack()
 	if err != nil {
 		st.s = &sseWriter{w: w, rc: rc, values: opts.Values}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(h.streamsCtx, cancel)() // a stop of the server ends it too
 		st.run(ctx)
 		return
 	}
@@ -186,9 +185,26 @@ func (st *stream) run(ctx context.Context) {
 	if s.flush() != nil {
 		return
 	}
-	lastPing, lastAuth, lastPeek := time.Now(), time.Now(), time.Now()
+	// The token is not checked again and again: its hold says when it
+	// must be (revoked, here or in another process, or expired), so that
+	// a stream stops within about a second of its token, as everything
+	// else does, and an idle one wakes only for its pings and its looks
+	// at the client.
+	_, hold, err := h.svc.HoldToken(ctx, st.token, st.addr)
+	if err != nil {
+		return
+	}
+	idle := pingEvery
+	if s.conn != nil {
+		idle = peekEvery
+	}
+	lastPing, lastPeek := time.Now(), time.Now()
 	for {
-		evs, err := wt.Next(ctx, recheckEvery)
+		wait := idle
+		if !hold.Expires.IsZero() {
+			wait = min(wait, time.Until(hold.Expires))
+		}
+		evs, err := wt.Next(ctx, wait, hold.Dropped)
 		if err != nil {
 			return
 		}
@@ -212,22 +228,21 @@ func (st *stream) run(ctx context.Context) {
 		if h.closing.Load() {
 			return
 		}
-		// About once a second, not after every batch: a busy stream would
-		// otherwise hash its token for each one. (Next returns from half
-		// of its wait on, at a tick of a clock shared by every stream.)
-		if now := time.Now(); now.Sub(lastAuth) >= recheckEvery/2 {
-			if _, err := h.svc.Authenticate(ctx, st.token, st.addr); err != nil {
+		now := time.Now()
+		if hold.Stale(now) {
+			if _, hold, err = h.svc.HoldToken(ctx, st.token, st.addr); err != nil {
 				return
 			}
-			lastAuth = now
-			// Nothing reads a stream's connection of its own: it looks
-			// now and then whether its client has gone.
-			if s.conn != nil && now.Sub(lastPeek) >= peekEvery {
-				if sockpeek.Look(s.conn) == sockpeek.Closed {
-					return
-				}
-				lastPeek = now
+		}
+		// Nothing reads a stream's connection of its own: it looks now
+		// and then whether its client has gone. (Next returns from half
+		// of its wait on, at a tick of a clock shared by every stream.)
+		if now.Sub(lastPeek) >= peekEvery/2 {
+			if s.conn != nil && sockpeek.Look(s.conn) == sockpeek.Closed {
+				return
 			}
+			hold.Touch(now)
+			lastPeek = now
 		}
 	}
 }

@@ -190,6 +190,10 @@ type tokenCache struct {
 type cachedToken struct {
 	t         store.Token
 	principal Principal
+	// dropped is closed when the cache lets go of this entry (the token
+	// was revoked, or the entry was evicted or replaced): what holds the
+	// token (TokenHold) authenticates again.
+	dropped chan struct{}
 	// lastUsed is when the token was last used, in Unix nanoseconds;
 	// stored is what the store was last told.
 	lastUsed, stored atomic.Int64
@@ -233,11 +237,20 @@ func (c *tokenCache) remember(d store.TokenDigest, ct *cachedToken) {
 			if n++; n > maxKnown/2 {
 				break
 			}
-			delete(c.known, k)
+			c.drop(k)
 		}
 	}
+	c.drop(d) // another request's lookup of the same token may have come first
 	c.known[d] = ct
 	delete(c.refused, d)
+}
+
+// drop lets go of d's entry, if any; the caller holds c.mu.
+func (c *tokenCache) drop(d store.TokenDigest) {
+	if ct, ok := c.known[d]; ok {
+		close(ct.dropped)
+		delete(c.known, d)
+	}
 }
 
 // AuthConfig tunes authentication.
@@ -261,14 +274,62 @@ const DefaultAuthFailureLimit = 60
 // address over its limit of failed authentications gets ERateLimited for
 // a token kvd does not know, before any lookup.
 func (s *Service) Authenticate(ctx context.Context, token, addr string) (Principal, error) {
+	p, _, err := s.authenticate(ctx, token, addr)
+	return p, err
+}
+
+// TokenHold is what a long-lived request, such as a watch stream, keeps
+// of the token it was authenticated with, so that it need not
+// authenticate again and again to stop within a second of a revocation or
+// an expiry: Dropped is closed once this process lets go of what it knows
+// of the token (it was revoked, here or in another process sharing the
+// store, or left the cache), and Expires is when the token expires (zero:
+// never). At either, the holder authenticates again.
+type TokenHold struct {
+	Dropped <-chan struct{} // nil: never (the TELNYX_API_KEY tokens)
+	Expires time.Time
+	ct      *cachedToken
+}
+
+// Stale reports whether the holder must authenticate again at now: the
+// hold was dropped, or the token has expired.
+func (h TokenHold) Stale(now time.Time) bool {
+	select {
+	case <-h.Dropped:
+		return true
+	default:
+	}
+	return !h.Expires.IsZero() && !now.Before(h.Expires)
+}
+
+// Touch records a use of the held token, for its last-use time.
+func (h TokenHold) Touch(now time.Time) {
+	if h.ct != nil {
+		h.ct.lastUsed.Store(now.UnixNano())
+	}
+}
+
+// HoldToken is Authenticate, for a request that goes on for long: with
+// the principal, the token's hold.
+func (s *Service) HoldToken(ctx context.Context, token, addr string) (Principal, TokenHold, error) {
+	p, ct, err := s.authenticate(ctx, token, addr)
+	if err != nil || ct == nil {
+		return p, TokenHold{}, err
+	}
+	return p, TokenHold{Dropped: ct.dropped, Expires: ct.t.ExpiresAt, ct: ct}, nil
+}
+
+// authenticate is Authenticate, with the cache entry of the token (nil
+// for a TELNYX_API_KEY token).
+func (s *Service) authenticate(ctx context.Context, token, addr string) (Principal, *cachedToken, error) {
 	if token == "" {
 		s.refused(addr, "missing", "")
-		return Principal{}, kv.Errorf(kv.EUnauthorized, "missing API key; send the header Authorization: Bearer <API key>")
+		return Principal{}, nil, kv.Errorf(kv.EUnauthorized, "missing API key; send the header Authorization: Bearer <API key>")
 	}
 	d := store.DigestToken(token)
 	for _, st := range s.statics {
 		if subtle.ConstantTimeCompare(d[:], st.digest[:]) == 1 {
-			return FullPrincipal(st.org), nil
+			return FullPrincipal(st.org), nil, nil
 		}
 	}
 	now := s.now()
@@ -280,21 +341,21 @@ func (s *Service) Authenticate(ctx context.Context, token, addr string) (Princip
 	if known {
 		if _, err := s.usable(ct.t, now); err != nil {
 			s.refused(addr, err.reason, ct.t.ID)
-			return Principal{}, err.kv
+			return Principal{}, nil, err.kv
 		}
 		ct.lastUsed.Store(now.UnixNano())
-		return ct.principal, nil
+		return ct.principal, ct, nil
 	}
 	if refused && now.Before(r.until) {
 		s.refusedLimited(addr, r.err.reason)
-		return Principal{}, r.err.kv
+		return Principal{}, nil, r.err.kv
 	}
 
 	key := addrKey(addr)
 	if dec := s.authFailures.Check(key); !dec.Allowed {
 		s.limitedAuth(addr)
 		retry := max(1, int((dec.RetryAfter+time.Second-1)/time.Second))
-		return Principal{}, &RateLimitError{kv.Errorf(kv.ERateLimited, "too many failed authentications from this address; retry in %d s", retry), retry}
+		return Principal{}, nil, &RateLimitError{kv.Errorf(kv.ERateLimited, "too many failed authentications from this address; retry in %d s", retry), retry}
 	}
 	t, err := s.store.TokenByDigest(ctx, d)
 	switch {
@@ -303,21 +364,21 @@ func (s *Service) Authenticate(ctx context.Context, token, addr string) (Princip
 		c.refuse(d, e, now)
 		s.authFailures.Spend(key)
 		s.refused(addr, e.reason, "")
-		return Principal{}, e.kv
+		return Principal{}, nil, e.kv
 	case err != nil:
-		return Principal{}, fromStore(err, "")
+		return Principal{}, nil, fromStore(err, "")
 	}
 	if _, e := s.usable(t, now); e != nil {
 		c.refuse(d, e, now)
 		s.authFailures.Spend(key)
 		s.refused(addr, e.reason, t.ID)
-		return Principal{}, e.kv
+		return Principal{}, nil, e.kv
 	}
-	ct = &cachedToken{t: t, principal: principalOf(t)}
+	ct = &cachedToken{t: t, principal: principalOf(t), dropped: make(chan struct{})}
 	ct.lastUsed.Store(now.UnixNano())
 	ct.stored.Store(t.LastUsedAt.UnixNano())
 	c.remember(d, ct)
-	return ct.principal, nil
+	return ct.principal, ct, nil
 }
 
 var errInvalidKey = kv.Errorf(kv.EUnauthorized, "invalid API key")
@@ -465,7 +526,7 @@ func (s *Service) PollRevocations(ctx context.Context) {
 	}
 	c.mu.Lock()
 	for _, d := range digests {
-		delete(c.known, d)
+		c.drop(d)
 	}
 	c.mark = max(c.mark, next)
 	c.mu.Unlock()

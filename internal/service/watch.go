@@ -145,15 +145,21 @@ const (
 	// wake at once.
 	clockTick   = time.Second
 	clockPhases = 16
+	// slowRounds: a phase's slow channel is closed at every slowRounds-th
+	// tick of it, for the waits of slowTick or more (a stream that has
+	// only its pings and its checks of the client to make).
+	slowRounds = 5
+	slowTick   = slowRounds * clockTick
 )
 
 // watchClock ends the waits of watchers (Next's wait) without a timer of
 // each their own: ten thousand timers made and stopped every second would
 // cost more than the watchers' own work. Phase i's channel is closed, and
-// replaced, once every clockTick, at offset i/clockPhases of it. It runs
-// while there are watchers.
+// replaced, once every clockTick, at offset i/clockPhases of it, and its
+// slow channel once every slowTick. It runs while there are watchers.
 type watchClock struct {
 	phases [clockPhases]atomic.Pointer[chan struct{}]
+	slow   [clockPhases]atomic.Pointer[chan struct{}]
 	next   atomic.Uint32 // the phase of the next watcher
 	stop   chan struct{} // under watchHub.mu; nil while stopped
 }
@@ -164,9 +170,11 @@ func (c *watchClock) start() {
 		return
 	}
 	for i := range c.phases {
-		if c.phases[i].Load() == nil {
-			ch := make(chan struct{})
-			c.phases[i].Store(&ch)
+		for _, p := range []*atomic.Pointer[chan struct{}]{&c.phases[i], &c.slow[i]} {
+			if p.Load() == nil {
+				ch := make(chan struct{})
+				p.Store(&ch)
+			}
 		}
 	}
 	stop := make(chan struct{})
@@ -174,14 +182,19 @@ func (c *watchClock) start() {
 	go func() {
 		t := time.NewTicker(clockTick / clockPhases)
 		defer t.Stop()
-		for i := 0; ; i = (i + 1) % clockPhases {
+		for n := 0; ; n++ {
 			select {
 			case <-stop:
 				return
 			case <-t.C:
 			}
+			i := n % clockPhases
 			ch := make(chan struct{})
 			close(*c.phases[i].Swap(&ch))
+			if n/clockPhases%slowRounds == 0 {
+				ch := make(chan struct{})
+				close(*c.slow[i].Swap(&ch))
+			}
 		}
 	}()
 }
@@ -194,8 +207,14 @@ func (c *watchClock) halt() {
 	}
 }
 
-// tick returns the channel that phase's next tick closes.
-func (c *watchClock) tick(phase int) <-chan struct{} { return *c.phases[phase].Load() }
+// tick returns the channel that phase's next tick closes, or for a wait
+// of slowTick or more its next slow tick.
+func (c *watchClock) tick(phase int, wait time.Duration) <-chan struct{} {
+	if wait >= slowTick {
+		return *c.slow[phase].Load()
+	}
+	return *c.phases[phase].Load()
+}
 
 // watchHub holds the tails of the namespaces being watched.
 type watchHub struct {
@@ -727,20 +746,21 @@ func (w *Watcher) Revision() store.Revision { return w.pos }
 
 // Next returns the next events (at most a few hundred), waiting about
 // wait for one (until the first tick of the hub's clock after wait/2: from
-// half of wait, or as little as a test's, to wait plus a tick); none when
-// the wait ended without any. The slice is valid until the next call. An
-// overflow event comes last and ends the watch. An error ends it too: the
-// namespace was deleted, or ctx ended.
+// half of wait, or as little as a test's, to wait plus a tick, or for a
+// wait of slowTick or more plus a slow tick); none when the wait ended
+// without any, or when stop was closed while it waited. The slice is
+// valid until the next call. An overflow event comes last and ends the
+// watch. An error ends it too: the namespace was deleted, or ctx ended.
 //
 // The watcher holds a delivery slot from the moment Next returns events
 // until it calls Next again or Close: the caller writes them out in
 // between, and calls again as soon as it has. A watcher with nothing to
 // send takes no slot, and waits for news without a timer of its own.
-func (w *Watcher) Next(ctx context.Context, wait time.Duration) ([]*Event, error) {
+func (w *Watcher) Next(ctx context.Context, wait time.Duration, stop <-chan struct{}) ([]*Event, error) {
 	w.releaseSlot()
 	soonest := time.Now().Add(wait / 2)
 	for {
-		tick := w.s.watches.clock.tick(w.phase)
+		tick := w.s.watches.clock.tick(w.phase, wait)
 		moved := *w.group.wake.Load() // before the views: see nsTail.add
 		if !w.hasNews() {
 			select {
@@ -749,6 +769,8 @@ func (w *Watcher) Next(ctx context.Context, wait time.Duration) ([]*Event, error
 				if !time.Now().Before(soonest) {
 					return nil, nil
 				}
+			case <-stop:
+				return nil, nil
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}

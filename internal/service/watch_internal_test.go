@@ -61,7 +61,7 @@ func drain(t *testing.T, w *Watcher, n int) []*Event {
 	var got []*Event
 	deadline := time.Now().Add(10 * time.Second)
 	for len(got) < n && time.Now().Before(deadline) {
-		evs, err := w.Next(context.Background(), 100*time.Millisecond)
+		evs, err := w.Next(context.Background(), 100*time.Millisecond, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -30,7 +30,7 @@ func TestWatchDeliverySlots(t *testing.T) {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		for wctx.Err() == nil {
-			evs, err := w.Next(wctx, 100*time.Millisecond)
+			evs, err := w.Next(wctx, 100*time.Millisecond, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -320,7 +320,7 @@ func testWatch(t *testing.T, start StartFunc) {
 
 // testWatchScopes: a watch needs keys:read; a prefix-scoped token watches
 // only under its prefixes; a namespace-scoped one only its namespaces; a
-// revoked token's stream ends within a few seconds.
+// revoked or expired token's stream ends within a few seconds.
 func testWatchScopes(t *testing.T, start StartFunc) {
 	s := start(t)
 	c := newClient(t, s, s.Token)
@@ -355,6 +355,19 @@ func testWatchScopes(t *testing.T, start StartFunc) {
 		t.Fatal(err)
 	}
 	rw.ended(5 * time.Second)
+
+	// So does the token's expiry, not before it.
+	secret, _, err = s.Service.CreateToken(context.Background(), service.TokenSpec{Org: kv.DefaultOrg, ExpiresIn: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened := time.Now()
+	ew := newClient(t, s, secret).openWatch(id, "")
+	ew.want("ready", "")
+	ew.ended(6 * time.Second)
+	if took := time.Since(opened); took < 1500*time.Millisecond {
+		t.Fatalf("the stream of a token expiring in 2 s ended after %v", took)
+	}
 }
 
 // testWatchExpiry: a key's expiry reaches watchers as an expire event,
