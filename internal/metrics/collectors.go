@@ -232,10 +232,13 @@ const backlogTimeout = 5 * time.Second
 var (
 	watchStreams    = desc("kvd_watch_streams", "Watch streams open in this process.")
 	watchNamespaces = desc("kvd_watch_namespaces", "Namespaces the open watch streams of this process follow (one reader of the change feed each).")
+	watchEvents     = desc("kvd_watch_events_total", "Put, delete and expire events this process has sent to watch streams, snapshots included.")
+	watchOverflows  = desc("kvd_watch_overflows_total", "Watch streams this process closed with an overflow event: they fell too far behind.")
+	watchCatchUps   = desc("kvd_watch_catchups_total", "Reads of the change feed by watch streams the shared recent changes had left behind.")
 )
 
 // WatchStats is what NewWatchCollector exports.
-type WatchStats struct{ Streams, Namespaces int64 }
+type WatchStats struct{ Streams, Namespaces, Events, Overflows, CatchUps int64 }
 
 type watchCollector struct{ read func() WatchStats }
 
@@ -247,12 +250,18 @@ func NewWatchCollector(read func() WatchStats) prometheus.Collector {
 func (c watchCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- watchStreams
 	ch <- watchNamespaces
+	ch <- watchEvents
+	ch <- watchOverflows
+	ch <- watchCatchUps
 }
 
 func (c watchCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.read()
 	ch <- prometheus.MustNewConstMetric(watchStreams, prometheus.GaugeValue, float64(s.Streams))
 	ch <- prometheus.MustNewConstMetric(watchNamespaces, prometheus.GaugeValue, float64(s.Namespaces))
+	ch <- prometheus.MustNewConstMetric(watchEvents, prometheus.CounterValue, float64(s.Events))
+	ch <- prometheus.MustNewConstMetric(watchOverflows, prometheus.CounterValue, float64(s.Overflows))
+	ch <- prometheus.MustNewConstMetric(watchCatchUps, prometheus.CounterValue, float64(s.CatchUps))
 }
 
 // NewWorkerCollector returns a collector of what read returns; read is

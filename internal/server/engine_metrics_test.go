@@ -151,6 +151,9 @@ func traffic(t *testing.T, s *kvdtest.Server) {
 	h.Get(ctx, "k/missing")
 	h.List(ctx, "k/", "", 0)
 	h.Delete(ctx, "k/b")
+	if ev, err, ok := next(); !ok || err != nil || ev.Kind != client.EventDelete || ev.Key != "k/b" {
+		t.Fatalf("watch: %+v %v %v; want the delete of k/b", ev, err, ok)
+	}
 	if _, err := h.Put(ctx, "big", make([]byte, 4096), nil); !errors.Is(err, kv.ErrQuota) {
 		t.Errorf("a write over the stored-bytes quota: %v", err)
 	}
@@ -220,6 +223,7 @@ func TestMetricsOfEveryEngine(t *testing.T) {
 				{"kvd_lifecycle_jobs_done_total", nil, 1},
 				{"kvd_watch_streams", nil, 1},
 				{"kvd_watch_namespaces", nil, 1},
+				{"kvd_watch_events_total", nil, 1},
 				{own + map[string]string{"kvd_pebble_": "wal_fsync_duration_seconds", "kvd_pg_": "pool_acquires_total"}[own], nil, 20},
 				{own + map[string]string{"kvd_pebble_": "disk_usage_bytes", "kvd_pg_": "pool_connections"}[own], nil, 1},
 				{own + map[string]string{"kvd_pebble_": "disk_usage_bytes", "kvd_pg_": "shared_calls_total"}[own], map[string][]string{"kvd_pebble_": nil, "kvd_pg_": {"op", "put"}}[own], 1},
@@ -237,6 +241,7 @@ func TestMetricsOfEveryEngine(t *testing.T) {
 				{"kvd_lifecycle_jobs_pending", []string{"status", "pending"}},
 				{"kvd_lifecycle_job_failures_total", []string{"job", "provision"}},
 				{"kvd_pg_breaker_open", nil},
+				{"kvd_watch_overflows_total", nil},
 				{"kvd_pg_errors_total", []string{"kind", "engine_failure"}},
 			} {
 				if v, ok := value(fams, zero.name, zero.labels...); (ok || !strings.HasPrefix(zero.name, other)) && v != 0 {

@@ -30,7 +30,7 @@ func registerCollectors(reg prometheus.Registerer, st store.Store, w *lifecycle.
 	}
 	reg.MustRegister(metrics.NewWatchCollector(func() metrics.WatchStats {
 		s := svc.WatchStats()
-		return metrics.WatchStats{Streams: s.Watchers, Namespaces: s.Namespaces}
+		return metrics.WatchStats{Streams: s.Watchers, Namespaces: s.Namespaces, Events: s.Events, Overflows: s.Overflows, CatchUps: s.CatchUps}
 	}))
 	reg.MustRegister(metrics.NewWorkerCollector(func(ctx context.Context) metrics.WorkerStats {
 		s := w.Stats()

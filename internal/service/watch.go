@@ -228,6 +228,11 @@ type watchHub struct {
 	// The bounds above, as this hub applies them (tests make them small).
 	ringEvents, ringBytes int
 	catchUpWait           time.Duration
+
+	// Counts since the process started, for WatchStats.
+	events    atomic.Int64 // put, delete and expire events handed out, snapshots' included
+	overflows atomic.Int64 // watchers sent an overflow
+	catchUps  atomic.Int64 // reads of the store by watchers the ring had left behind
 }
 
 type tailKey struct {
@@ -241,10 +246,14 @@ func newWatchHub() *watchHub {
 		ringEvents: ringEvents, ringBytes: ringBytes, catchUpWait: catchUpWait}
 }
 
-// WatchStats is what the watches of this process are.
+// WatchStats is what the watches of this process are, and have done
+// since it started.
 type WatchStats struct {
 	Watchers   int64 // open watches
 	Namespaces int64 // namespaces they watch (tails)
+	Events     int64 // put, delete and expire events handed to watchers (snapshots included)
+	Overflows  int64 // watchers that fell too far behind and were closed
+	CatchUps   int64 // reads of the store by watchers behind the shared ring
 }
 
 // WatchStats returns the watches open in this process now.
@@ -252,7 +261,7 @@ func (s *Service) WatchStats() WatchStats {
 	h := s.watches
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	st := WatchStats{Namespaces: int64(len(h.tails))}
+	st := WatchStats{Namespaces: int64(len(h.tails)), Events: h.events.Load(), Overflows: h.overflows.Load(), CatchUps: h.catchUps.Load()}
 	for _, t := range h.tails {
 		st.Watchers += t.users.Load()
 	}
@@ -727,6 +736,7 @@ func (w *Watcher) Snapshot(ctx context.Context, fn func(*Event) error) (store.Re
 	defer func() {
 		if sent > 0 {
 			w.s.meter.Add(w.who.Org, w.ns, w.s.now(), store.UsageCounts{Reads: int64(sent)})
+			w.s.watches.events.Add(int64(sent))
 		}
 	}()
 	at, err := w.s.store.Snapshot(ctx, w.who.Org, w.ns, w.opts.Prefix, now, w.opts.Values, func(c store.Change) error {
@@ -844,10 +854,13 @@ func (w *Watcher) count(evs []*Event) []*Event {
 	for _, e := range evs {
 		if e.Kind != EventOverflow {
 			n++
+		} else {
+			w.s.watches.overflows.Add(1)
 		}
 	}
 	if n > 0 {
 		w.s.meter.Add(w.who.Org, w.ns, w.s.now(), store.UsageCounts{Reads: int64(n)})
+		w.s.watches.events.Add(int64(n))
 	}
 	return evs
 }
@@ -886,6 +899,7 @@ func (w *Watcher) catchUp(ctx context.Context) ([]*Event, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	w.s.watches.catchUps.Add(1)
 	changes, head, err := w.s.store.ReadChanges(ctx, w.who.Org, w.ns, w.opts.Prefix, w.pos, eventBatch, w.opts.Values)
 	var gone *store.HistoryGoneError
 	switch {

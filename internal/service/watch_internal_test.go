@@ -126,6 +126,11 @@ func TestWatchBehindTheRing(t *testing.T) {
 	if got := drain(t, again, 40); len(got) != 40 || got[39].Change.Key != "k040" {
 		t.Fatalf("resumed after the overflow: %d events", len(got))
 	}
+	// What the metrics export: 80 events, one overflow, and the
+	// catch-ups of the watchers behind the ring.
+	if st := svc.WatchStats(); st.Events != 80 || st.Overflows != 1 || st.CatchUps == 0 || st.Watchers != 3 {
+		t.Fatalf("WatchStats = %+v; want 80 events, 1 overflow, some catch-ups, 3 watchers", st)
+	}
 }
 
 // TestWatchTailsEnd: the tail of a namespace stops when its last watcher
