@@ -355,16 +355,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if httpLoads {
 		targets = append(targets, TargetBaseline)
 	}
-	for _, name := range targets {
-		var err error
-		if name == TargetPostgres {
-			err = runPostgres(ctx, &cfg, pg, rep)
-		} else {
-			err = runTarget(ctx, &cfg, dir, name, pg, rep)
-		}
-		if err != nil {
-			return rep, fmt.Errorf("bench: %s: %w", name, err)
-		}
+	if err := measureTargets(ctx, &cfg, dir, targets, pg, rep); err != nil {
+		return rep, err
 	}
 	if cfg.FsyncDuration > 0 && !cfg.NoEmbedded {
 		for _, n := range cfg.Clients {
@@ -392,6 +384,120 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.computeRatios()
 	rep.Finished = time.Now().UTC()
 	return rep, nil
+}
+
+// pgPartners are the workloads of PostgreSQL itself, each measured right
+// after the kvd workload it is compared with.
+var pgPartners = map[string]string{GetHit: PGSelect, PutOverwrite: PGUpsert, List1000: PGRange}
+
+// target is one system being measured: kvd or the baseline (http), or
+// PostgreSQL itself (pg).
+type target struct {
+	name string
+	http *run
+	pg   *pgRun
+}
+
+// workload returns what the target runs of workload wl (its partner, for
+// PostgreSQL itself), if anything.
+func (t target) workload(cfg *Config, wl string) (string, bool) {
+	if t.pg != nil {
+		wl = pgPartners[wl]
+	}
+	ok := wl != "" && cfg.selected(wl) && (t.http == nil || t.http.serves(wl))
+	return wl, ok
+}
+
+func (t target) measure(ctx context.Context, wl string, n int) (Result, error) {
+	if t.pg != nil {
+		return t.pg.measure(ctx, wl, n)
+	}
+	return t.http.measure(ctx, wl, n)
+}
+
+// measureTargets starts and fills every target, then measures them in
+// turns: each workload at each client count on every target, one right
+// after the other, so that a ratio compares phases seconds apart rather
+// than minutes (the speed of a shared machine drifts over minutes). Each
+// phase starts once every target has gone quiet (up to Settle, at most
+// 10 s), so that none measures another's leftover flushes and
+// compactions.
+func measureTargets(ctx context.Context, cfg *Config, dir string, names []string, pg *pgEnv, rep *Report) (err error) {
+	var ts []target
+	defer func() {
+		for _, t := range slices.Backward(ts) {
+			if t.http != nil {
+				if cerr := t.http.close(); err == nil && cerr != nil {
+					err = fmt.Errorf("bench: %w", cerr)
+				}
+			}
+		}
+	}()
+	for _, name := range names {
+		t := target{name: name}
+		var err error
+		if name == TargetPostgres {
+			t.pg, err = openPostgresTarget(ctx, cfg, pg, rep)
+		} else {
+			t.http, err = openTarget(ctx, cfg, dir, name, pg, rep)
+		}
+		if err != nil {
+			return fmt.Errorf("bench: %s: %w", name, err)
+		}
+		ts = append(ts, t)
+	}
+	cpu := func() time.Duration {
+		var sum time.Duration
+		for _, t := range ts {
+			if t.http != nil {
+				sum += procCPUOrZero(t.http.s.proc.pid)
+			}
+		}
+		if pg != nil && pg.knowsCPU() {
+			sum += pg.cpu()
+		}
+		return sum
+	}
+	first := len(rep.Results)
+	for _, wl := range Workloads {
+		var clients []int
+		for _, t := range ts {
+			if w, ok := t.workload(cfg, wl); ok {
+				clients = append(clients, cfg.clientsFor(w)...)
+			}
+		}
+		slices.Sort(clients)
+		for _, n := range slices.Compact(clients) {
+			for _, t := range ts {
+				w, ok := t.workload(cfg, wl)
+				if !ok || !slices.Contains(cfg.clientsFor(w), n) {
+					continue
+				}
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				if cfg.Settle > 0 {
+					if st := waitQuiet(ctx, nil, "", cpu, min(cfg.Settle, 10*time.Second)); !st.Quiet {
+						cfg.logf("%s %s c=%d: the targets still busy after %.0fs (%.2f cores); measuring anyway", t.name, w, n, st.Seconds, st.ServerCPUSeconds/st.Seconds)
+					}
+				}
+				started := time.Now()
+				res, err := t.measure(ctx, w, n)
+				if err != nil {
+					return fmt.Errorf("bench: %s: %w", t.name, err)
+				}
+				res.Started = started
+				rep.Results = append(rep.Results, res)
+				cfg.logf("%s", res.line())
+			}
+		}
+	}
+	// The table shows each target's results together, in the order the
+	// targets were named.
+	slices.SortStableFunc(rep.Results[first:], func(a, b Result) int {
+		return slices.Index(names, a.Target) - slices.Index(names, b.Target)
+	})
+	return nil
 }
 
 // server is a target being benchmarked.

@@ -44,11 +44,11 @@ type pgRun struct {
 	rangeReady bool
 }
 
-// runPostgres measures PostgreSQL itself, on the server kvd on PostgreSQL
-// used: it fills its tables, then drives every selected pg-* workload at
-// every client count, each phase on a pool of as many connections as
-// clients.
-func runPostgres(ctx context.Context, cfg *Config, env *pgEnv, rep *Report) error {
+// openPostgresTarget prepares the measures of PostgreSQL itself, on the
+// server kvd on PostgreSQL uses: it creates and fills its table and runs
+// the discarded warm-up phase. Each phase (measure) runs on a pool of as
+// many connections as clients.
+func openPostgresTarget(ctx context.Context, cfg *Config, env *pgEnv, rep *Report) (*pgRun, error) {
 	p := &pgRun{cfg: cfg, env: env, rep: rep, small: newPayload(cfg.ValueSize), listWidth: max(len(strconv.Itoa(cfg.ListKeys-1)), 4)}
 	cfg.logf("%s: creating %s and %s", TargetPostgres, pgKVTable, pgRangeTable)
 	err := env.withConn(env.benchURL, func(ctx context.Context, c *pgx.Conn) error {
@@ -64,36 +64,33 @@ func runPostgres(ctx context.Context, cfg *Config, env *pgEnv, rep *Report) erro
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := p.fill(ctx, "main", pgKVTable, cfg.Keys, mainKey); err != nil {
-		return err
+		return nil, err
 	}
 	p.discardedPhase(ctx)
-	for _, wl := range PGWorkloads {
-		if !cfg.selected(wl) {
-			continue
-		}
-		if wl == PGRange && !p.rangeReady {
-			if err := p.fill(ctx, "list", pgRangeTable, cfg.ListKeys, p.listKey); err != nil {
-				return err
-			}
-			p.rangeReady = true
-		}
-		for _, n := range cfg.clientsFor(wl) {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			res, err := p.phase(ctx, wl, n, true)
-			if err != nil {
-				return fmt.Errorf("%s at %d clients: %w", wl, n, err)
-			}
-			rep.Results = append(rep.Results, res)
-			cfg.logf("%s", res.line())
-		}
-	}
-	return nil
+	return p, nil
 }
+
+// measure measures workload wl (a pg-* workload) at n clients, filling
+// the range table first for pg-range.
+func (p *pgRun) measure(ctx context.Context, wl string, n int) (Result, error) {
+	if wl == PGRange && !p.rangeReady {
+		if err := p.fill(ctx, "list", pgRangeTable, p.cfg.ListKeys, p.listKey); err != nil {
+			return Result{}, err
+		}
+		p.rangeReady = true
+	}
+	res, err := p.phase(ctx, wl, n, true)
+	if err != nil {
+		return Result{}, fmt.Errorf("%s at %d clients: %w", wl, n, err)
+	}
+	return res, nil
+}
+
+// pgTargetApp is the application_name of the pg-* workloads' sessions.
+const pgTargetApp = "kvbench"
 
 func (p *pgRun) listKey(i int) string {
 	s := strconv.Itoa(i)
@@ -166,7 +163,7 @@ func (p *pgRun) phase(ctx context.Context, wl string, clients int, profile bool)
 		pc.ConnConfig.RuntimeParams = map[string]string{}
 	}
 	pc.ConnConfig.RuntimeParams["synchronous_commit"] = "on"
-	pc.ConnConfig.RuntimeParams["application_name"] = "kvbench"
+	pc.ConnConfig.RuntimeParams["application_name"] = pgTargetApp
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return Result{}, err

@@ -276,21 +276,28 @@ FROM pg_stat_activity
 WHERE pid <> pg_backend_pid() AND application_name <> '` + probeApp + `' AND backend_type IS NOT NULL %s
 GROUP BY 1, 2, 3, 4`
 
-// sampleQuery is sampleSQL for env: on a throwaway server, the launcher's
-// own connection to the postgres database (no application name) is left
-// out too.
-func sampleQuery(env *pgEnv) string {
-	if env.ownDB {
-		return fmt.Sprintf(sampleSQL, "AND NOT (datname = 'postgres' AND application_name = '')")
+// sampleQuery is sampleSQL for a phase of target on env: the client
+// sessions counted are the target's own (the pg-* workloads' pool, or
+// kvd's, which stays connected while PostgreSQL itself is measured); on
+// a throwaway server, the launcher's own connection to the postgres
+// database (no application name) is left out too.
+func sampleQuery(env *pgEnv, target string) string {
+	own := "application_name <> '" + pgTargetApp + "'"
+	if target == TargetPostgres {
+		own = "application_name = '" + pgTargetApp + "'"
 	}
-	return fmt.Sprintf(sampleSQL, "")
+	cond := "AND (backend_type <> 'client backend' OR " + own + ")"
+	if env.ownDB {
+		cond += " AND NOT (datname = 'postgres' AND application_name = '')"
+	}
+	return fmt.Sprintf(sampleSQL, cond)
 }
 
 // sample samples pg_stat_activity until end.
 func (p *pgProbe) sample(ctx context.Context, end time.Time) error {
 	t := time.NewTicker(waitSampleEvery)
 	defer t.Stop()
-	q := sampleQuery(p.env)
+	q := sampleQuery(p.env, p.target)
 	for {
 		rows, err := p.sampler.Query(ctx, q)
 		if err != nil {

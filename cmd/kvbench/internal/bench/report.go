@@ -98,19 +98,22 @@ type Fill struct {
 
 // Result is one workload at one client count against one target.
 type Result struct {
-	Target     string  `json:"target"`
-	Workload   string  `json:"workload"`
-	Clients    int     `json:"clients"`
-	Seconds    float64 `json:"seconds"`
-	Ops        int64   `json:"ops"`
-	Errors     int64   `json:"errors"`
-	FirstError string  `json:"first_error,omitempty"`
-	OpsPerSec  float64 `json:"ops_per_sec"`
-	P50us      float64 `json:"p50_us"`
-	P99us      float64 `json:"p99_us"`
-	P999us     float64 `json:"p999_us"`
-	MeanUs     float64 `json:"mean_us"`
-	MaxUs      float64 `json:"max_us"`
+	Target   string `json:"target"`
+	Workload string `json:"workload"`
+	Clients  int    `json:"clients"`
+	// Started is when the phase started (its warm-up): the targets are
+	// measured in turns, workload by workload.
+	Started    time.Time `json:"started"`
+	Seconds    float64   `json:"seconds"`
+	Ops        int64     `json:"ops"`
+	Errors     int64     `json:"errors"`
+	FirstError string    `json:"first_error,omitempty"`
+	OpsPerSec  float64   `json:"ops_per_sec"`
+	P50us      float64   `json:"p50_us"`
+	P99us      float64   `json:"p99_us"`
+	P999us     float64   `json:"p999_us"`
+	MeanUs     float64   `json:"mean_us"`
+	MaxUs      float64   `json:"max_us"`
 	// ClientCPU and ServerCPU are the cores used by kvbench (the load
 	// generator) and by the server during the measured window; the
 	// postgres target's server is PostgreSQL. DBCPU is PostgreSQL's
@@ -168,15 +171,18 @@ type DBRatio struct {
 // WorkloadRatio is a workload's rate over another's, for one target at
 // one client count in the same run, with the goal set for it.
 type WorkloadRatio struct {
-	Target     string  `json:"target"`
-	Workload   string  `json:"workload"`
-	Clients    int     `json:"clients"`
-	Unit       string  `json:"unit"` // of both rates: "ops/s" or "keys/s"
-	Rate       float64 `json:"rate"`
-	VsWorkload string  `json:"vs_workload"`
-	VsRate     float64 `json:"vs_rate"`
-	Ratio      float64 `json:"ratio"`
-	Goal       float64 `json:"goal"` // the least ratio wanted
+	Target   string `json:"target"`
+	Workload string `json:"workload"`
+	Clients  int    `json:"clients"`
+	// Started is when the phase started (its warm-up): the targets are
+	// measured in turns, workload by workload.
+	Started    time.Time `json:"started"`
+	Unit       string    `json:"unit"` // of both rates: "ops/s" or "keys/s"
+	Rate       float64   `json:"rate"`
+	VsWorkload string    `json:"vs_workload"`
+	VsRate     float64   `json:"vs_rate"`
+	Ratio      float64   `json:"ratio"`
+	Goal       float64   `json:"goal"` // the least ratio wanted
 }
 
 // workloadPairs are the comparisons of WorkloadRatio.

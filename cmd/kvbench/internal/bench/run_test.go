@@ -78,6 +78,15 @@ func TestRunSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The targets are measured in turns: every target's phases of a
+	// workload come before any of the next workload's.
+	byStart := slices.Clone(rep.Results)
+	slices.SortFunc(byStart, func(a, b Result) int { return a.Started.Compare(b.Started) })
+	for i := 1; i < len(byStart); i++ {
+		if a, b := byStart[i-1], byStart[i]; a.Started.IsZero() || slices.Index(Workloads, a.Workload) > slices.Index(Workloads, b.Workload) {
+			t.Fatalf("%s %s at %v, then %s %s at %v: not in turns", a.Target, a.Workload, a.Started, b.Target, b.Workload, b.Started)
+		}
+	}
 	for _, target := range []string{TargetKVD, TargetBaseline} {
 		for _, w := range Workloads {
 			for _, n := range cfg.clientsFor(w) {

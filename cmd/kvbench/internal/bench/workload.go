@@ -86,18 +86,19 @@ func (r *run) listKey(i int) string {
 	return "l/" + strings.Repeat("0", r.listWidth-len(s)) + s
 }
 
-// runTarget starts target name, fills it, drives every selected workload
-// at every client count, and stops it.
-func runTarget(ctx context.Context, cfg *Config, dir, name string, pg *pgEnv, rep *Report) (err error) {
+// openTarget starts target name, fills its main namespace, lets it
+// settle and runs the discarded warm-up phase; the caller measures it
+// (measure) and closes it.
+func openTarget(ctx context.Context, cfg *Config, dir, name string, pg *pgEnv, rep *Report) (_ *run, err error) {
 	maxClients := cfg.maxClients()
 	cfg.logf("%s: starting", name)
 	s, err := startServer(ctx, cfg, dir, name, nil, maxClients)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer func() {
-		if cerr := s.close(); err == nil && cerr != nil {
-			err = fmt.Errorf("stop: %w", cerr)
+		if err != nil {
+			s.close()
 		}
 	}()
 	r := &run{cfg: cfg, s: s, rep: rep, small: newPayload(cfg.ValueSize), listWidth: max(len(strconv.Itoa(cfg.ListKeys-1)), 4)}
@@ -107,59 +108,66 @@ func runTarget(ctx context.Context, cfg *Config, dir, name string, pg *pgEnv, re
 	rep.PeakRSSResettable = rep.PeakRSSResettable || resetPeakRSS(s.proc.pid)
 	if cfg.selected(GetHitSlowloris) {
 		if err := checkServerFDs(name, s.proc.pid, cfg.SlowConns+maxClients+fdReserve, slowlorisUse, "--slow-conns"); err != nil {
-			return err
+			return nil, err
 		}
 	}
 
 	if r.mainNS, err = s.createNamespace(ctx, "bench-main"); err != nil {
-		return err
+		return nil, err
 	}
 	fr, err := r.fill(ctx, "main", cfg.Keys, cfg.FillClients, func(w *worker, i int) error {
 		return w.put(r.keyURL(r.mainNS, mainKey(i)), r.small.value(w.rng, cfg.ValueSize), 0)
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	r.settle(ctx, &fr)
 	rep.Fills = append(rep.Fills, fr)
 	r.discardedPhase(ctx)
+	return r, nil
+}
 
-	for _, wl := range Workloads {
-		if !cfg.selected(wl) || name == TargetBaseline && slices.Contains(kvdOnly, wl) {
-			continue
-		}
-		if err := r.prepare(ctx, wl, rep); err != nil {
-			return fmt.Errorf("%s: prepare: %w", wl, err)
-		}
-		op := r.op(wl)
-		for _, n := range cfg.clientsFor(wl) {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			var res Result
-			if wl == GetHitSlowloris {
-				if res, err = r.slowPhase(ctx, wl, n, op); err != nil {
-					return fmt.Errorf("%s at %d clients: %w", wl, n, err)
-				}
-			} else {
-				if wl == IncrHot {
-					r.incrKey = fmt.Sprintf("hot/%d/%d", n, time.Now().UnixNano())
-					r.incrAcked.Store(0)
-				}
-				res = r.phase(ctx, wl, n, op, nil, r.probes(ctx, wl, n)...)
-				switch wl {
-				case IncrHot:
-					r.checkIncr(ctx, &res)
-				case BatchPut100:
-					res.KeysPerOp = batchOps
-				}
-			}
-			rep.Results = append(rep.Results, res)
-			cfg.logf("%s", res.line())
-		}
+// serves reports whether the target serves workload wl.
+func (r *run) serves(wl string) bool {
+	return r.s.name != TargetBaseline || !slices.Contains(kvdOnly, wl)
+}
+
+// measure prepares what workload wl needs (once) and measures it at n
+// clients.
+func (r *run) measure(ctx context.Context, wl string, n int) (Result, error) {
+	if err := r.prepare(ctx, wl, r.rep); err != nil {
+		return Result{}, fmt.Errorf("%s: prepare: %w", wl, err)
 	}
-	if rss, err := procStatus(s.proc.pid, "VmHWM"); err == nil && !rep.PeakRSSResettable {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("%s: peak RSS over the whole run %d MiB (VmHWM could not be reset per phase)", name, rss>>20))
+	op := r.op(wl)
+	if wl == GetHitSlowloris {
+		res, err := r.slowPhase(ctx, wl, n, op)
+		if err != nil {
+			return Result{}, fmt.Errorf("%s at %d clients: %w", wl, n, err)
+		}
+		return res, nil
+	}
+	if wl == IncrHot {
+		r.incrKey = fmt.Sprintf("hot/%d/%d", n, time.Now().UnixNano())
+		r.incrAcked.Store(0)
+	}
+	res := r.phase(ctx, wl, n, op, nil, r.probes(ctx, wl, n)...)
+	switch wl {
+	case IncrHot:
+		r.checkIncr(ctx, &res)
+	case BatchPut100:
+		res.KeysPerOp = batchOps
+	}
+	return res, nil
+}
+
+// close stops the target's server, noting its peak RSS over the run
+// where it could not be taken per phase.
+func (r *run) close() error {
+	if rss, err := procStatus(r.s.proc.pid, "VmHWM"); err == nil && !r.rep.PeakRSSResettable {
+		r.rep.Notes = append(r.rep.Notes, fmt.Sprintf("%s: peak RSS over the whole run %d MiB (VmHWM could not be reset per phase)", r.s.name, rss>>20))
+	}
+	if err := r.s.close(); err != nil {
+		return fmt.Errorf("%s: stop: %w", r.s.name, err)
 	}
 	return nil
 }
