@@ -138,6 +138,7 @@ func parseFlags(args []string, stderr io.Writer) (bench.Config, string, error) {
 	fs.IntVar(&cfg.BigKeys, "big-keys", cfg.BigKeys, "distinct keys of put-1mib and get-1mib")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured time of each workload at each client count")
 	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured time before each measurement")
+	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "times each phase runs on every target, in turns; each figure is its target's median round (profiles are the last round's)")
 	fs.IntVar(&cfg.FillClients, "fill-clients", cfg.FillClients, "concurrent clients of the fills")
 	fs.IntVar(&cfg.SlowConns, "slow-conns", cfg.SlowConns, "slow connections get-hit-slowloris holds open to each target (idle, trickled header, trickled 1 MiB PUT body, in thirds)")
 	fs.DurationVar(&cfg.SlowInterval, "slow-interval", cfg.SlowInterval, "time between two trickled writes of one slow connection")

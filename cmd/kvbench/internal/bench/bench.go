@@ -7,6 +7,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -148,6 +149,10 @@ type Config struct {
 	// is measured, in the work directory; 0 skips it.
 	DiskSyncDuration time.Duration
 
+	// Rounds is how many times each phase runs on every target, in turns;
+	// a result is its target's median round (1: once).
+	Rounds int
+
 	// Settle is the longest wait after each fill for the target's server
 	// (and PostgreSQL's processes, for a target on PostgreSQL) to go
 	// quiet: its flushes, compactions, checkpoints done. 0 does not wait.
@@ -181,6 +186,7 @@ func DefaultConfig() Config {
 		FsyncDuration:    5 * time.Second,
 		DiskSyncDuration: 3 * time.Second,
 		Settle:           time.Minute,
+		Rounds:           1,
 		Postgres:         PostgresAuto,
 	}
 }
@@ -203,6 +209,8 @@ func (c *Config) Validate() error {
 		return errors.New("bench: --clients is empty")
 	case c.FillClients < 1:
 		return errors.New("bench: --fill-clients must be at least 1")
+	case c.Rounds < 1 || c.Rounds > 100:
+		return errors.New("bench: --rounds must be 1 to 100")
 	case c.selected(GetHitSlowloris) && (c.SlowConns < 1 || c.SlowConns > 1<<20):
 		return errors.New("bench: --slow-conns must be 1 to 1048576")
 	case c.selected(GetHitSlowloris) && c.SlowInterval <= 0:
@@ -468,27 +476,35 @@ func measureTargets(ctx context.Context, cfg *Config, dir string, names []string
 		}
 		slices.Sort(clients)
 		for _, n := range slices.Compact(clients) {
-			for _, t := range ts {
-				w, ok := t.workload(cfg, wl)
-				if !ok || !slices.Contains(cfg.clientsFor(w), n) {
-					continue
-				}
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-				if cfg.Settle > 0 {
-					if st := waitQuiet(ctx, nil, "", cpu, min(cfg.Settle, 10*time.Second)); !st.Quiet {
-						cfg.logf("%s %s c=%d: the targets still busy after %.0fs (%.2f cores); measuring anyway", t.name, w, n, st.Seconds, st.ServerCPUSeconds/st.Seconds)
+			rounds := make([][]Result, len(ts))
+			for range cfg.Rounds {
+				for i, t := range ts {
+					w, ok := t.workload(cfg, wl)
+					if !ok || !slices.Contains(cfg.clientsFor(w), n) {
+						continue
 					}
+					if err := ctx.Err(); err != nil {
+						return err
+					}
+					if cfg.Settle > 0 {
+						if st := waitQuiet(ctx, nil, "", cpu, min(cfg.Settle, 10*time.Second)); !st.Quiet {
+							cfg.logf("%s %s c=%d: the targets still busy after %.0fs (%.2f cores); measuring anyway", t.name, w, n, st.Seconds, st.ServerCPUSeconds/st.Seconds)
+						}
+					}
+					started := time.Now()
+					res, err := t.measure(ctx, w, n)
+					if err != nil {
+						return fmt.Errorf("bench: %s: %w", t.name, err)
+					}
+					res.Started = started
+					rounds[i] = append(rounds[i], res)
+					cfg.logf("%s", res.line())
 				}
-				started := time.Now()
-				res, err := t.measure(ctx, w, n)
-				if err != nil {
-					return fmt.Errorf("bench: %s: %w", t.name, err)
+			}
+			for _, rs := range rounds {
+				if len(rs) > 0 {
+					rep.Results = append(rep.Results, medianRound(rs))
 				}
-				res.Started = started
-				rep.Results = append(rep.Results, res)
-				cfg.logf("%s", res.line())
 			}
 		}
 	}
@@ -498,6 +514,31 @@ func measureTargets(ctx context.Context, cfg *Config, dir string, names []string
 		return slices.Index(names, a.Target) - slices.Index(names, b.Target)
 	})
 	return nil
+}
+
+// medianRound returns, of the rounds of one phase, the one of median
+// throughput (the lower of the two middle ones for an even number), with
+// every round's throughput, their errors added up, and a failed check if
+// any round's failed.
+func medianRound(rs []Result) Result {
+	byRate := slices.Clone(rs)
+	slices.SortStableFunc(byRate, func(a, b Result) int { return cmp.Compare(a.OpsPerSec, b.OpsPerSec) })
+	m := byRate[(len(byRate)-1)/2]
+	if len(rs) == 1 {
+		return m
+	}
+	m.Errors, m.FirstError = 0, ""
+	for _, r := range rs {
+		m.Rounds = append(m.Rounds, r.OpsPerSec)
+		m.Errors += r.Errors
+		if m.FirstError == "" {
+			m.FirstError = r.FirstError
+		}
+		if r.CheckFailed {
+			m.Check, m.CheckFailed = r.Check, true
+		}
+	}
+	return m
 }
 
 // server is a target being benchmarked.

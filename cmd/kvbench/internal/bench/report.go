@@ -79,6 +79,8 @@ type Settings struct {
 	Profile string `json:"profile_dir,omitempty"`
 	// KVDArgs are the further flags every kvd ran with.
 	KVDArgs []string `json:"kvd_args,omitempty"`
+	// Rounds is how many times each phase ran on every target.
+	Rounds int `json:"rounds,omitempty"`
 	// SlowConns is get-hit-slowloris's number of attacker connections
 	// (0 when it did not run).
 	SlowConns int `json:"slow_conns,omitempty"`
@@ -103,7 +105,10 @@ type Result struct {
 	Clients  int    `json:"clients"`
 	// Started is when the phase started (its warm-up): the targets are
 	// measured in turns, workload by workload.
-	Started    time.Time `json:"started"`
+	Started time.Time `json:"started"`
+	// Rounds is the throughput of each round, with --rounds over 1: the
+	// result is the round of median throughput.
+	Rounds     []float64 `json:"rounds_ops_per_sec,omitempty"`
 	Seconds    float64   `json:"seconds"`
 	Ops        int64     `json:"ops"`
 	Errors     int64     `json:"errors"`
@@ -285,7 +290,7 @@ func newReport(cfg Config) *Report {
 			Duration: cfg.Duration.String(), Warmup: cfg.Warmup.String(),
 			Clients: cfg.Clients, ListClients: cfg.ListClients, FillClients: cfg.FillClients,
 			Workloads: wl, Postgres: cfg.Postgres != "" && cfg.Postgres != PostgresOff, SlowConns: slow,
-			Settle: settle, Profile: cfg.ProfileDir, KVDArgs: cfg.KVDArgs,
+			Settle: settle, Profile: cfg.ProfileDir, KVDArgs: cfg.KVDArgs, Rounds: cfg.Rounds,
 		},
 		Fills: []Fill{}, Results: []Result{}, Ratios: []Ratio{}, Fsyncs: []Fsync{},
 	}
@@ -515,6 +520,9 @@ func (r *Report) Print(w io.Writer) {
 		s.Keys, s.ValueSize, s.ListKeys, s.Duration, s.Warmup, s.Clients)
 	if len(s.KVDArgs) > 0 {
 		fmt.Fprintf(w, ", kvd %s", strings.Join(s.KVDArgs, " "))
+	}
+	if s.Rounds > 1 {
+		fmt.Fprintf(w, "; each phase %d rounds, the targets in turns, the median round shown", s.Rounds)
 	}
 	fmt.Fprint(w, "\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)

@@ -490,3 +490,61 @@ func TestIncrCheck(t *testing.T) {
 		t.Fatalf("the check passed a counter one above the acknowledged incrs: %+v", res)
 	}
 }
+
+// TestRunRounds: with --rounds, each phase runs that many times on every
+// target, and its result is the round of median throughput, with every
+// round's figure.
+func TestRunRounds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs kvd and kvbench")
+	}
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.KVD, cfg.Baseline = goBuild(t, dir, "kvd"), []string{goBuild(t, dir, "kvbench"), "baseline", "--listen"}
+	cfg.Keys, cfg.ListKeys, cfg.FillClients = 50, 1, 4
+	cfg.Duration, cfg.Warmup = 200*time.Millisecond, 20*time.Millisecond
+	cfg.Clients, cfg.ListClients = []int{2}, nil
+	cfg.FsyncDuration, cfg.DiskSyncDuration, cfg.Settle = 0, 0, 0
+	cfg.Postgres = PostgresOff
+	cfg.Workloads = []string{GetHit, PutNew}
+	cfg.Rounds = 3
+	cfg.WorkDir = dir
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Results) != 4 {
+		t.Fatalf("%d results, want 4 (2 workloads, 2 targets)", len(rep.Results))
+	}
+	for _, r := range rep.Results {
+		if len(r.Rounds) != 3 {
+			t.Fatalf("%s %s: rounds %v, want 3", r.Target, r.Workload, r.Rounds)
+		}
+		if sorted := slices.Sorted(slices.Values(r.Rounds)); r.OpsPerSec != sorted[1] {
+			t.Errorf("%s %s: %v ops/s, not the median of %v", r.Target, r.Workload, r.OpsPerSec, r.Rounds)
+		}
+	}
+	if rep.Settings.Rounds != 3 {
+		t.Errorf("settings: %d rounds", rep.Settings.Rounds)
+	}
+}
+
+// TestMedianRound: the median round's figures, with the errors of every
+// round and any round's failed check.
+func TestMedianRound(t *testing.T) {
+	rs := []Result{
+		{OpsPerSec: 30, Errors: 1, FirstError: "first", P50us: 3},
+		{OpsPerSec: 10, P50us: 1},
+		{OpsPerSec: 20, Errors: 2, FirstError: "second", P50us: 2, Check: "counter 5, want 6", CheckFailed: true},
+		{OpsPerSec: 40, P50us: 4},
+	}
+	m := medianRound(rs)
+	if m.OpsPerSec != 20 || m.P50us != 2 || m.Errors != 3 || m.FirstError != "first" || !m.CheckFailed || !slices.Equal(m.Rounds, []float64{30, 10, 20, 40}) {
+		t.Fatalf("median of %v = %+v", rs, m)
+	}
+	if one := medianRound(rs[1:2]); one.OpsPerSec != 10 || one.Rounds != nil {
+		t.Fatalf("one round: %+v", one)
+	}
+}
