@@ -20,7 +20,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
-	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/edgekv/kv/internal/diskguard"
@@ -159,7 +158,7 @@ func openLocked(dir string, fs *engineFS, lock *pebble.Lock, h *health, o Option
 	// Pebble reserves the memory of its memtables (the mutable one and
 	// those being flushed) out of the block cache; without room for two
 	// on top, a cache the size of the memtables caches no block at all.
-	cache := pebble.NewCache(blocks + 2*int64(memTableSize))
+	cache := pebble.NewCache(blocks + 2*memTableSize)
 	defer cache.Unref()
 	popts := &pebble.Options{
 		FS:                 fs,
@@ -168,17 +167,13 @@ func openLocked(dir string, fs *engineFS, lock *pebble.Lock, h *health, o Option
 		Logger:             pebbleLogger{h},
 		EventListener:      &pebble.EventListener{BackgroundError: h.backgroundError},
 		Merger:             usageMerger,
-		MemTableSize:       uint64(memTableSize),
+		MemTableSize:       memTableSize,
 		FormatMajorVersion: pebble.FormatNewest,
 		MaxOpenFiles:       cmp.Or(o.MaxOpenFiles, maxOpenFiles()),
 	}
 	// Bloom filters spare a write's read of the old value, and a read of a
 	// missing key, the sstable blocks of levels that cannot hold the key.
 	popts.Levels[0].FilterPolicy = bloom.FilterPolicy(10) // inherited by the levels below
-	if os.Getenv("KVD_L0NC") != "" {
-		popts.Levels[0].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
-		popts.Levels[1].Compression = func() *sstable.CompressionProfile { return sstable.SnappyCompression }
-	}
 
 	var found storeCheck
 	if !fresh {

@@ -17,9 +17,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -124,12 +122,7 @@ const DefaultCacheSize = 64 << 20
 
 // memTableSize is the size of each memtable. Larger than Pebble's 4 MiB
 // default: fewer flushes and less compaction under a steady write load.
-var memTableSize = func() int {
-	if v, err := strconv.Atoi(os.Getenv("KVD_MT_MB")); err == nil {
-		return v << 20
-	}
-	return 32 << 20
-}()
+const memTableSize = 32 << 20
 
 // upgrade brings a store written by an earlier layout to formatVersion and
 // records the version; a new store just records it. From version 1 it
