@@ -228,9 +228,18 @@ func (c *tokenCache) refuse(d store.TokenDigest, e *authError, now time.Time) {
 	c.refused[d] = refusedToken{now.Add(refusedFor), e}
 }
 
-func (c *tokenCache) remember(d store.TokenDigest, ct *cachedToken) {
+// remember caches ct under d, unless revocations were read since mark,
+// the revocation mark when the token was looked up: the token may be
+// among them, read before its lookup saw it revoked, and caching it would
+// keep it valid here for good. Then ct is not cached (and its holds are
+// dropped: they look it up again).
+func (c *tokenCache) remember(d store.TokenDigest, ct *cachedToken, mark uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.mark != mark {
+		close(ct.dropped)
+		return
+	}
 	if len(c.known) >= maxKnown {
 		n := 0
 		for k := range c.known {
@@ -337,6 +346,7 @@ func (s *Service) authenticate(ctx context.Context, token, addr string) (Princip
 	c.mu.RLock()
 	ct, known := c.known[d]
 	r, refused := c.refused[d]
+	mark := c.mark
 	c.mu.RUnlock()
 	if known {
 		if _, err := s.usable(ct.t, now); err != nil {
@@ -377,7 +387,7 @@ func (s *Service) authenticate(ctx context.Context, token, addr string) (Princip
 	ct = &cachedToken{t: t, principal: principalOf(t), dropped: make(chan struct{})}
 	ct.lastUsed.Store(now.UnixNano())
 	ct.stored.Store(t.LastUsedAt.UnixNano())
-	c.remember(d, ct)
+	c.remember(d, ct, mark)
 	return ct.principal, ct, nil
 }
 

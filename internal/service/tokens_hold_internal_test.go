@@ -103,7 +103,7 @@ func TestTokenHold(t *testing.T) {
 	}
 	c := svc.tokens
 	d := store.DigestToken(secret3)
-	c.remember(d, &cachedToken{t: c.known[d].t, dropped: make(chan struct{})})
+	c.remember(d, &cachedToken{t: c.known[d].t, dropped: make(chan struct{})}, c.mark)
 	if !closed(h3.Dropped) {
 		t.Fatal("a replaced entry's hold is not dropped")
 	}
@@ -113,7 +113,7 @@ func TestTokenHold(t *testing.T) {
 		held[d] = &cachedToken{dropped: make(chan struct{})}
 		c.known[d] = held[d]
 	}
-	c.remember(store.DigestToken("one more"), &cachedToken{dropped: make(chan struct{})})
+	c.remember(store.DigestToken("one more"), &cachedToken{dropped: make(chan struct{})}, c.mark)
 	evicted := 0
 	for d, ct := range held {
 		_, cached := c.known[d]
@@ -126,5 +126,56 @@ func TestTokenHold(t *testing.T) {
 	}
 	if evicted == 0 {
 		t.Fatal("the eviction dropped nothing")
+	}
+}
+
+// revokingStore runs during once, within the next token lookup, after
+// the store has answered it.
+type revokingStore struct {
+	store.Store
+	during func()
+}
+
+func (s *revokingStore) TokenByDigest(ctx context.Context, d store.TokenDigest) (store.Token, error) {
+	t, err := s.Store.TokenByDigest(ctx, d)
+	if f := s.during; f != nil {
+		s.during = nil
+		f()
+	}
+	return t, err
+}
+
+// TestRevokedDuringLookup: a token revoked (and the revocation read) while
+// a request's lookup of it was under way is not cached as valid: the next
+// request is refused without any further read of revocations.
+func TestRevokedDuringLookup(t *testing.T) {
+	ctx := context.Background()
+	db, err := pebble.Open(t.TempDir(), pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	rs := &revokingStore{Store: db}
+	svc := New(Config{Store: rs})
+	other := New(Config{Store: db}) // another process sharing the store
+	secret, rec, err := other.CreateToken(ctx, TokenSpec{Org: "org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs.during = func() {
+		if _, err := other.RevokeToken(ctx, rec.ID); err != nil {
+			t.Error(err)
+		}
+		svc.PollRevocations(ctx)
+	}
+	_, h, err := svc.HoldToken(ctx, secret, "127.0.0.1:1")
+	if err != nil {
+		t.Fatalf("the lookup that read the token before its revocation: %v", err)
+	}
+	if !h.Stale(time.Now()) {
+		t.Error("its hold is not dropped: a stream would keep watching")
+	}
+	if _, err := svc.Authenticate(ctx, secret, "127.0.0.1:1"); err == nil {
+		t.Fatal("the token revoked during the lookup is still accepted")
 	}
 }
