@@ -32,8 +32,11 @@ type framer struct {
 
 	remain int64 // body or chunk bytes still to skip
 
-	// verdicts of header sections read but not yet taken by a handler.
-	verdicts []Verdict
+	// verdicts of header sections read but not yet taken by a handler,
+	// in verdictBuf unless a client sends more than a few requests ahead
+	// (so that a request costs no allocation).
+	verdicts   []Verdict
+	verdictBuf [4]Verdict
 }
 
 // lineKeep is how much of a line the framer keeps: enough for the fields
@@ -287,6 +290,9 @@ func (f *framer) endSection() {
 		f.lose()
 		return
 	}
+	if f.verdicts == nil {
+		f.verdicts = f.verdictBuf[:0]
+	}
 	f.verdicts = append(f.verdicts, v)
 	switch {
 	case s.http11 && s.teValues > 0:
@@ -369,7 +375,7 @@ func (f *framer) next() Verdict {
 	v := f.verdicts[0]
 	f.verdicts = f.verdicts[1:]
 	if len(f.verdicts) == 0 {
-		f.verdicts = f.verdicts[:0:0]
+		f.verdicts = f.verdictBuf[:0] // and what a burst of requests grew goes
 	}
 	return v
 }
