@@ -241,7 +241,7 @@ var recorders = sync.Pool{New: func() any { return new(recorder) }}
 // and holds the backing arrays of the headers every response sets.
 type recorder struct {
 	http.ResponseWriter
-	idHdr, ctHdr, lenHdr [1]string
+	idHdr, ctHdr, lenHdr, updHdr [1]string
 	ctx                  context.Context // the request's
 	id                   string
 	org, tokenID         string

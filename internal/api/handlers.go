@@ -149,10 +149,12 @@ func (h *Handler) getKey(w *recorder, r *http.Request, who service.Principal, rt
 	// The key's metadata, an extension the hosted service does not send:
 	// an export reads the expiry from it.
 	if !v.UpdatedAt.IsZero() {
-		hd["Kv-Updated-At"] = []string{v.UpdatedAt.UTC().Format(kv.KeyTimeFormat)}
+		var b [40]byte
+		w.updHdr[0] = string(appendKeyTime(b[:0], v.UpdatedAt))
+		hd["Kv-Updated-At"] = w.updHdr[:]
 	}
 	if !v.ExpiresAt.IsZero() {
-		hd["Kv-Expires-At"] = []string{v.ExpiresAt.UTC().Format(kv.KeyTimeFormat)}
+		hd["Kv-Expires-At"] = []string{string(appendKeyTime(nil, v.ExpiresAt))}
 	}
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodHead {

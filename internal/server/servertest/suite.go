@@ -563,6 +563,10 @@ func testListKeys(t *testing.T, start StartFunc) {
 	if !nsTime.MatchString(l.Data[0].UpdatedAt) {
 		t.Fatalf("updated_at %q is not RFC 3339 UTC with nanoseconds", l.Data[0].UpdatedAt)
 	}
+	// A GET's Kv-Updated-At says the same as the listing.
+	if got := c.do("GET", base+"/user/123", nil).header.Get("Kv-Updated-At"); got != l.Data[0].UpdatedAt {
+		t.Fatalf("Kv-Updated-At %q, listing's updated_at %q", got, l.Data[0].UpdatedAt)
+	}
 	// An empty listing, a prefix matching nothing, and no query at all.
 	if l := decodeKeys(t, c.do("GET", base+"?prefix=zzz", nil)); len(l.Data) != 0 || l.Meta.HasMore {
 		t.Fatalf("prefix zzz = %+v", l)
