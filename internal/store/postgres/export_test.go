@@ -60,3 +60,6 @@ func QueuedPuts(db *DB) int {
 
 // ListByScan makes db's ListKeys decode its rows through Scan.
 func ListByScan(db *DB) { db.listByScan = true }
+
+// GetByScan makes db's key reads decode their rows through Scan.
+func GetByScan(db *DB) { db.getByScan = true }

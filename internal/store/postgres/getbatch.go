@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
@@ -10,6 +11,7 @@ import (
 	"github.com/edgekv/kv"
 	"github.com/edgekv/kv/internal/store"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // Reads of keys are coalesced (coalesce.go): at most readStatements
@@ -100,40 +102,27 @@ func (db *DB) getKeys(group []*waiting[*getCall]) {
 	defer stop()
 	rows := make([]getRow, len(group))
 	err := db.run(ctx, "get key", func(conn *pgx.Conn) error {
+		var (
+			qr  pgx.Rows
+			err error
+		)
 		if len(group) == 1 {
 			c := group[0].call
-			r := &rows[0]
-			err := conn.QueryRow(ctx, sqlGetKey, c.id, c.org, []byte(c.key)).Scan(&r.status, &r.data, &r.contentType, &r.updated, &r.expires, &r.rev)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return nil // r.status stays nil: no such namespace
+			qr, err = conn.Query(ctx, sqlGetKey, c.id, c.org, []byte(c.key))
+		} else {
+			ids := make([][16]byte, len(group))
+			orgs := make([]string, len(group))
+			keys := make([][]byte, len(group))
+			for i, w := range group {
+				ids[i], orgs[i], keys[i] = w.call.id, w.call.org, []byte(w.call.key)
 			}
-			return err
+			qr, err = conn.Query(ctx, sqlGetKeys, ids, orgs, keys)
 		}
-		ids := make([][16]byte, len(group))
-		orgs := make([]string, len(group))
-		keys := make([][]byte, len(group))
-		for i, w := range group {
-			ids[i], orgs[i], keys[i] = w.call.id, w.call.org, []byte(w.call.key)
-		}
-		qr, err := conn.Query(ctx, sqlGetKeys, ids, orgs, keys)
 		if err != nil {
 			return err
 		}
 		defer qr.Close()
-		for qr.Next() {
-			var (
-				i int64
-				r getRow
-			)
-			if err := qr.Scan(&i, &r.status, &r.data, &r.contentType, &r.updated, &r.expires, &r.rev); err != nil {
-				return err
-			}
-			if i < 1 || i > int64(len(rows)) {
-				return fmt.Errorf("read %d of %d", i, len(rows))
-			}
-			rows[i-1] = r
-		}
-		return qr.Err()
+		return db.readGetRows(qr, rows)
 	})
 	for i, w := range group {
 		c := w.call
@@ -145,6 +134,54 @@ func (db *DB) getKeys(group []*waiting[*getCall]) {
 		db.errs.count(w.ctx, c.err)
 	}
 }
+
+// readGetRows reads the rows of sqlGetKey (one read: no row is a missing
+// namespace) or sqlGetKeys (several: each row names its read) into rows.
+// Rows of the column types the engine's schema gives are decoded here
+// (the reads of a loaded kvd are most of its statements' rows), others
+// through Scan.
+func (db *DB) readGetRows(qr pgx.Rows, rows []getRow) error {
+	multi := len(rows) > 1
+	want := getColumns
+	if multi {
+		want = append([]uint32{pgtype.Int8OID}, getColumns...)
+	}
+	raw := binaryColumns(qr.FieldDescriptions(), want...) && !db.getByScan
+	for qr.Next() {
+		var (
+			i   int64 = 1
+			r   getRow
+			err error
+		)
+		switch {
+		case raw:
+			v := qr.RawValues()
+			if multi {
+				if len(v[0]) != 8 {
+					return fmt.Errorf("a read's position of %d bytes", len(v[0]))
+				}
+				i, v = int64(binary.BigEndian.Uint64(v[0])), v[1:]
+			}
+			err = r.decode(v)
+		case multi:
+			err = r.scan(qr, &i)
+		default:
+			err = r.scan(qr, nil)
+		}
+		if err != nil {
+			return err
+		}
+		if i < 1 || i > int64(len(rows)) {
+			return fmt.Errorf("read %d of %d", i, len(rows))
+		}
+		rows[i-1] = r
+	}
+	return qr.Err()
+}
+
+// getColumns are the types of sqlGetKey's columns (and of sqlGetKeys's
+// after the first).
+var getColumns = []uint32{pgtype.TextOID, pgtype.ByteaOID, pgtype.TextOID, pgtype.Int8OID, pgtype.Int8OID, pgtype.Int8OID}
 
 // groupError is the error of a call (whose context is callCtx) of a group
 // whose statement, run under groupCtx, failed with err.
@@ -161,32 +198,99 @@ func groupError(callCtx, groupCtx context.Context, op string, err error) error {
 
 // getRow is what sqlGetKey, or one row of sqlGetKeys, read for a key.
 type getRow struct {
-	status      *string
+	nsFound     bool // the namespace is the organization's
+	status      string
+	keyFound    bool // and it holds the key (a ready namespace only)
 	data        []byte
-	contentType *string
-	updated     *int64
-	expires     *int64
-	rev         *int64
+	contentType string
+	updated     int64
+	hasExpiry   bool
+	expires     int64
+	rev         int64
+}
+
+// decode sets r from a row's raw values, in getColumns's types: the
+// value is copied out of the connection's buffer, the status and the
+// usual content type cost no allocation.
+func (r *getRow) decode(v [][]byte) error {
+	if len(v) != len(getColumns) {
+		return fmt.Errorf("a key read of %d columns", len(v))
+	}
+	if v[0] == nil {
+		return nil // no such namespace
+	}
+	r.nsFound = true
+	if r.status = statusReady; string(v[0]) != statusReady {
+		r.status = string(v[0])
+	}
+	if v[3] == nil {
+		return nil // no such key
+	}
+	if len(v[3]) != 8 || len(v[5]) != 8 || v[4] != nil && len(v[4]) != 8 {
+		return fmt.Errorf("a key read of %d, %d and %d bytes of times and revision", len(v[3]), len(v[4]), len(v[5]))
+	}
+	r.keyFound = true
+	r.data = append([]byte{}, v[1]...)
+	if r.contentType = kv.DefaultContentType; string(v[2]) != kv.DefaultContentType {
+		r.contentType = string(v[2])
+	}
+	r.updated = int64(binary.BigEndian.Uint64(v[3]))
+	if v[4] != nil {
+		r.hasExpiry, r.expires = true, int64(binary.BigEndian.Uint64(v[4]))
+	}
+	r.rev = int64(binary.BigEndian.Uint64(v[5]))
+	return nil
+}
+
+// scan sets r from the current row through Scan; i, when not nil,
+// receives the row's first column (sqlGetKeys's position of the read).
+func (r *getRow) scan(qr pgx.Rows, i *int64) error {
+	var (
+		status, contentType   *string
+		data                  []byte
+		updated, expires, rev *int64
+	)
+	dst := []any{&status, &data, &contentType, &updated, &expires, &rev}
+	if i != nil {
+		dst = append([]any{i}, dst...)
+	}
+	if err := qr.Scan(dst...); err != nil {
+		return err
+	}
+	if status == nil {
+		return nil
+	}
+	r.nsFound, r.status = true, *status
+	if updated == nil {
+		return nil
+	}
+	if contentType == nil || rev == nil {
+		return errors.New("a key read without its content type or revision")
+	}
+	r.keyFound, r.data, r.contentType, r.updated, r.rev = true, data, *contentType, *updated, *rev
+	if r.data == nil {
+		r.data = []byte{}
+	}
+	if expires != nil {
+		r.hasExpiry, r.expires = true, *expires
+	}
+	return nil
 }
 
 // value maps r to GetKey's outcome at now.
 func (r *getRow) value(now time.Time) (*store.Value, error) {
-	if r.status == nil {
+	if !r.nsFound {
 		return nil, store.ErrNamespaceNotFound
 	}
-	if err := nsCheck(r.status); err != nil {
+	if err := nsCheck(&r.status); err != nil {
 		return nil, err
 	}
-	if r.updated == nil || r.expires != nil && *r.expires <= encodeTime(now) {
+	if !r.keyFound || r.hasExpiry && r.expires <= encodeTime(now) {
 		return nil, store.ErrKeyNotFound
 	}
-	data := r.data
-	if data == nil {
-		data = []byte{}
-	}
 	var exp time.Time
-	if r.expires != nil {
-		exp = decodeTime(*r.expires)
+	if r.hasExpiry {
+		exp = decodeTime(r.expires)
 	}
-	return store.NewValue(data, *r.contentType, decodeTime(*r.updated), exp, store.Revision(*r.rev), nil), nil
+	return store.NewValue(r.data, r.contentType, decodeTime(r.updated), exp, store.Revision(r.rev), nil), nil
 }

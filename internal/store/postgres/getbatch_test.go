@@ -22,6 +22,8 @@ import (
 func TestGetKeysCoalesce(t *testing.T) {
 	url := pgtest.URL(t)
 	db := open(t, url, postgres.Config{MaxConns: 1})
+	byScan := open(t, url, postgres.Config{MaxConns: 1}) // rows decoded through Scan
+	postgres.GetByScan(byScan)
 	a := readyNamespace(t, db, "org-a", "a")
 	b := readyNamespace(t, db, "org-b", "b")
 	pending := kv.Namespace{ID: kv.NewID(), Org: "org-a", Name: "pending", Status: kv.StatusPending, CreatedAt: base, UpdatedAt: base}
@@ -31,8 +33,13 @@ func TestGetKeysCoalesce(t *testing.T) {
 	for i := range 10 {
 		for _, ns := range []kv.Namespace{a, b} {
 			v := store.PutValue{Data: []byte(fmt.Sprintf("%s-%d", ns.Name, i)), ContentType: "text/plain"}
-			if i == 9 {
+			switch i {
+			case 9:
 				v.ExpiresAt = base.Add(time.Second)
+			case 8:
+				v.ExpiresAt = base.Add(time.Hour)
+			case 7:
+				v.Data, v.ContentType = []byte{}, kv.DefaultContentType
 			}
 			if _, err := db.PutKey(ctx, ns.Org, ns.ID, fmt.Sprintf("k%d", i), v, base); err != nil {
 				t.Fatal(err)
@@ -51,54 +58,68 @@ func TestGetKeysCoalesce(t *testing.T) {
 	}
 	now := base.Add(time.Minute)
 	type outcome struct {
-		data []byte
-		rev  store.Revision
-		err  error
+		data             []byte
+		contentType      string
+		updated, expires time.Time
+		rev              store.Revision
+		err              error
 	}
-	get := func(r read) outcome {
-		v, err := db.GetKey(ctx, r.org, r.id, r.key, now)
+	get := func(d *postgres.DB, r read) outcome {
+		v, err := d.GetKey(ctx, r.org, r.id, r.key, now)
 		if err != nil {
 			return outcome{err: err}
 		}
 		defer v.Close()
-		return outcome{data: bytes.Clone(v.Data), rev: v.Revision}
+		return outcome{data: bytes.Clone(v.Data), contentType: v.ContentType, updated: v.UpdatedAt, expires: v.ExpiresAt, rev: v.Revision}
+	}
+	same := func(how string, r read, g, w outcome) {
+		t.Helper()
+		if !bytes.Equal(g.data, w.data) || (g.data == nil) != (w.data == nil) || g.contentType != w.contentType || !g.updated.Equal(w.updated) || !g.expires.Equal(w.expires) || g.rev != w.rev || fmt.Sprint(g.err) != fmt.Sprint(w.err) {
+			t.Errorf("GetKey(%s, %s, %s) %s = %+v; alone %+v", r.org, r.id, r.key, how, g, w)
+		}
 	}
 	want := make([]outcome, len(reads))
 	for i, r := range reads {
-		want[i] = get(r)
+		want[i] = get(db, r)
+		same("alone through Scan", r, get(byScan, r), want[i])
 	}
 
-	// A write waits for a row lock on the only connection; the reads
-	// arrive meanwhile.
-	tx := lockNamespace(t, url, a.ID)
-	wrote := make(chan error, 1)
-	go func() {
-		_, err := db.PutKey(ctx, "org-a", a.ID, "w", store.PutValue{Data: []byte("w"), ContentType: "text/plain"}, base)
-		wrote <- err
-	}()
-	waitForLockWait(t, rawConn(t, url))
-	before := postgres.Acquires(db)
-	got := make([]outcome, len(reads))
-	var wg sync.WaitGroup
-	for i, r := range reads {
-		wg.Go(func() { got[i] = get(r) })
-	}
-	time.Sleep(100 * time.Millisecond)
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
-	wg.Wait()
-	if err := <-wrote; err != nil {
-		t.Fatal(err)
-	}
-	for i, r := range reads {
-		g, w := got[i], want[i]
-		if !bytes.Equal(g.data, w.data) || g.rev != w.rev || fmt.Sprint(g.err) != fmt.Sprint(w.err) {
-			t.Errorf("GetKey(%s, %s, %s) = %q rev %d, %v; alone %q rev %d, %v", r.org, r.id, r.key, g.data, g.rev, g.err, w.data, w.rev, w.err)
+	for _, d := range []*postgres.DB{db, byScan} {
+		// A write waits for a row lock on the only connection; the
+		// reads arrive meanwhile.
+		tx := lockNamespace(t, url, a.ID)
+		wrote := make(chan error, 1)
+		go func() {
+			_, err := d.PutKey(ctx, "org-a", a.ID, "w", store.PutValue{Data: []byte("w"), ContentType: "text/plain"}, base)
+			wrote <- err
+		}()
+		waitForLockWait(t, rawConn(t, url))
+		before := postgres.Acquires(d)
+		got := make([]outcome, len(reads))
+		var wg sync.WaitGroup
+		for i, r := range reads {
+			wg.Go(func() { got[i] = get(d, r) })
+		}
+		time.Sleep(100 * time.Millisecond)
+		if err := tx.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		if err := <-wrote; err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range reads {
+			same(map[bool]string{true: "in a group", false: "in a group through Scan"}[d == db], r, got[i], want[i])
+		}
+		if n := postgres.Acquires(d) - before; n > int64(len(reads))/4 {
+			t.Errorf("%d reads took %d connections from the pool, want them to share statements", len(reads), n)
 		}
 	}
-	if n := postgres.Acquires(db) - before; n > int64(len(reads))/4 {
-		t.Errorf("%d reads took %d connections from the pool, want them to share statements", len(reads), n)
+	if w := want[35]; string(w.data) != "" || w.data == nil || w.contentType != kv.DefaultContentType || !w.expires.IsZero() {
+		t.Errorf("an empty value: %+v", w)
+	}
+	if w := want[40]; !w.expires.Equal(base.Add(time.Hour)) || w.contentType != "text/plain" || !w.updated.Equal(base) || w.rev == 0 {
+		t.Errorf("a value with an expiry: %+v", w)
 	}
 	var nr *store.NotReadyError
 	if !errors.As(want[4].err, &nr) || !errors.Is(want[3].err, store.ErrNamespaceNotFound) || !errors.Is(want[2].err, store.ErrNamespaceNotFound) || !errors.Is(want[45].err, store.ErrKeyNotFound) || !errors.Is(want[50].err, store.ErrKeyNotFound) {

@@ -78,6 +78,9 @@ type DB struct {
 	// listByScan makes ListKeys decode its rows through Scan, as it does
 	// when they do not come as it expects (tests).
 	listByScan bool
+	// getByScan makes key reads decode their rows through Scan, as they
+	// do rows of other column types (tests).
+	getByScan bool
 }
 
 var (
@@ -1154,7 +1157,7 @@ func (db *DB) ListKeys(ctx context.Context, org string, nsID kv.ID, prefix, afte
 		defer rows.Close()
 		keys = make([]kv.KeyInfo, 0, min(limit+1, 1024))
 		found := false
-		raw := binaryColumns(rows.FieldDescriptions()) && !db.listByScan
+		raw := binaryColumns(rows.FieldDescriptions(), listColumns...) && !db.listByScan
 		for rows.Next() {
 			var (
 				status  string
@@ -1217,16 +1220,19 @@ func (db *DB) ListKeys(ctx context.Context, org string, nsID kv.ID, prefix, afte
 	return keys, more, nil
 }
 
-// binaryColumns reports whether the columns of a key listing are the ones
-// ListKeys decodes itself: text (whose two formats are the same bytes),
-// then bytea, integer, bigint and bigint in PostgreSQL's binary format.
-func binaryColumns(fields []pgconn.FieldDescription) bool {
-	want := []uint32{pgtype.TextOID, pgtype.ByteaOID, pgtype.Int4OID, pgtype.Int8OID, pgtype.Int8OID}
+// listColumns are the types of a key listing's columns.
+var listColumns = []uint32{pgtype.TextOID, pgtype.ByteaOID, pgtype.Int4OID, pgtype.Int8OID, pgtype.Int8OID}
+
+// binaryColumns reports whether a statement's columns are of the types
+// want, in the formats its caller decodes itself: text in either (whose
+// two formats are the same bytes), anything else in PostgreSQL's binary
+// format.
+func binaryColumns(fields []pgconn.FieldDescription, want ...uint32) bool {
 	if len(fields) != len(want) {
 		return false
 	}
 	for i, f := range fields {
-		if f.DataTypeOID != want[i] || i > 0 && f.Format != pgx.BinaryFormatCode {
+		if f.DataTypeOID != want[i] || want[i] != pgtype.TextOID && f.Format != pgx.BinaryFormatCode {
 			return false
 		}
 	}
