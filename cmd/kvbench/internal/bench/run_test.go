@@ -199,12 +199,7 @@ func TestRunSmall(t *testing.T) {
 // itself measured beside it and --profile set, and checks the ratios and
 // that every profile file is there and parses.
 func TestRunPostgresAuto(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs kvd and PostgreSQL")
-	}
-	dir := t.TempDir()
-	cfg := DefaultConfig()
-	cfg.KVD, cfg.Baseline = goBuild(t, dir, "kvd"), []string{goBuild(t, dir, "kvbench"), "baseline", "--listen"}
+	cfg, dir := builtConfig(t, "kvd and PostgreSQL")
 	cfg.Workloads = []string{GetHit, PutNew, List1000, PGSelect, PGUpsert, PGRange}
 	cfg.Keys, cfg.ListKeys, cfg.Clients, cfg.ListClients, cfg.FillClients = 50, 1500, []int{2}, nil, 4
 	// CPU profiles take whole seconds.
@@ -495,12 +490,7 @@ func TestIncrCheck(t *testing.T) {
 // target, and its result is the round of median throughput, with every
 // round's figure.
 func TestRunRounds(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs kvd and kvbench")
-	}
-	dir := t.TempDir()
-	cfg := DefaultConfig()
-	cfg.KVD, cfg.Baseline = goBuild(t, dir, "kvd"), []string{goBuild(t, dir, "kvbench"), "baseline", "--listen"}
+	cfg, dir := builtConfig(t, "kvd and kvbench")
 	cfg.Keys, cfg.ListKeys, cfg.FillClients = 50, 1, 4
 	cfg.Duration, cfg.Warmup = 200*time.Millisecond, 20*time.Millisecond
 	cfg.Clients, cfg.ListClients = []int{2}, nil
@@ -547,4 +537,18 @@ func TestMedianRound(t *testing.T) {
 	if one := medianRound(rs[1:2]); one.OpsPerSec != 10 || one.Rounds != nil {
 		t.Fatalf("one round: %+v", one)
 	}
+}
+
+// builtConfig skips the test under -short; otherwise it builds kvd and
+// kvbench into a temporary directory and returns the default
+// configuration with them, and the directory.
+func builtConfig(t *testing.T, what string) (Config, string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs " + what)
+	}
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.KVD, cfg.Baseline = goBuild(t, dir, "kvd"), []string{goBuild(t, dir, "kvbench"), "baseline", "--listen"}
+	return cfg, dir
 }
