@@ -16,10 +16,10 @@ type Config struct {
 	// (or their context's deadline). Key reads and plain writes of small
 	// values share statements and transactions under load (getbatch.go,
 	// putgroup.go): reads take at most one connection per CPU between
-	// them, writes two per CPU, at most half the pool. Size it against the
-	// server's
-	// max_connections divided by the number of kvd processes, leaving room
-	// for other clients. Default: 4 per CPU, at least 8.
+	// them, write groups one per CPU, at most half the pool (at least 2
+	// of each). Size it against the server's max_connections divided by
+	// the number of kvd processes, leaving room for other clients.
+	// Default: 4 per CPU, at least 8.
 	MaxConns int
 
 	// StatementTimeout is set as the session's statement_timeout: the
