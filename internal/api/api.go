@@ -242,14 +242,14 @@ var recorders = sync.Pool{New: func() any { return new(recorder) }}
 type recorder struct {
 	http.ResponseWriter
 	idHdr, ctHdr, lenHdr, updHdr [1]string
-	ctx                  context.Context // the request's
-	id                   string
-	org, tokenID         string
-	route                string // the route's name, for metrics
-	status               int
-	bytes                int64
-	wrote                bool
-	start                time.Time
+	ctx                          context.Context // the request's
+	id                           string
+	org, tokenID                 string
+	route                        string // the route's name, for metrics
+	status                       int
+	bytes                        int64
+	wrote                        bool
+	start                        time.Time
 	// detached: the request goes on after its handler returns (a watch
 	// stream on a connection of its own), and reports its own end.
 	detached bool
