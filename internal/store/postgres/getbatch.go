@@ -144,7 +144,7 @@ func (db *DB) readGetRows(qr pgx.Rows, rows []getRow) error {
 	multi := len(rows) > 1
 	want := getColumns
 	if multi {
-		want = append([]uint32{pgtype.Int8OID}, getColumns...)
+		want = getKeysColumns
 	}
 	raw := binaryColumns(qr.FieldDescriptions(), want...) && !db.getByScan
 	for qr.Next() {
@@ -182,6 +182,9 @@ func (db *DB) readGetRows(qr pgx.Rows, rows []getRow) error {
 // getColumns are the types of sqlGetKey's columns (and of sqlGetKeys's
 // after the first).
 var getColumns = []uint32{pgtype.TextOID, pgtype.ByteaOID, pgtype.TextOID, pgtype.Int8OID, pgtype.Int8OID, pgtype.Int8OID}
+
+// getKeysColumns are sqlGetKeys's: the read's position, then getColumns.
+var getKeysColumns = append([]uint32{pgtype.Int8OID}, getColumns...)
 
 // groupError is the error of a call (whose context is callCtx) of a group
 // whose statement, run under groupCtx, failed with err.

@@ -13,6 +13,7 @@ import (
 	"github.com/edgekv/kv/internal/pgtest"
 	"github.com/edgekv/kv/internal/store"
 	"github.com/edgekv/kv/internal/store/postgres"
+	"github.com/jackc/pgx/v5"
 )
 
 // Reads that arrive while every connection is busy share statements, and
@@ -87,13 +88,7 @@ func TestGetKeysCoalesce(t *testing.T) {
 	for _, d := range []*postgres.DB{db, byScan} {
 		// A write waits for a row lock on the only connection; the
 		// reads arrive meanwhile.
-		tx := lockNamespace(t, url, a.ID)
-		wrote := make(chan error, 1)
-		go func() {
-			_, err := d.PutKey(ctx, "org-a", a.ID, "w", store.PutValue{Data: []byte("w"), ContentType: "text/plain"}, base)
-			wrote <- err
-		}()
-		waitForLockWait(t, rawConn(t, url))
+		tx, wrote := occupyPool(t, url, d, "org-a", a.ID)
 		before := postgres.Acquires(d)
 		got := make([]outcome, len(reads))
 		var wg sync.WaitGroup
@@ -136,13 +131,7 @@ func TestGetKeyQueuedGivesUp(t *testing.T) {
 	if _, err := db.PutKey(ctx, "org", ns.ID, "k", store.PutValue{Data: []byte("v"), ContentType: "text/plain"}, base); err != nil {
 		t.Fatal(err)
 	}
-	tx := lockNamespace(t, url, ns.ID)
-	wrote := make(chan error, 1)
-	go func() {
-		_, err := db.PutKey(ctx, "org", ns.ID, "w", store.PutValue{Data: []byte("w"), ContentType: "text/plain"}, base)
-		wrote <- err
-	}()
-	waitForLockWait(t, rawConn(t, url))
+	tx, wrote := occupyPool(t, url, db, "org", ns.ID)
 	first := make(chan error, 1)
 	go func() { // waits for the connection
 		_, err := db.GetKey(ctx, "org", ns.ID, "k", base)
@@ -170,4 +159,20 @@ func TestGetKeyQueuedGivesUp(t *testing.T) {
 	} else {
 		v.Close()
 	}
+}
+
+// occupyPool takes the only connection of d's pool: a write of key "w"
+// into namespace id of org waits on it for a lock that tx, returned,
+// holds on the namespace's row. Once tx ends, the write's outcome comes on
+// the channel.
+func occupyPool(t *testing.T, url string, d *postgres.DB, org string, id kv.ID) (pgx.Tx, <-chan error) {
+	t.Helper()
+	tx := lockNamespace(t, url, id)
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := d.PutKey(ctx, org, id, "w", store.PutValue{Data: []byte("w"), ContentType: "text/plain"}, base)
+		wrote <- err
+	}()
+	waitForLockWait(t, rawConn(t, url))
+	return tx, wrote
 }
